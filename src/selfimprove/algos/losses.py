@@ -1,0 +1,253 @@
+"""Losses: pure functions on per-token tensors [B, T] with a mask [B, T] (1 = trainable token).
+
+Gradient accumulation: the learner splits a batch into micro-batches and sums their losses. For that
+sum to equal the full-batch loss exactly, the normalisers (number of sequences, number of trainable
+tokens, maximum length) must be those of the whole batch, and are passed in. When they are left as
+``None`` each call uses its own batch's, which is right when the call sees the whole batch.
+
+Masked-out positions are removed with ``torch.where`` before any multiplication, so padding whose
+per-token value is inf or nan cannot poison the loss value. Keep the inputs finite at padding anyway:
+a gradient flowing back through a non-finite value is nan even where it is multiplied by 0.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "AggMode",
+    "KLKind",
+    "aggregate",
+    "clipped_pg_per_token",
+    "kl_estimate",
+    "policy_loss",
+    "sft_loss",
+    "token_entropy",
+    "token_logprobs",
+]
+
+KLKind = Literal["k1", "k2", "k3"]
+AggMode = Literal["seq_mean", "token_mean", "dr_grpo"]
+
+
+def _masked(values: Tensor, mask: Tensor) -> Tensor:
+    """values * mask, with masked positions set to an exact 0 whatever ``values`` holds there."""
+    m = mask.to(values.dtype)
+    return torch.where(mask != 0, values * m, torch.zeros((), dtype=values.dtype, device=values.device))
+
+
+def _check_same_shape(**tensors: Tensor) -> None:
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"shapes must match: {shapes}")
+
+
+def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: KLKind = "k3") -> Tensor:
+    """Per-token estimate of KL(pi || ref) from log-probs of the sampled tokens (Schulman's k1/k2/k3).
+
+    k1 = logp - ref_logp (unbiased, can be negative); k2 = 0.5 (logp - ref_logp)^2;
+    k3 = exp(ref_logp - logp) - (ref_logp - logp) - 1 (unbiased and always >= 0; GRPO's default),
+    computed as expm1(d) - d so it stays exactly >= 0 and accurate for small d.
+    """
+    if kind == "k1":
+        return logp - ref_logp
+    if kind == "k2":
+        return 0.5 * (logp - ref_logp) ** 2
+    if kind == "k3":
+        d = ref_logp - logp
+        return torch.expm1(d) - d
+    raise ValueError(f"unknown KL estimator {kind!r} (known: k1, k2, k3)")
+
+
+def clipped_pg_per_token(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+) -> tuple[Tensor, Tensor]:
+    """PPO clipped surrogate per token: -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A).
+
+    ``eps_high > eps_low`` is DAPO's clip-higher. Returns the per-token loss and a bool tensor of the
+    tokens where clipping is active (rho < 1 - eps_low with A < 0, or rho > 1 + eps_high with A > 0),
+    i.e. where the token gets no gradient; its masked mean is the clip fraction.
+    ``advantages`` may be [B] (one per sequence) and is then broadcast over tokens.
+    """
+    if advantages.dim() == logp.dim() - 1:
+        advantages = advantages.unsqueeze(-1)
+    ratio = torch.exp(logp - old_logp)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
+    loss = -torch.minimum(unclipped, clipped)
+    with torch.no_grad():
+        is_clipped = ((ratio < 1.0 - eps_low) & (advantages < 0)) | (
+            (ratio > 1.0 + eps_high) & (advantages > 0)
+        )
+    return loss, is_clipped
+
+
+def aggregate(
+    per_token: Tensor,
+    mask: Tensor,
+    mode: AggMode = "seq_mean",
+    *,
+    num_sequences: int | None = None,
+    num_tokens: float | None = None,
+    max_len: int | None = None,
+) -> Tensor:
+    """Reduce a per-token loss [B, T] to a scalar over trainable tokens.
+
+    - ``seq_mean`` (GRPO): sum_i (sum_t l_it m_it / n_i) / num_sequences; rows with n_i = 0 give 0.
+    - ``token_mean`` (DAPO): sum l m / num_tokens.
+    - ``dr_grpo``: sum l m / (num_sequences * max_len), no length normalisation per sequence.
+
+    Pass the whole batch's normalisers when ``per_token`` is one micro-batch, so micro-batch losses
+    sum to the full-batch loss. Defaults: num_sequences = rows with any trainable token here,
+    num_tokens = mask sum here, max_len = T (the padded length of this tensor).
+    """
+    _check_same_shape(per_token=per_token, mask=mask)
+    if per_token.dim() != 2:
+        raise ValueError(f"per_token must be [B, T], got {tuple(per_token.shape)}")
+    lm = _masked(per_token, mask)
+    m = mask.to(per_token.dtype)
+    if mode == "seq_mean":
+        n_i = m.sum(-1)
+        row = lm.sum(-1) / n_i.clamp(min=1.0)
+        if num_sequences is None:
+            num_sequences = max(int((n_i > 0).sum().item()), 1)
+        return row.sum() / num_sequences
+    if mode == "token_mean":
+        if num_tokens is None:
+            num_tokens = max(float(m.sum().item()), 1.0)
+        return lm.sum() / num_tokens
+    if mode == "dr_grpo":
+        if num_sequences is None:
+            num_sequences = max(int((m.sum(-1) > 0).sum().item()), 1)
+        if max_len is None:
+            max_len = per_token.shape[-1]
+        return lm.sum() / (num_sequences * max_len)
+    raise ValueError(f"unknown aggregation {mode!r} (known: seq_mean, token_mean, dr_grpo)")
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    m = mask.to(values.dtype)
+    return _masked(values, mask).sum() / m.sum().clamp(min=1.0)
+
+
+def policy_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    ref_logp: Tensor | None = None,
+    kl_coef: float = 0.0,
+    kl_estimator: KLKind = "k3",
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    agg: AggMode = "seq_mean",
+    weights: Tensor | None = None,
+    kl_weights: Tensor | None = None,
+    num_sequences: int | None = None,
+    num_tokens: float | None = None,
+    max_len: int | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped policy gradient plus an optional KL penalty to a reference, aggregated over the batch.
+
+    Per-token loss = weights * (pg + kl_coef * kl_weights * kl); the KL term is added only when
+    ``ref_logp`` is given and ``kl_coef > 0``. ``kl_weights`` lets a method weight the KL per token
+    (e.g. SCoRe's strong KL on turn 1), ``weights`` scales the whole token loss.
+
+    Stats (detached scalars): ``pg_loss`` is the weighted pg part aggregated with the same
+    normalisers (so it sums over micro-batches like the loss); ``kl`` (unweighted estimator; 0 without
+    ``ref_logp``), ``clip_frac`` and ``ratio_mean`` are means over this call's trainable tokens.
+    """
+    if advantages.dim() == logp.dim() - 1:
+        advantages = advantages.unsqueeze(-1).expand_as(logp)
+    _check_same_shape(logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
+    if weights is None:
+        weights = torch.ones_like(logp)
+    if kl_weights is None:
+        kl_weights = torch.ones_like(logp)
+    _check_same_shape(logp=logp, weights=weights, kl_weights=kl_weights)
+
+    pg, is_clipped = clipped_pg_per_token(logp, old_logp, advantages, eps_low, eps_high)
+    norms = dict(num_sequences=num_sequences, num_tokens=num_tokens, max_len=max_len)
+    per_token = pg
+    kl: Tensor | None = None
+    if ref_logp is not None:
+        _check_same_shape(logp=logp, ref_logp=ref_logp)
+        kl = kl_estimate(logp, ref_logp, kl_estimator)
+        if kl_coef > 0:
+            per_token = pg + kl_coef * kl_weights * kl
+    loss = aggregate(weights * per_token, mask, agg, **norms)
+
+    with torch.no_grad():
+        zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+        stats = {
+            "pg_loss": aggregate((weights * pg).detach(), mask, agg, **norms),
+            "kl": _masked_mean(kl.detach(), mask) if kl is not None else zero,
+            "clip_frac": _masked_mean(is_clipped.to(logp.dtype), mask),
+            "ratio_mean": _masked_mean(torch.exp(logp.detach() - old_logp), mask),
+        }
+    return loss, stats
+
+
+def sft_loss(
+    logp: Tensor,
+    mask: Tensor,
+    *,
+    weights: Tensor | None = None,
+    num_tokens: float | None = None,
+) -> Tensor:
+    """Token cross-entropy on trainable tokens: -sum(w * logp * m) / num_tokens.
+
+    ``logp`` is the log-prob of each target token (see ``token_logprobs``). ``num_tokens`` defaults to
+    this batch's mask sum; pass the whole batch's when summing micro-batches.
+    """
+    _check_same_shape(logp=logp, mask=mask)
+    per_token = logp if weights is None else weights * logp
+    if num_tokens is None:
+        num_tokens = max(float(mask.to(logp.dtype).sum().item()), 1.0)
+    return -_masked(per_token, mask).sum() / num_tokens
+
+
+def _scaled_float_logits(logits: Tensor, temperature: float) -> Tensor:
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = logits.float()  # no copy when already float32
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def token_logprobs(logits: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
+    """log_softmax(logits / temperature) at ``targets``: [B, T, V], [B, T] -> float32 [B, T].
+
+    Gathers the target logit and subtracts the logsumexp, so the full [B, T, V] log-softmax is never
+    materialised. Negative targets (e.g. the -100 ignore index) give 0.0; mask them out anyway.
+    """
+    if logits.dim() != targets.dim() + 1 or logits.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"logits must be targets' shape plus a vocab dim, got {tuple(logits.shape)} "
+            f"and {tuple(targets.shape)}"
+        )
+    scaled = _scaled_float_logits(logits, temperature)
+    ignore = targets < 0
+    picked = scaled.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    out = picked - torch.logsumexp(scaled, dim=-1)
+    return out.masked_fill(ignore, 0.0)
+
+
+def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Entropy of the next-token distribution per position: [B, T, V] -> float32 [B, T].
+
+    H = logsumexp(z) - sum softmax(z) z, which needs one softmax and no log-softmax tensor.
+    """
+    scaled = _scaled_float_logits(logits, temperature)
+    probs = torch.softmax(scaled, dim=-1)
+    # 0 * -inf would be nan for vocab entries that are masked out with -inf logits.
+    zero = torch.zeros((), dtype=scaled.dtype, device=scaled.device)
+    p_z = torch.where(probs > 0, probs * scaled, zero)
+    return torch.logsumexp(scaled, dim=-1) - p_z.sum(-1)

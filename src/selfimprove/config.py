@@ -1,0 +1,271 @@
+"""Recipe schemas (pydantic) and YAML loading with one clear error line per mistake.
+
+A recipe that names an unknown field or holds a bad value fails here, with the field's dotted path,
+before any model is built or any file is written. `--set a.b=value` overrides are applied first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Sequence, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A recipe problem the user can fix; the message names the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------- parts
+class ModelConfig(Strict):
+    """Where the policy comes from: a local HF folder, or `tiny` / `tiny:small` for a new built-in model."""
+
+    path: str = "tiny"
+    chat: bool = False  # wrap prompts in the tokenizer's chat template
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.path in ("tiny", "tiny:small", "tiny:default")
+
+
+class TaskSpec(Strict):
+    name: str = "countdown"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SamplingConfig(Strict):
+    n: int = Field(8, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(32, ge=1)
+    stop: list[str] = Field(default_factory=list)
+
+
+class OptimConfig(Strict):
+    lr: float = Field(5e-5, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    micro_batch_size: int = Field(64, ge=1)
+
+
+class LossConfig(Strict):
+    """How rewards become a loss (SPECS §1)."""
+
+    estimator: str = "grpo"
+    eps_low: float = Field(0.2, ge=0.0)
+    eps_high: float = Field(0.2, ge=0.0)
+    aggregation: Literal["seq_mean", "token_mean", "dr_grpo"] = "seq_mean"
+    kl_coef: float = Field(0.0, ge=0.0)
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    epochs: int = Field(1, ge=1)  # policy updates per rollout batch
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, v: str) -> str:
+        from selfimprove.algos.advantages import ADVANTAGES
+
+        if v not in ADVANTAGES:
+            raise ValueError(f"unknown estimator {v!r} (known: {', '.join(ADVANTAGES.names())})")
+        return v
+
+
+class EvalConfig(Strict):
+    split: Literal["train", "test"] = "test"
+    num_problems: int = Field(200, ge=1)
+    batch_size: int = Field(200, ge=1)
+    max_new_tokens: int = Field(32, ge=1)
+    samples: int = Field(0, ge=0)  # samples per problem for pass@k (0: greedy only)
+    temperature: float = Field(1.0, gt=0.0)
+    pass_k: list[int] = Field(default_factory=lambda: [1])
+
+    @model_validator(mode="after")
+    def _k_fits(self) -> "EvalConfig":
+        if self.samples and any(k > self.samples for k in self.pass_k):
+            raise ValueError(f"pass_k {self.pass_k} asks for more than samples={self.samples}")
+        return self
+
+
+class Schedule(Strict):
+    """How often a long job evaluates, checkpoints and how many checkpoints it keeps."""
+
+    eval_every: int = Field(0, ge=0)  # 0: only at the end
+    checkpoint_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    eval_problems: int = Field(100, ge=1)  # held-out problems for the periodic evaluation
+
+
+# --------------------------------------------------------------------------------------- recipes
+class Recipe(Strict):
+    run_dir: str
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskSpec = Field(default_factory=TaskSpec)
+
+
+class InitRecipe(Strict):
+    preset: Literal["default", "small"] = "default"
+    seed: int = 0
+    hidden_size: int | None = Field(None, ge=8)
+    intermediate_size: int | None = Field(None, ge=8)
+    num_hidden_layers: int | None = Field(None, ge=1)
+    num_attention_heads: int | None = Field(None, ge=1)
+
+    def overrides(self) -> dict[str, int]:
+        keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+class SFTRecipe(Recipe):
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    # Size of the pool of demonstrations (train problems 0..N-1, reshuffled every epoch); 0 draws a
+    # fresh problem every time. Demonstrations are the scarce resource self-improvement starts from.
+    num_problems: int = Field(0, ge=0)
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=50, schedule="cosine"))
+    schedule: Schedule = Field(default_factory=Schedule)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+class RLRecipe(Recipe):
+    steps: int = Field(200, ge=1)
+    prompts_per_step: int = Field(16, ge=1)
+    # Index of the first train problem to practise on: set it past an SFT pool so RL meets problems
+    # that have no demonstration.
+    first_problem: int = Field(0, ge=0)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: Schedule = Field(default_factory=Schedule)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+class EvalRecipe(Recipe):
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+class DemoRecipe(Strict):
+    """The whole slice: build the tiny model, SFT, evaluate, GRPO, evaluate, report."""
+
+    run_dir: str = "runs/demo"
+    seed: int = 0
+    init: InitRecipe = Field(default_factory=InitRecipe)
+    task: TaskSpec = Field(default_factory=TaskSpec)
+    sft: dict[str, Any] = Field(default_factory=dict)  # SFTRecipe fields (run_dir, model, task are set by the demo)
+    rl: dict[str, Any] = Field(default_factory=dict)  # RLRecipe fields
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------------------- loading
+R = TypeVar("R", bound=BaseModel)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML, so 1e-4, true and [1, 2] work)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string; people mean the number
+            value = float(value)
+        except ValueError:
+            pass
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per problem: `field.path: message (got value)`."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(e["loc"]))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        got = "" if e["type"] in ("extra_forbidden", "missing") else f" (got {e.get('input')!r})"
+        lines.append(f"{loc or '<recipe>'}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def validate(schema: type[R], data: dict[str, Any], prefix: str = "") -> R:
+    try:
+        return schema.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, prefix)) from None
+
+
+def validate_task(spec: TaskSpec, prefix: str = "task") -> None:
+    """Check a task's name and params against the task's own schema (so typos fail at load)."""
+    from selfimprove.tasks.base import TASKS, make_task  # noqa: F401
+
+    import selfimprove.tasks  # noqa: F401  (registers built-in tasks)
+
+    if spec.name not in TASKS:
+        raise ConfigError(f"{prefix}.name: unknown task {spec.name!r} (known: {', '.join(TASKS.names())})")
+    validate(TASKS.get(spec.name).Config, spec.params, f"{prefix}.params")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of fields")
+    return data
+
+
+def load_recipe(schema: type[R], path: str | Path | None, overrides: Sequence[str] = ()) -> R:
+    """Read YAML (or start empty), apply `--set` overrides, validate everything."""
+    data = read_yaml(path) if path is not None else {}
+    recipe = validate(schema, apply_overrides(data, overrides))
+    if isinstance(recipe, (Recipe, DemoRecipe)):
+        validate_task(recipe.task)
+    if isinstance(recipe, DemoRecipe):
+        check_demo(recipe)
+    return recipe
+
+
+def check_demo(recipe: DemoRecipe) -> None:
+    """Validate the demo's nested stage settings now, not halfway through the run."""
+    for name, schema in (("sft", SFTRecipe), ("rl", RLRecipe)):
+        validate(schema, {"run_dir": "-", **getattr(recipe, name)}, name)
+
+
+def dump_yaml(model: BaseModel) -> str:
+    return yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False)

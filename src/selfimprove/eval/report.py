@@ -1,0 +1,54 @@
+"""Tables and plots of finished runs (written to files; the CLI decides what to print)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def learning_curve(stages: Sequence[tuple[str, Sequence[dict[str, Any]]]], out: str | Path, *, start_accuracy: float | None = None) -> Path:
+    """Held-out accuracy (and RL train reward) against steps, stage after stage, on one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    offset = 0
+    if start_accuracy is not None:
+        ax.scatter([0], [start_accuracy], color="black", zorder=3, label="initial model")
+    for name, rows in stages:
+        evals = [(r["step"] + offset, r["eval/accuracy"]) for r in rows if "eval/accuracy" in r]
+        finals = [(r["step"] + offset, r["final/accuracy"]) for r in rows if "final/accuracy" in r]
+        points = sorted(evals + finals)
+        if points:
+            ax.plot(*zip(*points), marker="o", label=f"{name}: held-out greedy accuracy")
+        rewards = [(r["step"] + offset, r["train/reward"]) for r in rows if "train/reward" in r]
+        if rewards:
+            xs, ys = zip(*rewards)
+            window = max(1, len(ys) // 30)
+            smooth = [sum(ys[max(0, i - window + 1) : i + 1]) / len(ys[max(0, i - window + 1) : i + 1]) for i in range(len(ys))]
+            ax.plot(xs, smooth, alpha=0.6, label=f"{name}: train reward (sampled, smoothed)")
+        last = max((r["step"] for r in rows), default=0)
+        if offset:
+            ax.axvline(offset, color="grey", linestyle=":")
+        offset += last
+    ax.set_xlabel("step (SFT steps, then RL steps)")
+    ax.set_ylabel("accuracy / reward")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,160 @@
+"""A policy backed by any local Hugging Face causal-LM folder (the built-in tiny model included)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from selfimprove.algos.losses import token_logprobs
+from selfimprove.policy.base import Completion, SamplingParams
+from selfimprove.policy.decode import decode
+
+log = logging.getLogger(__name__)
+
+
+class HFPolicy:
+    """Sampling, greedy decoding, per-token log-probabilities and save/load for one HF model.
+
+    With `chat=True` prompts are wrapped in the tokenizer's chat template as a single user turn.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        chat: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chat = chat
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.generator = torch.Generator(device="cpu" if model.device.type == "cpu" else model.device)
+        self.generator.manual_seed(seed)
+
+    # ----------------------------------------------------------------------------- loading and saving
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        chat: bool = False,
+        seed: int = 0,
+    ) -> "HFPolicy":
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
+        return cls(model, tokenizer, chat=chat, seed=seed)
+
+    def save(self, path: str | Path) -> Path:
+        """Write a normal HF folder: `AutoModelForCausalLM.from_pretrained(path)` loads it back."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        return path
+
+    # ----------------------------------------------------------------------------- tokens
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    @property
+    def eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+    def encode_prompt(self, text: str) -> list[int]:
+        if self.chat:
+            ids = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+            )
+            return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        return list(self.tokenizer(text).input_ids)
+
+    def encode_completion(self, text: str, *, add_eos: bool = True) -> list[int]:
+        ids = list(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return ids + [self.eos_ids[0]] if add_eos else ids
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    # ----------------------------------------------------------------------------- generation
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, *, generator: torch.Generator | None = None
+    ) -> list[Completion]:
+        """`params.n` completions per prompt, prompt-major: completion k of prompt i is at i * n + k.
+
+        Sampling draws from the policy's own seeded generator unless another is given (evaluation
+        passes its own, so it never shifts a training run's random stream).
+        """
+        return self.generate_ids([self.encode_prompt(p) for p in prompts], params, generator=generator)
+
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        params: SamplingParams,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> list[Completion]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return decode(
+                self.model,
+                prompt_ids,
+                params,
+                pad_id=self.pad_id,
+                eos_ids=self.eos_ids,
+                detokenize=self.detokenize,
+                generator=generator if generator is not None else self.generator,
+            )
+        finally:
+            self.model.train(was_training)
+
+    # ----------------------------------------------------------------------------- scoring
+    def token_logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """log pi(input_ids[:, t+1] | input_ids[:, :t+1]) for right-padded rows: shape [B, L-1].
+
+        Differentiable; the learner calls it under autograd, scoring calls it under no_grad.
+        """
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return token_logprobs(logits[:, :-1, :], input_ids[:, 1:], temperature)
+
+    @torch.no_grad()
+    def logprobs(
+        self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], temperature: float = 1.0
+    ) -> list[list[float]]:
+        """Per-token log-probabilities of given completions after given prompts."""
+        rows = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        lp = self.token_logprobs(ids.to(self.device), mask.to(self.device), temperature).cpu()
+        out = []
+        for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+            start = len(p) - 1
+            out.append(lp[i, start : start + len(c)].tolist())
+        return out

@@ -1,0 +1,135 @@
+"""Episodes: the one thing every method produces and the learner consumes.
+
+An episode is a token sequence cut into segments (prompt, attempt, instruction, reflection, retry, ...).
+Each segment says whether its tokens are trained, may carry a reward, and has per-token loss weights and
+KL weights. That is enough for SFT, GRPO, SCoRe (two trainable turns), RRR (only the reflection trains)
+and R^3 (a demonstration prefix that does not train) to share one learner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import torch
+
+
+@dataclass
+class Segment:
+    kind: str
+    token_ids: list[int]
+    trainable: bool = False
+    reward: float | None = None
+    weights: list[float] | None = None  # per-token loss weight, default 1
+    kl_weights: list[float] | None = None  # per-token KL weight, default 1
+    logprobs: list[float] | None = None  # behaviour log-probs recorded while sampling
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.token_ids)
+        for name in ("weights", "kl_weights", "logprobs"):
+            values = getattr(self, name)
+            if values is not None and len(values) != n:
+                raise ValueError(f"segment {self.kind!r}: {name} has {len(values)} entries for {n} tokens")
+
+
+@dataclass
+class Episode:
+    segments: list[Segment]
+    group: int
+    problem_id: str = ""
+    reward: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return [t for s in self.segments for t in s.token_ids]
+
+    @property
+    def num_trainable(self) -> int:
+        return sum(len(s.token_ids) for s in self.segments if s.trainable)
+
+    def segment(self, kind: str) -> Segment:
+        for s in self.segments:
+            if s.kind == kind:
+                return s
+        raise KeyError(f"episode has no segment {kind!r}")
+
+    def per_token(self, name: str, default: float) -> list[float]:
+        """Concatenate a per-token field over segments (`default` where a segment has none)."""
+        out: list[float] = []
+        for s in self.segments:
+            values = getattr(s, name)
+            out.extend(values if values is not None else [default] * len(s.token_ids))
+        return out
+
+    def trainable_mask(self) -> list[float]:
+        return [1.0 if s.trainable else 0.0 for s in self.segments for _ in s.token_ids]
+
+    def with_reward(self, reward: float) -> "Episode":
+        return replace(self, reward=reward)
+
+
+@dataclass
+class TokenBatch:
+    """Right-padded tensors for a list of episodes. Per-token tensors are aligned with *targets*:
+    column t describes token t+1 of `input_ids` (the token predicted from the prefix ending at t)."""
+
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    mask: torch.Tensor  # [B, L-1] 1 where the target token is trainable
+    weights: torch.Tensor  # [B, L-1]
+    kl_weights: torch.Tensor  # [B, L-1]
+    old_logprobs: torch.Tensor  # [B, L-1] behaviour log-probs (0 where unknown)
+    rewards: torch.Tensor  # [B]
+    groups: torch.Tensor  # [B] long
+    advantages: torch.Tensor | None = None  # [B, L-1], filled by an estimator
+    ref_logprobs: torch.Tensor | None = None  # [B, L-1], filled when a reference model is used
+
+    @property
+    def size(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def rows(self, index: slice | torch.Tensor) -> "TokenBatch":
+        """A sub-batch (for micro-batching), trimmed to its own longest row."""
+        picked = {k: (v[index] if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        width = int(picked["attention_mask"].sum(-1).max().item()) if picked["attention_mask"].numel() else 1
+        width = max(width, 2)
+        for k, v in picked.items():
+            if isinstance(v, torch.Tensor) and v.dim() == 2:
+                picked[k] = v[:, :width] if k in ("input_ids", "attention_mask") else v[:, : width - 1]
+        return TokenBatch(**picked)
+
+    def to(self, device: torch.device | str) -> "TokenBatch":
+        return TokenBatch(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()})
+
+
+def collate(episodes: Sequence[Episode], pad_id: int) -> TokenBatch:
+    """Pack episodes into one right-padded `TokenBatch`."""
+    if not episodes:
+        raise ValueError("cannot collate an empty list of episodes")
+    width = max(2, max(len(e.token_ids) for e in episodes))
+    b = len(episodes)
+    input_ids = torch.full((b, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, width), dtype=torch.long)
+    per_token = {name: torch.zeros((b, width - 1)) for name in ("mask", "weights", "kl_weights", "old_logprobs")}
+    for i, e in enumerate(episodes):
+        ids = e.token_ids
+        n = len(ids)
+        input_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
+        attention[i, :n] = 1
+        # Token j of the episode is predicted at column j-1; the first token is never a target.
+        for name, values in (
+            ("mask", e.trainable_mask()),
+            ("weights", e.per_token("weights", 1.0)),
+            ("kl_weights", e.per_token("kl_weights", 1.0)),
+            ("old_logprobs", e.per_token("logprobs", 0.0)),
+        ):
+            per_token[name][i, : n - 1] = torch.tensor(values[1:], dtype=torch.float32)
+    return TokenBatch(
+        input_ids=input_ids,
+        attention_mask=attention,
+        rewards=torch.tensor([e.reward for e in episodes], dtype=torch.float32),
+        groups=torch.tensor([e.group for e in episodes], dtype=torch.long),
+        **per_token,
+    )

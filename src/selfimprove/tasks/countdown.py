@@ -1,0 +1,368 @@
+"""Countdown: reach a target by combining the given numbers with + - * /, each number used once.
+
+Problems are generated deterministically with random access, solved exactly (so every problem has a
+demonstration), and answers are checked by our own safe evaluator (`selfimprove.tasks.arith`).
+Two answer formats: one expression (`(20-9)*2`) or one operation per line (`20-9=11`, `11*2=22`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Literal, Mapping, Sequence
+
+from pydantic import Field, model_validator
+
+from selfimprove.tasks.arith import (
+    ArithError,
+    BinOp,
+    Node,
+    Num,
+    apply_op,
+    evaluate,
+    format_expr,
+    literals,
+    needs_parens,
+    parse,
+)
+from selfimprove.tasks.base import SPLITS, TASKS, Problem, Split, Task, TaskConfig, Verdict, split_of
+
+logger = logging.getLogger(__name__)
+
+CountdownFormat = Literal["expression", "steps"]
+
+MAX_VALUE = 10**6  # the solver's intermediate values stay below this (at most 6 digits)
+MAX_ANSWER_CHARS = 2000  # longer texts are rejected before any other work
+STEP_SLACK = 2  # extra lines tolerated (and then judged) in the steps format
+MAX_ATTEMPTS = 1000  # numbers draws per problem before the config is declared unusable
+END_MARKERS = ("<eos>", "<|end|>", "</s>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<pad>")
+
+_INT = r"(0|[1-9][0-9]{0,12})"  # ASCII digits only, no leading zeros, bounded length
+_STEP_RE = re.compile(rf"{_INT}[ \t]*([-+*/])[ \t]*{_INT}[ \t]*=[ \t]*{_INT}")
+_CLAIM_RE = re.compile(_INT)
+
+
+class CountdownConfig(TaskConfig):
+    """Countdown settings (SPECS §7 defaults: 3 numbers in 1..20, targets 10..50)."""
+
+    num_numbers: int = Field(3, ge=2, le=6)
+    min_number: int = Field(1, ge=1, le=9999)
+    max_number: int = Field(20, ge=1, le=9999)
+    min_target: int = Field(10, ge=0, lt=MAX_VALUE)
+    max_target: int = Field(50, ge=0, lt=MAX_VALUE)
+    format: CountdownFormat = "expression"
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> "CountdownConfig":
+        if self.min_number > self.max_number:
+            raise ValueError(f"min_number ({self.min_number}) > max_number ({self.max_number})")
+        if self.min_target > self.max_target:
+            raise ValueError(f"min_target ({self.min_target}) > max_target ({self.max_target})")
+        if not 0.0 <= self.test_fraction <= 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1], got {self.test_fraction}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact solver: which values can all the numbers make, and a canonical expression for each.
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    cost: tuple[int, int]  # (pointless operations like *1 or +0, parentheses when printed)
+    node: Node
+
+
+def _moves(hi: int, lo: int) -> list[tuple[str, int, bool]]:
+    """(op, result, pointless) for combining hi >= lo, in a fixed order; results are integers >= 0."""
+    moves = [("+", hi + lo, lo == 0), ("-", hi - lo, lo == 0), ("*", hi * lo, lo <= 1)]
+    if lo and hi % lo == 0:
+        moves.append(("/", hi // lo, lo == 1))
+    return moves
+
+
+def _combine(left: Mapping[int, _Entry], right: Mapping[int, _Entry], best: dict[int, _Entry]) -> None:
+    """Offer every way of joining a value of `left` with one of `right`; keep the cheapest per value."""
+    for va, ea in left.items():
+        for vb, eb in right.items():
+            (hi, ehi), (lo, elo) = ((va, ea), (vb, eb)) if va >= vb else ((vb, eb), (va, ea))
+            base_pointless = ehi.cost[0] + elo.cost[0]
+            base_parens = ehi.cost[1] + elo.cost[1]
+            for op, value, pointless in _moves(hi, lo):
+                if value >= MAX_VALUE:
+                    continue
+                parens = (
+                    base_parens
+                    + needs_parens(op, ehi.node, "left")
+                    + needs_parens(op, elo.node, "right")
+                )
+                cost = (base_pointless + pointless, parens)
+                current = best.get(value)
+                if current is None or cost < current.cost:
+                    best[value] = _Entry(cost, BinOp(op, ehi.node, elo.node))
+
+
+@lru_cache(maxsize=1024)  # bounds memory: a 6-number table holds ~10^4 entries
+def _table(numbers: tuple[int, ...]) -> Mapping[int, _Entry]:
+    """Every value reachable using each of the (sorted) numbers exactly once, with its best expression.
+
+    Dynamic programming over splits of the multiset into two parts: any sequence of pairwise
+    combinations (the steps format) is a binary expression tree, and vice versa. Pure and memoised
+    on the sorted multiset, so a problem's demonstration never depends on the order it was drawn in.
+    """
+    if len(numbers) == 1:
+        return MappingProxyType({numbers[0]: _Entry((0, 0), Num(numbers[0]))})
+    best: dict[int, _Entry] = {}
+    seen: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
+    last = len(numbers) - 1  # the last number always goes right, so each split is seen once
+    for mask in range(1, 1 << last):
+        part_a = tuple(n for i, n in enumerate(numbers) if mask >> i & 1)
+        part_b = tuple(n for i, n in enumerate(numbers) if not mask >> i & 1)
+        pair = (part_a, part_b) if part_a <= part_b else (part_b, part_a)
+        if pair in seen:
+            continue
+        seen.add(pair)
+        _combine(_table(pair[0]), _table(pair[1]), best)
+    return MappingProxyType(best)
+
+
+def _canonical(numbers: Sequence[int]) -> tuple[int, ...]:
+    if not numbers:
+        raise ValueError("need at least one number")
+    if any(n < 0 or n >= MAX_VALUE for n in numbers):
+        raise ValueError(f"numbers must be in [0, {MAX_VALUE}), got {list(numbers)}")
+    return tuple(sorted(int(n) for n in numbers))
+
+
+def reachable_targets(numbers: Sequence[int]) -> frozenset[int]:
+    """All values that use every number exactly once (integer intermediates, none negative)."""
+    return frozenset(_table(_canonical(numbers)))
+
+
+def solve(numbers: Sequence[int], target: int) -> Node | None:
+    """The canonical solution (fewest pointless operations, then fewest parentheses), or None."""
+    entry = _table(_canonical(numbers)).get(target)
+    return None if entry is None else entry.node
+
+
+def solution_steps(node: Node) -> tuple[str, ...]:
+    """The solution as one `a op b=c` line per operation, children first (the steps format)."""
+    lines: list[str] = []
+
+    def walk(n: Node) -> int:
+        if isinstance(n, Num):
+            return n.value
+        a, b = walk(n.left), walk(n.right)
+        value = apply_op(n.op, a, b)
+        if value.denominator != 1 or value < 0:
+            raise ValueError(f"{a}{n.op}{b} is not a non-negative integer")
+        lines.append(f"{a}{n.op}{b}={value.numerator}")
+        return value.numerator
+
+    walk(node)
+    return tuple(lines)
+
+
+def demonstration(node: Node, fmt: CountdownFormat) -> tuple[str, ...]:
+    """The lines a perfect answer consists of, in the given format."""
+    return (format_expr(node),) if fmt == "expression" else solution_steps(node)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification.
+
+
+def _answer_lines(text: str) -> list[str]:
+    """The answer part: text before any end marker, stripped, up to the first blank line."""
+    cut = min((i for i in (text.find(m) for m in END_MARKERS) if i >= 0), default=len(text))
+    lines: list[str] = []
+    for line in text[:cut].strip().splitlines():
+        line = line.strip()
+        if not line:
+            break
+        lines.append(line)
+    return lines
+
+
+def _usage_problem(used: Sequence[int], numbers: Sequence[int]) -> str | None:
+    """Why the literals used are not exactly the available numbers, or None if they are."""
+    have, got = Counter(numbers), Counter(used)
+    for value in dict.fromkeys(used):
+        if got[value] > have[value]:
+            if have[value] == 0:
+                return f"uses {value} which is not available"
+            if have[value] == 1 and got[value] == 2:
+                return f"number {value} used twice"
+            return f"number {value} used {got[value]} times (available {have[value]})"
+    for value in dict.fromkeys(numbers):
+        if got[value] < have[value]:
+            if got[value] == 0:
+                return f"number {value} not used"
+            return f"number {value} used {got[value]} of {have[value]} times"
+    return None
+
+
+def _arith_reason(error: ArithError) -> str:
+    return f"unparsable: {error}" if error.kind == "syntax" else str(error)
+
+
+def _judge_expression(line: str, numbers: Sequence[int], target: int) -> Verdict:
+    expr, has_claim, claim = line.partition("=")
+    if has_claim and not _CLAIM_RE.fullmatch(claim.strip()):
+        return Verdict.wrong("unparsable: the result after '=' is not a whole number")
+    try:
+        node = parse(expr)
+        value = evaluate(node)
+    except ArithError as error:
+        return Verdict.wrong(_arith_reason(error))
+    usage = _usage_problem(literals(node), numbers)
+    if usage is not None:
+        return Verdict.wrong(usage)
+    if has_claim and value != int(claim.strip()):
+        return Verdict.wrong(f"claims {claim.strip()} but the expression gives {value}")
+    if value != target:
+        return Verdict.wrong(f"value {value} != target {target}")
+    return Verdict.right()
+
+
+def _judge_steps(lines: list[str], numbers: Sequence[int], target: int) -> Verdict:
+    max_lines = len(numbers) - 1 + STEP_SLACK
+    if len(lines) > max_lines:
+        return Verdict.wrong(f"too many lines ({len(lines)} > {max_lines})")
+    pool = Counter(numbers)
+    for k, line in enumerate(lines, start=1):
+        match = _STEP_RE.fullmatch(line)
+        if match is None:
+            return Verdict.wrong(f"line {k} unparsable: expected 'a op b=c'")
+        a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
+        for operand in (a, b):
+            if pool[operand] <= 0:
+                return Verdict.wrong(f"line {k}: {operand} is not available")
+            pool[operand] -= 1
+        if op == "/" and b == 0:
+            return Verdict.wrong(f"line {k}: division by zero")
+        value = apply_op(op, a, b)
+        if value != c:
+            return Verdict.wrong(f"line {k}: {a}{op}{b} is {value}, not {c}")
+        pool[c] += 1
+    left = sorted(pool.elements())
+    if left == [target]:
+        return Verdict.right()
+    if target in left:
+        left.remove(target)
+        return Verdict.wrong(f"number{'s' if len(left) > 1 else ''} {', '.join(map(str, left))} not used")
+    if len(left) == 1:
+        return Verdict.wrong(f"value {left[0]} != target {target}")
+    return Verdict.wrong(f"target {target} not reached (left: {', '.join(map(str, left))})")
+
+
+def judge(text: object, numbers: Sequence[int], target: int, fmt: CountdownFormat) -> Verdict:
+    """Check an answer; every kind of garbage becomes `Verdict.wrong` with a short specific reason."""
+    if not isinstance(text, str):
+        return Verdict.wrong("not text")
+    if len(text) > MAX_ANSWER_CHARS:
+        return Verdict.wrong(f"too long ({len(text)} > {MAX_ANSWER_CHARS} characters)")
+    lines = _answer_lines(text)
+    if not lines:
+        return Verdict.wrong("empty answer")
+    if fmt == "steps":
+        return _judge_steps(lines, numbers, target)
+    return _judge_expression(lines[0], numbers, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# The task.
+
+
+def _rng(seed: int, split: Split, index: int, attempt: int) -> random.Random:
+    """A generator for one draw, derived by SHA-256 (Python's `hash` is salted per process)."""
+    digest = hashlib.sha256(f"countdown:{seed}:{split}:{index}:{attempt}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def problem_key(numbers: Sequence[int], target: int) -> str:
+    """What makes two problems the same: the multiset of numbers and the target."""
+    return ",".join(map(str, sorted(numbers))) + f"->{target}"
+
+
+@TASKS.register("countdown")
+class CountdownTask(Task):
+    """Countdown: combine the given numbers with + - * / (each exactly once) to reach the target."""
+
+    name = "countdown"
+    Config = CountdownConfig
+    config: CountdownConfig
+
+    def __init__(self, config: CountdownConfig | None = None) -> None:
+        super().__init__(config)
+        if not isinstance(self.config, CountdownConfig):
+            raise TypeError(f"countdown needs a CountdownConfig, got {type(self.config).__name__}")
+
+    def problem(self, split: Split, index: int) -> Problem:
+        """Draw numbers, then a target among the reachable ones in range whose key belongs to `split`.
+
+        Filtering targets by split (instead of drawing one and retrying) keeps train and test disjoint
+        by key while solving only once per problem in the usual case.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+        if index < 0:
+            raise ValueError(f"index must be >= 0, got {index}")
+        cfg = self.config
+        for attempt in range(MAX_ATTEMPTS):
+            rng = _rng(cfg.seed, split, index, attempt)
+            numbers = [rng.randint(cfg.min_number, cfg.max_number) for _ in range(cfg.num_numbers)]
+            targets = [
+                t
+                for t in sorted(reachable_targets(numbers))
+                if cfg.min_target <= t <= cfg.max_target
+                and split_of(problem_key(numbers, t), cfg.seed, cfg.test_fraction) == split
+            ]
+            if targets:
+                return self._make(split, index, numbers, rng.choice(targets))
+        raise ValueError(
+            f"no countdown problem for split {split!r} after {MAX_ATTEMPTS} draws: check the number and "
+            f"target ranges and test_fraction ({cfg.test_fraction})"
+        )
+
+    def _make(self, split: Split, index: int, numbers: list[int], target: int) -> Problem:
+        cfg = self.config
+        node = solve(numbers, target)
+        assert node is not None, "targets are drawn from the reachable set"
+        prompt = f"{' '.join(map(str, numbers))} -> {target}:"
+        if cfg.format == "steps":
+            prompt += "\n"
+        return Problem(
+            id=f"countdown-{split}-{index}",
+            prompt=prompt,
+            answer=str(target),
+            demonstration=demonstration(node, cfg.format),
+            metadata={"numbers": list(numbers), "target": target, "format": cfg.format},
+        )
+
+    def verify(self, problem: Problem, text: str) -> Verdict:
+        """Judge the model's answer exactly; never raises on model text and never evaluates it as code."""
+        numbers = [int(n) for n in problem.metadata["numbers"]]
+        target = int(problem.metadata["target"])
+        fmt: CountdownFormat = problem.metadata.get("format", "expression")
+        try:
+            return judge(text, numbers, target, fmt)
+        except Exception:  # a verifier bug must not stop a training run; make it loud instead
+            logger.exception("countdown verifier failed on %r", text[:200] if isinstance(text, str) else text)
+            return Verdict.wrong("verifier error")
+
+    def describe(self) -> str:
+        cfg = self.config
+        shape = "one expression" if cfg.format == "expression" else "one operation per line (a op b=c)"
+        return (
+            f"Countdown: combine {cfg.num_numbers} numbers drawn from {cfg.min_number}..{cfg.max_number} "
+            f"with + - * / (each number exactly once, whole non-negative intermediate results) to reach a "
+            f"target in {cfg.min_target}..{cfg.max_target}. The answer is {shape}, checked exactly by a "
+            f"safe evaluator; every problem has a demonstration from an exact solver."
+        )

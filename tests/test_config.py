@@ -1,0 +1,103 @@
+"""Recipes: every shipped recipe validates; mistakes give one clear line naming the field and exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from selfimprove.cli import main
+from selfimprove.config import (
+    ConfigError,
+    DemoRecipe,
+    EvalRecipe,
+    InitRecipe,
+    RLRecipe,
+    SFTRecipe,
+    apply_overrides,
+    load_recipe,
+    parse_override,
+)
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+SCHEMAS = {
+    "tiny-model.yaml": InitRecipe,
+    "countdown-sft.yaml": SFTRecipe,
+    "countdown-grpo.yaml": RLRecipe,
+    "countdown-eval.yaml": EvalRecipe,
+    "demo.yaml": DemoRecipe,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_every_shipped_recipe_validates(name: str) -> None:
+    load_recipe(SCHEMAS[name], RECIPES / name)
+
+
+def test_every_recipe_file_has_a_schema_in_this_test() -> None:
+    assert {p.name for p in RECIPES.glob("*.yaml")} <= set(SCHEMAS)
+
+
+def test_overrides_parse_yaml_values_and_create_sections() -> None:
+    assert parse_override("optim.lr=1e-4") == (["optim", "lr"], 1e-4)
+    assert parse_override('sampling.stop=["\\n"]')[1] == ["\n"]
+    data = apply_overrides({"steps": 3}, ["steps=7", "loss.kl_coef=0.1", "model.path=some/dir"])
+    assert data == {"steps": 7, "loss": {"kl_coef": 0.1}, "model": {"path": "some/dir"}}
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_override("steps")
+
+
+def test_unknown_field_is_named_with_its_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_recipe(RLRecipe, RECIPES / "countdown-grpo.yaml", ["optim.learning_rate=1"])
+    assert str(err.value) == "optim.learning_rate: unknown field"
+
+
+def test_bad_value_is_named_with_its_path() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_recipe(RLRecipe, RECIPES / "countdown-grpo.yaml", ["sampling.top_p=1.5"])
+    assert str(err.value).startswith("sampling.top_p: Input should be less than or equal to 1")
+    assert "(got 1.5)" in str(err.value)
+
+
+def test_task_params_are_checked_by_the_task_schema() -> None:
+    with pytest.raises(ConfigError, match=r"^task\.params\.num_numberz: unknown field$"):
+        load_recipe(SFTRecipe, RECIPES / "countdown-sft.yaml", ["task.params.num_numberz=3"])
+    with pytest.raises(ConfigError, match=r"task\.name: unknown task 'nope'"):
+        load_recipe(SFTRecipe, RECIPES / "countdown-sft.yaml", ["task.name=nope"])
+
+
+def test_unknown_estimator_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"loss\.estimator: .*unknown estimator 'ppo2'.*grpo"):
+        load_recipe(RLRecipe, RECIPES / "countdown-grpo.yaml", ["loss.estimator=ppo2"])
+
+
+def test_demo_checks_its_stage_settings_up_front() -> None:
+    with pytest.raises(ConfigError, match=r"^rl\.sampling\.n: Input should be greater than or equal to 1"):
+        load_recipe(DemoRecipe, RECIPES / "demo.yaml", ["rl.sampling.n=0"])
+
+
+@pytest.mark.parametrize(
+    "command, override, field",
+    [
+        ("train", "optim.learning_rate=1", "optim.learning_rate: unknown field"),
+        ("sft", "steps=-3", "steps: Input should be greater than or equal to 1"),
+        ("eval", "eval.split=validation", "eval.split: Input should be 'train' or 'test'"),
+        ("demo", "rl.loss.estimator=nope", "rl.loss.estimator"),
+    ],
+)
+def test_cli_config_error_is_one_line_exit_2_and_writes_nothing(
+    command: str, override: str, field: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = {"train": "countdown-grpo.yaml", "sft": "countdown-sft.yaml", "eval": "countdown-eval.yaml", "demo": "demo.yaml"}[command]
+    run_dir = tmp_path / "run"
+    code = main([command, str(RECIPES / recipe), "--set", f"run_dir={run_dir}", "--set", override])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and field in err[0] and err[0].startswith("selfimprove: config error: ")
+    assert not run_dir.exists()
+
+
+def test_cli_missing_recipe_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sft", "no/such/recipe.yaml"]) == 2
+    assert "recipe no/such/recipe.yaml does not exist" in capsys.readouterr().err

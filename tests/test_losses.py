@@ -1,0 +1,282 @@
+"""Losses, checked against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from selfimprove.algos import (
+    aggregate,
+    clipped_pg_per_token,
+    kl_estimate,
+    policy_loss,
+    sft_loss,
+    token_entropy,
+    token_logprobs,
+)
+
+D = torch.float64
+
+
+def test_kl_estimators_by_hand() -> None:
+    logp = torch.tensor([-1.0, -2.0, -0.5], dtype=D)
+    ref = torch.tensor([-2.0, -1.0, -0.5], dtype=D)
+    # k1 = logp - ref = [1, -1, 0]
+    assert kl_estimate(logp, ref, "k1").tolist() == pytest.approx([1.0, -1.0, 0.0])
+    # k2 = 0.5 * [1, 1, 0]
+    assert kl_estimate(logp, ref, "k2").tolist() == pytest.approx([0.5, 0.5, 0.0])
+    # k3 with d = ref - logp = [-1, 1, 0]:
+    #   e^-1 + 1 - 1 = 0.367879; e^1 - 1 - 1 = 0.718282; e^0 - 0 - 1 = 0
+    k3 = kl_estimate(logp, ref, "k3")
+    assert k3.tolist() == pytest.approx([0.367879, 0.718282, 0.0], abs=1e-6)
+    assert k3[2].item() == 0.0
+    with pytest.raises(ValueError):
+        kl_estimate(logp, ref, "k4")  # type: ignore[arg-type]
+
+
+def test_k3_is_never_negative() -> None:
+    g = torch.Generator().manual_seed(0)
+    logp = torch.randn(200, generator=g) * 3
+    ref = logp + torch.randn(200, generator=g) * torch.logspace(-8, 0, 200)
+    assert (kl_estimate(logp, ref, "k3") >= 0).all()
+    assert (kl_estimate(logp, logp, "k3") == 0).all()
+
+
+# ratio, advantage -> (loss, clipped) with eps_low = 0.2, eps_high = 0.28 (clip range [0.8, 1.28])
+CLIP_CASES = [
+    # ratio 1.5, A=+1: min(1.5, 1.28) = 1.28 -> loss -1.28, clipped
+    (1.5, 1.0, -1.28, True),
+    # ratio 0.5, A=-1: min(-0.5, 0.8 * -1) = -0.8 -> loss 0.8, clipped
+    (0.5, -1.0, 0.8, True),
+    # ratio 1.1, A=+2: inside the range, 2.2 both ways -> loss -2.2
+    (1.1, 2.0, -2.2, False),
+    # ratio 1.5, A=-1: min(-1.5, -1.28) = -1.5 -> loss 1.5 (pessimistic side, not clipped)
+    (1.5, -1.0, 1.5, False),
+    # ratio 0.5, A=+1: min(0.5, 0.8) = 0.5 -> loss -0.5, not clipped
+    (0.5, 1.0, -0.5, False),
+    # ratio 1.25, A=+1: above 1.2 but below eps_high's 1.28 -> loss -1.25, not clipped
+    (1.25, 1.0, -1.25, False),
+    # ratio 0.75, A=-1: min(-0.75, -0.8) = -0.8 -> loss 0.8, clipped
+    (0.75, -1.0, 0.8, True),
+]
+
+
+def _clip_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ratios = torch.tensor([[c[0] for c in CLIP_CASES]], dtype=D)
+    adv = torch.tensor([[c[1] for c in CLIP_CASES]], dtype=D)
+    logp = ratios.log().requires_grad_(True)
+    return logp, torch.zeros_like(ratios), adv
+
+
+def test_clipped_pg_per_token_cases() -> None:
+    logp, old, adv = _clip_inputs()
+    loss, clipped = clipped_pg_per_token(logp, old, adv, eps_low=0.2, eps_high=0.28)
+    assert loss[0].tolist() == pytest.approx([c[2] for c in CLIP_CASES])
+    assert clipped[0].tolist() == [c[3] for c in CLIP_CASES]
+    # d loss / d logp = -ratio * A where not clipped, 0 where clipped
+    loss.sum().backward()
+    expected_grad = [0.0 if c[3] else -c[0] * c[1] for c in CLIP_CASES]
+    assert logp.grad is not None
+    assert logp.grad[0].tolist() == pytest.approx(expected_grad)
+
+
+def test_symmetric_clip_clips_ratio_1_25() -> None:
+    # with eps_high = 0.2, ratio 1.25 and A=+1 is clipped at 1.2 -> loss -1.2
+    loss, clipped = clipped_pg_per_token(
+        torch.tensor([math.log(1.25)], dtype=D), torch.zeros(1, dtype=D), torch.ones(1, dtype=D)
+    )
+    assert loss.item() == pytest.approx(-1.2)
+    assert clipped.item()
+
+
+def test_policy_loss_clip_frac_and_ratio_mean() -> None:
+    logp, old, adv = _clip_inputs()
+    mask = torch.ones_like(adv)
+    mask[0, 0] = 0.0  # drop the first case (clipped)
+    loss, stats = policy_loss(logp, old, adv, mask, eps_low=0.2, eps_high=0.28, agg="token_mean")
+    # trainable losses: 0.8, -2.2, 1.5, -0.5, -1.25, 0.8 -> sum -0.85 over 6 tokens = -0.141667
+    assert loss.item() == pytest.approx(-0.85 / 6)
+    assert stats["pg_loss"].item() == pytest.approx(-0.85 / 6)
+    # clipped among trainable: cases 2 and 7 -> 2 / 6
+    assert stats["clip_frac"].item() == pytest.approx(2 / 6)
+    # ratios 0.5, 1.1, 1.5, 0.5, 1.25, 0.75 -> 5.6 / 6
+    assert stats["ratio_mean"].item() == pytest.approx(5.6 / 6)
+    assert stats["kl"].item() == 0.0
+    assert all(not v.requires_grad and v.dim() == 0 for v in stats.values())
+
+
+# Hand-made 2x3 example for the aggregations.
+L = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+M = [[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+
+
+def test_aggregations_by_hand() -> None:
+    per_token = torch.tensor(L, dtype=D)
+    mask = torch.tensor(M, dtype=D)
+    # seq_mean: row 0 (1 + 2)/2 = 1.5, row 1 4/1 = 4 -> (1.5 + 4)/2 = 2.75
+    assert aggregate(per_token, mask, "seq_mean").item() == pytest.approx(2.75)
+    # token_mean: (1 + 2 + 4)/3 = 2.333333
+    assert aggregate(per_token, mask, "token_mean").item() == pytest.approx(7 / 3)
+    # dr_grpo: 7 / (2 sequences * 3 max_len) = 1.166667
+    assert aggregate(per_token, mask, "dr_grpo").item() == pytest.approx(7 / 6)
+    # explicit normalisers: 5.5 / 4 = 1.375; 7 / 10 = 0.7; 7 / (4 * 8) = 0.21875
+    assert aggregate(per_token, mask, "seq_mean", num_sequences=4).item() == pytest.approx(1.375)
+    assert aggregate(per_token, mask, "token_mean", num_tokens=10).item() == pytest.approx(0.7)
+    assert aggregate(per_token, mask, "dr_grpo", num_sequences=4, max_len=8).item() == pytest.approx(
+        0.21875
+    )
+    with pytest.raises(ValueError):
+        aggregate(per_token, mask, "mean")  # type: ignore[arg-type]
+
+
+def test_aggregations_ignore_empty_rows_and_nonfinite_padding() -> None:
+    per_token = torch.tensor(L + [[7.0, 8.0, 9.0]], dtype=D)
+    per_token[0, 2] = float("nan")
+    per_token[1, 1] = float("inf")
+    mask = torch.tensor(M + [[0.0, 0.0, 0.0]], dtype=D).bool()
+    # the empty third row counts neither as a sequence nor as tokens: same numbers as above
+    assert aggregate(per_token, mask, "seq_mean").item() == pytest.approx(2.75)
+    assert aggregate(per_token, mask, "token_mean").item() == pytest.approx(7 / 3)
+    assert aggregate(per_token, mask, "dr_grpo").item() == pytest.approx(7 / 6)
+
+
+def _random_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    b, t = 6, 5
+    mask = (torch.rand(b, t, generator=g) > 0.3).to(D)
+    mask[3] = 0.0  # an empty row
+    mask[0] = 1.0
+    return {
+        "logp": (-torch.rand(b, t, generator=g, dtype=D) * 2).requires_grad_(True),
+        "old_logp": -torch.rand(b, t, generator=g, dtype=D) * 2,
+        "ref_logp": -torch.rand(b, t, generator=g, dtype=D) * 2,
+        "advantages": torch.randn(b, 1, generator=g, dtype=D).expand(b, t),
+        "weights": torch.rand(b, t, generator=g, dtype=D) + 0.5,
+        "kl_weights": torch.rand(b, t, generator=g, dtype=D) + 0.5,
+        "mask": mask,
+    }
+
+
+@pytest.mark.parametrize("agg", ["seq_mean", "token_mean", "dr_grpo"])
+def test_micro_batch_sum_equals_full_batch(agg: str) -> None:
+    data = _random_batch()
+    mask = data["mask"]
+    norms = {
+        "num_sequences": int((mask.sum(-1) > 0).sum()),
+        "num_tokens": float(mask.sum()),
+        "max_len": mask.shape[1],
+    }
+    kw = {"kl_coef": 0.05, "eps_low": 0.2, "eps_high": 0.28, "agg": agg}
+
+    def run(sl: slice, **extra: object) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        args = {k: v[sl] for k, v in data.items()}
+        return policy_loss(
+            args.pop("logp"), args.pop("old_logp"), args.pop("advantages"), args.pop("mask"),
+            **args, **kw, **extra,  # type: ignore[arg-type]
+        )
+
+    full, full_stats = run(slice(None))
+    (full_grad,) = torch.autograd.grad(full, data["logp"])
+    parts = [run(sl, **norms) for sl in (slice(0, 2), slice(2, 5), slice(5, 6))]
+    total = sum(p[0] for p in parts)
+    assert total.item() == pytest.approx(full.item(), rel=1e-12)
+    (micro_grad,) = torch.autograd.grad(total, data["logp"])
+    assert torch.allclose(micro_grad, full_grad, rtol=1e-12, atol=1e-15)
+    pg_total = sum(p[1]["pg_loss"] for p in parts)
+    assert pg_total.item() == pytest.approx(full_stats["pg_loss"].item(), rel=1e-12)
+    # also for aggregate on its own
+    per_token = data["weights"]
+    assert sum(
+        aggregate(per_token[sl], mask[sl], agg, **norms)  # type: ignore[arg-type]
+        for sl in (slice(0, 1), slice(1, 4), slice(4, 6))
+    ).item() == pytest.approx(
+        aggregate(per_token, mask, agg).item(), rel=1e-12  # type: ignore[arg-type]
+    )
+
+
+def test_weights_and_kl_weights_honoured() -> None:
+    logp = torch.tensor([[-1.0, -1.0]], dtype=D)
+    ref = torch.tensor([[-1.5, -2.0]], dtype=D)  # k1 = [0.5, 1.0]
+    adv = torch.ones(1, 2, dtype=D)  # ratio 1 -> pg = [-1, -1]
+    mask = torch.ones(1, 2, dtype=D)
+    w = torch.tensor([[2.0, 1.0]], dtype=D)
+    kw = torch.tensor([[1.0, 3.0]], dtype=D)
+    loss, stats = policy_loss(
+        logp, logp, adv, mask, ref_logp=ref, kl_coef=0.1, kl_estimator="k1",
+        weights=w, kl_weights=kw, agg="token_mean",
+    )
+    # token 0: 2 * (-1 + 0.1 * 1 * 0.5) = -1.9; token 1: 1 * (-1 + 0.1 * 3 * 1.0) = -0.7
+    # token_mean: (-1.9 - 0.7) / 2 = -1.3
+    assert loss.item() == pytest.approx(-1.3)
+    # pg part alone: (2 * -1 + 1 * -1) / 2 = -1.5; kl stat: mean(0.5, 1.0) = 0.75
+    assert stats["pg_loss"].item() == pytest.approx(-1.5)
+    assert stats["kl"].item() == pytest.approx(0.75)
+    assert stats["clip_frac"].item() == 0.0
+    assert stats["ratio_mean"].item() == pytest.approx(1.0)
+    # kl_coef 0: no KL in the loss, but the KL is still reported
+    loss0, stats0 = policy_loss(logp, logp, adv, mask, ref_logp=ref, kl_coef=0.0, weights=w)
+    assert loss0.item() == pytest.approx(-1.5)
+    assert stats0["kl"].item() > 0
+    # sequence-level advantages [B] broadcast over tokens
+    loss1, _ = policy_loss(logp, logp, torch.ones(1, dtype=D), mask, weights=w)
+    assert loss1.item() == pytest.approx(-1.5)
+
+
+def test_masked_tokens_get_zero_gradient() -> None:
+    data = _random_batch(1)
+    mask = data["mask"]
+    loss, _ = policy_loss(
+        data["logp"], data["old_logp"], data["advantages"], mask,
+        ref_logp=data["ref_logp"], kl_coef=0.1, weights=data["weights"],
+    )
+    loss.backward()
+    grad = data["logp"].grad
+    assert grad is not None
+    assert (grad[mask == 0] == 0).all()
+    assert (grad[mask != 0] != 0).any()
+
+
+def test_sft_loss() -> None:
+    logp = torch.tensor([[-0.5, -1.0, -2.0], [-0.25, -3.0, -9.0]], dtype=D)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]], dtype=D)
+    # (0.5 + 1 + 0.25 + 3) / 4 = 1.1875
+    assert sft_loss(logp, mask).item() == pytest.approx(1.1875)
+    # weights [[1, 2, 1], [1, 1, 1]]: (0.5 + 2 + 0.25 + 3) / 4 = 1.4375
+    w = torch.tensor([[1.0, 2.0, 1.0], [1.0, 1.0, 1.0]], dtype=D)
+    assert sft_loss(logp, mask, weights=w).item() == pytest.approx(1.4375)
+    # whole-batch normaliser: 4.75 / 10 = 0.475
+    assert sft_loss(logp, mask, num_tokens=10).item() == pytest.approx(0.475)
+
+
+def test_token_logprobs_by_hand_and_temperature() -> None:
+    logits = torch.tensor([[[0.0, math.log(3.0)], [0.0, math.log(3.0)]]])
+    # softmax [1/4, 3/4]: target 1 -> ln 0.75 = -0.287682; target 0 -> ln 0.25 = -1.386294
+    out = token_logprobs(logits, torch.tensor([[1, 0]]))
+    assert out[0].tolist() == pytest.approx([-0.287682, -1.386294], abs=1e-6)
+    # temperature 2: logits [0, ln(3)/2] -> p0 = 1 / (1 + sqrt 3) -> ln p0 = -ln 2.732051 = -1.005053
+    out2 = token_logprobs(logits, torch.tensor([[0, 0]]), temperature=2.0)
+    assert out2[0, 0].item() == pytest.approx(-1.005053, abs=1e-6)
+    with pytest.raises(ValueError):
+        token_logprobs(logits, torch.tensor([[0, 0]]), temperature=0.0)
+
+
+def test_token_logprobs_matches_log_softmax() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 5, generator=g)
+    targets = torch.randint(0, 5, (2, 3), generator=g)
+    for temp in (1.0, 0.7):
+        ref = torch.log_softmax(logits / temp, -1).gather(-1, targets[..., None])[..., 0]
+        assert torch.allclose(token_logprobs(logits, targets, temp), ref, atol=1e-6)
+    out = token_logprobs(logits.bfloat16(), targets)
+    assert out.dtype == torch.float32
+    ignored = targets.clone()
+    ignored[0, 1] = -100
+    assert token_logprobs(logits, ignored)[0, 1].item() == 0.0
+
+
+def test_token_entropy() -> None:
+    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [0.0, math.log(3.0), -math.inf, -math.inf]]])
+    # uniform over 4: ln 4 = 1.386294; [1/4, 3/4]: 0.25 ln 4 + 0.75 ln(4/3) = 0.346574 + 0.215762
+    assert token_entropy(logits)[0].tolist() == pytest.approx([1.386294, 0.562335], abs=1e-6)
