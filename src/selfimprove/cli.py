@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from selfimprove.eval.evaluate import evaluate
     from selfimprove.policy.load import load_policy
-    from selfimprove.progress import console
+    from selfimprove.progress import console, step_bar
     from selfimprove.tasks.base import make_task
 
     recipe = load_recipe(EvalRecipe, args.recipe, args.set)
@@ -78,10 +78,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     policy = load_policy(recipe.model, seed=recipe.seed)
     e = recipe.eval
     problems = task.distinct_problems(e.split, e.num_problems)
-    result = evaluate(
-        policy, task, problems, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
-        samples=e.samples, temperature=e.temperature, pass_k=e.pass_k, seed=recipe.seed,
-    )
+    with step_bar("eval (greedy)", len(problems)) as on_step:
+        done = [0]
+
+        def on_batch(n: int) -> None:
+            done[0] += n
+            on_step(done[0], {})
+
+        result = evaluate(
+            policy, task, problems, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
+            samples=e.samples, temperature=e.temperature, pass_k=e.pass_k, seed=recipe.seed, on_batch=on_batch,
+        )
     out = Path(recipe.run_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {"model": recipe.model.path, "task": recipe.task.name, "split": e.split, **result.metrics("eval"), "num_problems": result.num_problems}
@@ -114,9 +121,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from selfimprove.progress import console
+    from rich.console import Console
+
     from selfimprove.tasks.base import TASKS, make_task
 
+    console = Console()
     for name in TASKS.names():
         task = make_task(name)
         problem = task.problem("train", 0)

@@ -55,7 +55,7 @@ def run_demo(recipe: DemoRecipe, *, resume: bool = False, bar: StageBar = _no_ba
 
     sft_rows = read_metrics(root / "sft" / "metrics.jsonl")
     rl_rows = read_metrics(root / "grpo" / "metrics.jsonl")
-    learning_curve([("SFT", sft_rows), (rl_recipe.loss.estimator.upper(), rl_rows)], root / "learning_curve.png", start_accuracy=0.0)
+    learning_curve([("SFT", sft_rows), (rl_recipe.loss.estimator.upper(), rl_rows)], root / "learning_curve.png")
     summary = {
         "task": recipe.task.name,
         "eval_problems": recipe.eval.num_problems,

@@ -15,8 +15,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def learning_curve(stages: Sequence[tuple[str, Sequence[dict[str, Any]]]], out: str | Path, *, start_accuracy: float | None = None) -> Path:
-    """Held-out accuracy (and RL train reward) against steps, stage after stage, on one PNG."""
+def learning_curve(stages: Sequence[tuple[str, Sequence[dict[str, Any]]]], out: str | Path) -> Path:
+    """Held-out accuracy (and RL train reward) against steps, stage after stage, on one PNG.
+
+    Each stage's accuracy line starts from the previous stage's last point: where it started from.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,14 +27,14 @@ def learning_curve(stages: Sequence[tuple[str, Sequence[dict[str, Any]]]], out: 
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     offset = 0
-    if start_accuracy is not None:
-        ax.scatter([0], [start_accuracy], color="black", zorder=3, label="initial model")
+    previous: list[tuple[int, float]] = []
     for name, rows in stages:
         evals = [(r["step"] + offset, r["eval/accuracy"]) for r in rows if "eval/accuracy" in r]
         finals = [(r["step"] + offset, r["final/accuracy"]) for r in rows if "final/accuracy" in r]
-        points = sorted(evals + finals)
+        points = previous[-1:] + sorted(evals + finals)
         if points:
             ax.plot(*zip(*points), marker="o", label=f"{name}: held-out greedy accuracy")
+            previous = points
         rewards = [(r["step"] + offset, r["train/reward"]) for r in rows if "train/reward" in r]
         if rewards:
             xs, ys = zip(*rewards)
