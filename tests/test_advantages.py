@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from selfimprove.algos import ADVANTAGES, dr_grpo, group_mean_std, grpo, rloo
+from selfimprove.algos import (
+    ADVANTAGES,
+    dr_grpo,
+    fold_kl_into_rewards,
+    gae,
+    gae_advantages,
+    group_mean_std,
+    grpo,
+    last_token_mask,
+    masked_whiten,
+    reinforce_pp,
+    reinforce_pp_baseline,
+    rloo,
+    token_rewards,
+)
 
 
 def _ones(b: int, t: int = 1) -> torch.Tensor:
@@ -113,3 +129,208 @@ def test_common_signature_accepts_extra_kwargs_and_bad_shapes_raise() -> None:
         grpo(r, g, _ones(3, 2))
     with pytest.raises(ValueError):
         grpo(r, torch.tensor([0.0, 0.0]), m)
+
+
+# --- token-level estimators -----------------------------------------------------------------------
+
+D = torch.float64
+NAN = float("nan")
+
+
+def test_last_token_mask() -> None:
+    mask = torch.tensor([[0, 1, 1, 0], [1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.float32)
+    expected = [[0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1]]
+    out = last_token_mask(mask)
+    assert out.dtype == torch.float32
+    assert out.tolist() == expected
+    assert last_token_mask(mask.bool()).tolist() == [[bool(x) for x in row] for row in expected]
+
+
+# Two rows: row 0 trains positions 1-2 (2 tokens), row 1 positions 0-2 (3 tokens); column 3 pads.
+# kl at untrained positions holds junk (9, nan) that must be ignored.
+RPP_MASK = [[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0]]
+RPP_KL = [[9.0, 0.5, 1.0, NAN], [0.2, 0.4, 0.6, NAN]]
+
+
+def test_token_rewards_by_hand() -> None:
+    mask = torch.tensor(RPP_MASK, dtype=D)
+    kl = torch.tensor(RPP_KL, dtype=D)
+    out = token_rewards(torch.tensor([1.0, 0.0], dtype=D), mask, kl=kl, kl_coef=0.1)
+    # row 0: r_1 = -0.1 * 0.5 = -0.05; r_2 = -0.1 * 1.0 + R (1) = 0.9
+    # row 1: r = -0.1 * [0.2, 0.4, 0.6] = [-0.02, -0.04, -0.06], + R (0) at the last
+    expected = [[0.0, -0.05, 0.9, 0.0], [-0.02, -0.04, -0.06, 0.0]]
+    assert out.tolist() == [pytest.approx(row) for row in expected]
+    # without KL: only R at the last trainable token
+    out0 = token_rewards(torch.tensor([1.0, 2.0]), mask)
+    assert out0.tolist() == [[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 2.0, 0.0]]
+    assert out0.dtype == torch.float32
+
+
+def test_reinforce_pp_by_hand() -> None:
+    mask = torch.tensor(RPP_MASK)
+    kl = torch.tensor(RPP_KL)
+    adv = reinforce_pp(torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), mask, kl=kl, kl_coef=0.1)
+    # token rewards (see test_token_rewards_by_hand), reverse sums over trainable tokens:
+    #   row 0: A_2 = 0.9, A_1 = -0.05 + 0.9 = 0.85
+    #   row 1: A_2 = -0.06, A_1 = -0.04 - 0.06 = -0.10, A_0 = -0.02 - 0.10 = -0.12
+    # whitening over the 5 trainable values [0.85, 0.9, -0.12, -0.10, -0.06]:
+    #   mean = 1.47 / 5 = 0.294; deviations 0.556, 0.606, -0.414, -0.394, -0.354
+    #   squares 0.309136 + 0.367236 + 0.171396 + 0.155236 + 0.125316 = 1.12832
+    #   unbiased var = 1.12832 / 4 = 0.28208 -> std = 0.531112
+    #   A = dev / std = [1.046860, 1.141002, -0.779497, -0.741840, -0.666526]
+    expected = [
+        [0.0, 1.046860, 1.141002, 0.0],
+        [-0.779497, -0.741840, -0.666526, 0.0],
+    ]
+    assert adv.dtype == torch.float32
+    assert adv.tolist() == [pytest.approx(row, abs=1e-6) for row in expected]
+    # the result is whitened: mean 0, unbiased std 1 over trainable tokens
+    on = adv[mask != 0].double()
+    assert on.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert on.std().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_reinforce_pp_baseline_subtracts_group_means() -> None:
+    # groups [0, 0, 1], rewards [1, 0, 3]: group 0 mean 0.5 -> R' = [0.5, -0.5]; the singleton's
+    # R' = 3 - 3 = 0. kl_coef 0, so the returns are R' on every trainable token.
+    rewards = torch.tensor([1.0, 0.0, 3.0])
+    groups = torch.tensor([0, 0, 1])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    adv = reinforce_pp_baseline(rewards, groups, mask)
+    # trainable values [0.5, 0.5, -0.5, 0]: mean 0.5 / 4 = 0.125; deviations 0.375, 0.375, -0.625,
+    #   -0.125; squares 0.140625 * 2 + 0.390625 + 0.015625 = 0.6875; var 0.6875 / 3 = 0.229167;
+    #   std 0.478714 -> [0.783349, 0.783349, -1.305582, -0.261116]
+    expected = [[0.783349, 0.783349], [-1.305582, 0.0], [0.0, -0.261116]]
+    assert adv.tolist() == [pytest.approx(row, abs=1e-6) for row in expected]
+    # the same as plain REINFORCE++ on pre-centred rewards, and different from it on the raw ones
+    same = reinforce_pp(torch.tensor([0.5, -0.5, 0.0]), groups, mask)
+    assert torch.allclose(adv, same, atol=1e-7)
+    assert not torch.allclose(adv, reinforce_pp(rewards, groups, mask), atol=1e-3)
+
+
+def test_gae_advantages_gamma_one_by_hand() -> None:
+    # V = [0.5, 0.6, 0.7], R = 1 at the last token, gamma 1, lam 0.95:
+    #   delta_2 = 1 + 0 - 0.7 = 0.3; delta_1 = 0 + 0.7 - 0.6 = 0.1; delta_0 = 0 + 0.6 - 0.5 = 0.1
+    #   A_2 = 0.3; A_1 = 0.1 + 0.95 * 0.3 = 0.385; A_0 = 0.1 + 0.95 * 0.385 = 0.46575
+    #   returns = A + V = [0.96575, 0.985, 1.0]
+    r = torch.tensor([[0.0, 0.0, 1.0]], dtype=D)
+    v = torch.tensor([[0.5, 0.6, 0.7]], dtype=D)
+    adv, ret = gae_advantages(r, v, torch.ones(1, 3), gamma=1.0, lam=0.95)
+    assert adv[0].tolist() == pytest.approx([0.46575, 0.385, 0.3])
+    assert ret[0].tolist() == pytest.approx([0.96575, 0.985, 1.0])
+    assert adv.dtype == D
+
+
+def test_gae_advantages_discounted_by_hand() -> None:
+    # gamma 0.9, lam 0.95 (gamma lam = 0.855), same V and R:
+    #   delta_2 = 1 + 0.9 * 0 - 0.7 = 0.3; delta_1 = 0.9 * 0.7 - 0.6 = 0.03;
+    #   delta_0 = 0.9 * 0.6 - 0.5 = 0.04
+    #   A_2 = 0.3; A_1 = 0.03 + 0.855 * 0.3 = 0.2865; A_0 = 0.04 + 0.855 * 0.2865 = 0.2849575
+    #   returns = [0.7849575, 0.8865, 1.0]
+    r = torch.tensor([[0.0, 0.0, 1.0]], dtype=D)
+    v = torch.tensor([[0.5, 0.6, 0.7]], dtype=D)
+    adv, ret = gae_advantages(r, v, torch.ones(1, 3), gamma=0.9, lam=0.95)
+    assert adv[0].tolist() == pytest.approx([0.2849575, 0.2865, 0.3])
+    assert ret[0].tolist() == pytest.approx([0.7849575, 0.8865, 1.0])
+    # lam 1, V 0: plain discounted return-to-go: [0.81, 0.9, 1]
+    adv1, _ = gae_advantages(r, torch.zeros_like(v), torch.ones(1, 3), gamma=0.9, lam=1.0)
+    assert adv1[0].tolist() == pytest.approx([0.81, 0.9, 1.0])
+
+
+def test_gae_advantages_padded_and_gapped_rows() -> None:
+    # Row 0: left padding, the 3 trainable tokens at 2..4. Row 1: the same tokens with an untrained
+    # gap at position 1 and right padding at 4; the recurrence skips the gap. Junk values (99, nan)
+    # at untrained positions must not leak. Both rows give the gamma-1 numbers of the first test.
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 0, 1, 1, 0]], dtype=torch.bool)
+    r = torch.tensor([[5.0, 5.0, 0.0, 0.0, 1.0], [0.0, 5.0, 0.0, 1.0, NAN]], dtype=D)
+    v = torch.tensor([[99.0, NAN, 0.5, 0.6, 0.7], [0.5, 99.0, 0.6, 0.7, NAN]], dtype=D)
+    adv, ret = gae_advantages(r, v, mask, gamma=1.0, lam=0.95)
+    assert adv.tolist() == [
+        pytest.approx([0.0, 0.0, 0.46575, 0.385, 0.3]),
+        pytest.approx([0.46575, 0.0, 0.385, 0.3, 0.0]),
+    ]
+    assert ret.tolist() == [
+        pytest.approx([0.0, 0.0, 0.96575, 0.985, 1.0]),
+        pytest.approx([0.96575, 0.0, 0.985, 1.0, 0.0]),
+    ]
+
+
+def test_gae_estimator_by_hand() -> None:
+    # row 0: the 3-token example (R = 1, V = [0.5, 0.6, 0.7]) -> A = [0.46575, 0.385, 0.3]
+    # row 1: one trainable token, R = 0, V = 0.2, kl = 0.5 with kl_coef 0.1:
+    #   r = -0.05 -> delta = -0.05 + 0 - 0.2 = -0.25 = A
+    # whitening [0.46575, 0.385, 0.3, -0.25]: mean 0.90075 / 4 = 0.2251875;
+    #   deviations 0.2405625, 0.1598125, 0.0748125, -0.4751875;
+    #   squares 0.0578703 + 0.0255400 + 0.0055969 + 0.2258032 = 0.3148104;
+    #   var 0.3148104 / 3 = 0.1049368; std 0.3239395
+    #   -> [0.742615, 0.493341, 0.230946, -1.466902]
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    values = torch.tensor([[0.5, 0.6, 0.7], [0.2, NAN, NAN]])
+    kl = torch.tensor([[0.0, 0.0, 0.0], [0.5, NAN, NAN]])
+    adv = gae(
+        torch.tensor([1.0, 0.0]), torch.tensor([0, 1]), mask, values=values, kl=kl, kl_coef=0.1
+    )
+    expected = [[0.742615, 0.493341, 0.230946], [-1.466902, 0.0, 0.0]]
+    assert adv.tolist() == [pytest.approx(row, abs=1e-6) for row in expected]
+    with pytest.raises(ValueError, match="values"):
+        gae(torch.tensor([1.0, 0.0]), torch.tensor([0, 1]), mask)
+
+
+def test_masked_whiten_edge_cases() -> None:
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=D)
+    x = torch.tensor([[1.0, 2.0, NAN], [3.0, 7.0, 7.0]], dtype=D)
+    # [1, 2, 3]: mean 2, unbiased std 1 -> [-1, 0, 1]
+    assert masked_whiten(x, mask).tolist() == [[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+    # shift_mean=False keeps the mean: [-1, 0, 1] + 2 = [1, 2, 3]
+    assert masked_whiten(x, mask, shift_mean=False).tolist() == [[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]]
+    # all equal: std 0 -> only centred (all 0); one trainable token: also 0
+    equal = torch.full((2, 3), 0.1)
+    assert masked_whiten(equal, mask.float()).abs().max().item() < 1e-7
+    one = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    assert masked_whiten(torch.full((2, 3), 5.0), one).tolist() == [[0.0] * 3, [0.0] * 3]
+
+
+def test_fold_kl_into_rewards() -> None:
+    rewards = torch.tensor([1.0, 0.0])
+    kl = torch.tensor([[0.5, 1.0, NAN], [0.2, 0.4, 0.6]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    # row 0: 1 - 0.1 * (0.5 + 1.0) = 0.85; row 1: 0 - 0.1 * (0.2 + 0.4 + 0.6) = -0.12
+    out = fold_kl_into_rewards(rewards, kl, mask, 0.1)
+    assert out.tolist() == pytest.approx([0.85, -0.12])
+    # RLOO on the folded rewards of one group: 0.85 - (-0.12) = 0.97 and -0.97
+    adv = rloo(out, torch.tensor([0, 0]), mask)
+    assert adv[:, 0].tolist() == pytest.approx([0.97, -0.97], abs=1e-6)
+
+
+ALL_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae")
+
+
+def test_registry_has_every_estimator_and_common_call() -> None:
+    assert set(ALL_ESTIMATORS) <= set(ADVANTAGES.names())
+    assert ADVANTAGES.get("reinforce_pp") is reinforce_pp
+    assert ADVANTAGES.get("reinforce_pp_baseline") is reinforce_pp_baseline
+    assert ADVANTAGES.get("gae") is gae
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.0])
+    groups = torch.tensor([0, 0, 1, 1])
+    mask = torch.tensor([[1, 1, 0], [0, 1, 1], [1, 1, 1], [1, 0, 0]], dtype=torch.bool)
+    g = torch.Generator().manual_seed(0)
+    values = torch.rand(4, 3, generator=g)
+    kl = torch.rand(4, 3, generator=g)
+    for name in ALL_ESTIMATORS:
+        out = ADVANTAGES.get(name)(
+            rewards, groups, mask, values=values, kl=kl, kl_coef=0.05, gamma=0.99, lam=0.9,
+            eps=1e-6, unused_option=1,
+        )
+        assert out.shape == (4, 3), name
+        assert out.dtype == torch.float32, name
+        assert torch.isfinite(out).all(), name
+        assert (out[~mask] == 0).all(), name
+        assert (out[mask] != 0).any(), name
+
+
+def test_estimators_do_not_carry_gradients() -> None:
+    values = torch.tensor([[0.5, 0.6]], requires_grad=True)
+    adv = gae(torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), torch.ones(2, 2),
+              values=values.expand(2, 2))
+    assert not adv.requires_grad
+    assert math.isfinite(adv.sum().item())

@@ -10,6 +10,7 @@ from selfimprove.cli import main
 from selfimprove.config import (
     ConfigError,
     DemoRecipe,
+    DPORecipe,
     EvalRecipe,
     InitRecipe,
     RLRecipe,
@@ -24,6 +25,12 @@ SCHEMAS = {
     "tiny-model.yaml": InitRecipe,
     "countdown-sft.yaml": SFTRecipe,
     "countdown-grpo.yaml": RLRecipe,
+    "countdown-dr_grpo.yaml": RLRecipe,
+    "countdown-rloo.yaml": RLRecipe,
+    "countdown-reinforce_pp.yaml": RLRecipe,
+    "countdown-ppo.yaml": RLRecipe,
+    "countdown-dapo.yaml": RLRecipe,
+    "countdown-dpo.yaml": DPORecipe,
     "countdown-eval.yaml": EvalRecipe,
     "demo.yaml": DemoRecipe,
 }
@@ -70,6 +77,11 @@ def test_task_params_are_checked_by_the_task_schema() -> None:
 def test_unknown_estimator_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"loss\.estimator: .*unknown estimator 'ppo2'.*grpo"):
         load_recipe(RLRecipe, RECIPES / "countdown-grpo.yaml", ["loss.estimator=ppo2"])
+
+
+def test_gae_without_a_critic_is_refused() -> None:
+    with pytest.raises(ConfigError, match="estimator 'gae' .* needs a value model"):
+        load_recipe(RLRecipe, RECIPES / "countdown-grpo.yaml", ["loss.estimator=gae"])
 
 
 def test_demo_checks_its_stage_settings_up_front() -> None:

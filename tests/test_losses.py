@@ -10,11 +10,16 @@ import torch
 from selfimprove.algos import (
     aggregate,
     clipped_pg_per_token,
+    dpo_loss,
+    entropy_bonus,
     kl_estimate,
+    overlong_penalty,
     policy_loss,
+    sequence_logprob,
     sft_loss,
     token_entropy,
     token_logprobs,
+    value_loss,
 )
 
 D = torch.float64
@@ -280,3 +285,178 @@ def test_token_entropy() -> None:
     logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [0.0, math.log(3.0), -math.inf, -math.inf]]])
     # uniform over 4: ln 4 = 1.386294; [1/4, 3/4]: 0.25 ln 4 + 0.75 ln(4/3) = 0.346574 + 0.215762
     assert token_entropy(logits)[0].tolist() == pytest.approx([1.386294, 0.562335], abs=1e-6)
+
+
+# --- value loss, entropy bonus, DPO, overlong penalty ----------------------------------------------
+
+NAN = float("nan")
+
+
+def _value_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    # token 0: V 1.0, V_old 0.5, R 0 -> the unclipped term is larger
+    # token 1: V 0.2, V_old 0.5, R 0 -> the clipped term is larger
+    # token 2: V 0.55, V_old 0.5, R 1 -> inside the clip range, both terms equal
+    # token 3: padding with junk
+    values = torch.tensor([[1.0, 0.2, 0.55, 3.0]], dtype=D, requires_grad=True)
+    old = torch.tensor([[0.5, 0.5, 0.5, NAN]], dtype=D)
+    returns = torch.tensor([[0.0, 0.0, 1.0, NAN]], dtype=D)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]], dtype=D)
+    return values, old, returns, mask
+
+
+def test_value_loss_clipped_by_hand() -> None:
+    values, old, returns, mask = _value_case()
+    loss, stats = value_loss(values, old, returns, mask, clip=0.2)
+    # token 0: unclipped 0.5 * (1 - 0)^2 = 0.5; clipped V = 0.7 -> 0.5 * 0.49 = 0.245; max 0.5
+    # token 1: unclipped 0.5 * 0.2^2 = 0.02; clipped V = 0.3 -> 0.5 * 0.09 = 0.045; max 0.045
+    # token 2: 0.5 * (0.55 - 1)^2 = 0.5 * 0.2025 = 0.10125 both ways
+    # token_mean: (0.5 + 0.045 + 0.10125) / 3 = 0.64625 / 3 = 0.2154167
+    assert loss.item() == pytest.approx(0.64625 / 3)
+    assert stats["value_loss"].item() == pytest.approx(0.64625 / 3)
+    # the clipped term is strictly larger on token 1 only -> 1/3
+    assert stats["value_clip_frac"].item() == pytest.approx(1 / 3)
+    # explained variance over R = [0, 0, 1], V = [1, 0.2, 0.55]:
+    #   Var(R): mean 1/3, squares 1/9 + 1/9 + 4/9 -> 6/9 / 3 = 2/9
+    #   R - V = [-1, -0.2, 0.45]: mean -0.25, deviations -0.75, 0.05, 0.7,
+    #   squares 0.5625 + 0.0025 + 0.49 = 1.055 -> / 3 = 0.351667
+    #   EV = 1 - 0.351667 / 0.222222 = 1 - 1.5825 = -0.5825
+    assert stats["explained_variance"].item() == pytest.approx(-0.5825)
+    # gradients: d/dV 0.5 (V - R)^2 = V - R, / 3 tokens; 0 where the clipped (constant) term wins
+    loss.backward()
+    assert values.grad is not None
+    assert values.grad[0].tolist() == pytest.approx([1.0 / 3, 0.0, -0.45 / 3, 0.0])
+
+
+def test_value_loss_unclipped_by_hand() -> None:
+    values, old, returns, mask = _value_case()
+    loss, stats = value_loss(values, old, returns, mask, clip=None)
+    # 0.5 * [1, 0.04, 0.2025] = [0.5, 0.02, 0.10125] -> 0.62125 / 3 = 0.2070833
+    assert loss.item() == pytest.approx(0.62125 / 3)
+    assert stats["value_clip_frac"].item() == 0.0
+    # seq_mean over one row is the same; dr_grpo divides by 1 sequence * 4 max_len
+    loss_dr, _ = value_loss(values, old, returns, mask, clip=None, agg="dr_grpo")
+    assert loss_dr.item() == pytest.approx(0.62125 / 4)
+
+
+def test_value_loss_explained_variance_edges() -> None:
+    mask = torch.ones(1, 3, dtype=D)
+    r = torch.tensor([[0.0, 1.0, 2.0]], dtype=D)
+    _, stats = value_loss(r.clone(), r.clone(), r, mask)
+    assert stats["explained_variance"].item() == pytest.approx(1.0)  # V = R exactly
+    flat = torch.full((1, 3), 0.1, dtype=D)
+    _, stats = value_loss(r, r, flat, mask)
+    assert stats["explained_variance"].item() == 0.0  # Var(R) = 0
+
+
+@pytest.mark.parametrize("agg", ["seq_mean", "token_mean", "dr_grpo"])
+def test_value_loss_micro_batches_sum_to_full_batch(agg: str) -> None:
+    g = torch.Generator().manual_seed(3)
+    b, t = 5, 4
+    values = torch.randn(b, t, generator=g, dtype=D).requires_grad_(True)
+    old = values.detach() + 0.3 * torch.randn(b, t, generator=g, dtype=D)
+    returns = torch.randn(b, t, generator=g, dtype=D)
+    mask = (torch.rand(b, t, generator=g) > 0.3).to(D)
+    mask[0] = 1.0
+    mask[2] = 0.0
+    norms = {
+        "num_sequences": int((mask.sum(-1) > 0).sum()),
+        "num_tokens": float(mask.sum()),
+        "max_len": t,
+    }
+    full, _ = value_loss(values, old, returns, mask, agg=agg)  # type: ignore[arg-type]
+    parts = [
+        value_loss(
+            values[sl], old[sl], returns[sl], mask[sl], agg=agg, **norms  # type: ignore[arg-type]
+        )[0]
+        for sl in (slice(0, 2), slice(2, 3), slice(3, 5))
+    ]
+    total = sum(parts)
+    assert total.item() == pytest.approx(full.item(), rel=1e-12)
+    (g_full,) = torch.autograd.grad(full, values)
+    (g_micro,) = torch.autograd.grad(total, values)
+    assert torch.allclose(g_full, g_micro, rtol=1e-12, atol=1e-15)
+
+
+def test_entropy_bonus() -> None:
+    ent = torch.tensor(L, dtype=D)
+    mask = torch.tensor(M, dtype=D)
+    # same numbers as the aggregation test: token mean 7/3, seq mean 2.75, dr_grpo 7/6
+    assert entropy_bonus(ent, mask).item() == pytest.approx(7 / 3)
+    assert entropy_bonus(ent, mask, agg="seq_mean").item() == pytest.approx(2.75)
+    assert entropy_bonus(ent, mask, agg="dr_grpo").item() == pytest.approx(7 / 6)
+    assert entropy_bonus(ent, mask, num_tokens=10).item() == pytest.approx(0.7)
+
+
+def test_sequence_logprob() -> None:
+    logp = torch.tensor([[-0.5, -1.0, -2.0], [-0.25, -3.0, -9.0]], dtype=D)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]], dtype=D)
+    # row 0: -0.5 - 1 = -1.5; row 1: -3 - 9 = -12
+    assert sequence_logprob(logp, mask).tolist() == pytest.approx([-1.5, -12.0])
+
+
+def _dpo_inputs() -> tuple[torch.Tensor, ...]:
+    # pair 0: pc - rc = -10 - (-12) = 2, pr - rr = -9 - (-8) = -1
+    # pair 1: pc - rc = -5 - (-5) = 0,   pr - rr = -3 - (-4) = 1
+    pc = torch.tensor([-10.0, -5.0], dtype=D, requires_grad=True)
+    pr = torch.tensor([-9.0, -3.0], dtype=D, requires_grad=True)
+    rc = torch.tensor([-12.0, -5.0], dtype=D)
+    rr = torch.tensor([-8.0, -4.0], dtype=D)
+    return pc, pr, rc, rr
+
+
+def test_dpo_loss_by_hand() -> None:
+    pc, pr, rc, rr = _dpo_inputs()
+    loss, stats = dpo_loss(pc[:1], pr[:1], rc[:1], rr[:1], beta=0.1)
+    # z = 0.1 * (2 - (-1)) = 0.3; loss = -log sigmoid(0.3) = log(1 + e^-0.3)
+    #   = log(1 + 0.740818) = log(1.740818) = 0.554355
+    assert loss.item() == pytest.approx(0.554355, abs=1e-6)
+    # chosen reward 0.1 * 2 = 0.2, rejected 0.1 * -1 = -0.1, margin 0.3, accuracy 1
+    assert stats["chosen_reward"].item() == pytest.approx(0.2)
+    assert stats["rejected_reward"].item() == pytest.approx(-0.1)
+    assert stats["reward_margin"].item() == pytest.approx(0.3)
+    assert stats["reward_accuracy"].item() == 1.0
+    # d loss / d pc = -beta * sigmoid(-z) = -0.1 * 0.425557 = -0.0425557 (descent raises pc);
+    # d loss / d pr = +0.0425557 (descent lowers pr)
+    loss.backward()
+    assert pc.grad is not None and pr.grad is not None
+    assert pc.grad[0].item() == pytest.approx(-0.0425557, abs=1e-7)
+    assert pr.grad[0].item() == pytest.approx(0.0425557, abs=1e-7)
+    assert pc.grad[0].item() < 0 < pr.grad[0].item()
+
+
+def test_dpo_loss_two_pairs_smoothing_and_micro_batches() -> None:
+    pc, pr, rc, rr = _dpo_inputs()
+    loss, stats = dpo_loss(pc, pr, rc, rr, beta=0.1)
+    # pair 1: z = 0.1 * (0 - 1) = -0.1 -> log(1 + e^0.1) = 0.744397
+    # mean: (0.554355 + 0.744397) / 2 = 0.649376; accuracy 1/2; margin (0.3 - 0.1) / 2 = 0.1
+    assert loss.item() == pytest.approx(0.649376, abs=1e-6)
+    assert stats["reward_accuracy"].item() == 0.5
+    assert stats["reward_margin"].item() == pytest.approx(0.1)
+    # label smoothing 0.1 on pair 0: 0.9 * 0.554355 + 0.1 * log(1 + e^0.3)
+    #   = 0.4989195 + 0.1 * 0.854355 = 0.584355
+    smooth, _ = dpo_loss(pc[:1], pr[:1], rc[:1], rr[:1], beta=0.1, label_smoothing=0.1)
+    assert smooth.item() == pytest.approx(0.584355, abs=1e-6)
+    # micro-batches of one pair each with num_pairs = 2 sum to the full loss; num_pairs = 4 halves it
+    parts = [dpo_loss(pc[i : i + 1], pr[i : i + 1], rc[i : i + 1], rr[i : i + 1], num_pairs=2)[0]
+             for i in range(2)]
+    assert sum(parts).item() == pytest.approx(loss.item(), rel=1e-12)
+    quarter, _ = dpo_loss(pc, pr, rc, rr, num_pairs=4)
+    assert quarter.item() == pytest.approx(loss.item() / 2)
+    with pytest.raises(ValueError):
+        dpo_loss(pc, pr, rc, rr, label_smoothing=0.7)
+    with pytest.raises(ValueError):
+        dpo_loss(pc, pr[:1], rc, rr)
+
+
+def test_overlong_penalty() -> None:
+    lengths = torch.tensor([10, 16, 18, 20, 25])
+    # max_len 20, cache_len 4: free up to 16; (16 - 18)/4 = -0.5; (16 - 20)/4 = -1; beyond 20: -1
+    out = overlong_penalty(lengths, max_len=20, cache_len=4)
+    assert out.tolist() == pytest.approx([0.0, 0.0, -0.5, -1.0, -1.0])
+    assert out.dtype == torch.float32
+    # cache_len = max_len: linear over the whole range, (0 - 5)/20 = -0.25
+    whole = overlong_penalty(torch.tensor([5]), max_len=20, cache_len=20)
+    assert whole.item() == pytest.approx(-0.25)
+    for bad in (0, -1, 21):
+        with pytest.raises(ValueError):
+            overlong_penalty(lengths, max_len=20, cache_len=bad)

@@ -17,6 +17,7 @@ from typing import Sequence
 from selfimprove.config import (
     ConfigError,
     DemoRecipe,
+    DPORecipe,
     EvalRecipe,
     InitRecipe,
     RLRecipe,
@@ -64,6 +65,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     with step_bar(recipe.loss.estimator, recipe.steps) as on_step:
         summary = run_rl(recipe, on_step)
     console.print(f"RL done: held-out greedy accuracy {summary['accuracy']:.1%} -> {summary['model']}")
+    return 0
+
+
+def cmd_dpo(args: argparse.Namespace) -> int:
+    from selfimprove.progress import console, step_bar
+    from selfimprove.train.dpo import run_dpo
+
+    recipe = load_recipe(DPORecipe, args.recipe, args.set)
+    with step_bar("dpo", recipe.steps) as on_step:
+        summary = run_dpo(recipe, on_step)
+    console.print(f"DPO done: held-out greedy accuracy {summary['accuracy']:.1%} -> {summary['model']}")
     return 0
 
 
@@ -129,10 +141,13 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     for name in TASKS.names():
         task = make_task(name)
         problem = task.problem("train", 0)
-        demo = task.target_text(problem)
-        verdict = task.verify(problem, demo)
         console.print(f"[bold]{name}[/bold]: {task.describe()}")
-        console.print(f"  prompt: {problem.prompt!r}\n  demonstration: {demo!r} -> {verdict.reason}")
+        console.print(f"  prompt: {problem.prompt!r}")
+        if problem.demonstration:
+            demo = task.target_text(problem)
+            console.print(f"  demonstration: {demo!r} -> {task.verify(problem, demo).reason}")
+        else:
+            console.print("  (no demonstration)")
     return 0
 
 
@@ -153,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     init = add("init-model", cmd_init_model, "write a new built-in tiny model as an HF folder", recipe_required=False)
     init.add_argument("--out", required=True, help="output folder")
     add("sft", cmd_sft, "supervised fine-tuning on a task's demonstrations")
-    add("train", cmd_train, "RL (GRPO and friends) on a task's verifier")
+    add("train", cmd_train, "RL on a task's verifier: GRPO, Dr.GRPO, RLOO, REINFORCE++, PPO, DAPO options")
+    add("dpo", cmd_dpo, "online DPO on pairs of the model's own right and wrong answers")
     add("eval", cmd_eval, "greedy accuracy and pass@k on held-out problems")
     demo = add("demo", cmd_demo, "tiny model: SFT, then GRPO, with a before/after table", recipe_required=False)
     demo.add_argument("--resume", action="store_true", help="continue an interrupted demo instead of starting fresh")

@@ -46,6 +46,10 @@ class SamplingConfig(Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(32, ge=1)
     stop: list[str] = Field(default_factory=list)
+    # DAPO dynamic sampling: drop groups whose rewards are all equal (no learning signal) and sample
+    # more prompts, up to `max_refills` extra rounds, until the batch has `prompts_per_step` groups.
+    dynamic: bool = False
+    max_refills: int = Field(4, ge=0)
 
 
 class OptimConfig(Strict):
@@ -60,6 +64,26 @@ class OptimConfig(Strict):
     micro_batch_size: int = Field(64, ge=1)
 
 
+TOKEN_LEVEL_ESTIMATORS = ("reinforce_pp", "reinforce_pp_baseline", "gae")
+
+
+class ValueConfig(Strict):
+    """PPO's critic: a scalar head on the policy (`head`) or a separate model (`separate`)."""
+
+    kind: Literal["none", "head", "separate"] = "none"
+    path: str | None = None  # the critic's initial weights for `separate` (default: the policy's folder)
+
+
+class LoraConfig(Strict):
+    """Train a LoRA adapter instead of all weights (PEFT); the reference is the adapter switched off."""
+
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    save_merged: bool = False  # also write merged full weights next to the adapter
+
+
 class LossConfig(Strict):
     """How rewards become a loss (SPECS §1)."""
 
@@ -69,7 +93,26 @@ class LossConfig(Strict):
     aggregation: Literal["seq_mean", "token_mean", "dr_grpo"] = "seq_mean"
     kl_coef: float = Field(0.0, ge=0.0)
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    epochs: int = Field(1, ge=1)  # policy updates per rollout batch
+    # KL folded into the reward (-kl_coef * (logp_old - logp_ref) per token) instead of the loss.
+    # None: the estimator's own convention (in the reward for reinforce_pp and gae, else in the loss).
+    kl_in_reward: bool | None = None
+    epochs: int = Field(1, ge=1)  # passes over each rollout batch
+    minibatches: int = Field(1, ge=1)  # optimizer steps per pass
+    gamma: float = Field(1.0, ge=0.0, le=1.0)  # GAE / REINFORCE++ discount
+    lam: float = Field(0.95, ge=0.0, le=1.0)  # GAE lambda
+    vf_coef: float = Field(0.5, ge=0.0)
+    value_clip: float | None = Field(0.2, ge=0.0)
+    entropy_coef: float = Field(0.0, ge=0.0)
+    # DAPO soft overlong penalty: 0 up to max_new_tokens - overlong_cache, then linear to -1 (0: off).
+    overlong_cache: int = Field(0, ge=0)
+
+    @property
+    def token_level(self) -> bool:
+        return self.estimator in TOKEN_LEVEL_ESTIMATORS
+
+    @property
+    def kl_as_reward(self) -> bool:
+        return self.kl_coef > 0 and (self.token_level if self.kl_in_reward is None else self.kl_in_reward)
 
     @field_validator("estimator")
     @classmethod
@@ -128,6 +171,7 @@ class InitRecipe(Strict):
 
 
 class SFTRecipe(Recipe):
+    lora: LoraConfig | None = None
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(64, ge=1)
     # Size of the pool of demonstrations (train problems 0..N-1, reshuffled every epoch); 0 draws a
@@ -139,6 +183,8 @@ class SFTRecipe(Recipe):
 
 
 class RLRecipe(Recipe):
+    lora: LoraConfig | None = None
+    value: ValueConfig = Field(default_factory=ValueConfig)
     steps: int = Field(200, ge=1)
     prompts_per_step: int = Field(16, ge=1)
     # Index of the first train problem to practise on: set it past an SFT pool so RL meets problems
@@ -147,6 +193,29 @@ class RLRecipe(Recipe):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: Schedule = Field(default_factory=Schedule)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _gae_needs_a_critic(self) -> "RLRecipe":
+        if self.loss.estimator == "gae" and self.value.kind == "none":
+            raise ValueError("estimator 'gae' (PPO) needs a value model: set value.kind to 'head' or 'separate'")
+        if self.value.kind != "none" and self.loss.estimator != "gae":
+            raise ValueError(f"value.kind={self.value.kind!r} is only used by estimator 'gae'")
+        return self
+
+
+class DPORecipe(Recipe):
+    """Online DPO on the model's own answers: per prompt, one right and one wrong sample form a pair."""
+
+    lora: LoraConfig | None = None
+    steps: int = Field(100, ge=1)
+    prompts_per_step: int = Field(16, ge=1)  # pairs wanted per step
+    first_problem: int = Field(0, ge=0)
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(dynamic=True))
+    beta: float = Field(0.1, gt=0.0)
+    label_smoothing: float = Field(0.0, ge=0.0, le=0.5)
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-5))
     schedule: Schedule = Field(default_factory=Schedule)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 

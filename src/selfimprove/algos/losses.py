@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
@@ -22,11 +23,16 @@ __all__ = [
     "KLKind",
     "aggregate",
     "clipped_pg_per_token",
+    "dpo_loss",
+    "entropy_bonus",
     "kl_estimate",
+    "overlong_penalty",
     "policy_loss",
+    "sequence_logprob",
     "sft_loss",
     "token_entropy",
     "token_logprobs",
+    "value_loss",
 ]
 
 KLKind = Literal["k1", "k2", "k3"]
@@ -251,3 +257,171 @@ def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
     zero = torch.zeros((), dtype=scaled.dtype, device=scaled.device)
     p_z = torch.where(probs > 0, probs * scaled, zero)
     return torch.logsumexp(scaled, dim=-1) - p_z.sum(-1)
+
+
+def value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    mask: Tensor,
+    *,
+    clip: float | None = 0.2,
+    agg: AggMode = "token_mean",
+    num_sequences: int | None = None,
+    num_tokens: float | None = None,
+    max_len: int | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO value loss: 0.5 * max((V - R)^2, (clip(V, V_old - clip, V_old + clip) - R)^2) per token.
+
+    The clipped term keeps the critic from moving far from the values the advantages were computed
+    with; ``clip=None`` gives the plain 0.5 (V - R)^2. Aggregated with ``aggregate`` (same
+    normaliser rules, so micro-batch losses sum to the full-batch loss).
+
+    Stats (detached scalars): ``value_loss`` (the loss, same normalisers); over this call's trainable
+    tokens ``value_clip_frac`` (fraction where the clipped term is strictly larger) and
+    ``explained_variance`` = 1 - Var(R - V) / Var(R) (0 when all returns are equal).
+    ``returns`` and ``old_values`` may hold anything at padding; ``values`` must be finite there.
+    """
+    _check_same_shape(values=values, old_values=old_values, returns=returns, mask=mask)
+    if clip is not None and clip < 0:
+        raise ValueError(f"clip must be >= 0 or None, got {clip}")
+    # Targets are constants: clearing them at padding keeps junk there out of the gradient.
+    returns = _masked(returns, mask)
+    old_values = _masked(old_values, mask)
+    unclipped = (values - returns) ** 2
+    if clip is None:
+        per_token = 0.5 * unclipped
+        clipped_larger = torch.zeros_like(values, dtype=torch.bool)
+    else:
+        v_clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+        clipped = (v_clipped - returns) ** 2
+        per_token = 0.5 * torch.maximum(unclipped, clipped)
+        clipped_larger = (clipped > unclipped).detach()
+    norms = dict(num_sequences=num_sequences, num_tokens=num_tokens, max_len=max_len)
+    loss = aggregate(per_token, mask, agg, **norms)
+
+    with torch.no_grad():
+        stats = {
+            "value_loss": loss.detach(),
+            "value_clip_frac": _masked_mean(clipped_larger.to(values.dtype), mask),
+            "explained_variance": _explained_variance(values.detach(), returns.detach(), mask),
+        }
+    return loss, stats
+
+
+def _explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
+    """1 - Var(R - V) / Var(R) over trainable tokens (population variances; the n's cancel)."""
+    out_dtype = values.dtype if values.dtype.is_floating_point else torch.float32
+    zero = torch.zeros((), dtype=out_dtype, device=values.device)
+    on = mask != 0
+    if int(on.sum().item()) < 2:
+        return zero
+    r = returns[on].double() if returns.device.type != "mps" else returns[on].float()
+    v = values[on].to(r.dtype)
+    if bool((r.max() == r.min()).item()):
+        return zero  # Var(R) = 0 exactly; a float noise variance would give a meaningless ratio
+    var_r = ((r - r.mean()) ** 2).mean()
+    diff = r - v
+    var_d = ((diff - diff.mean()) ** 2).mean()
+    return (1.0 - var_d / var_r).to(out_dtype)
+
+
+def entropy_bonus(
+    entropy: Tensor,
+    mask: Tensor,
+    *,
+    agg: AggMode = "token_mean",
+    num_sequences: int | None = None,
+    num_tokens: float | None = None,
+    max_len: int | None = None,
+) -> Tensor:
+    """Aggregated entropy of trainable tokens; the caller subtracts coef * this from the loss.
+
+    Uses ``aggregate`` so an entropy bonus over micro-batches sums like the policy loss; pass the
+    same ``agg`` and normalisers as the policy loss.
+    """
+    return aggregate(
+        entropy, mask, agg, num_sequences=num_sequences, num_tokens=num_tokens, max_len=max_len
+    )
+
+
+def sequence_logprob(logp: Tensor, mask: Tensor) -> Tensor:
+    """Sum of log-probs over each row's trainable tokens: [B, T] -> [B] (log pi(y | x) for DPO)."""
+    _check_same_shape(logp=logp, mask=mask)
+    if logp.dim() != 2:
+        raise ValueError(f"logp must be [B, T], got {tuple(logp.shape)}")
+    return _masked(logp, mask).sum(-1)
+
+
+def dpo_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    ref_chosen: Tensor,
+    ref_rejected: Tensor,
+    *,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    num_pairs: int | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """DPO: -log sigmoid(beta * ((pc - rc) - (pr - rr))), summed over pairs / num_pairs.
+
+    Inputs are per-pair sequence log-probs [P] (see ``sequence_logprob``). With label smoothing eps
+    (conservative DPO, labels flipped with probability eps) the loss is
+    -(1 - eps) logsig(z) - eps logsig(-z). ``num_pairs`` defaults to this call's P; pass the whole
+    batch's so micro-batches of pairs sum to the full-batch loss.
+
+    Stats (detached, means over this call's pairs): ``chosen_reward`` = beta (pc - rc),
+    ``rejected_reward`` = beta (pr - rr), ``reward_margin`` (their difference) and
+    ``reward_accuracy`` (fraction with chosen reward > rejected reward).
+    """
+    _check_same_shape(
+        policy_chosen=policy_chosen,
+        policy_rejected=policy_rejected,
+        ref_chosen=ref_chosen,
+        ref_rejected=ref_rejected,
+    )
+    if policy_chosen.dim() != 1:
+        raise ValueError(f"inputs must be per-pair [P] tensors, got {tuple(policy_chosen.shape)}")
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    if not 0.0 <= label_smoothing <= 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
+    chosen = beta * (policy_chosen - ref_chosen)
+    rejected = beta * (policy_rejected - ref_rejected)
+    z = chosen - rejected
+    per_pair = -F.logsigmoid(z)
+    if label_smoothing > 0:
+        per_pair = (1.0 - label_smoothing) * per_pair - label_smoothing * F.logsigmoid(-z)
+    if num_pairs is None:
+        num_pairs = max(int(z.numel()), 1)
+    loss = per_pair.sum() / num_pairs
+
+    with torch.no_grad():
+        c, r = chosen.detach(), rejected.detach()
+        stats = {
+            "chosen_reward": c.mean(),
+            "rejected_reward": r.mean(),
+            "reward_margin": (c - r).mean(),
+            "reward_accuracy": (c > r).to(c.dtype).mean(),
+        }
+    return loss, stats
+
+
+def overlong_penalty(lengths: Tensor, *, max_len: int, cache_len: int) -> Tensor:
+    """DAPO's soft overlong punishment per completion length L (added to the reward).
+
+    0 for L <= max_len - cache_len, (max_len - cache_len - L) / cache_len in the cache window
+    (linear from 0 down to -1 at L = max_len), -1 beyond max_len. A graded penalty tells truncated
+    answers apart from long ones without the noise of a hard cut.
+    """
+    if not 0 < cache_len <= max_len:
+        raise ValueError(
+            f"need 0 < cache_len <= max_len, got cache_len={cache_len}, max_len={max_len}"
+        )
+    dtype = lengths.dtype if lengths.dtype.is_floating_point else torch.float32
+    length = lengths.to(dtype)
+    start = max_len - cache_len
+    ramp = (start - length) / cache_len
+    zero = torch.zeros((), dtype=dtype, device=lengths.device)
+    minus_one = torch.full((), -1.0, dtype=dtype, device=lengths.device)
+    return torch.where(length <= start, zero, torch.where(length <= max_len, ramp, minus_one))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -14,6 +15,8 @@ from selfimprove.policy.base import Completion, SamplingParams
 from selfimprove.policy.decode import decode
 
 log = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 class HFPolicy:
@@ -49,15 +52,46 @@ class HFPolicy:
         chat: bool = False,
         seed: int = 0,
     ) -> "HFPolicy":
+        """Load a HF model folder, or a LoRA adapter folder (its base model plus the adapter, frozen)."""
         path = Path(path)
         if not (path / "config.json").is_file():
+            if (path / ADAPTER_CONFIG).is_file():
+                return cls._load_adapter_folder(path, device=device, dtype=dtype, chat=chat, seed=seed)
             raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
         return cls(model, tokenizer, chat=chat, seed=seed)
 
+    @classmethod
+    def _load_adapter_folder(cls, path: Path, *, device: str, dtype: str, chat: bool, seed: int) -> "HFPolicy":
+        """A LoRA run saves only its adapter; its config names the base folder the adapter applies to.
+
+        The adapter stays attached (not merged) so log-probs equal the trained policy's exactly; it is
+        not trainable: this is for evaluation and sampling (a LoRA run resumes via `lora.load_adapter`).
+        """
+        from peft import PeftConfig, PeftModel
+
+        base = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+        if not base:
+            raise FileNotFoundError(f"{path}: the adapter config names no base model (base_model_name_or_path)")
+        base_dir = Path(base)
+        if not base_dir.is_absolute() and not (base_dir / "config.json").is_file():
+            base_dir = path / base_dir  # a relative base may be relative to the adapter folder itself
+        if not (base_dir / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path}: base model {base!r} named by adapter_config.json is not a Hugging Face model folder"
+            )
+        tokenizer = AutoTokenizer.from_pretrained(path if (path / "tokenizer_config.json").is_file() else base_dir)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype)).to(device)
+        with warnings.catch_warnings():  # peft touches an attribute transformers flags as deprecated
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(model, str(path), is_trainable=False).to(device)
+        model.eval()
+        return cls(model, tokenizer, chat=chat, seed=seed)
+
     def save(self, path: str | Path) -> Path:
-        """Write a normal HF folder: `AutoModelForCausalLM.from_pretrained(path)` loads it back."""
+        """Write a normal HF folder (`AutoModelForCausalLM.from_pretrained(path)` loads it back), or for a
+        LoRA policy the adapter and tokenizer (`HFPolicy.load(path)` loads it back onto its base)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)

@@ -85,6 +85,8 @@ class TokenBatch:
     groups: torch.Tensor  # [B] long
     advantages: torch.Tensor | None = None  # [B, L-1], filled by an estimator
     ref_logprobs: torch.Tensor | None = None  # [B, L-1], filled when a reference model is used
+    old_values: torch.Tensor | None = None  # [B, L-1], PPO: values when the batch was sampled
+    returns: torch.Tensor | None = None  # [B, L-1], PPO: value targets
 
     @property
     def size(self) -> int:

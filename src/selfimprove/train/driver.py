@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -20,6 +20,8 @@ from selfimprove.config import EvalConfig, ModelConfig, OptimConfig, Schedule, T
 from selfimprove.eval.evaluate import EvalResult, evaluate
 from selfimprove.policy.hf import HFPolicy
 from selfimprove.policy.load import load_policy
+from selfimprove.policy.lora import apply_lora, load_adapter, save_policy
+from selfimprove.policy.value import ValueModel
 from selfimprove.tasks.base import Task, make_task
 from selfimprove.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from selfimprove.train.learner import Learner
@@ -41,11 +43,13 @@ class TrainingRecipe(Protocol):
 
 @dataclass
 class Job:
-    """What a step function may use."""
+    """What a step function may use. `state` is saved in every checkpoint and restored on resume
+    (e.g. a data cursor that does not follow from the step number)."""
 
     policy: HFPolicy
     learner: Learner
     task: Task
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 class StepFn(Protocol):
@@ -80,28 +84,49 @@ def run_training(
     step_fn: StepFn,
     *,
     use_reference: bool = False,
+    value_model: Callable[[HFPolicy], ValueModel] | None = None,
     temperature: float = 1.0,
     optimizer_steps_per_step: int = 1,
     on_step: StepCallback | None = None,
 ) -> dict[str, Any]:
-    """Train `recipe.steps` steps (resuming from the newest checkpoint if any); return the summary."""
+    """Train `recipe.steps` steps (resuming from the newest checkpoint if any); return the summary.
+
+    With `recipe.lora` the policy trains a LoRA adapter on the base model and the KL reference is the
+    same model with the adapter switched off (no second copy in memory).
+    """
     run_dir = Path(recipe.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     seed_everything(recipe.seed)
     task = make_task(recipe.task.name, recipe.task.params)
     resume = latest_checkpoint(ckpt_dir)
-    policy = load_policy(recipe.model, seed=recipe.seed, path=resume / "model" if resume else None)
+    lora = getattr(recipe, "lora", None)
+    if lora is not None:
+        policy = load_policy(recipe.model, seed=recipe.seed)
+        if resume is not None:
+            load_adapter(policy, resume / "model")
+        else:
+            apply_lora(policy, lora)
+    else:
+        policy = load_policy(recipe.model, seed=recipe.seed, path=resume / "model" if resume else None)
     reference = None
-    if use_reference:
+    if use_reference and lora is None:
         reference = load_policy(recipe.model, seed=recipe.seed)
     learner = Learner(
-        policy, recipe.optim, recipe.steps * optimizer_steps_per_step, reference=reference, temperature=temperature
+        policy,
+        recipe.optim,
+        recipe.steps * optimizer_steps_per_step,
+        reference=reference,
+        adapter_reference=use_reference and lora is not None,
+        value_model=value_model(policy) if value_model is not None else None,
+        temperature=temperature,
     )
     start = 0
-    if resume is not None:
-        start = int(load_checkpoint(resume, policy, learner)["step"])
-    log = RunLog(run_dir, recipe, resume_step=start if resume is not None else None)  # type: ignore[arg-type]
     job = Job(policy, learner, task)
+    if resume is not None:
+        saved = load_checkpoint(resume, policy, learner)
+        start = int(saved["step"])
+        job.state.update(saved.get("job", {}))
+    log = RunLog(run_dir, recipe, resume_step=start if resume is not None else None)  # type: ignore[arg-type]
     schedule = recipe.schedule
     began = time.time()
     try:
@@ -115,12 +140,14 @@ def run_training(
             if on_step is not None:
                 on_step(done, metrics)
             if done % schedule.checkpoint_every == 0 or done == recipe.steps:
-                save_checkpoint(ckpt_dir, done, policy, learner, {"data_position": done}, keep=schedule.keep_checkpoints)
+                save_checkpoint(ckpt_dir, done, policy, learner, {"job": job.state}, keep=schedule.keep_checkpoints)
         final = run_eval(job, recipe.eval, recipe.eval.num_problems, recipe.seed)
         log.log(recipe.steps, {f"final/{k.split('/', 1)[1]}": v for k, v in final.metrics().items()})
     finally:
         log.close()
-    policy.save(run_dir / "final")
+    save_policy(policy, run_dir / "final", merged=bool(lora and lora.save_merged))
+    if learner.value_model is not None:  # PPO's critic, for reuse (e.g. as a search value function)
+        torch.save(learner.value_model.state_dict(), run_dir / "final" / "value_model.pt")
     summary = {
         "steps": recipe.steps,
         "accuracy": final.accuracy,

@@ -15,8 +15,10 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import Tensor
 
+from selfimprove.algos.losses import token_entropy, token_logprobs
 from selfimprove.config import OptimConfig
 from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.value import ValueModel
 from selfimprove.rollout.episode import TokenBatch
 
 
@@ -29,8 +31,26 @@ class Norms:
     max_len: int
 
 
+@dataclass
+class Forward:
+    """What one forward pass gives an objective, aligned with target columns [B, L-1]."""
+
+    logp: Tensor
+    values: Tensor | None = None
+    entropy: Tensor | None = None
+
+
 class Objective(Protocol):
-    def __call__(self, logp: Tensor, batch: TokenBatch, norms: Norms) -> tuple[Tensor, dict[str, Tensor]]: ...
+    """Turns a forward pass over a micro-batch into a loss.
+
+    Stats whose name ends in `loss` are already normalised by the whole batch (`Norms`) and are
+    summed over micro-batches; all other stats are means over the call's trainable tokens and are
+    averaged with token weights.
+    """
+
+    needs_entropy: bool
+
+    def __call__(self, out: Forward, batch: TokenBatch, norms: Norms) -> tuple[Tensor, dict[str, Tensor]]: ...
 
 
 def lr_lambda(config: OptimConfig, total_steps: int) -> Callable[[int], float]:
@@ -57,16 +77,24 @@ class Learner:
         total_steps: int,
         *,
         reference: HFPolicy | None = None,
+        adapter_reference: bool = False,
+        value_model: ValueModel | None = None,
         temperature: float = 1.0,
     ) -> None:
+        if reference is not None and adapter_reference:
+            raise ValueError("use either a reference model or the adapter-disabled policy as reference, not both")
         self.policy = policy
         self.config = config
         self.temperature = temperature
         self.reference = reference
+        self.adapter_reference = adapter_reference
+        self.value_model = value_model.to(policy.device) if value_model is not None else None
         if reference is not None:
             reference.model.eval()
             reference.model.requires_grad_(False)
         params = [p for p in policy.model.parameters() if p.requires_grad]
+        if self.value_model is not None:
+            params += [p for p in self.value_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
         )
@@ -81,6 +109,41 @@ class Learner:
     def _micro_batches(self, batch: TokenBatch) -> list[TokenBatch]:
         size = self.config.micro_batch_size
         return [batch.rows(slice(i, i + size)) for i in range(0, batch.size, size)]
+
+    def forward(self, batch: TokenBatch, *, with_entropy: bool = False) -> Forward:
+        """Log-probs of the targets (and values and entropy when asked) for one micro-batch."""
+        shared = self.value_model is not None and self.value_model.shared
+        out = self.policy.model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, output_hidden_states=shared
+        )
+        logits = out.logits[:, :-1, :]
+        logp = token_logprobs(logits, batch.input_ids[:, 1:], self.temperature)
+        entropy = token_entropy(logits, self.temperature) if with_entropy else None
+        values = None
+        if self.value_model is not None:
+            hidden = out.hidden_states[-1] if shared else None
+            values = self.value_model(batch.input_ids, batch.attention_mask, hidden=hidden)[:, :-1]
+        return Forward(logp, values, entropy)
+
+    @torch.no_grad()
+    def score_values(self, batch: TokenBatch) -> tuple[Tensor, Tensor]:
+        """Behaviour log-probs and values of a whole batch, without gradients (PPO's old quantities)."""
+        if self.value_model is None:
+            raise RuntimeError("this learner has no value model")
+        model = self.policy.model
+        was_training = model.training
+        model.eval()
+        logp = torch.zeros_like(batch.mask)
+        values = torch.zeros_like(batch.mask)
+        size = self.config.micro_batch_size
+        for i in range(0, batch.size, size):
+            micro = batch.rows(slice(i, i + size)).to(self.policy.device)
+            out = self.forward(micro)
+            width = out.logp.shape[1]
+            logp[i : i + size, :width] = out.logp.cpu()
+            values[i : i + size, :width] = out.values.float().cpu()  # type: ignore[union-attr]
+        model.train(was_training)
+        return logp, values
 
     @torch.no_grad()
     def score(self, policy: HFPolicy, batch: TokenBatch) -> Tensor:
@@ -97,14 +160,20 @@ class Learner:
         return out
 
     def add_reference_logprobs(self, batch: TokenBatch) -> None:
-        if self.reference is None:
+        """Reference log-probs: a frozen model, or (LoRA) the policy with its adapter switched off."""
+        if self.adapter_reference:
+            with self.policy.model.disable_adapter():
+                batch.ref_logprobs = self.score(self.policy, batch)
+        elif self.reference is not None:
+            batch.ref_logprobs = self.score(self.reference, batch)
+        else:
             raise RuntimeError("this learner has no reference model")
-        batch.ref_logprobs = self.score(self.reference, batch)
 
     def step(self, batch: TokenBatch, objective: Objective) -> dict[str, float]:
         """One optimizer step on `batch`; returns averaged statistics plus lr and grad norm."""
         model = self.policy.model
         model.train()
+        with_entropy = bool(getattr(objective, "needs_entropy", False))
         norms = Norms(
             num_sequences=int((batch.mask.sum(-1) > 0).sum().item()),
             num_tokens=float(batch.mask.sum().item()),
@@ -116,14 +185,13 @@ class Learner:
             if micro.mask.sum() == 0:
                 continue
             micro = micro.to(self.policy.device)
-            logp = self.policy.token_logprobs(micro.input_ids, micro.attention_mask, self.temperature)
-            loss, stats = objective(logp, micro, norms)
+            loss, stats = objective(self.forward(micro, with_entropy=with_entropy), micro, norms)
             loss.backward()
             share = float(micro.mask.sum().item()) / max(norms.num_tokens, 1.0)
             totals["loss"] = totals.get("loss", 0.0) + float(loss.item())
             for k, v in stats.items():
-                totals[k] = totals.get(k, 0.0) + share * float(v)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+                totals[k] = totals.get(k, 0.0) + (1.0 if k.endswith("loss") else share) * float(v)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters(), self.config.max_grad_norm)
         totals["lr"] = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -131,14 +199,25 @@ class Learner:
         totals["grad_norm"] = float(grad_norm)
         return totals
 
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        params = list(self.policy.model.parameters())
+        if self.value_model is not None:
+            params += list(self.value_model.parameters())
+        return params
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step_count,
+            "value_model": self.value_model.state_dict() if self.value_model is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.value_model is not None:
+            if state.get("value_model") is None:
+                raise ValueError("checkpoint has no value model but this run uses one")
+            self.value_model.load_state_dict(state["value_model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step_count = int(state["step"])

@@ -1,49 +1,95 @@
-"""Objectives: adapters from a `TokenBatch` to the pure losses of `algos.losses`."""
+"""Objectives: adapters from a forward pass over a `TokenBatch` to the pure losses of `algos.losses`."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from selfimprove.algos.losses import policy_loss, sft_loss
+from selfimprove.algos.losses import dpo_loss, entropy_bonus, policy_loss, sequence_logprob, sft_loss, value_loss
 from selfimprove.config import LossConfig
 from selfimprove.rollout.episode import TokenBatch
-from selfimprove.train.learner import Norms
+from selfimprove.train.learner import Forward, Norms
 
 
-def sft_objective(logp: Tensor, batch: TokenBatch, norms: Norms) -> tuple[Tensor, dict[str, Tensor]]:
+class SFTObjective:
     """Token cross-entropy on the trainable tokens, averaged over the whole batch's tokens."""
-    loss = sft_loss(logp, batch.mask, weights=batch.weights, num_tokens=norms.num_tokens)
-    return loss, {}
+
+    needs_entropy = False
+
+    def __call__(self, out: Forward, batch: TokenBatch, norms: Norms) -> tuple[Tensor, dict[str, Tensor]]:
+        return sft_loss(out.logp, batch.mask, weights=batch.weights, num_tokens=norms.num_tokens), {}
+
+
+sft_objective = SFTObjective()
 
 
 class PolicyGradientObjective:
-    """Clipped policy gradient with an optional KL to the reference (SPECS §1)."""
+    """Clipped policy gradient, optional KL to the reference, and for PPO the clipped value loss and an
+    entropy bonus (SPECS §1)."""
 
     def __init__(self, config: LossConfig, *, max_len: int | None = None) -> None:
         self.config = config
         self.max_len = max_len  # Dr.GRPO's constant divisor: the generation budget
+        self.needs_entropy = config.entropy_coef > 0
 
-
-    def __call__(self, logp: Tensor, batch: TokenBatch, norms: Norms) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(self, out: Forward, batch: TokenBatch, norms: Norms) -> tuple[Tensor, dict[str, Tensor]]:
         if batch.advantages is None:
             raise ValueError("the batch has no advantages: run an estimator first")
         c = self.config
+        exact_on_policy = c.epochs == 1 and c.minibatches == 1
         # One update per rollout batch is exactly on-policy: the ratio is 1 and only its gradient matters.
-        old_logp = logp.detach() if c.epochs == 1 else batch.old_logprobs
-        return policy_loss(
-            logp,
+        old_logp = out.logp.detach() if exact_on_policy else batch.old_logprobs
+        kl_in_loss = c.kl_coef > 0 and not c.kl_as_reward
+        norm_args = dict(num_sequences=norms.num_sequences, num_tokens=norms.num_tokens, max_len=self.max_len or norms.max_len)
+        loss, stats = policy_loss(
+            out.logp,
             old_logp,
             batch.advantages,
             batch.mask,
-            ref_logp=batch.ref_logprobs if c.kl_coef > 0 else None,
-            kl_coef=c.kl_coef,
+            ref_logp=batch.ref_logprobs if kl_in_loss else None,
+            kl_coef=c.kl_coef if kl_in_loss else 0.0,
             kl_estimator=c.kl_estimator,
             eps_low=c.eps_low,
             eps_high=c.eps_high,
             agg=c.aggregation,
             weights=batch.weights,
             kl_weights=batch.kl_weights,
-            num_sequences=norms.num_sequences,
-            num_tokens=norms.num_tokens,
-            max_len=self.max_len or norms.max_len,
+            **norm_args,
+        )
+        if out.values is not None:
+            if batch.returns is None or batch.old_values is None:
+                raise ValueError("a value model needs returns and old values in the batch")
+            v_loss, v_stats = value_loss(out.values, batch.old_values, batch.returns, batch.mask, clip=c.value_clip, agg="token_mean", **norm_args)
+            loss = loss + c.vf_coef * v_loss
+            stats.update(v_stats)
+        if self.needs_entropy and out.entropy is not None:
+            entropy = entropy_bonus(out.entropy, batch.mask, agg="token_mean", **norm_args)
+            loss = loss - c.entropy_coef * entropy
+            stats["entropy_loss"] = entropy.detach()
+        return loss, stats
+
+
+class DPOObjective:
+    """DPO over a batch whose rows alternate chosen, rejected (pair i = rows 2i and 2i+1)."""
+
+    needs_entropy = False
+
+    def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0) -> None:
+        self.beta = beta
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, out: Forward, batch: TokenBatch, norms: Norms) -> tuple[Tensor, dict[str, Tensor]]:
+        if batch.ref_logprobs is None:
+            raise ValueError("DPO needs reference log-probs in the batch")
+        if batch.size % 2:
+            raise ValueError("DPO micro-batches must hold whole (chosen, rejected) pairs")
+        policy = sequence_logprob(out.logp, batch.mask)
+        reference = sequence_logprob(batch.ref_logprobs, batch.mask)
+        return dpo_loss(
+            policy[0::2],
+            policy[1::2],
+            reference[0::2],
+            reference[1::2],
+            beta=self.beta,
+            label_smoothing=self.label_smoothing,
+            num_pairs=norms.num_sequences // 2,
         )

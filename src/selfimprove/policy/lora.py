@@ -1,0 +1,122 @@
+"""LoRA (PEFT) on an `HFPolicy`: wrap, reload for resume, and save as an adapter (optionally merged).
+
+The policy keeps one copy of the base weights; the KL reference is the same model with the adapter
+switched off (`PeftModel.disable_adapter()`), so LoRA runs need no second model in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import peft
+from peft import PeftModel
+from transformers import PreTrainedModel
+
+from selfimprove.config import LoraConfig
+from selfimprove.policy.hf import HFPolicy
+
+MERGED = "merged"
+BASE = "base"
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    # peft reads a transformers attribute that transformers now flags as deprecated: noise, not news.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def is_lora(policy: HFPolicy) -> bool:
+    """True when the policy's model is a PEFT model (its trainable weights are an adapter)."""
+    return isinstance(policy.model, PeftModel)
+
+
+def _check_plain(policy: HFPolicy) -> None:
+    # Stacking a second adapter would make "adapter off" (the KL reference) a different model than the
+    # run started from, and the saved adapter would not apply to any folder on disk.
+    if is_lora(policy):
+        raise ValueError(
+            "the policy already carries a LoRA adapter; start LoRA training from a full model folder "
+            "(e.g. the `merged/` folder written with lora.save_merged: true)"
+        )
+
+
+def _record_base(model: PeftModel) -> None:
+    """Name the folder the base weights were loaded from (absolute, so the adapter loads from any cwd).
+
+    Taken from the live base model, not from a reloaded adapter config, so a resumed run records the
+    base it really runs on.
+    """
+    base = getattr(model.get_base_model(), "name_or_path", None)
+    source = str(Path(base).resolve()) if base and Path(base).is_dir() else base or None
+    for cfg in model.peft_config.values():
+        cfg.base_model_name_or_path = source
+
+
+def apply_lora(policy: HFPolicy, config: LoraConfig) -> None:
+    """Wrap `policy.model` in a fresh LoRA adapter; only adapter weights stay trainable.
+
+    LoRA's A matrices are drawn from torch's global RNG (B starts at zero, so the wrapped model starts
+    equal to the base): the run is deterministic because the driver seeds that RNG first.
+    """
+    _check_plain(policy)
+    peft_config = peft.LoraConfig(
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=config.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    with _quiet():
+        policy.model = peft.get_peft_model(policy.model, peft_config)
+    _record_base(policy.model)
+
+
+def load_adapter(policy: HFPolicy, adapter_dir: Path) -> None:
+    """Attach a saved adapter to the base model in `policy.model`, trainable (resume of a LoRA run).
+
+    The trainable parameters come out in the same order as after `apply_lora`, so an optimizer state
+    saved by the interrupted run loads onto them one to one.
+    """
+    _check_plain(policy)
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter_dir} holds no LoRA adapter (no adapter_config.json)")
+    with _quiet():
+        policy.model = PeftModel.from_pretrained(policy.model, adapter_dir, is_trainable=True)
+    _record_base(policy.model)
+
+
+def save_policy(policy: HFPolicy, path: Path, *, merged: bool = False) -> Path:
+    """Save the policy to `path`: a full HF folder, or (LoRA) the adapter plus tokenizer.
+
+    An adapter is only usable with its base model; when the base has no folder on disk (the built-in
+    tiny model is built in memory) it is written to `path / "base"` and the adapter points there.
+    With `merged=True` a LoRA policy also writes full merged weights to `path / "merged"`, a normal HF
+    folder that loads without peft. Both run on copies, so the live policy keeps its adapter.
+    """
+    path = Path(path)
+    if not is_lora(policy):
+        return policy.save(path)
+    model: PeftModel = policy.model  # type: ignore[assignment]
+    configs = model.peft_config.values()
+    if any(not c.base_model_name_or_path or not Path(c.base_model_name_or_path).is_dir() for c in configs):
+        base_dir = path / BASE
+        _save_full(copy.deepcopy(model).unload(), policy, base_dir)
+        for c in configs:
+            c.base_model_name_or_path = str(base_dir.resolve())
+    policy.save(path)
+    if merged:
+        _save_full(copy.deepcopy(model).merge_and_unload(), policy, path / MERGED)
+    return path
+
+
+def _save_full(model: PreTrainedModel, policy: HFPolicy, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    policy.tokenizer.save_pretrained(out)
