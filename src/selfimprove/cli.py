@@ -1,4 +1,4 @@
-"""The `selfimprove` command: init-model, sft, train, eval, demo, tasks.
+"""The `selfimprove` command: init-model, sft, train, dpo, eval, demo, tasks, models.
 
 Every subcommand that trains or evaluates takes a YAML recipe plus `--set key=value` overrides. A bad
 recipe gives one line per problem naming the field, and exit code 2, before anything is written.
