@@ -163,6 +163,21 @@ def main(argv: list[str] | None = None) -> int:
             # evaluated the same way at the end)
             eval=EvalConfig(num_problems=1, max_new_tokens=args.eval_max_new_tokens),
         )
+        # Time spent generating inside the training steps, to show where a step's time goes.
+        generating = {"ours": 0.0, "trl": 0.0}
+        in_ours = [False]
+        plain_generate_ids = HFPolicy.generate_ids
+
+        def timed_generate_ids(self: HFPolicy, *a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return plain_generate_ids(self, *a, **k)
+            finally:
+                if in_ours[0]:
+                    generating["ours"] += time.perf_counter() - t0
+
+        HFPolicy.generate_ids = timed_generate_ids  # type: ignore[method-assign]
+
         ours_chunks: list[tuple[int, float]] = []  # (steps, step-clock seconds) per chunk
         ours_rewards: list[float] = []
         ours_done = 0
@@ -177,8 +192,12 @@ def main(argv: list[str] | None = None) -> int:
                 ours_rewards.append(float(metrics["train/reward"]))
                 last["seconds"] = float(metrics["seconds"])
 
-            with GlobalRNG():
-                run_rl(RLRecipe(steps=until, **recipe_base), on_step=on_step)
+            in_ours[0] = True
+            try:
+                with GlobalRNG():
+                    run_rl(RLRecipe(steps=until, **recipe_base), on_step=on_step)
+            finally:
+                in_ours[0] = False
             ours_chunks.append((until - ours_done, last["seconds"]))
             ours_done = until
 
@@ -187,6 +206,16 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer.padding_side = "left"
         assert tokenizer.eos_token_id is not None and tokenizer.pad_token_id is not None
         trl_model = AutoModelForCausalLM.from_pretrained(start_dir, dtype=torch.float32)
+        plain_generate = trl_model.generate
+
+        def timed_generate(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return plain_generate(*a, **k)
+            finally:
+                generating["trl"] += time.perf_counter() - t0
+
+        trl_model.generate = timed_generate  # type: ignore[method-assign]
         problems = task.problems("train", args.steps * args.prompts, start=args.first_problem)
         dataset = Dataset.from_dict({"prompt": [p.prompt for p in problems], "problem": list(range(len(problems)))})
 
@@ -271,7 +300,12 @@ def main(argv: list[str] | None = None) -> int:
 
         ours_s = sum(sec for _, sec in ours_chunks) / sum(k for k, _ in ours_chunks)
         trl_s = sum(trl_seconds) / len(trl_seconds)
+        trl_model.generate = plain_generate  # type: ignore[method-assign]
+        HFPolicy.generate_ids = plain_generate_ids  # type: ignore[method-assign]
+        ours_gen, trl_gen = generating["ours"] / args.steps, generating["trl"] / len(trl_seconds)
         print(f"seconds per step over {args.steps} steps ({batch} completions each): ours {ours_s:.2f}, TRL {trl_s:.2f}")
+        print(f"  of which generating: ours {ours_gen:.2f} (our decode loop), TRL {trl_gen:.2f} (model.generate); "
+              f"the rest (scoring, forward/backward, optimizer): ours {ours_s - ours_gen:.2f}, TRL {trl_s - trl_gen:.2f}")
 
         # ------------------------------------------------------------------ held-out accuracy
         ours_acc = accuracy(HFPolicy.load(tmp / "ours" / "final", seed=args.seed))

@@ -127,7 +127,8 @@ def test_adapter_disabled_policy_is_the_reference(small_model_dir: Path) -> None
     assert not torch.allclose(now, start, atol=1e-4)
     learner.add_reference_logprobs(batch)
     base = HFPolicy.load(small_model_dir, seed=0)
-    assert torch.equal(batch.ref_logprobs, learner.score(base, batch))
+    # Same weights, same numbers up to float rounding (PEFT and plain Llama may take different kernels).
+    assert torch.allclose(batch.ref_logprobs, learner.score(base, batch), atol=1e-5, rtol=0)
     assert torch.equal(learner.score(policy, batch), now)  # the adapter is back on after scoring
 
     # One copy of the base weights: the policy wraps the loaded model's own tensors, no reference model.

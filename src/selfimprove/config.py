@@ -62,6 +62,8 @@ class OptimConfig(Strict):
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
     micro_batch_size: int = Field(64, ge=1)
+    # Run each prompt shared by several rows once and repeat its KV cache (same numbers, less work).
+    share_prefix: bool = True
 
 
 TOKEN_LEVEL_ESTIMATORS = ("reinforce_pp", "reinforce_pp_baseline", "gae")

@@ -170,7 +170,7 @@ def make_cache(model: PreTrainedModel, capacity: int) -> DynamicCache:
     return cache
 
 
-def _accepts_logits_to_keep(model: PreTrainedModel) -> bool:
+def accepts_logits_to_keep(model: PreTrainedModel) -> bool:
     """Whether `model(..., logits_to_keep=1)` works: the model's forward names it, or the model is a
     wrapper (PEFT) that passes keyword arguments through to a base model that names it."""
     try:
@@ -217,8 +217,8 @@ def decode(
     input_ids, attention = input_ids.to(device), attention.to(device)
     positions = (attention[:, :width].cumsum(-1) - 1).clamp(min=0)
 
-    cache = make_cache(model, width + steps)
-    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    cache = make_cache(model, width + steps - 1)  # the last sampled token is never fed back
+    extra = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     out = model(
         input_ids=input_ids,
         attention_mask=attention[:, :width] if padded else None,

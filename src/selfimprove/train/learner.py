@@ -20,6 +20,7 @@ from selfimprove.config import OptimConfig
 from selfimprove.policy.hf import HFPolicy
 from selfimprove.policy.value import ValueModel
 from selfimprove.rollout.episode import TokenBatch
+from selfimprove.train.prefix import shared_prefix_forward
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,10 @@ class Learner:
 
     def forward(self, batch: TokenBatch, *, with_entropy: bool = False) -> Forward:
         """Log-probs of the targets (and values and entropy when asked) for one micro-batch."""
+        if self.value_model is None and self.config.share_prefix:
+            fast = shared_prefix_forward(self.policy.model, batch, self.temperature, with_entropy=with_entropy)
+            if fast is not None:
+                return Forward(fast[0], None, fast[1])
         shared = self.value_model is not None and self.value_model.shared
         out = self.policy.model(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, output_hidden_states=shared
@@ -154,7 +159,8 @@ class Learner:
         size = self.config.micro_batch_size
         for i in range(0, batch.size, size):
             micro = batch.rows(slice(i, i + size)).to(policy.device)
-            lp = policy.token_logprobs(micro.input_ids, micro.attention_mask, self.temperature).cpu()
+            fast = shared_prefix_forward(policy.model, micro, self.temperature) if self.config.share_prefix else None
+            lp = (fast[0] if fast is not None else policy.token_logprobs(micro.input_ids, micro.attention_mask, self.temperature)).cpu()
             out[i : i + size, : lp.shape[1]] = lp
         policy.model.train(was_training)
         return out
