@@ -555,3 +555,13 @@ def test_bad_tests_are_our_error_not_the_model():
         run_tests("x = 1", [], FAST)
     with pytest.raises(ValueError):
         run_tests("x = 1", "def check(c): pass", FAST, entry_point="not a name")
+
+
+def test_a_checkout_under_tmp_is_not_mounted_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A project (or venv) under /tmp is hidden by the private /tmp itself; planning a tmpfs over it
+    used to fail the namespace setup and drop to the weak mode (a regression seen in a /tmp clone)."""
+    from selfimprove.tasks import sandbox
+
+    monkeypatch.setattr(sandbox, "_project_root", lambda: "/tmp/some-checkout")
+    plan = sandbox._make_plan()
+    assert not any(sandbox._under(h, "/tmp") for h in plan.hide)

@@ -46,37 +46,41 @@ def cmd_init_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sft(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, kind: str) -> int:
+    """SFT, RL and DPO share one shape: validate the recipe, run with a progress bar, report."""
     from selfimprove.progress import console, step_bar
-    from selfimprove.train.sft import run_sft
 
-    recipe = load_recipe(SFTRecipe, args.recipe, args.set)
-    with step_bar("sft", recipe.steps) as on_step:
-        summary = run_sft(recipe, on_step)
-    console.print(f"SFT done: held-out greedy accuracy {summary['accuracy']:.1%} -> {summary['model']}")
+    if kind == "sft":
+        from selfimprove.train.sft import run_sft as run
+
+        recipe = load_recipe(SFTRecipe, args.recipe, args.set)
+        label = "sft"
+    elif kind == "rl":
+        from selfimprove.train.loop import run_rl as run
+
+        recipe = load_recipe(RLRecipe, args.recipe, args.set)
+        label = recipe.loss.estimator
+    else:
+        from selfimprove.train.dpo import run_dpo as run
+
+        recipe = load_recipe(DPORecipe, args.recipe, args.set)
+        label = "dpo"
+    with step_bar(label, recipe.steps) as on_step:
+        summary = run(recipe, on_step)  # type: ignore[arg-type]
+    console.print(f"{label} done: held-out greedy accuracy {summary['accuracy']:.1%} -> {summary['model']}")
     return 0
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    return _train(args, "sft")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from selfimprove.progress import console, step_bar
-    from selfimprove.train.loop import run_rl
-
-    recipe = load_recipe(RLRecipe, args.recipe, args.set)
-    with step_bar(recipe.loss.estimator, recipe.steps) as on_step:
-        summary = run_rl(recipe, on_step)
-    console.print(f"RL done: held-out greedy accuracy {summary['accuracy']:.1%} -> {summary['model']}")
-    return 0
+    return _train(args, "rl")
 
 
 def cmd_dpo(args: argparse.Namespace) -> int:
-    from selfimprove.progress import console, step_bar
-    from selfimprove.train.dpo import run_dpo
-
-    recipe = load_recipe(DPORecipe, args.recipe, args.set)
-    with step_bar("dpo", recipe.steps) as on_step:
-        summary = run_dpo(recipe, on_step)
-    console.print(f"DPO done: held-out greedy accuracy {summary['accuracy']:.1%} -> {summary['model']}")
-    return 0
+    return _train(args, "dpo")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

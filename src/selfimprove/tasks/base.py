@@ -7,6 +7,7 @@ model's text with `verify`, which returns a `Verdict` and never raises on model 
 from __future__ import annotations
 
 import hashlib
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Mapping
@@ -62,6 +63,13 @@ class TaskConfig(BaseModel):
     test_fraction: float = Field(0.1, ge=0.0, le=1.0)
 
 
+def seeded_rng(*parts: object) -> random.Random:
+    """A generator for one draw, derived by SHA-256 of its parts (Python's `hash` is salted per
+    process), so problem `index` of a split is the same in every process and on every machine."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
 def split_of(key: str, seed: int, test_fraction: float) -> Split:
     """Assign a problem to a split by a hash of its canonical key, so the splits can never overlap."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
@@ -77,6 +85,8 @@ class Task(ABC):
 
     def __init__(self, config: TaskConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise TypeError(f"{self.name} needs a {self.Config.__name__}, got {type(self.config).__name__}")
 
     @abstractmethod
     def problem(self, split: Split, index: int) -> Problem:

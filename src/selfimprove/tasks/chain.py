@@ -9,7 +9,6 @@ the optional partial reward of `NumericConfig` for a wrong but readable number.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from typing import Sequence
@@ -17,7 +16,7 @@ from typing import Sequence
 from pydantic import Field, field_validator, model_validator
 
 from selfimprove.tasks.answers import NumericConfig, cut_at_end_marker, judge_numeric
-from selfimprove.tasks.base import SPLITS, TASKS, Problem, Split, Task, Verdict, split_of
+from selfimprove.tasks.base import SPLITS, TASKS, Problem, Split, Task, Verdict, seeded_rng, split_of
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +85,7 @@ def chain_prompt(start: int, steps: Sequence[tuple[str, int]]) -> str:
 
 
 def _rng(seed: int, split: Split, index: int, attempt: int) -> random.Random:
-    """A generator for one draw, derived by SHA-256 (Python's `hash` is salted per process)."""
-    digest = hashlib.sha256(f"chain:{seed}:{split}:{index}:{attempt}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+    return seeded_rng("chain", seed, split, index, attempt)
 
 
 def _last_line(text: str) -> str | None:
@@ -108,11 +105,6 @@ class ChainTask(Task):
     name = "chain"
     Config = ChainConfig
     config: ChainConfig
-
-    def __init__(self, config: ChainConfig | None = None) -> None:
-        super().__init__(config)
-        if not isinstance(self.config, ChainConfig):
-            raise TypeError(f"chain needs a ChainConfig, got {type(self.config).__name__}")
 
     def _draw_step(self, rng: random.Random, value: int) -> tuple[str, int, int] | None:
         """One (op, operand, result) keeping results in bounds; *1 and /1 only when nothing else fits."""

@@ -192,8 +192,6 @@ class CodeTask(Task):
 
     def __init__(self, config: CodeConfig | None = None) -> None:
         super().__init__(config)
-        if not isinstance(self.config, CodeConfig):
-            raise TypeError(f"code needs a CodeConfig, got {type(self.config).__name__}")
         cfg = self.config
         problems = load_problems(cfg.path, cfg.format)
         self._splits: dict[Split, list[CodeProblem]] = {s: [] for s in SPLITS}

@@ -7,7 +7,6 @@ Two answer formats: one expression (`(20-9)*2`) or one operation per line (`20-9
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import re
@@ -31,7 +30,7 @@ from selfimprove.tasks.arith import (
     needs_parens,
     parse,
 )
-from selfimprove.tasks.base import SPLITS, TASKS, Problem, Split, Task, TaskConfig, Verdict, split_of
+from selfimprove.tasks.base import SPLITS, TASKS, Problem, Split, Task, TaskConfig, Verdict, seeded_rng, split_of
 from selfimprove.tasks.answers import cut_at_end_marker
 
 logger = logging.getLogger(__name__)
@@ -280,9 +279,7 @@ def judge(text: object, numbers: Sequence[int], target: int, fmt: CountdownForma
 
 
 def _rng(seed: int, split: Split, index: int, attempt: int) -> random.Random:
-    """A generator for one draw, derived by SHA-256 (Python's `hash` is salted per process)."""
-    digest = hashlib.sha256(f"countdown:{seed}:{split}:{index}:{attempt}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+    return seeded_rng("countdown", seed, split, index, attempt)
 
 
 def problem_key(numbers: Sequence[int], target: int) -> str:
@@ -297,11 +294,6 @@ class CountdownTask(Task):
     name = "countdown"
     Config = CountdownConfig
     config: CountdownConfig
-
-    def __init__(self, config: CountdownConfig | None = None) -> None:
-        super().__init__(config)
-        if not isinstance(self.config, CountdownConfig):
-            raise TypeError(f"countdown needs a CountdownConfig, got {type(self.config).__name__}")
 
     def problem(self, split: Split, index: int) -> Problem:
         """Draw numbers, then a target among the reachable ones in range whose key belongs to `split`.

@@ -21,7 +21,6 @@ Matching rules (`judge_calls`), chosen once and kept here:
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from pydantic import Field, model_validator
 
-from selfimprove.tasks.base import SPLITS, TASKS, Problem, Split, Task, TaskConfig, Verdict, split_of
+from selfimprove.tasks.base import SPLITS, TASKS, Problem, Split, Task, TaskConfig, Verdict, seeded_rng, split_of
 from selfimprove.tasks.answers import cut_at_end_marker
 
 logger = logging.getLogger(__name__)
@@ -592,9 +591,7 @@ def load_apigen(path: str | Path) -> list[ApigenItem]:
 
 
 def _rng(seed: int, split: Split, index: int, attempt: int) -> random.Random:
-    """A generator for one draw, derived by SHA-256 (Python's `hash` is salted per process)."""
-    digest = hashlib.sha256(f"function_call:{seed}:{split}:{index}:{attempt}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+    return seeded_rng("function_call", seed, split, index, attempt)
 
 
 @TASKS.register("function_call")
@@ -607,8 +604,6 @@ class FunctionCallTask(Task):
 
     def __init__(self, config: FunctionCallConfig | None = None) -> None:
         super().__init__(config)
-        if not isinstance(self.config, FunctionCallConfig):
-            raise TypeError(f"function_call needs a FunctionCallConfig, got {type(self.config).__name__}")
         self.items: list[ApigenItem] | None = None
         self._split_items: dict[str, list[int]] = {}
         if self.config.path is not None:

@@ -220,8 +220,6 @@ class GSM8KTask(Task):
 
     def __init__(self, config: GSM8KConfig | None = None) -> None:
         super().__init__(config)
-        if not isinstance(self.config, GSM8KConfig):
-            raise TypeError(f"gsm8k needs a GSM8KConfig, got {type(self.config).__name__}")
         cfg = self.config
         self.source = cfg.path if cfg.path is not None else "built-in sample"
         self._rows = load_rows(cfg.path if cfg.path is not None else SAMPLE_PATH, cfg.split_field)
@@ -323,8 +321,6 @@ class GSMSymbolicTask(Task):
 
     def __init__(self, config: GSMSymbolicConfig | None = None) -> None:
         super().__init__(config)
-        if not isinstance(self.config, GSMSymbolicConfig):
-            raise TypeError(f"gsm_symbolic needs a GSMSymbolicConfig, got {type(self.config).__name__}")
         cfg = self.config
         self._stream = EntryStream("gsm_symbolic", {}, cfg.seed, cfg.test_fraction, key=_rg_question)
 

@@ -608,8 +608,6 @@ class MathTask(Task):
 
     def __init__(self, config: MathConfig | None = None) -> None:
         super().__init__(config)
-        if not isinstance(self.config, MathConfig):
-            raise TypeError(f"math needs a MathConfig, got {type(self.config).__name__}")
         cfg = self.config
         if cfg.path is None:
             source = f"the built-in {_BUILTIN_DATA}"

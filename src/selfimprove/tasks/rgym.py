@@ -312,8 +312,6 @@ class ReasoningGymTask(Task):
 
     def __init__(self, config: ReasoningGymConfig | None = None) -> None:
         super().__init__(config)
-        if not isinstance(self.config, ReasoningGymConfig):
-            raise TypeError(f"reasoning_gym needs a ReasoningGymConfig, got {type(self.config).__name__}")
         cfg = self.config
         self._stream = EntryStream(
             cfg.dataset, cfg.dataset_config, cfg.seed, cfg.test_fraction, key=lambda e: str(e["question"])

@@ -674,9 +674,13 @@ def _make_plan() -> _Plan:
         if blocked:
             hide.add(blocked)
     hide = {h for h in hide if not any(h != o and _under(h, o) for o in hide)}
+    # Everything under /tmp is hidden already by the sandbox's private /tmp (and a tmpfs cannot be
+    # mounted there: the folder no longer exists once /tmp is replaced), e.g. a checkout in /tmp.
+    hide = {h for h in hide if not _under(h, "/tmp")}
     hide -= needed
     for path in sorted(needed):
-        if any(_under(path, h) for h in hide) and not any(_under(path, e) for e in expose):
+        covered = any(_under(path, h) for h in hide) or _under(path, "/tmp")
+        if covered and not any(_under(path, e) for e in expose):
             expose.append(path)
     return _Plan(
         python=python,
