@@ -46,3 +46,46 @@ def test_accuracy() -> None:
     # 3 of 4 -> 0.75
     assert accuracy([True, False, True, True]) == 0.75
     assert accuracy([]) == 0.0
+
+
+# ----------------------------------------------------------------------------- self-correction (SCoRe)
+def test_edit_distance_by_hand() -> None:
+    from selfimprove.eval.metrics import edit_distance
+
+    assert edit_distance("kitten", "sitting") == 3  # k->s, e->i, +g
+    assert edit_distance("", "abc") == 3
+    assert edit_distance("1+2", "1+2") == 0
+    assert edit_distance("1+2", "2+1") == 2  # two substitutions; one edit cannot fix two positions
+    assert edit_distance("20-9", "20-9=11") == 3  # three insertions
+
+
+def test_self_correction_metrics_on_a_hand_made_table() -> None:
+    from selfimprove.eval.metrics import self_correction_metrics
+
+    # 8 problems: 2 right->right, 3 wrong->right, 1 right->wrong, 2 wrong->wrong
+    first = [True, True, False, False, False, True, False, False]
+    second = [True, True, True, True, True, False, False, False]
+    m = self_correction_metrics(first, second)
+    assert m["acc_t1"] == pytest.approx(3 / 8)
+    assert m["acc_t2"] == pytest.approx(5 / 8)
+    assert m["delta_i_to_c"] == pytest.approx(3 / 8)
+    assert m["delta_c_to_i"] == pytest.approx(1 / 8)
+    assert m["delta"] == pytest.approx(2 / 8)
+    assert m["delta"] == pytest.approx(m["delta_i_to_c"] - m["delta_c_to_i"])
+
+
+def test_edit_distance_ratio_shows_unchanged_answers() -> None:
+    from selfimprove.eval.metrics import self_correction_metrics
+
+    # ("ab", "ab") -> 0 / 4; ("ab", "cd") -> 2 / 4 = 0.5; mean 0.25
+    m = self_correction_metrics([True, False], [True, False], ["ab", "ab"], ["ab", "cd"])
+    assert m["edit_distance_ratio"] == pytest.approx(0.25)
+
+
+def test_self_correction_metrics_reject_mismatched_inputs() -> None:
+    from selfimprove.eval.metrics import self_correction_metrics
+
+    with pytest.raises(ValueError, match="first attempts"):
+        self_correction_metrics([True], [True, False])
+    with pytest.raises(ValueError, match="no problems"):
+        self_correction_metrics([], [])

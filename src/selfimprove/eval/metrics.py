@@ -6,7 +6,7 @@ import math
 import operator
 from typing import Iterable, Sequence
 
-__all__ = ["accuracy", "mean_pass_at_k", "pass_at_k"]
+__all__ = ["accuracy", "edit_distance", "mean_pass_at_k", "pass_at_k", "self_correction_metrics"]
 
 
 def _as_int(name: str, value: object) -> int:
@@ -45,3 +45,50 @@ def mean_pass_at_k(counts: Iterable[tuple[int, int]], k: int) -> float:
 def accuracy(correct: Sequence[bool]) -> float:
     """Fraction of True values; 0.0 for an empty sequence (nothing was solved)."""
     return sum(1 for x in correct if x) / len(correct) if len(correct) else 0.0
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions), O(len(a) * len(b)) time."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def self_correction_metrics(
+    first: Sequence[bool],
+    second: Sequence[bool],
+    first_texts: Sequence[str] | None = None,
+    second_texts: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """SCoRe's metrics over problems attempted twice (SPECS §2), all fractions of all problems.
+
+    Acc@t1, Acc@t2, Delta = Acc@t2 - Acc@t1, Delta_i->c (wrong then right), Delta_c->i (right then
+    wrong), so Delta = Delta_i->c - Delta_c->i; with the texts also the mean edit-distance ratio
+    between the attempts (distance / combined length), which shows a collapse to "never change".
+    """
+    if len(first) != len(second):
+        raise ValueError(f"{len(first)} first attempts but {len(second)} second attempts")
+    n = len(first)
+    if n == 0:
+        raise ValueError("no problems")
+    i2c = sum(1 for a, b in zip(first, second) if not a and b) / n
+    c2i = sum(1 for a, b in zip(first, second) if a and not b) / n
+    out = {
+        "acc_t1": accuracy(first),
+        "acc_t2": accuracy(second),
+        "delta": accuracy(second) - accuracy(first),
+        "delta_i_to_c": i2c,
+        "delta_c_to_i": c2i,
+    }
+    if first_texts is not None and second_texts is not None:
+        if not len(first_texts) == len(second_texts) == n:
+            raise ValueError("texts must match the attempts one to one")
+        ratios = [edit_distance(x, y) / max(1, len(x) + len(y)) for x, y in zip(first_texts, second_texts)]
+        out["edit_distance_ratio"] = sum(ratios) / n
+    return out

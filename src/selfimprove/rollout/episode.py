@@ -106,6 +106,22 @@ class TokenBatch:
         return TokenBatch(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()})
 
 
+def segment_mask(episodes: Sequence[Episode], kind: str, width: int) -> torch.Tensor:
+    """[B, width] target-aligned mask of the trainable tokens of segments of one kind (e.g. each
+    attempt of a two-attempt episode), for per-turn advantages: column t is token t+1."""
+    out = torch.zeros((len(episodes), width))
+    for i, e in enumerate(episodes):
+        start = 0
+        for s in e.segments:
+            if s.kind == kind and s.trainable:
+                # tokens [start, start + n) are targets at columns [start - 1, start + n - 1); token 0 has none
+                lo, hi = max(start, 1) - 1, min(start + len(s.token_ids) - 1, width)
+                if hi > lo:
+                    out[i, lo:hi] = 1.0
+            start += len(s.token_ids)
+    return out
+
+
 def collate(episodes: Sequence[Episode], pad_id: int) -> TokenBatch:
     """Pack episodes into one right-padded `TokenBatch`."""
     if not episodes:
