@@ -1,0 +1,167 @@
+"""Reflect-retry episodes (Reflect, Retry, Reward; SPECS §3).
+
+A first attempt fails -> a fixed feedback message says only that it failed (never why, never the
+answer) -> the model writes a self-reflection -> it retries with the reflection in context -> the
+verifier checks the retry. One episode per reflection, `params.n` reflections per failed attempt (one
+group per failure). Only the reflection is trainable: prompt, attempt, feedback, retry marker and
+retry tokens are context, so they get no gradient whatever the advantages. The reward is 1 if the
+retry is right, else 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+from selfimprove.policy.base import Completion, SamplingParams
+from selfimprove.policy.hf import HFPolicy
+from selfimprove.rollout.episode import Episode, Segment
+from selfimprove.tasks.base import Problem, Task
+
+# What the verifier tells the model: only that the attempt failed. A short one the character-level tiny
+# model can learn as a layout, and a longer paper-like one (the paper's prompts are not public).
+SHORT_FEEDBACK = "\nwrong. why:"
+PAPER_FEEDBACK = (
+    "\n\nYou tried performing the task, but failed to generate the correct answer. "
+    "Reflect on what went wrong and write a short explanation that will help you do better next time.\n"
+)
+FAILED_FEEDBACK = SHORT_FEEDBACK
+
+# What comes between the reflection and the retry.
+SHORT_RETRY = "\nretry:"
+PAPER_RETRY = "\n\nNow try the task again, using your reflection.\n"
+RETRY_PROMPT = SHORT_RETRY
+
+
+def _body(c: Completion, eos_ids: Sequence[int]) -> tuple[list[int], list[float]]:
+    """A turn's tokens without its end token: inside a reflect-retry episode the turn goes on."""
+    if c.token_ids and c.token_ids[-1] in eos_ids:
+        return c.token_ids[:-1], c.logprobs[:-1]
+    return list(c.token_ids), list(c.logprobs)
+
+
+def _one(params: SamplingParams, temperature: float | None = None) -> SamplingParams:
+    return replace(params, n=1, temperature=params.temperature if temperature is None else temperature)
+
+
+def first_attempts(policy: HFPolicy, task: Task, problems: Sequence[Problem], params: SamplingParams) -> list[Completion]:
+    """One attempt per problem (`params.n` is ignored): completion i answers `problems[i]`."""
+    return policy.generate([p.prompt for p in problems], _one(params))
+
+
+def failures(
+    policy: HFPolicy, task: Task, problems: Sequence[Problem], params: SamplingParams, samples: int
+) -> list[tuple[Problem, Completion]]:
+    """The failure set: sample `samples` answers per problem, keep each problem with at least one wrong
+    answer, paired with its first wrong answer (re-indexed so `prompt_index` is its position here).
+
+    SPECS §3 leaves "the model fails" open; we keep a problem when any sample fails, so a problem the
+    model solves only sometimes still teaches reflection.
+    """
+    return sample_failures(policy, task, problems, params, samples)[0]
+
+
+def sample_failures(
+    policy: HFPolicy, task: Task, problems: Sequence[Problem], params: SamplingParams, samples: int
+) -> tuple[list[tuple[Problem, Completion]], float]:
+    """`failures`, plus the accuracy of all the answers sampled to find them."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if not problems:
+        return [], 0.0
+    completions = policy.generate([p.prompt for p in problems], replace(params, n=samples))
+    out: list[tuple[Problem, Completion]] = []
+    seen: set[int] = set()
+    right = 0
+    for c in completions:
+        problem = problems[c.prompt_index]
+        if task.verify(problem, c.text).correct:
+            right += 1
+        elif c.prompt_index not in seen:
+            seen.add(c.prompt_index)
+            out.append((problem, replace(c, prompt_index=len(out))))
+    return out, right / len(completions)
+
+
+def reflect_retry_episodes(
+    policy: HFPolicy,
+    task: Task,
+    problems: Sequence[Problem],
+    first_attempts: Sequence[Completion],
+    params: SamplingParams,
+    *,
+    feedback: str = FAILED_FEEDBACK,
+    retry_prompt: str = RETRY_PROMPT,
+    group_offset: int = 0,
+) -> list[Episode]:
+    """`params.n` reflect-retry episodes per *failed* first attempt (right attempts are skipped).
+
+    `first_attempts[k]` answers `problems[first_attempts[k].prompt_index]`; its episodes form group
+    `group_offset + k`. Reflections are sampled with `params`; one retry per reflection with the same
+    settings (`n = 1`). The feedback is the same fixed text for every problem, so it can never reveal
+    the answer or the verifier's reason.
+    """
+    eos = policy.eos_ids
+    feedback_ids = policy.encode_completion(feedback, add_eos=False)
+    retry_ids = policy.encode_completion(retry_prompt, add_eos=False)
+    failed: list[tuple[int, Completion, list[int]]] = []
+    contexts: list[list[int]] = []
+    for k, c in enumerate(first_attempts):
+        if task.verify(problems[c.prompt_index], c.text).correct:
+            continue
+        body, _ = _body(c, eos)
+        failed.append((k, c, body))
+        contexts.append(list(c.prompt_ids) + body + feedback_ids)
+    if not failed:
+        return []
+    # generate_ids gives params.n reflections per context, context-major.
+    reflections = policy.generate_ids(contexts, params)
+    bodies = [_body(r, eos) for r in reflections]
+    retry_contexts = [contexts[r.prompt_index] + body + retry_ids for r, (body, _) in zip(reflections, bodies)]
+    retries = policy.generate_ids(retry_contexts, _one(params))
+    episodes = []
+    for r, (body, body_lp), retry in zip(reflections, bodies, retries):
+        k, attempt, attempt_body = failed[r.prompt_index]
+        problem = problems[attempt.prompt_index]
+        verdict = task.verify(problem, retry.text)
+        episodes.append(
+            Episode(
+                segments=[
+                    Segment("prompt", list(attempt.prompt_ids)),
+                    Segment("attempt", attempt_body, text=attempt.text),
+                    Segment("feedback", feedback_ids, text=feedback),
+                    Segment("reflection", body, trainable=True, reward=verdict.score, logprobs=body_lp, text=r.text),
+                    Segment("retry_prompt", retry_ids, text=retry_prompt),
+                    Segment("retry", list(retry.token_ids), reward=verdict.score, text=retry.text),
+                ],
+                group=group_offset + k,
+                problem_id=problem.id,
+                reward=1.0 if verdict.correct else 0.0,
+                info={
+                    "correct_retry": verdict.correct,
+                    "correct": verdict.correct,
+                    "reason_retry": verdict.reason,
+                    "finish_reason": retry.finish_reason,
+                    "reflection_finish_reason": r.finish_reason,
+                },
+            )
+        )
+    return episodes
+
+
+def episodes_for_failures(
+    policy: HFPolicy,
+    task: Task,
+    failed: Sequence[tuple[Problem, Completion]],
+    params: SamplingParams,
+    *,
+    feedback: str = FAILED_FEEDBACK,
+    retry_prompt: str = RETRY_PROMPT,
+    group_offset: int = 0,
+) -> list[Episode]:
+    """`reflect_retry_episodes` on the output of `failures` (one group per failure, in order)."""
+    problems = [p for p, _ in failed]
+    attempts = [replace(c, prompt_index=i) for i, (_, c) in enumerate(failed)]
+    return reflect_retry_episodes(
+        policy, task, problems, attempts, params, feedback=feedback, retry_prompt=retry_prompt, group_offset=group_offset
+    )
