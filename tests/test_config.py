@@ -20,6 +20,9 @@ from selfimprove.config import (
     parse_override,
 )
 
+from selfimprove.methods.rrr import RRRRecipe  # noqa: E402
+from selfimprove.methods.score import ScoreRecipe  # noqa: E402
+
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SCHEMAS = {
     "tiny-model.yaml": InitRecipe,
@@ -32,6 +35,9 @@ SCHEMAS = {
     "countdown-dapo.yaml": RLRecipe,
     "countdown-dpo.yaml": DPORecipe,
     "smollm2-eval-gsm.yaml": EvalRecipe,
+    "score-countdown.yaml": ScoreRecipe,
+    "rrr-countdown.yaml": RRRRecipe,
+    "rrr-function-calling.yaml": RRRRecipe,
     "smollm2-grpo-lora.yaml": RLRecipe,
     "countdown-eval.yaml": EvalRecipe,
     "demo.yaml": DemoRecipe,

@@ -1,4 +1,4 @@
-"""The `selfimprove` command: init-model, sft, train, dpo, eval, demo, tasks, models.
+"""The `selfimprove` command: init-model, sft, train, dpo, score, rrr, eval, demo, tasks, models.
 
 Every subcommand that trains or evaluates takes a YAML recipe plus `--set key=value` overrides. A bad
 recipe gives one line per problem naming the field, and exit code 2, before anything is written.
@@ -60,6 +60,18 @@ def _train(args: argparse.Namespace, kind: str) -> int:
 
         recipe = load_recipe(RLRecipe, args.recipe, args.set)
         label = recipe.loss.estimator
+    elif kind == "score":
+        from selfimprove.methods.score import ScoreRecipe
+        from selfimprove.methods.score import run_score as run
+
+        recipe = load_recipe(ScoreRecipe, args.recipe, args.set)
+        label = f"SCoRe stage {recipe.score.stage}"
+    elif kind == "rrr":
+        from selfimprove.methods.rrr import RRRRecipe
+        from selfimprove.methods.rrr import run_rrr as run
+
+        recipe = load_recipe(RRRRecipe, args.recipe, args.set)
+        label = "reflect-retry-reward"
     else:
         from selfimprove.train.dpo import run_dpo as run
 
@@ -81,6 +93,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_dpo(args: argparse.Namespace) -> int:
     return _train(args, "dpo")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    return _train(args, "score")
+
+
+def cmd_rrr(args: argparse.Namespace) -> int:
+    return _train(args, "rrr")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -199,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("sft", cmd_sft, "supervised fine-tuning on a task's demonstrations")
     add("train", cmd_train, "RL on a task's verifier: GRPO, Dr.GRPO, RLOO, REINFORCE++, PPO, DAPO options")
     add("dpo", cmd_dpo, "online DPO on pairs of the model's own right and wrong answers")
+    add("score", cmd_score, "SCoRe: two-attempt self-correction RL (Stage I or II)")
+    add("rrr", cmd_rrr, "Reflect-Retry-Reward: GRPO on the reflections that led to a successful retry")
     add("eval", cmd_eval, "greedy accuracy and pass@k on held-out problems")
     demo = add("demo", cmd_demo, "tiny model: SFT, then GRPO, with a before/after table", recipe_required=False)
     demo.add_argument("--resume", action="store_true", help="continue an interrupted demo instead of starting fresh")

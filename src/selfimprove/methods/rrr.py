@@ -10,6 +10,9 @@ the mask. One pass of `PolicyGradientObjective` (or the recipe's epochs x miniba
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from typing import Any, Sequence
 
 import torch
@@ -157,4 +160,5 @@ def run_rrr(recipe: RRRRecipe, on_step: StepCallback | None = None) -> dict[str,
         for key in ("rrr_before", "rrr_after"):
             if key in job.state:
                 summary[key] = job.state[key]
+        (Path(recipe.run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
