@@ -460,3 +460,16 @@ def test_overlong_penalty() -> None:
     for bad in (0, -1, 21):
         with pytest.raises(ValueError):
             overlong_penalty(lengths, max_len=20, cache_len=bad)
+
+
+def test_value_loss_and_entropy_honour_per_token_weights() -> None:
+    # one row, two trainable tokens; unclipped value loss 0.5 (V - R)^2 = [0.5 * 1, 0.5 * 4] = [0.5, 2.0]
+    values = torch.tensor([[1.0, 2.0]])
+    returns = torch.tensor([[0.0, 0.0]])
+    mask = torch.ones(1, 2)
+    weights = torch.tensor([[2.0, 0.5]])
+    loss, _ = value_loss(values, values.clone(), returns, mask, clip=None, weights=weights)
+    # token mean of [2 * 0.5, 0.5 * 2.0] = (1.0 + 1.0) / 2 = 1.0
+    assert loss.item() == pytest.approx(1.0)
+    # entropy [3, 1] weighted [2, 0.5] -> [6, 0.5], token mean 3.25
+    assert entropy_bonus(torch.tensor([[3.0, 1.0]]), mask, weights=weights).item() == pytest.approx(3.25)

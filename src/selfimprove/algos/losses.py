@@ -267,6 +267,7 @@ def value_loss(
     *,
     clip: float | None = 0.2,
     agg: AggMode = "token_mean",
+    weights: Tensor | None = None,
     num_sequences: int | None = None,
     num_tokens: float | None = None,
     max_len: int | None = None,
@@ -281,6 +282,8 @@ def value_loss(
     tokens ``value_clip_frac`` (fraction where the clipped term is strictly larger) and
     ``explained_variance`` = 1 - Var(R - V) / Var(R) (0 when all returns are equal).
     ``returns`` and ``old_values`` may hold anything at padding; ``values`` must be finite there.
+    ``weights`` (default ones) scale each token's loss, like the episode's per-token weights do for
+    the policy loss.
     """
     _check_same_shape(values=values, old_values=old_values, returns=returns, mask=mask)
     if clip is not None and clip < 0:
@@ -297,6 +300,9 @@ def value_loss(
         clipped = (v_clipped - returns) ** 2
         per_token = 0.5 * torch.maximum(unclipped, clipped)
         clipped_larger = (clipped > unclipped).detach()
+    if weights is not None:
+        _check_same_shape(values=values, weights=weights)
+        per_token = weights * per_token
     norms = dict(num_sequences=num_sequences, num_tokens=num_tokens, max_len=max_len)
     loss = aggregate(per_token, mask, agg, **norms)
 
@@ -331,6 +337,7 @@ def entropy_bonus(
     mask: Tensor,
     *,
     agg: AggMode = "token_mean",
+    weights: Tensor | None = None,
     num_sequences: int | None = None,
     num_tokens: float | None = None,
     max_len: int | None = None,
@@ -338,8 +345,11 @@ def entropy_bonus(
     """Aggregated entropy of trainable tokens; the caller subtracts coef * this from the loss.
 
     Uses ``aggregate`` so an entropy bonus over micro-batches sums like the policy loss; pass the
-    same ``agg`` and normalisers as the policy loss.
+    same ``agg`` and normalisers as the policy loss. ``weights`` (default ones) scale each token.
     """
+    if weights is not None:
+        _check_same_shape(entropy=entropy, weights=weights)
+        entropy = weights * entropy
     return aggregate(
         entropy, mask, agg, num_sequences=num_sequences, num_tokens=num_tokens, max_len=max_len
     )

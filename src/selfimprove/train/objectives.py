@@ -58,11 +58,14 @@ class PolicyGradientObjective:
         if out.values is not None:
             if batch.returns is None or batch.old_values is None:
                 raise ValueError("a value model needs returns and old values in the batch")
-            v_loss, v_stats = value_loss(out.values, batch.old_values, batch.returns, batch.mask, clip=c.value_clip, agg="token_mean", **norm_args)
+            v_loss, v_stats = value_loss(
+                out.values, batch.old_values, batch.returns, batch.mask,
+                clip=c.value_clip, agg="token_mean", weights=batch.weights, **norm_args,
+            )
             loss = loss + c.vf_coef * v_loss
             stats.update(v_stats)
         if self.needs_entropy and out.entropy is not None:
-            entropy = entropy_bonus(out.entropy, batch.mask, agg="token_mean", **norm_args)
+            entropy = entropy_bonus(out.entropy, batch.mask, agg="token_mean", weights=batch.weights, **norm_args)
             loss = loss - c.entropy_coef * entropy
             stats["entropy_loss"] = entropy.detach()
         return loss, stats
