@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import re
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -81,11 +80,9 @@ def test_extract_answer(text: str, expected: str | None) -> None:
 
 def test_extract_answer_is_bounded_on_huge_text() -> None:
     huge = "word " * 200_000 + "#### 5"  # 1 MB; the marker lies beyond the bound
-    start = time.perf_counter()
     assert extract_answer(huge) is None
     assert extract_answer("7 " + "x" * 1_000_000) == "7"
     assert extract_answer("1" * 1_000_000) == "1" * 10_000  # a number cut at the bound
-    assert time.perf_counter() - start < 2.0
 
 
 @pytest.mark.parametrize(
@@ -105,10 +102,8 @@ def test_extract_answer_is_bounded_on_huge_text() -> None:
     ],
 )
 def test_extract_answer_survives_pathological_text(text: str) -> None:
-    start = time.perf_counter()
     result = extract_answer(text)
     assert result is None or isinstance(result, str)
-    assert time.perf_counter() - start < 1.0
 
 
 def test_deeply_nested_boxed_is_extracted() -> None:

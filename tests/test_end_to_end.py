@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import Crash, crash_at
 import torch
 from safetensors.torch import load_file
 
@@ -52,18 +52,6 @@ def rl_recipe(run_dir: Path, model: Path, steps: int = 4) -> RLRecipe:
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(model_dir / "model.safetensors"))
-
-
-class Crash(RuntimeError):
-    pass
-
-
-def crash_at(step: int):
-    def on_step(done: int, metrics: dict[str, Any]) -> None:
-        if done == step:
-            raise Crash(f"simulated crash at step {done}")
-
-    return on_step
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
+from helpers import Crash, crash_at
 import torch
 from safetensors.torch import load_file
 
@@ -202,18 +203,6 @@ def test_load_rejects_a_folder_that_is_neither_model_nor_adapter(tmp_path: Path)
 
 
 # --------------------------------------------------------------------------------------- driver
-class Crash(RuntimeError):
-    pass
-
-
-def crash_at(step: int):
-    def on_step(done: int, metrics: dict[str, Any]) -> None:
-        if done == step:
-            raise Crash(f"simulated crash at step {done}")
-
-    return on_step
-
-
 def sft_recipe(run_dir: Path, model: Path) -> SFTRecipe:
     return SFTRecipe(
         run_dir=str(run_dir),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -145,22 +144,17 @@ def test_bad_arguments_are_wrong_not_errors(pred: Any, gold: Any) -> None:
 
 
 def test_pathological_input_is_cut_off_at_the_time_limit() -> None:
-    start = time.monotonic()
     equal, reason = math_equal(POW_TOWER, "5", timeout=1.0)
-    elapsed = time.monotonic() - start
     assert not equal
-    assert reason.startswith("timeout"), reason
-    assert elapsed < 1.0 + 5.0
+    assert reason.startswith("timeout"), reason  # the limit fired (math-verify alone never returns)
     # The killed worker is replaced: the next comparison works.
     assert math_equal(r"\boxed{\frac{3}{4}}", "0.75") == (True, "correct")
 
 
 def test_huge_inputs_are_rejected_before_parsing() -> None:
     huge = r"\boxed{" + r"\frac{x}{2}+" * 10_000 + "1}"  # ~110k characters of LaTeX
-    start = time.monotonic()
     equal, reason = math_equal(huge, "1")
-    assert not equal and "too long" in reason
-    assert time.monotonic() - start < 1.0
+    assert not equal and "too long" in reason  # rejected before any parsing
     equal, reason = math_equal("x" * 300_000, "1")
     assert not equal and "too long" in reason
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import Crash, crash_at
 import torch
 from safetensors.torch import load_file
 
@@ -90,12 +91,8 @@ def test_ppo_resumes_to_bit_identical_policy_and_critic(small_model_dir: Path, t
 
     run_rl(recipe(tmp_path / "straight"))
 
-    def crash(step: int, metrics: dict) -> None:
-        if step == 5:
-            raise RuntimeError("simulated crash")
-
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run_rl(recipe(tmp_path / "resumed"), on_step=crash)
+    with pytest.raises(Crash):
+        run_rl(recipe(tmp_path / "resumed"), on_step=crash_at(5))
     run_rl(recipe(tmp_path / "resumed"))
     a = load_file(str(tmp_path / "straight" / "final" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "final" / "model.safetensors"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import Crash, crash_at
 import torch
 
 from selfimprove.algos.advantages import ADVANTAGES
@@ -196,15 +197,8 @@ def test_run_rrr_resumes_to_bit_identical_weights(small_model_dir: Path, tmp_pat
 
     run_rrr(recipe(tmp_path / "straight"))
 
-    class Crash(RuntimeError):
-        pass
-
-    def crash(done: int, metrics: dict) -> None:
-        if done == 2:
-            raise Crash
-
     with pytest.raises(Crash):
-        run_rrr(recipe(tmp_path / "resumed"), on_step=crash)
+        run_rrr(recipe(tmp_path / "resumed"), on_step=crash_at(2))
     run_rrr(recipe(tmp_path / "resumed"))
     a = load_file(str(tmp_path / "straight" / "final" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "final" / "model.safetensors"))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import Crash, crash_at
 import torch
 
 from selfimprove.methods.score import (
@@ -233,12 +234,8 @@ def test_run_score_resumes_to_the_same_policy_and_best(tmp_path: Path) -> None:
 
     straight = run_score(score_recipe(tmp_path / "straight", "II"))
 
-    def crash(done: int, metrics: dict) -> None:
-        if done == 3:
-            raise RuntimeError("simulated crash")
-
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run_score(score_recipe(tmp_path / "resumed", "II"), on_step=crash)
+    with pytest.raises(Crash):
+        run_score(score_recipe(tmp_path / "resumed", "II"), on_step=crash_at(3))
     resumed = run_score(score_recipe(tmp_path / "resumed", "II"))
     a = load_file(str(tmp_path / "straight" / "final" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "final" / "model.safetensors"))

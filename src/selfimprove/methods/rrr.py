@@ -25,7 +25,7 @@ from selfimprove.rollout.episode import collate
 from selfimprove.rollout.reflect import FAILED_FEEDBACK, RETRY_PROMPT, episodes_for_failures, sample_failures
 from selfimprove.tasks.base import Problem, Task
 from selfimprove.train.driver import Job, StepCallback, run_training
-from selfimprove.train.loop import minibatch_order, prepare, sampling_params, shape_rewards, value_model_factory
+from selfimprove.train.loop import prepare, sampling_params, shape_rewards, update, value_model_factory
 from selfimprove.train.objectives import PolicyGradientObjective
 
 
@@ -76,14 +76,7 @@ def rrr_step(recipe: RRRRecipe):
             shape_rewards(episodes, recipe)
             batch = collate(episodes, job.policy.pad_id)
             prepare(job, batch, recipe)
-            totals: dict[str, float] = {}
-            updates = 0
-            for epoch in range(recipe.loss.epochs):
-                for rows in minibatch_order(batch.size, recipe.loss.minibatches, recipe.seed, step, epoch):
-                    for k, v in job.learner.step(batch.rows(rows), objective).items():
-                        totals[k] = totals.get(k, 0.0) + v
-                    updates += 1
-            metrics.update({f"train/{k}": v / updates for k, v in totals.items()})
+            metrics.update(update(job, batch, objective, recipe.loss, recipe.seed, step))
         # else: every attempt was right (or no reflection has a token): nothing to learn this step.
         if c.eval_problems and step == recipe.steps - 1:
             after = _held_out_eval(job, recipe)

@@ -44,7 +44,7 @@ from selfimprove.rollout.correct import SHORT_INSTRUCTION, TurnWeights, two_atte
 from selfimprove.rollout.episode import Episode, TokenBatch, collate, segment_mask
 from selfimprove.rollout.single import sample_episodes
 from selfimprove.train.driver import Job, StepCallback, run_training
-from selfimprove.train.loop import minibatch_order, sampling_params
+from selfimprove.train.loop import sampling_params, update
 from selfimprove.train.objectives import PolicyGradientObjective
 
 __all__ = [
@@ -222,20 +222,13 @@ def score_step(recipe: ScoreRecipe):
         if loss.epochs > 1 or loss.minibatches > 1:
             batch.old_logprobs = job.learner.score(job.policy, batch)
         batch.advantages = score_advantages(episodes, batch, config)
-        totals: dict[str, float] = {}
-        updates = 0
-        for epoch in range(loss.epochs):
-            for rows in minibatch_order(batch.size, loss.minibatches, recipe.seed, step, epoch):
-                stats = job.learner.step(batch.rows(rows), objective)
-                updates += 1
-                for k, v in stats.items():
-                    totals[k] = totals.get(k, 0.0) + v
+        stats = update(job, batch, objective, loss, recipe.seed, step)
         metrics: dict[str, Any] = transition_metrics(episodes, config.single_turn)
         t1, t2 = episode_turn_rewards(episodes, config)
         metrics["train/reward"] = float((t1 + t2).mean())
         metrics["train/reward_turn1"] = float(t1.mean())
         metrics["train/reward_turn2"] = float(t2.mean())
-        metrics.update({f"train/{k}": v / updates for k, v in totals.items()})
+        metrics.update(stats)
         metrics["train/reward_running"] = _track_best(job, recipe, step + 1, metrics["train/reward"])
         return metrics
 

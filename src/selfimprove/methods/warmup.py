@@ -51,10 +51,6 @@ class WarmupRecipe(SFTRecipe):
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
 
 
-def _strip_eos(ids: Sequence[int], eos_ids: Sequence[int]) -> list[int]:
-    return list(ids[:-1]) if ids and ids[-1] in eos_ids else list(ids)
-
-
 def warmup_episodes(
     policy: HFPolicy, problems: Sequence[Problem], config: WarmupConfig, *, group_offset: int = 0
 ) -> list[Episode]:
@@ -67,8 +63,8 @@ def warmup_episodes(
     episodes = []
     for k, problem in enumerate(problems):
         y1, y2 = samples[2 * k], samples[2 * k + 1]
-        first = _strip_eos(y1.token_ids, eos)
-        second = _strip_eos(y2.token_ids, eos) + [eos[0]]
+        first = y1.without_eos(eos)[0]
+        second = y2.without_eos(eos)[0] + [eos[0]]
         for layout in config.layouts:
             if layout == "two_attempt":
                 segments = [

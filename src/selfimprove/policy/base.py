@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Sequence
 
 FinishReason = Literal["eos", "stop", "length"]
 
@@ -51,3 +51,9 @@ class Completion:
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
+
+    def without_eos(self, eos_ids: Sequence[int]) -> tuple[list[int], list[float]]:
+        """Tokens and log-probs without a final end token: inside a multi-turn episode the turn goes on."""
+        if self.token_ids and self.token_ids[-1] in eos_ids:
+            return list(self.token_ids[:-1]), list(self.logprobs[:-1])
+        return list(self.token_ids), list(self.logprobs)

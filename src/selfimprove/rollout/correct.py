@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from selfimprove.policy.base import Completion, SamplingParams
+from selfimprove.policy.base import SamplingParams
 from selfimprove.policy.hf import HFPolicy
 from selfimprove.rollout.episode import Episode, Segment
 from selfimprove.tasks.base import Problem, Task
@@ -32,13 +32,6 @@ class TurnWeights:
     second: float = 1.0
 
 
-def _body(c: Completion, eos_ids: Sequence[int]) -> tuple[list[int], list[float]]:
-    """An attempt's tokens without its end token: inside a two-turn episode the turn goes on."""
-    if c.token_ids and c.token_ids[-1] in eos_ids:
-        return c.token_ids[:-1], c.logprobs[:-1]
-    return list(c.token_ids), list(c.logprobs)
-
-
 def two_attempt_episodes(
     policy: HFPolicy,
     task: Task,
@@ -57,7 +50,7 @@ def two_attempt_episodes(
     first = policy.generate([p.prompt for p in problems], params)
     instruction_ids = policy.encode_completion(instruction, add_eos=False)
     eos = policy.eos_ids
-    bodies = [_body(c, eos) for c in first]
+    bodies = [c.without_eos(eos) for c in first]
     contexts = [list(c.prompt_ids) + body + instruction_ids for c, (body, _) in zip(first, bodies)]
     second = policy.generate_ids(contexts, SamplingParams(
         n=1, temperature=params.temperature, top_p=params.top_p, max_new_tokens=params.max_new_tokens, stop=params.stop

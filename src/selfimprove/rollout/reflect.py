@@ -33,13 +33,6 @@ PAPER_RETRY = "\n\nNow try the task again, using your reflection.\n"
 RETRY_PROMPT = SHORT_RETRY
 
 
-def _body(c: Completion, eos_ids: Sequence[int]) -> tuple[list[int], list[float]]:
-    """A turn's tokens without its end token: inside a reflect-retry episode the turn goes on."""
-    if c.token_ids and c.token_ids[-1] in eos_ids:
-        return c.token_ids[:-1], c.logprobs[:-1]
-    return list(c.token_ids), list(c.logprobs)
-
-
 def _one(params: SamplingParams, temperature: float | None = None) -> SamplingParams:
     return replace(params, n=1, temperature=params.temperature if temperature is None else temperature)
 
@@ -109,14 +102,14 @@ def reflect_retry_episodes(
     for k, c in enumerate(first_attempts):
         if task.verify(problems[c.prompt_index], c.text).correct:
             continue
-        body, _ = _body(c, eos)
+        body, _ = c.without_eos(eos)
         failed.append((k, c, body))
         contexts.append(list(c.prompt_ids) + body + feedback_ids)
     if not failed:
         return []
     # generate_ids gives params.n reflections per context, context-major.
     reflections = policy.generate_ids(contexts, params)
-    bodies = [_body(r, eos) for r in reflections]
+    bodies = [r.without_eos(eos) for r in reflections]
     retry_contexts = [contexts[r.prompt_index] + body + retry_ids for r, (body, _) in zip(reflections, bodies)]
     retries = policy.generate_ids(retry_contexts, _one(params))
     episodes = []

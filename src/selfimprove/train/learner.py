@@ -111,59 +111,54 @@ class Learner:
         size = self.config.micro_batch_size
         return [batch.rows(slice(i, i + size)) for i in range(0, batch.size, size)]
 
-    def forward(self, batch: TokenBatch, *, with_entropy: bool = False) -> Forward:
-        """Log-probs of the targets (and values and entropy when asked) for one micro-batch."""
-        if self.value_model is None and self.config.share_prefix:
-            fast = shared_prefix_forward(self.policy.model, batch, self.temperature, with_entropy=with_entropy)
+    def forward(self, batch: TokenBatch, *, with_entropy: bool = False, model: torch.nn.Module | None = None) -> Forward:
+        """Log-probs of the targets (and values and entropy when asked) for one micro-batch, under the
+        policy or under another `model` (e.g. the reference; values then come only from the policy)."""
+        model = self.policy.model if model is None else model
+        critic = self.value_model if model is self.policy.model else None
+        if critic is None and self.config.share_prefix:
+            fast = shared_prefix_forward(model, batch, self.temperature, with_entropy=with_entropy)
             if fast is not None:
                 return Forward(fast[0], None, fast[1])
-        shared = self.value_model is not None and self.value_model.shared
-        out = self.policy.model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, output_hidden_states=shared
-        )
+        shared = critic is not None and critic.shared
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, output_hidden_states=shared)
         logits = out.logits[:, :-1, :]
         logp = token_logprobs(logits, batch.input_ids[:, 1:], self.temperature)
         entropy = token_entropy(logits, self.temperature) if with_entropy else None
         values = None
-        if self.value_model is not None:
+        if critic is not None:
             hidden = out.hidden_states[-1] if shared else None
-            values = self.value_model(batch.input_ids, batch.attention_mask, hidden=hidden)[:, :-1]
+            values = critic(batch.input_ids, batch.attention_mask, hidden=hidden)[:, :-1]
         return Forward(logp, values, entropy)
 
     @torch.no_grad()
+    def _scan(self, policy: HFPolicy, batch: TokenBatch) -> tuple[Tensor, Tensor | None]:
+        """One no-grad pass over a whole batch in micro-batches: log-probs and (policy only) values."""
+        was_training = policy.model.training
+        policy.model.eval()
+        logp = torch.zeros_like(batch.mask)
+        values = torch.zeros_like(batch.mask) if policy is self.policy and self.value_model is not None else None
+        size = self.config.micro_batch_size
+        for i in range(0, batch.size, size):
+            out = self.forward(batch.rows(slice(i, i + size)).to(policy.device), model=policy.model)
+            width = out.logp.shape[1]
+            logp[i : i + size, :width] = out.logp.cpu()
+            if values is not None and out.values is not None:
+                values[i : i + size, :width] = out.values.float().cpu()
+        policy.model.train(was_training)
+        return logp, values
+
     def score_values(self, batch: TokenBatch) -> tuple[Tensor, Tensor]:
         """Behaviour log-probs and values of a whole batch, without gradients (PPO's old quantities)."""
         if self.value_model is None:
             raise RuntimeError("this learner has no value model")
-        model = self.policy.model
-        was_training = model.training
-        model.eval()
-        logp = torch.zeros_like(batch.mask)
-        values = torch.zeros_like(batch.mask)
-        size = self.config.micro_batch_size
-        for i in range(0, batch.size, size):
-            micro = batch.rows(slice(i, i + size)).to(self.policy.device)
-            out = self.forward(micro)
-            width = out.logp.shape[1]
-            logp[i : i + size, :width] = out.logp.cpu()
-            values[i : i + size, :width] = out.values.float().cpu()  # type: ignore[union-attr]
-        model.train(was_training)
+        logp, values = self._scan(self.policy, batch)
+        assert values is not None
         return logp, values
 
-    @torch.no_grad()
     def score(self, policy: HFPolicy, batch: TokenBatch) -> Tensor:
         """Per-target log-probs of a whole batch under `policy`, without gradients: [B, L-1]."""
-        was_training = policy.model.training
-        policy.model.eval()
-        out = torch.zeros_like(batch.mask)
-        size = self.config.micro_batch_size
-        for i in range(0, batch.size, size):
-            micro = batch.rows(slice(i, i + size)).to(policy.device)
-            fast = shared_prefix_forward(policy.model, micro, self.temperature) if self.config.share_prefix else None
-            lp = (fast[0] if fast is not None else policy.token_logprobs(micro.input_ids, micro.attention_mask, self.temperature)).cpu()
-            out[i : i + size, : lp.shape[1]] = lp
-        policy.model.train(was_training)
-        return out
+        return self._scan(policy, batch)[0]
 
     def add_reference_logprobs(self, batch: TokenBatch) -> None:
         """Reference log-probs: a frozen model, or (LoRA) the policy with its adapter switched off."""

@@ -13,12 +13,13 @@ import torch
 
 from selfimprove.algos.advantages import ADVANTAGES, fold_kl_into_rewards, gae_advantages, masked_whiten, token_rewards
 from selfimprove.algos.losses import overlong_penalty
-from selfimprove.config import DPORecipe, RLRecipe
+from selfimprove.config import DPORecipe, LossConfig, RLRecipe
 from selfimprove.policy.base import SamplingParams
 from selfimprove.policy.value import ValueModel
 from selfimprove.rollout.episode import Episode, TokenBatch, collate
 from selfimprove.rollout.single import sample_episodes
 from selfimprove.train.driver import Job, StepCallback, run_training
+from selfimprove.train.learner import Objective
 from selfimprove.train.objectives import PolicyGradientObjective
 
 
@@ -112,6 +113,19 @@ def minibatch_order(size: int, parts: int, seed: int, step: int, epoch: int) -> 
     return list(torch.randperm(size, generator=g).tensor_split(parts))
 
 
+def update(job: Job, batch: TokenBatch, objective: Objective, loss: LossConfig, seed: int, step: int) -> dict[str, float]:
+    """`loss.epochs` passes over a rollout batch, `loss.minibatches` learner steps each (deterministic
+    shuffle); returns the learner's stats averaged over the updates, as `train/...` metrics."""
+    totals: dict[str, float] = {}
+    updates = 0
+    for epoch in range(loss.epochs):
+        for rows in minibatch_order(batch.size, loss.minibatches, seed, step, epoch):
+            for k, v in job.learner.step(batch.rows(rows), objective).items():
+                totals[k] = totals.get(k, 0.0) + v
+            updates += 1
+    return {f"train/{k}": v / updates for k, v in totals.items()}
+
+
 def rl_step(recipe: RLRecipe):
     params = sampling_params(recipe)
     objective = PolicyGradientObjective(recipe.loss, max_len=recipe.sampling.max_new_tokens)
@@ -121,15 +135,7 @@ def rl_step(recipe: RLRecipe):
         shape_rewards(episodes, recipe)
         batch = collate(episodes, job.policy.pad_id)
         prepare(job, batch, recipe)
-        totals: dict[str, float] = {}
-        updates = 0
-        for epoch in range(recipe.loss.epochs):
-            for rows in minibatch_order(batch.size, recipe.loss.minibatches, recipe.seed, step, epoch):
-                stats = job.learner.step(batch.rows(rows), objective)
-                updates += 1
-                for k, v in stats.items():
-                    totals[k] = totals.get(k, 0.0) + v
-        metrics.update({f"train/{k}": v / updates for k, v in totals.items()})
+        metrics.update(update(job, batch, objective, recipe.loss, recipe.seed, step))
         metrics["train/shaped_reward"] = float(batch.rewards.mean())
         return metrics
 
