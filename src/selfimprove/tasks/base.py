@@ -117,6 +117,28 @@ class Task(ABC):
             raise ValueError(f"{self.name}: only {len(out)} distinct {split} problems found, {n} asked for")
         return out
 
+    def answer_key(self, problem: Problem, text: str) -> str | None:
+        """What makes two answers the same answer for a vote (`search.vote`); None: nothing to vote for.
+
+        Default: the final answer the text gives (`answers.extract_answer`: `#### N`, `\\boxed{}`,
+        "the answer is ...", else the last number); a phrase that is a number (`1,000`, `1000.0 dollars`,
+        `$1000`, or one ending in `= 1000`) in one canonical form, any other phrase (`x+1`) with its
+        whitespace collapsed. Text with no such answer is keyed by itself, whitespace collapsed. Tasks
+        whose answers are not a final phrase (Countdown: every plausible answer ends at the target)
+        override this.
+        """
+        from selfimprove.tasks.answers import MAX_TEXT_CHARS, cut_at_end_marker, extract_answer, format_number, parse_number
+
+        if not isinstance(text, str):
+            return None
+        phrase = extract_answer(text)
+        if phrase is None:
+            return " ".join(cut_at_end_marker(text[:MAX_TEXT_CHARS]).split()) or None
+        value = parse_number(phrase)
+        if value is None and "=" in phrase:
+            value = parse_number(phrase.rpartition("=")[2])
+        return format_number(value) if value is not None else " ".join(phrase.split()) or None
+
     def target_text(self, problem: Problem) -> str:
         """What a perfect answer looks like (used for SFT): the demonstration, one step per line."""
         return problem.demonstration_text()

@@ -12,6 +12,7 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Literal, Mapping, Sequence
@@ -275,6 +276,54 @@ def judge(text: object, numbers: Sequence[int], target: int, fmt: CountdownForma
 
 
 # ---------------------------------------------------------------------------------------------
+# Answer keys for votes: answers that reach the target all end at the same value, so they are told
+# apart by the computation they write down.
+
+
+def _operation(op: str, a: Fraction, b: Fraction, value: Fraction) -> str:
+    """`a op b=c`, operands of the commutative + and * in ascending order."""
+    if op in "+*" and b < a:
+        a, b = b, a
+    return f"{a}{op}{b}={value}"
+
+
+def _expression_operations(line: str) -> list[str] | None:
+    """The operations of one expression (a claimed `= result` dropped), one per inner node; None when
+    it does not parse or evaluate. A lone number is its own single 'operation'."""
+    try:
+        node = parse(line.partition("=")[0])
+        ops: list[str] = []
+
+        def walk(n: Node) -> Fraction:
+            if isinstance(n, Num):
+                return Fraction(n.value)
+            a, b = walk(n.left), walk(n.right)
+            value = apply_op(n.op, a, b)
+            ops.append(_operation(n.op, a, b, value))
+            return value
+
+        value = walk(node)
+        return ops or [str(value)]
+    except (ArithError, ZeroDivisionError):
+        return None
+
+
+def answer_operations(text: str, fmt: CountdownFormat) -> list[str]:
+    """The normalised operations an answer writes, sorted (see `CountdownTask.answer_key`)."""
+    lines = _answer_lines(text[:MAX_ANSWER_CHARS])
+    ops: list[str] = []
+    for line in lines[:1] if fmt == "expression" else lines:
+        step = _STEP_RE.fullmatch(line)
+        if step is not None:
+            a, op, b, c = Fraction(int(step[1])), step[2], Fraction(int(step[3])), Fraction(int(step[4]))
+            ops.append(_operation(op, a, b, c))
+            continue
+        parsed = _expression_operations(line)
+        ops.extend(parsed if parsed is not None else ["".join(line.split())])
+    return sorted(ops)
+
+
+# ---------------------------------------------------------------------------------------------
 # The task.
 
 
@@ -347,6 +396,20 @@ class CountdownTask(Task):
         except Exception:  # a verifier bug must not stop a training run; make it loud instead
             logger.exception("countdown verifier failed on %r", text[:200] if isinstance(text, str) else text)
             return Verdict.wrong("verifier error")
+
+    def answer_key(self, problem: Problem, text: str) -> str | None:
+        """Countdown answers vote by their computation, not their final value (every plausible answer
+        ends at the target): the set of operations written, each `a op b=c` with the operands of + and
+        * in ascending order, sorted, so the same operations in another order (`1+2=3`, `4+5=9` or the
+        other way round) are one answer, and an expression (`(20-9)*2`) keys like its steps format
+        (`20-9=11`, `11*2=22`). `(a+b)+c` and `a+(b+c)` stay different answers. A line that does not
+        parse keys by its text without whitespace, so identical garbage still votes together. An
+        expression answer is read from its first line only, as the verifier does. No lines -> None.
+        """
+        if not isinstance(text, str):
+            return None
+        ops = answer_operations(text, problem.metadata.get("format", "expression"))
+        return " ; ".join(ops) if ops else None
 
     def describe(self) -> str:
         cfg = self.config
