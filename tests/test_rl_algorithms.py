@@ -190,3 +190,20 @@ def test_dpo_recipe_runs_on_the_models_own_answers(small_model_dir: Path, tmp_pa
     rows = [r for r in read_metrics(tmp_path / "dpo" / "metrics.jsonl") if "train/pairs" in r]
     assert len(rows) == 3 and all(r["train/pairs"] >= 1 for r in rows)
     assert "train/reward_margin" in rows[-1]
+
+
+def test_a_sampled_token_budget_ends_the_run_and_survives_resume(small_model_dir: Path, tmp_path: Path) -> None:
+    # 8 prompts x 8 samples x 1 token = 64 sampled tokens a step: a budget of 150 ends after step 3.
+    def recipe(run_dir: Path) -> RLRecipe:
+        return bandit_recipe(run_dir, small_model_dir, max_sampled_tokens=150, schedule={"checkpoint_every": 1, "eval_every": 0})
+
+    summary = run_rl(recipe(tmp_path / "straight"))
+    assert summary["steps"] == 3 and summary["sampled_tokens"] == 192
+    totals = [r["train/sampled_tokens_total"] for r in read_metrics(tmp_path / "straight" / "metrics.jsonl") if "train/sampled_tokens_total" in r]
+    assert totals == [64, 128, 192]
+
+    with pytest.raises(Crash):
+        run_rl(recipe(tmp_path / "resumed"), on_step=crash_at(2))
+    resumed = run_rl(recipe(tmp_path / "resumed"))
+    assert resumed["steps"] == 3 and resumed["sampled_tokens"] == 192
+    assert run_rl(recipe(tmp_path / "resumed"))["steps"] == 3  # a finished run does not train further

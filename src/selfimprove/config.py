@@ -192,6 +192,8 @@ class RLRecipe(Recipe):
     # Index of the first train problem to practise on: set it past an SFT pool so RL meets problems
     # that have no demonstration.
     first_problem: int = Field(0, ge=0)
+    # Stop once the policy has generated this many tokens in training (comparisons at equal budget).
+    max_sampled_tokens: int | None = Field(None, ge=1)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)

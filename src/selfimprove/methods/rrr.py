@@ -60,7 +60,7 @@ def rrr_step(recipe: RRRRecipe):
         if c.eval_problems and "rrr_before" not in job.state:
             job.state["rrr_before"] = _held_out_eval(job, recipe)
             metrics.update({f"eval/rrr_before_{k}": v for k, v in job.state["rrr_before"].items()})
-        failed, first_accuracy = sample_failures(job.policy, job.task, problems, params, c.failure_samples)
+        failed, first_accuracy, attempt_tokens = sample_failures(job.policy, job.task, problems, params, c.failure_samples)
         episodes = episodes_for_failures(
             job.policy, job.task, failed, params, feedback=c.feedback, retry_prompt=c.retry_prompt, group_offset=cursor
         )
@@ -70,6 +70,8 @@ def rrr_step(recipe: RRRRecipe):
             "train/retry_accuracy": sum(bool(e.info["correct_retry"]) for e in episodes) / len(episodes) if episodes else 0.0,
             "train/reward": sum(e.reward for e in episodes) / len(episodes) if episodes else 0.0,
             "train/reflection_tokens": sum(e.num_trainable for e in episodes) / len(episodes) if episodes else 0.0,
+            "train/sampled_tokens": float(attempt_tokens + sum(
+                len(s.token_ids) for e in episodes for s in e.segments if s.kind in ("reflection", "retry"))),
         })
         episodes = [e for e in episodes if e.num_trainable > 0]
         if episodes:

@@ -228,6 +228,7 @@ def score_step(recipe: ScoreRecipe):
         metrics["train/reward"] = float((t1 + t2).mean())
         metrics["train/reward_turn1"] = float(t1.mean())
         metrics["train/reward_turn2"] = float(t2.mean())
+        metrics["train/sampled_tokens"] = float(sum(len(s.token_ids) for e in episodes for s in e.segments if s.kind in (TURN1, TURN2)))
         metrics.update(stats)
         metrics["train/reward_running"] = _track_best(job, recipe, step + 1, metrics["train/reward"])
         return metrics

@@ -1,21 +1,25 @@
-"""Format warm-up for self-correction (issue 5): teach the layout, not correction.
+"""Format warm-up for self-correction (issue 5): teach the layouts, not correction.
 
-Before SCoRe or Reflect-Retry-Reward can be compared, the tiny model must know the two-attempt and
-reflect-retry layouts (without it its second attempt scores 0). The warm-up SFTs on traces whose
-second attempt is an *independent* sample of the model from the first prompt alone, never a fix of
-the first attempt: the model learns where a second solution goes, while Acc@t2 stays about Acc@t1.
-(Training the second attempt on the canonical demonstration would teach "copy" or "always write the
-right answer" instead.) This warm-up model is the "base model" of every comparison.
+Before SCoRe, its baselines or Reflect-Retry-Reward can be compared, the tiny model must know the
+two-attempt and reflect-retry layouts (without this its second attempt scores 0). The warm-up is SFT
+on the same pool of demonstrations as the first SFT, in every layout, where the second attempt is the
+problem's demonstration: a solution that does not depend on the first attempt (an *independent*
+solution). The model learns where a second solution goes, and writes it as well as it writes a first
+one; nothing in the data rewards changing a wrong first attempt more than a right one. The first
+attempt is a temperature sample of the model itself (context only, never trained), so the layouts are
+seen with realistic, often wrong, first attempts. A `single` layout keeps plain SFT on the same
+demonstrations so the first turn does not drift. This model is the "base model" of every comparison.
 
-Two-attempt trace:  prompt | y1 | instruction | y2 (trainable) <eos>
-Reflect-retry trace: prompt | y1 | feedback | reflection (trainable) | retry marker | y2 (trainable) <eos>
-with y1, y2 ~ pi(. | prompt) independently, and a fixed neutral reflection text (RRR's GRPO later
-learns which reflections help).
+Traces (trainable parts in capitals):
+  single:        prompt | DEMO <eos>
+  two_attempt:   prompt | y1 | instruction | DEMO <eos>
+  reflect_retry: prompt | y1 | "wrong" feedback | REFLECTION | retry marker | DEMO <eos>
+  self_refine:   prompt | y1 | neutral review marker | REFLECTION | retry marker | DEMO <eos>
+with a fixed neutral reflection text (RRR's GRPO later learns which reflections help).
 
-Status (issue 5, not finished): the first measurement collapsed the demo's SFT model (150 steps at
-lr 3e-4 from the demo SFT model: every answer became `777...`, Acc@t1 and Acc@t2 0%). Tune before
-use: a lower lr, an SFT loss on the original demonstrations for the first turn, a lower temperature
-for the independent samples. Not yet wired into the CLI.
+History: a first design trained the second attempt on an independent *sample of the model* instead of
+the demonstration (lr 3e-4, 150 steps): SFT on the model's own temperature-1 samples is zero-mean
+noise that sharpened the model into a collapse (every answer `777...`, Acc@t1 and Acc@t2 0%).
 """
 
 from __future__ import annotations
@@ -29,21 +33,23 @@ from selfimprove.policy.base import SamplingParams
 from selfimprove.policy.hf import HFPolicy
 from selfimprove.rollout.correct import SHORT_INSTRUCTION
 from selfimprove.rollout.episode import Episode, Segment, collate
-from selfimprove.rollout.reflect import FAILED_FEEDBACK, RETRY_PROMPT
-from selfimprove.tasks.base import Problem
+from selfimprove.rollout.reflect import FAILED_FEEDBACK, RETRY_PROMPT, REVIEW_FEEDBACK
+from selfimprove.tasks.base import Problem, Task
 from selfimprove.train.driver import Job, StepCallback, run_training
 from selfimprove.train.objectives import sft_objective
+from selfimprove.train.sft import pool_index
 
-Layout = Literal["two_attempt", "reflect_retry"]
+Layout = Literal["single", "two_attempt", "reflect_retry", "self_refine"]
 
 
 class WarmupConfig(Strict):
-    layouts: list[Layout] = Field(default_factory=lambda: ["two_attempt", "reflect_retry"])
+    layouts: list[Layout] = Field(default_factory=lambda: ["single", "two_attempt", "reflect_retry", "self_refine"], min_length=1)
     instruction: str = SHORT_INSTRUCTION
     feedback: str = FAILED_FEEDBACK
+    review: str = REVIEW_FEEDBACK
     retry_prompt: str = RETRY_PROMPT
     reflection: str = " check each number."
-    temperature: float = Field(1.0, gt=0.0)
+    temperature: float = Field(1.0, gt=0.0)  # first attempts: the model's own samples
     max_new_tokens: int = Field(32, ge=1)
 
 
@@ -52,37 +58,32 @@ class WarmupRecipe(SFTRecipe):
 
 
 def warmup_episodes(
-    policy: HFPolicy, problems: Sequence[Problem], config: WarmupConfig, *, group_offset: int = 0
+    policy: HFPolicy, task: Task, problems: Sequence[Problem], config: WarmupConfig, *, group_offset: int = 0
 ) -> list[Episode]:
-    """One trace per problem and layout, from two independent samples of the current policy."""
-    params = SamplingParams(n=2, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
-    samples = policy.generate([p.prompt for p in problems], params)
+    """One trace per problem and layout; the first attempts are samples of `policy`, the second the demonstration."""
+    needs_attempt = any(layout != "single" for layout in config.layouts)
+    params = SamplingParams(n=1, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
+    samples = policy.generate([p.prompt for p in problems], params) if needs_attempt else []
     eos = policy.eos_ids
-    text_ids = {name: policy.encode_completion(getattr(config, name), add_eos=False)
-                for name in ("instruction", "feedback", "retry_prompt", "reflection")}
+    ids = {name: policy.encode_completion(getattr(config, name), add_eos=False)
+           for name in ("instruction", "feedback", "review", "retry_prompt", "reflection")}
     episodes = []
     for k, problem in enumerate(problems):
-        y1, y2 = samples[2 * k], samples[2 * k + 1]
-        first = y1.without_eos(eos)[0]
-        second = y2.without_eos(eos)[0] + [eos[0]]
+        demo_text = task.target_text(problem)
+        demo = Segment("demo", policy.encode_completion(demo_text), trainable=True, reward=1.0, text=demo_text)
+        prompt = Segment("prompt", policy.encode_prompt(problem.prompt))
+        first = Segment("attempt", samples[k].without_eos(eos)[0], text=samples[k].text) if needs_attempt else None
+        reflection = Segment("reflection", ids["reflection"], trainable=True, text=config.reflection)
+        retry = Segment("retry_prompt", ids["retry_prompt"], text=config.retry_prompt)
         for layout in config.layouts:
-            if layout == "two_attempt":
-                segments = [
-                    Segment("prompt", list(y1.prompt_ids)),
-                    Segment("attempt1", first, text=y1.text),
-                    Segment("instruction", text_ids["instruction"], text=config.instruction),
-                    Segment("attempt2", second, trainable=True, text=y2.text),
-                ]
+            if layout == "single":
+                segments = [prompt, demo]
+            elif layout == "two_attempt":
+                segments = [prompt, first, Segment("instruction", ids["instruction"], text=config.instruction), demo]
             else:
-                segments = [
-                    Segment("prompt", list(y1.prompt_ids)),
-                    Segment("attempt", first, text=y1.text),
-                    Segment("feedback", text_ids["feedback"], text=config.feedback),
-                    Segment("reflection", text_ids["reflection"], trainable=True, text=config.reflection),
-                    Segment("retry_prompt", text_ids["retry_prompt"], text=config.retry_prompt),
-                    Segment("retry", second, trainable=True, text=y2.text),
-                ]
-            episodes.append(Episode(segments, group=group_offset + k, problem_id=problem.id, info={"layout": layout}))
+                said = "feedback" if layout == "reflect_retry" else "review"
+                segments = [prompt, first, Segment("feedback", ids[said], text=getattr(config, said)), reflection, retry, demo]
+            episodes.append(Episode(list(segments), group=group_offset + k, problem_id=problem.id, reward=1.0, info={"layout": layout}))
     return episodes
 
 
@@ -90,8 +91,9 @@ def warmup_step(recipe: WarmupRecipe):
     per_step = recipe.batch_size
 
     def step_fn(job: Job, step: int) -> dict[str, Any]:
-        problems = job.task.problems("train", per_step, start=step * per_step)
-        episodes = warmup_episodes(job.policy, problems, recipe.warmup, group_offset=step * per_step)
+        start = step * per_step
+        problems = [job.task.problem("train", pool_index(i, recipe.num_problems, recipe.seed)) for i in range(start, start + per_step)]
+        episodes = warmup_episodes(job.policy, job.task, problems, recipe.warmup, group_offset=start)
         stats = job.learner.step(collate(episodes, job.policy.pad_id), sft_objective)
         return {"train/loss": stats["loss"], "train/lr": stats["lr"], "train/grad_norm": stats["grad_norm"]}
 

@@ -27,6 +27,9 @@ PAPER_FEEDBACK = (
 )
 FAILED_FEEDBACK = SHORT_FEEDBACK
 
+# Self-refine (no verifier): a neutral review request after *every* first attempt, right or wrong.
+REVIEW_FEEDBACK = "\nreview:"
+
 # What comes between the reflection and the retry.
 SHORT_RETRY = "\nretry:"
 PAPER_RETRY = "\n\nNow try the task again, using your reflection.\n"
@@ -56,12 +59,12 @@ def failures(
 
 def sample_failures(
     policy: HFPolicy, task: Task, problems: Sequence[Problem], params: SamplingParams, samples: int
-) -> tuple[list[tuple[Problem, Completion]], float]:
-    """`failures`, plus the accuracy of all the answers sampled to find them."""
+) -> tuple[list[tuple[Problem, Completion]], float, int]:
+    """`failures`, plus the accuracy of all the answers sampled to find them and their token count."""
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     if not problems:
-        return [], 0.0
+        return [], 0.0, 0
     completions = policy.generate([p.prompt for p in problems], replace(params, n=samples))
     out: list[tuple[Problem, Completion]] = []
     seen: set[int] = set()
@@ -73,7 +76,7 @@ def sample_failures(
         elif c.prompt_index not in seen:
             seen.add(c.prompt_index)
             out.append((problem, replace(c, prompt_index=len(out))))
-    return out, right / len(completions)
+    return out, right / len(completions), sum(c.num_tokens for c in completions)
 
 
 def reflect_retry_episodes(

@@ -91,6 +91,12 @@ def run_training(
 ) -> dict[str, Any]:
     """Train `recipe.steps` steps (resuming from the newest checkpoint if any); return the summary.
 
+    Sampled-token budget: a step function that samples reports the tokens it generated as the
+    metric `train/sampled_tokens`; the driver keeps the running total in `job.state` (so it survives
+    resume) and, when the recipe sets `max_sampled_tokens`, ends the run after the step that reaches it
+    (checkpoint, final eval and summary as at the last step). Methods compared "at the same budget"
+    all stop this way.
+
     With `recipe.lora` the policy trains a LoRA adapter on the base model and the KL reference is the
     same model with the adapter switched off (no second copy in memory).
     """
@@ -129,27 +135,38 @@ def run_training(
     log = RunLog(run_dir, recipe, resume_step=start if resume is not None else None)  # type: ignore[arg-type]
     schedule = recipe.schedule
     began = time.time()
+    budget = getattr(recipe, "max_sampled_tokens", None)
+    done = start
     try:
         for step in range(start, recipe.steps):
+            if budget is not None and int(job.state.get("sampled_tokens", 0)) >= budget:
+                break  # resumed after the budget was spent
             metrics = step_fn(job, step)
             done = step + 1
-            if schedule.eval_every and done % schedule.eval_every == 0 and done < recipe.steps:
+            spent = int(job.state.get("sampled_tokens", 0)) + int(metrics.get("train/sampled_tokens", 0))
+            job.state["sampled_tokens"] = spent
+            metrics["train/sampled_tokens_total"] = spent
+            last = done == recipe.steps or (budget is not None and spent >= budget)
+            if schedule.eval_every and done % schedule.eval_every == 0 and not last:
                 metrics.update(run_eval(job, recipe.eval, schedule.eval_problems, recipe.seed).metrics())
             metrics["seconds"] = round(time.time() - began, 3)
             log.log(done, metrics)
             if on_step is not None:
                 on_step(done, metrics)
-            if done % schedule.checkpoint_every == 0 or done == recipe.steps:
+            if done % schedule.checkpoint_every == 0 or last:
                 save_checkpoint(ckpt_dir, done, policy, learner, {"job": job.state}, keep=schedule.keep_checkpoints)
+            if last:
+                break
         final = run_eval(job, recipe.eval, recipe.eval.num_problems, recipe.seed)
-        log.log(recipe.steps, {f"final/{k.split('/', 1)[1]}": v for k, v in final.metrics().items()})
+        log.log(done, {f"final/{k.split('/', 1)[1]}": v for k, v in final.metrics().items()})
     finally:
         log.close()
     save_policy(policy, run_dir / "final", merged=bool(lora and lora.save_merged))
     if learner.value_model is not None:  # PPO's critic, for reuse (e.g. as a search value function)
         torch.save(learner.value_model.state_dict(), run_dir / "final" / "value_model.pt")
     summary = {
-        "steps": recipe.steps,
+        "steps": done,
+        "sampled_tokens": int(job.state.get("sampled_tokens", 0)),
         "accuracy": final.accuracy,
         "pass_at_k": final.pass_at_k,
         "eval_problems": final.num_problems,

@@ -61,6 +61,7 @@ def collect(job: Job, recipe: RLRecipe | DPORecipe, params: SamplingParams) -> t
         "train/solved_groups": _solved_groups(sampled),
         "train/sampled_groups": float(len({e.group for e in sampled})),
         "train/completion_tokens": sum(e.num_trainable for e in sampled) / len(sampled),
+        "train/sampled_tokens": float(sum(e.num_trainable for e in sampled)),
         "train/truncated": sum(e.info["finish_reason"] == "length" for e in sampled) / len(sampled),
     }
     return episodes, stats
