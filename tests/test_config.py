@@ -22,6 +22,7 @@ from selfimprove.config import (
 
 from selfimprove.methods.rrr import RRRRecipe  # noqa: E402
 from selfimprove.methods.score import ScoreRecipe  # noqa: E402
+from selfimprove.critics.recipe import CriticRecipe  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SCHEMAS = {
@@ -41,6 +42,7 @@ SCHEMAS = {
     "smollm2-grpo-lora.yaml": RLRecipe,
     "countdown-eval.yaml": EvalRecipe,
     "demo.yaml": DemoRecipe,
+    "critic-countdown.yaml": CriticRecipe,
 }
 
 

@@ -1,4 +1,4 @@
-"""The `selfimprove` command: init-model, sft, train, dpo, score, rrr, eval, demo, tasks, models.
+"""The `selfimprove` command: init-model, sft, train, dpo, score, rrr, eval, demo, critic, tasks, models.
 
 Every subcommand that trains or evaluates takes a YAML recipe plus `--set key=value` overrides. A bad
 recipe gives one line per problem naming the field, and exit code 2, before anything is written.
@@ -200,6 +200,28 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_critic_train(args: argparse.Namespace) -> int:
+    """Label the policy's rollouts by Monte Carlo, train value/PRM/ORM critics, print held-out metrics."""
+    from rich.table import Table
+
+    from selfimprove.critics.recipe import CriticRecipe
+    from selfimprove.critics.run import run_critic_training
+    from selfimprove.progress import console, step_bar
+
+    recipe = load_recipe(CriticRecipe, args.recipe, args.set)
+    summary = run_critic_training(recipe, bar=step_bar)
+    table = Table(title=f"critics of {summary['model']} on held-out {summary['task']} problems")
+    for column in ("critic", "examples", "positive", "precision", "recall", "accuracy", "ECE", "Brier"):
+        table.add_column(column, justify="left" if column == "critic" else "right")
+    for kind, r in summary["critics"].items():
+        a = r["after"]
+        table.add_row(kind, str(r["held_out_examples"]), f"{a['positive_rate']:.2f}", f"{a['precision']:.3f}",
+                      f"{a['recall']:.3f}", f"{a['accuracy']:.3f}", f"{a['ece']:.3f}", f"{a['brier']:.3f}")
+    console.print(table)
+    console.print(f"critics and summary.json in {recipe.run_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfimprove", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -224,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("eval", cmd_eval, "greedy accuracy and pass@k on held-out problems")
     demo = add("demo", cmd_demo, "tiny model: SFT, then GRPO, with a before/after table", recipe_required=False)
     demo.add_argument("--resume", action="store_true", help="continue an interrupted demo instead of starting fresh")
+    critic = sub.add_parser("critic", help="AlphaLLM critics: value function, PRM, ORM")
+    critic_sub = critic.add_subparsers(dest="critic_command", required=True)
+    critic_train = critic_sub.add_parser("train", help="label the policy's own rollouts and train the critics")
+    critic_train.add_argument("recipe", help="YAML recipe (see recipes/critic-countdown.yaml)")
+    critic_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (dotted path)")
+    critic_train.set_defaults(func=cmd_critic_train)
     tasks = sub.add_parser("tasks", help="list the tasks with an example problem and its verified demonstration")
     tasks.set_defaults(func=cmd_tasks)
     models = sub.add_parser("models", help="convert a pretrained model shipped as GGUF into a normal HF folder")

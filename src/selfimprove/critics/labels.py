@@ -1,0 +1,257 @@
+"""Monte-Carlo labels for the critics, from the policy's own rollouts (AlphaLLM, SPECS §5).
+
+For each problem the policy samples `samples_per_problem` full answers. Each answer is split into steps
+with the search's `StepRule` (at token boundaries: the ids the policy sampled, never re-tokenised
+text), giving prefixes at depth 0 (the prompt alone), 1, ..., S (the whole answer). Identical prefixes
+of one problem are labelled once. Then:
+
+- an **unfinished prefix** at depth d >= 1 gets `rollouts_per_prefix` (m) completions, sampled in one
+  batched call for many prefixes of many problems; its estimate q = fraction of completions (prefix +
+  continuation) the task verifies as right. The depth-0 prefix needs no extra calls: the problem's own
+  samples are rollouts from the prompt, so q = fraction of right samples;
+- a **finished answer** (every sample; it ended with an end token or at the length limit) has the
+  exact estimate q = 1 or 0 from the verifier.
+
+Labels per critic kind:
+- `value`: every distinct prefix (depth 0..S-1, unfinished) with label q, and every distinct finished
+  answer with its outcome: MSE regression to the probability of ending right;
+- `prm`: every distinct prefix that ends a step (depth >= 1) with label `q > 0` (prm_label "hard":
+  some continuation still reaches a right answer, Math-Shepherd's hard estimate) or q itself ("soft");
+  the last step of a finished answer gets its outcome;
+- `orm`: every distinct finished answer with its outcome, including (with `rollout_outcomes`) the
+  finished answers the rollouts produced, which cost nothing extra.
+
+An example's `token_ids` is exactly what the critic reads at search time (`model.critic_input`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Protocol, Sequence
+
+import torch
+
+from selfimprove.critics.model import Kind, KINDS, critic_input
+from selfimprove.critics.recipe import LabelsConfig
+from selfimprove.policy.base import Completion, SamplingParams
+from selfimprove.search.state import StepRule
+from selfimprove.tasks.base import Problem, Task
+
+
+class RolloutPolicy(Protocol):
+    """What labelling needs from a policy (`HFPolicy` has it; tests use a scripted fake)."""
+
+    @property
+    def eos_ids(self) -> list[int]: ...
+
+    def encode_prompt(self, text: str) -> list[int]: ...
+
+    def detokenize(self, ids: Sequence[int]) -> str: ...
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
+                     generator: torch.Generator | None = None) -> list[Completion]: ...
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled critic input."""
+
+    kind: Kind
+    token_ids: tuple[int, ...]  # prompt + completion so far, in `critic_input` form
+    label: float  # the training target in [0, 1]
+    group: str  # the problem's prompt: a held-out split keeps a problem's examples together
+    depth: int  # steps in the prefix (0: the prompt alone)
+    finished: bool
+    estimate: float  # fraction of right rollouts (or the exact outcome) behind the label
+    rollouts: int  # rollouts behind the estimate; 0: the exact verdict of a finished answer
+    text: str = ""  # the completion so far, for people reading labels.jsonl
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "token_ids": list(self.token_ids)})
+
+    @classmethod
+    def from_json(cls, line: str) -> "Example":
+        data = json.loads(line)
+        kind = data.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"unknown critic kind {kind!r} in a labels line")
+        return cls(**{**data, "token_ids": tuple(int(t) for t in data["token_ids"])})
+
+
+def save_labels(path: str | Path, examples: Iterable[Example]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(e.to_json() + "\n" for e in examples))
+    return path
+
+
+def load_labels(path: str | Path) -> list[Example]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"labels file {path} does not exist")
+    return [Example.from_json(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------------------- steps
+def step_boundaries(ids: Sequence[int], rule: StepRule, detokenize: Callable[[Sequence[int]], str]) -> list[int]:
+    """Token counts at which the steps of a completion end (strictly increasing, the last is len(ids)).
+
+    The text's step ends (from `rule.split`) are mapped to the first token count whose decoded text
+    reaches them, so a token that straddles a boundary belongs to the earlier step. A step longer than
+    `rule.max_step_tokens` is cut every `max_step_tokens` tokens, as a search cuts a step that does
+    not end within its per-step budget.
+    """
+    if not ids:
+        return []
+    cache: dict[int, int] = {}
+
+    def decoded(k: int) -> int:  # characters the first k tokens decode to (non-decreasing in k)
+        if k not in cache:
+            cache[k] = len(detokenize(ids[:k]))
+        return cache[k]
+
+    ends: list[int] = []
+    chars, low = 0, 0
+    for step in rule.split(detokenize(ids)):
+        chars += len(step)
+        lo, hi = low, len(ids)  # binary search: the first k with decoded(k) >= chars (else len(ids))
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if decoded(mid) >= chars:
+                hi = mid
+            else:
+                lo = mid + 1
+        low = lo
+        if not ends or lo > ends[-1]:
+            ends.append(lo)
+    if not ends or ends[-1] != len(ids):
+        ends.append(len(ids))
+    cut, start = [], 0
+    for end in ends:
+        while end - start > rule.max_step_tokens:
+            start += rule.max_step_tokens
+            cut.append(start)
+        cut.append(end)
+        start = end
+    return cut
+
+
+# --------------------------------------------------------------------------------------- labelling
+@dataclass
+class _Prefix:
+    problem: int  # index into the batch
+    ids: tuple[int, ...]  # completion ids so far (no end token)
+    depth: int
+    right: int = 0
+    total: int = 0
+
+
+class _Collector:
+    """Distinct examples per (kind, problem, ids); the first label seen wins (they are all equal)."""
+
+    def __init__(self, kinds: Sequence[Kind]) -> None:
+        self.kinds = set(kinds)
+        self.seen: set[tuple[str, str, tuple[int, ...]]] = set()
+        self.examples: list[Example] = []
+
+    def add(self, example: Example) -> None:
+        if example.kind not in self.kinds:
+            return
+        key = (example.kind, example.group, example.token_ids)
+        if key not in self.seen:
+            self.seen.add(key)
+            self.examples.append(example)
+
+
+def build_labels(
+    policy: RolloutPolicy,
+    task: Task,
+    problems: Sequence[Problem],
+    rule: StepRule,
+    config: LabelsConfig,
+    *,
+    kinds: Sequence[Kind] = KINDS,
+    generator: torch.Generator | None = None,
+    on_problems: Callable[[int], None] | None = None,
+) -> list[Example]:
+    """Label `problems` in batches of `config.problems_per_batch`; `on_problems(done)` after each batch."""
+    out = _Collector(kinds)
+    done = 0
+    for start in range(0, len(problems), config.problems_per_batch):
+        chunk = problems[start : start + config.problems_per_batch]
+        _label_batch(policy, task, chunk, rule, config, out, generator)
+        done += len(chunk)
+        if on_problems is not None:
+            on_problems(done)
+    return out.examples
+
+
+def _label_batch(policy: RolloutPolicy, task: Task, problems: Sequence[Problem], rule: StepRule,
+                 config: LabelsConfig, out: _Collector, generator: torch.Generator | None) -> None:
+    eos = list(policy.eos_ids)
+    prompts = [policy.encode_prompt(p.prompt) for p in problems]
+    params = SamplingParams(n=config.samples_per_problem, temperature=config.temperature, top_p=config.top_p,
+                            max_new_tokens=config.max_new_tokens)
+
+    def add(kind: Kind, i: int, ids: Sequence[int], label: float, depth: int, finished: bool, estimate: float,
+            rollouts: int) -> None:
+        token_ids = tuple(critic_input(list(prompts[i]) + list(ids), finished=finished, eos_ids=eos))
+        out.add(Example(kind, token_ids, float(label), problems[i].prompt, depth, finished, float(estimate),
+                        rollouts, policy.detokenize(list(ids))))
+
+    roots = [_Prefix(i, (), 0) for i in range(len(problems))]
+    inner: dict[tuple[int, tuple[int, ...]], _Prefix] = {}
+    answers: list[tuple[int, list[int], int, bool]] = []  # problem, ids, steps, right
+    for c in policy.generate_ids(prompts, params, generator=generator):
+        i = c.prompt_index
+        ids, _ = c.without_eos(eos)
+        right = task.verify(problems[i], policy.detokenize(ids)).correct
+        roots[i].total += 1
+        roots[i].right += int(right)
+        ends = step_boundaries(ids, rule, policy.detokenize)
+        for depth, end in enumerate(ends[:-1], start=1):
+            key = (i, tuple(ids[:end]))
+            if key not in inner:
+                inner[key] = _Prefix(i, key[1], depth)
+        answers.append((i, ids, len(ends), right))
+
+    _roll_out(policy, task, problems, prompts, list(inner.values()), rule, config, generator, add)
+
+    for p in roots:
+        add("value", p.problem, (), p.right / p.total, 0, False, p.right / p.total, p.total)
+    for p in inner.values():
+        q = p.right / p.total
+        add("value", p.problem, p.ids, q, p.depth, False, q, p.total)
+        add("prm", p.problem, p.ids, (1.0 if q > 0 else 0.0) if config.prm_label == "hard" else q, p.depth, False, q, p.total)
+    for i, ids, steps, right in answers:
+        outcome = 1.0 if right else 0.0
+        add("value", i, ids, outcome, steps, True, outcome, 0)
+        if steps:
+            add("prm", i, ids, outcome, steps, True, outcome, 0)
+        add("orm", i, ids, outcome, steps, True, outcome, 0)
+
+
+def _roll_out(policy: RolloutPolicy, task: Task, problems: Sequence[Problem], prompts: Sequence[Sequence[int]],
+              prefixes: list[_Prefix], rule: StepRule, config: LabelsConfig, generator: torch.Generator | None,
+              add: Callable[..., None]) -> None:
+    """m completions per prefix, `max_rollout_rows` sequences per generate call; counts right ones."""
+    if not prefixes:
+        return
+    eos = list(policy.eos_ids)
+    m = config.rollouts_per_prefix
+    params = SamplingParams(n=m, temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens)
+    per_call = max(1, config.max_rollout_rows // m)
+    for start in range(0, len(prefixes), per_call):
+        chunk = prefixes[start : start + per_call]
+        rows = [list(prompts[p.problem]) + list(p.ids) for p in chunk]
+        for c in policy.generate_ids(rows, params, generator=generator):
+            p = chunk[c.prompt_index]
+            ids = list(p.ids) + c.without_eos(eos)[0]
+            right = task.verify(problems[p.problem], policy.detokenize(ids)).correct
+            p.total += 1
+            p.right += int(right)
+            if config.rollout_outcomes:
+                outcome = 1.0 if right else 0.0
+                add("orm", p.problem, ids, outcome, len(step_boundaries(ids, rule, policy.detokenize)), True, outcome, 0)

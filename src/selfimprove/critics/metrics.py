@@ -1,0 +1,102 @@
+"""How good is a critic: precision, recall, accuracy, calibration (ECE) and Brier score.
+
+A critic's score is a probability that the state leads to (or is) a right answer, so it is judged both
+as a classifier (does thresholding it pick the right states: precision, recall, accuracy) and as a
+probability (are its numbers honest: ECE, Brier). Labels may be soft (a value label is a Monte-Carlo
+fraction of right rollouts): the classification metrics count a label as positive when it is
+`>= threshold`, ECE and Brier use the soft label as it is.
+
+Conventions (documented because libraries differ):
+- precision with no predicted positives, and recall with no positive labels, are 0.0 (scikit-learn's
+  `zero_division=0`), never NaN, so reports stay valid JSON;
+- ECE uses `bins` equal-width bins over [0, 1]; bin b holds scores in [b/B, (b+1)/B), the last bin also
+  holds 1.0; ECE = sum over non-empty bins of (n_b / N) * |mean score_b - mean label_b|;
+- Brier = mean (score - label)^2, which is the MSE a value function is trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+
+def _check(scores: Sequence[float], labels: Sequence[float]) -> None:
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores but {len(labels)} labels")
+    for name, values in (("score", scores), ("label", labels)):
+        for v in values:
+            if not (0.0 <= v <= 1.0) or math.isnan(v):
+                raise ValueError(f"every {name} must be in [0, 1], got {v}")
+
+
+def confusion(scores: Sequence[float], labels: Sequence[float], threshold: float = 0.5) -> tuple[int, int, int, int]:
+    """(true positives, false positives, true negatives, false negatives) at `threshold`."""
+    _check(scores, labels)
+    tp = fp = tn = fn = 0
+    for s, y in zip(scores, labels):
+        predicted, actual = s >= threshold, y >= threshold
+        if predicted and actual:
+            tp += 1
+        elif predicted:
+            fp += 1
+        elif actual:
+            fn += 1
+        else:
+            tn += 1
+    return tp, fp, tn, fn
+
+
+def precision(scores: Sequence[float], labels: Sequence[float], threshold: float = 0.5) -> float:
+    tp, fp, _, _ = confusion(scores, labels, threshold)
+    return tp / (tp + fp) if tp + fp else 0.0
+
+
+def recall(scores: Sequence[float], labels: Sequence[float], threshold: float = 0.5) -> float:
+    tp, _, _, fn = confusion(scores, labels, threshold)
+    return tp / (tp + fn) if tp + fn else 0.0
+
+
+def accuracy(scores: Sequence[float], labels: Sequence[float], threshold: float = 0.5) -> float:
+    tp, fp, tn, fn = confusion(scores, labels, threshold)
+    total = tp + fp + tn + fn
+    return (tp + tn) / total if total else 0.0
+
+
+def expected_calibration_error(scores: Sequence[float], labels: Sequence[float], bins: int = 10) -> float:
+    """Equal-width-bin ECE (see the module docstring); 0.0 for no scores."""
+    _check(scores, labels)
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    if not scores:
+        return 0.0
+    sums: list[list[float]] = [[0.0, 0.0, 0.0] for _ in range(bins)]  # count, score sum, label sum
+    for s, y in zip(scores, labels):
+        b = min(int(s * bins), bins - 1)
+        sums[b][0] += 1
+        sums[b][1] += s
+        sums[b][2] += y
+    n = len(scores)
+    return sum(c / n * abs(ss / c - ys / c) for c, ss, ys in sums if c)
+
+
+def brier(scores: Sequence[float], labels: Sequence[float]) -> float:
+    """Mean squared error between scores and (possibly soft) labels; 0.0 for no scores."""
+    _check(scores, labels)
+    return sum((s - y) ** 2 for s, y in zip(scores, labels)) / len(scores) if scores else 0.0
+
+
+def critic_report(scores: Sequence[float], labels: Sequence[float], *, threshold: float = 0.5, bins: int = 10) -> dict[str, float]:
+    """Every metric above, plus the positive rate of the labels (the base rate a critic must beat) and
+    the mean score, as one flat dict for summaries."""
+    tp, fp, tn, fn = confusion(scores, labels, threshold)
+    n = tp + fp + tn + fn
+    return {
+        "examples": float(n),
+        "positive_rate": (tp + fn) / n if n else 0.0,
+        "mean_score": sum(scores) / n if n else 0.0,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "accuracy": (tp + tn) / n if n else 0.0,
+        "ece": expected_calibration_error(scores, labels, bins),
+        "brier": brier(scores, labels),
+    }

@@ -1,0 +1,84 @@
+"""The `selfimprove critic train` recipe: which policy labels its own rollouts, how, and what to train.
+
+Sections: `step_rule` (how answers split into steps, as the search will split them), `labels` (the
+Monte-Carlo labelling of `critics/labels.py`), `critics` (which of value, prm, orm to train) and
+`training` (the loop of `critics/train.py` and the held-out report).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from selfimprove.config import OptimConfig, Recipe, Strict
+from selfimprove.critics.model import KINDS, Kind
+from selfimprove.search.state import StepRule, StepRuleKind
+
+
+class StepRuleConfig(Strict):
+    """`search.state.StepRule` as a recipe section."""
+
+    kind: StepRuleKind = "newline"
+    pattern: str = ""
+    max_step_tokens: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _pattern_fits(self) -> "StepRuleConfig":
+        if self.kind == "pattern":
+            if not self.pattern:
+                raise ValueError("a 'pattern' step rule needs a non-empty pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as err:
+                raise ValueError(f"pattern {self.pattern!r} is not a regular expression: {err}") from None
+        return self
+
+    def build(self) -> StepRule:
+        return StepRule(self.kind, self.pattern, self.max_step_tokens)
+
+
+class LabelsConfig(Strict):
+    """Monte-Carlo labels from the policy's own samples (see `critics/labels.py` for the definitions)."""
+
+    num_problems: int = Field(64, ge=2)  # train problems first_problem .. first_problem + num_problems - 1
+    first_problem: int = Field(0, ge=0)
+    samples_per_problem: int = Field(4, ge=1)  # full answers sampled per problem (their prefixes get labels)
+    rollouts_per_prefix: int = Field(4, ge=1)  # m completions per unfinished prefix
+    temperature: float = Field(1.0, gt=0.0)  # > 0: Monte-Carlo estimates need sampling
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(32, ge=1)  # per sample, and per rollout from a prefix
+    problems_per_batch: int = Field(16, ge=1)  # problems sampled together in one generate call
+    max_rollout_rows: int = Field(512, ge=1)  # sequences per rollout generate call (bounds memory)
+    prm_label: Literal["hard", "soft"] = "hard"  # hard: 1 if any rollout is right; soft: the fraction
+    rollout_outcomes: bool = True  # rollouts' finished answers also become ORM examples
+    path: str | None = None  # read this labels.jsonl instead of building labels (same policy, same task)
+
+
+class CriticTraining(Strict):
+    """How each critic is trained and judged."""
+
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1)  # examples per optimizer step (micro-batched by optim.micro_batch_size)
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-4, micro_batch_size=32))
+    eval_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of problems held out (all their examples)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)  # score >= threshold predicts "right"
+    ece_bins: int = Field(10, ge=1)
+    score_batch_size: int = Field(64, ge=1)  # sequences per no-grad scoring pass
+
+
+class CriticRecipe(Recipe):
+    critics: list[Kind] = Field(default_factory=lambda: list(KINDS))
+    step_rule: StepRuleConfig = Field(default_factory=StepRuleConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    training: CriticTraining = Field(default_factory=CriticTraining)
+
+    @field_validator("critics")
+    @classmethod
+    def _some_distinct(cls, v: list[Kind]) -> list[Kind]:
+        if not v:
+            raise ValueError("name at least one critic to train (value, prm, orm)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"critics are listed twice: {v}")
+        return v
