@@ -1,0 +1,1 @@
+"""Critics that score reasoning states: rule verifier, value function, PRM, ORM, weighted combination."""

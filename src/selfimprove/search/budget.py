@@ -1,0 +1,38 @@
+"""What a search spent: generated tokens, policy calls, critic calls, and an optional token limit.
+
+Every search charges one `Budget` per problem (results report spend per problem), and checks
+`exhausted` before each new policy call, so "stop at a token budget" means: no call starts once the
+problem has generated `max_tokens` tokens (the call in flight finishes, so a search may overshoot by
+at most one batch of steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class Budget:
+    max_tokens: int | None = None  # None: no limit
+    tokens: int = 0  # tokens the policy generated for this problem (every sample, kept or not)
+    policy_calls: int = 0  # batched generate calls that included this problem
+    critic_calls: int = 0  # batched critic calls that included this problem
+    critic_items: int = 0  # states this problem's critic calls scored
+
+    @property
+    def exhausted(self) -> bool:
+        return self.max_tokens is not None and self.tokens >= self.max_tokens
+
+    def remaining(self) -> int | None:
+        return None if self.max_tokens is None else max(0, self.max_tokens - self.tokens)
+
+    def charge_policy(self, tokens: int) -> None:
+        self.tokens += int(tokens)
+        self.policy_calls += 1
+
+    def charge_critic(self, items: int) -> None:
+        self.critic_calls += 1
+        self.critic_items += int(items)
+
+    def as_dict(self) -> dict[str, int | None]:
+        return asdict(self)
