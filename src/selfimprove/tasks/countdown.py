@@ -311,15 +311,17 @@ def _expression_operations(line: str) -> list[str] | None:
 def answer_operations(text: str, fmt: CountdownFormat) -> list[str]:
     """The normalised operations an answer writes, sorted (see `CountdownTask.answer_key`)."""
     lines = _answer_lines(text[:MAX_ANSWER_CHARS])
+    if fmt == "expression":
+        parsed = _expression_operations(lines[0]) if lines else None
+        return sorted(parsed) if parsed is not None else ["".join(line.split()) for line in lines[:1]]
     ops: list[str] = []
-    for line in lines[:1] if fmt == "expression" else lines:
+    for line in lines:
         step = _STEP_RE.fullmatch(line)
-        if step is not None:
+        if step is None:
+            ops.append("".join(line.split()))
+        else:
             a, op, b, c = Fraction(int(step[1])), step[2], Fraction(int(step[3])), Fraction(int(step[4]))
             ops.append(_operation(op, a, b, c))
-            continue
-        parsed = _expression_operations(line)
-        ops.extend(parsed if parsed is not None else ["".join(line.split())])
     return sorted(ops)
 
 
