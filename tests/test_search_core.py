@@ -366,3 +366,22 @@ def test_every_search_is_registered_and_built_from_plain_settings() -> None:
     record = json.loads(json.dumps(result.as_record()))
     assert record["correct"] and record["tokens"] == 6 and record["policy_calls"] == 1 and record["search"] == "majority_vote"
     assert record["steps"] == ["0"] and record["finished"] and record["candidates"] == 3
+
+
+def test_every_search_runs_on_the_real_policy_with_the_verifier(small_policy) -> None:
+    from selfimprove.critics.verifier import VerifierCritic
+
+    task = make_task("countdown", {"format": "steps"})
+    problems = task.problems("test", 2)
+    critic = VerifierCritic(task, unfinished="zero")
+    settings = {"max_answer_tokens": 12, "step": {"max_step_tokens": 6}}
+    extra = {"best_of_n": {"n": 3}, "majority_vote": {"n": 3}, "weighted_vote": {"n": 3}, "revision": {"revisions": 1},
+             "beam": {"beam_width": 2, "expand": 2, "max_steps": 3}}
+    for name in ("greedy", "best_of_n", "majority_vote", "weighted_vote", "beam", "revision"):
+        results = run_search(name, small_policy, task, problems, {**settings, **extra.get(name, {})}, critic)
+        assert [r.problem_id for r in results] == [p.id for p in problems]
+        for r in results:
+            assert r.search == name and r.budget.tokens > 0 and r.budget.policy_calls >= 1
+            assert r.answer == "".join(r.state.steps) and r.state.num_completion_tokens <= 12
+            assert r.correct == task.verify(problems[r.state.problem_index], r.answer).correct
+            json.dumps(r.as_record())

@@ -39,7 +39,8 @@ SEARCHES.register("majority_vote")(SearchSpec(VoteConfig, majority_vote_search))
 SEARCHES.register("weighted_vote")(SearchSpec(VoteConfig, weighted_vote_search))
 SEARCHES.register("beam")(SearchSpec(BeamConfig, beam_search))
 SEARCHES.register("revision")(SearchSpec(RevisionConfig, revision_search))
-# MCTS (search/mcts.py, eta-MCTS of SPECS §5) registers here as "mcts" with its config and function.
+# eta-MCTS (search/mcts.py, SPECS §5) goes here, same signature:
+# SEARCHES.register("mcts")(SearchSpec(MCTSConfig, mcts_search))
 
 
 def make_search_config(name: str, params: Mapping[str, Any] | None = None) -> SearchConfig:
