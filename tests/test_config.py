@@ -22,6 +22,8 @@ from selfimprove.config import (
 
 from selfimprove.methods.rrr import RRRRecipe  # noqa: E402
 from selfimprove.methods.score import ScoreRecipe  # noqa: E402
+from selfimprove.methods.star import StarRecipe  # noqa: E402
+from selfimprove.methods.pair_sft import PairSFTRecipe  # noqa: E402
 from selfimprove.critics.recipe import CriticRecipe  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -37,6 +39,8 @@ SCHEMAS = {
     "countdown-dpo.yaml": DPORecipe,
     "smollm2-eval-gsm.yaml": EvalRecipe,
     "score-countdown.yaml": ScoreRecipe,
+    "star-countdown.yaml": StarRecipe,
+    "pair-sft-countdown.yaml": PairSFTRecipe,
     "rrr-countdown.yaml": RRRRecipe,
     "rrr-function-calling.yaml": RRRRecipe,
     "smollm2-grpo-lora.yaml": RLRecipe,

@@ -1,4 +1,4 @@
-"""The `selfimprove` command: init-model, sft, train, dpo, score, rrr, eval, demo, critic, tasks, models.
+"""The `selfimprove` command: init-model, sft, train, dpo, score, rrr, star, pair-sft, eval, demo, critic, tasks, models.
 
 Every subcommand that trains or evaluates takes a YAML recipe plus `--set key=value` overrides. A bad
 recipe gives one line per problem naming the field, and exit code 2, before anything is written.
@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from selfimprove.config import (
     ConfigError,
@@ -24,6 +24,10 @@ from selfimprove.config import (
     SFTRecipe,
     load_recipe,
 )
+
+if TYPE_CHECKING:
+    from selfimprove.policy.hf import HFPolicy
+    from selfimprove.tasks.base import Problem, Task
 
 
 def _quiet_libraries() -> None:
@@ -72,6 +76,18 @@ def _train(args: argparse.Namespace, kind: str) -> int:
 
         recipe = load_recipe(RRRRecipe, args.recipe, args.set)
         label = "reflect-retry-reward"
+    elif kind == "star":
+        from selfimprove.methods.star import StarRecipe
+        from selfimprove.methods.star import run_star as run
+
+        recipe = load_recipe(StarRecipe, args.recipe, args.set)
+        label = "STaR D+" if recipe.star.plus else "STaR"
+    elif kind == "pair-sft":
+        from selfimprove.methods.pair_sft import PairSFTRecipe
+        from selfimprove.methods.pair_sft import run_pair_sft as run
+
+        recipe = load_recipe(PairSFTRecipe, args.recipe, args.set)
+        label = "pair-sft"
     else:
         from selfimprove.train.dpo import run_dpo as run
 
@@ -80,6 +96,10 @@ def _train(args: argparse.Namespace, kind: str) -> int:
     with step_bar(label, recipe.steps) as on_step:
         summary = run(recipe, on_step)  # type: ignore[arg-type]
     console.print(f"{label} done: held-out greedy accuracy {summary['accuracy']:.1%} -> {summary['model']}")
+    if "kept_per_round" in summary:
+        console.print(f"traces kept per round {summary['kept_per_round']}; {summary['sampled_tokens']} tokens sampled")
+    elif "pairs" in summary:
+        console.print(f"{summary['pairs']} pairs from {summary['paired_problems']} problems; {summary['sampled_tokens']} tokens sampled")
     return 0
 
 
@@ -103,17 +123,30 @@ def cmd_rrr(args: argparse.Namespace) -> int:
     return _train(args, "rrr")
 
 
+def cmd_star(args: argparse.Namespace) -> int:
+    return _train(args, "star")
+
+
+def cmd_pair_sft(args: argparse.Namespace) -> int:
+    return _train(args, "pair-sft")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from selfimprove.eval.evaluate import evaluate
     from selfimprove.policy.load import load_policy
     from selfimprove.progress import console, step_bar
     from selfimprove.tasks.base import make_task
 
+    if args.self_refine and args.attempts == 1:
+        print("selfimprove: --self-refine makes two attempts; it cannot go with --attempts 1", file=sys.stderr)
+        return 2
     recipe = load_recipe(EvalRecipe, args.recipe, args.set)
     task = make_task(recipe.task.name, recipe.task.params)
     policy = load_policy(recipe.model, seed=recipe.seed)
     e = recipe.eval
     problems = task.distinct_problems(e.split, e.num_problems)
+    if args.self_refine or args.attempts == 2:
+        return _eval_self_correction(recipe, task, policy, problems, self_refine=args.self_refine)
     with step_bar("eval (greedy)", len(problems)) as on_step:
         done = [0]
 
@@ -133,6 +166,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
     console.print(f"greedy accuracy {result.accuracy:.1%} on {result.num_problems} {e.split} problems")
     for k, v in result.pass_at_k.items():
         console.print(f"pass@{k} {v:.1%} ({e.samples} samples per problem, temperature {e.temperature})")
+    print(json.dumps(report))
+    return 0
+
+
+SELF_CORRECTION_ROWS = (
+    ("acc_t1", "Acc@t1"), ("acc_t2", "Acc@t2"), ("delta", "Delta"), ("delta_i_to_c", "Delta_i->c"),
+    ("delta_c_to_i", "Delta_c->i"), ("edit_distance_ratio", "edit-distance ratio"),
+)
+
+
+def _eval_self_correction(
+    recipe: EvalRecipe, task: Task, policy: HFPolicy, problems: Sequence[Problem], *, self_refine: bool
+) -> int:
+    """`eval --attempts 2` (attempt, fixed instruction, attempt) or `--self-refine` (attempt, review,
+    critique, retry): SCoRe's metrics, greedy, into eval.json and a table; records in eval_samples.jsonl."""
+    from rich.table import Table
+
+    from selfimprove.eval.selfcorrect import evaluate_self_refine, evaluate_two_attempts
+    from selfimprove.progress import console, step_bar
+
+    e = recipe.eval
+    protocol = "self_refine" if self_refine else "two_attempts"
+    run = evaluate_self_refine if self_refine else evaluate_two_attempts
+    with step_bar(f"eval ({protocol.replace('_', ' ')}, greedy)", len(problems)) as on_step:
+        done = [0]
+
+        def on_batch(n: int) -> None:
+            done[0] += n
+            on_step(done[0], {})
+
+        metrics, records = run(policy, task, problems, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, on_batch=on_batch)
+    out = Path(recipe.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"model": recipe.model.path, "task": recipe.task.name, "split": e.split, "protocol": protocol,
+              **{f"eval/{k}": v for k, v in metrics.items()}, "num_problems": len(records)}
+    (out / "eval.json").write_text(json.dumps(report, indent=2))
+    (out / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    table = Table(title=f"{protocol.replace('_', ' ')}: {len(records)} {e.split} problems, greedy")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, name in SELF_CORRECTION_ROWS:
+        value = metrics[key]
+        shown = f"{value:.3f}" if key == "edit_distance_ratio" else f"{value:+.1%}" if key.startswith("delta") else f"{value:.1%}"
+        table.add_row(name, shown)
+    console.print(table)
     print(json.dumps(report))
     return 0
 
@@ -243,7 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("dpo", cmd_dpo, "online DPO on pairs of the model's own right and wrong answers")
     add("score", cmd_score, "SCoRe: two-attempt self-correction RL (Stage I or II)")
     add("rrr", cmd_rrr, "Reflect-Retry-Reward: GRPO on the reflections that led to a successful retry")
-    add("eval", cmd_eval, "greedy accuracy and pass@k on held-out problems")
+    add("star", cmd_star, "STaR for self-correction: rounds of sampling two attempts, keeping wrong->right, SFT")
+    add("pair-sft", cmd_pair_sft, "Pair-SFT: SFT on (wrong base attempt, right attempt of the same problem) pairs")
+    ev = add("eval", cmd_eval, "greedy accuracy and pass@k on held-out problems (or self-correction metrics)")
+    ev.add_argument("--attempts", type=int, choices=[1, 2], default=None,
+                    help="2: attempt, fixed instruction, second attempt; prints Acc@t1, Acc@t2, Delta, Delta_i->c, Delta_c->i")
+    ev.add_argument("--self-refine", action="store_true",
+                    help="two attempts with the model's own critique in between (review marker, critique, retry marker)")
     demo = add("demo", cmd_demo, "tiny model: SFT, then GRPO, with a before/after table", recipe_required=False)
     demo.add_argument("--resume", action="store_true", help="continue an interrupted demo instead of starting fresh")
     critic = sub.add_parser("critic", help="AlphaLLM critics: value function, PRM, ORM")
