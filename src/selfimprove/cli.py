@@ -203,7 +203,8 @@ def _eval_self_correction(
               **{f"eval/{k}": v for k, v in metrics.items()}, "num_problems": len(records)}
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     (out / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    table = Table(title=f"{protocol.replace('_', ' ')}: {len(records)} {e.split} problems, greedy")
+    console.print(f"{protocol.replace('_', ' ')} (greedy) on {len(records)} {e.split} problems:")
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, name in SELF_CORRECTION_ROWS:
