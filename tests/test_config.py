@@ -22,7 +22,9 @@ from selfimprove.config import (
 
 from selfimprove.methods.rrr import RRRRecipe  # noqa: E402
 from selfimprove.methods.score import ScoreRecipe  # noqa: E402
-from selfimprove.methods.star import StarRecipe  # noqa: E402
+from selfimprove.methods.compare import CompareRecipe
+from selfimprove.methods.star import StarRecipe
+from selfimprove.methods.warmup import WarmupRecipe  # noqa: E402
 from selfimprove.methods.pair_sft import PairSFTRecipe  # noqa: E402
 from selfimprove.critics.recipe import CriticRecipe  # noqa: E402
 
@@ -47,6 +49,10 @@ SCHEMAS = {
     "countdown-eval.yaml": EvalRecipe,
     "demo.yaml": DemoRecipe,
     "critic-countdown.yaml": CriticRecipe,
+    "selfcorrect-warmup.yaml": WarmupRecipe,
+    "function-call-sft.yaml": SFTRecipe,
+    "function-call-warmup.yaml": WarmupRecipe,
+    "selfcorrect-countdown.yaml": CompareRecipe,
 }
 
 

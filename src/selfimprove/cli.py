@@ -1,4 +1,5 @@
-"""The `selfimprove` command: init-model, sft, train, dpo, score, rrr, star, pair-sft, eval, demo, critic, tasks, models.
+"""The `selfimprove` command: init-model, sft, train, dpo, score, rrr, star, pair-sft, warmup, compare,
+eval, demo, critic, tasks, models.
 
 Every subcommand that trains or evaluates takes a YAML recipe plus `--set key=value` overrides. A bad
 recipe gives one line per problem naming the field, and exit code 2, before anything is written.
@@ -82,6 +83,12 @@ def _train(args: argparse.Namespace, kind: str) -> int:
 
         recipe = load_recipe(StarRecipe, args.recipe, args.set)
         label = "STaR D+" if recipe.star.plus else "STaR"
+    elif kind == "warmup":
+        from selfimprove.methods.warmup import WarmupRecipe
+        from selfimprove.methods.warmup import run_warmup as run
+
+        recipe = load_recipe(WarmupRecipe, args.recipe, args.set)
+        label = "format warm-up"
     elif kind == "pair-sft":
         from selfimprove.methods.pair_sft import PairSFTRecipe
         from selfimprove.methods.pair_sft import run_pair_sft as run
@@ -129,6 +136,25 @@ def cmd_star(args: argparse.Namespace) -> int:
 
 def cmd_pair_sft(args: argparse.Namespace) -> int:
     return _train(args, "pair-sft")
+
+
+def cmd_warmup(args: argparse.Namespace) -> int:
+    return _train(args, "warmup")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Self-correction methods from one base model at one sampled-token budget: summary.json + table."""
+    from selfimprove.config import validate_task
+    from selfimprove.methods.compare import CompareRecipe, run_compare
+    from selfimprove.progress import console, step_bar
+
+    recipe = load_recipe(CompareRecipe, args.recipe, args.set)
+    validate_task(recipe.task)
+    run_compare(recipe, bar=step_bar)
+    root = Path(recipe.run_dir)
+    console.print((root / "summary.md").read_text(), soft_wrap=True, markup=False)
+    console.print(f"summary: {root / 'summary.json'}")
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -324,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("rrr", cmd_rrr, "Reflect-Retry-Reward: GRPO on the reflections that led to a successful retry")
     add("star", cmd_star, "STaR for self-correction: rounds of sampling two attempts, keeping wrong->right, SFT")
     add("pair-sft", cmd_pair_sft, "Pair-SFT: SFT on (wrong base attempt, right attempt of the same problem) pairs")
+    add("warmup", cmd_warmup, "format warm-up: teach the two-attempt and reflect-retry layouts (self-correction base model)")
+    add("compare", cmd_compare, "self-correction methods side by side at one sampled-token budget (base, STaR, Pair-SFT, SCoRe...)")
     ev = add("eval", cmd_eval, "greedy accuracy and pass@k on held-out problems (or self-correction metrics)")
     ev.add_argument("--attempts", type=int, choices=[1, 2], default=None,
                     help="2: attempt, fixed instruction, second attempt; prints Acc@t1, Acc@t2, Delta, Delta_i->c, Delta_c->i")
