@@ -6,6 +6,7 @@ import pytest
 
 from selfimprove.critics.metrics import (
     accuracy,
+    auroc,
     brier,
     confusion,
     critic_report,
@@ -55,6 +56,16 @@ def test_brier_by_hand() -> None:
     assert brier([0.5], [0.25]) == pytest.approx(0.0625)
 
 
+def test_auroc_by_hand() -> None:
+    # positives 0.9, 0.8, 0.5, 0.4; negatives 0.6, 0.1. Pairs (pos above neg): 0.9 beats both, 0.8 both,
+    # 0.5 beats 0.1 only, 0.4 beats 0.1 only -> 6 of 8
+    assert auroc(SCORES, LABELS) == pytest.approx(6 / 8)
+    assert auroc([0.5, 0.5, 0.5], [1.0, 0.0, 1.0]) == pytest.approx(0.5)  # ties count one half
+    assert auroc([0.3, 0.7, 0.7], [0.0, 1.0, 0.0]) == pytest.approx(0.75)  # 0.7 vs 0.3: 1; 0.7 vs 0.7: 1/2
+    assert auroc([0.2, 0.9], [1.0, 1.0]) == 0.5  # one class only
+    assert auroc([0.9, 0.1], [0.0, 1.0]) == 0.0
+
+
 def test_report_has_every_metric_and_the_base_rate() -> None:
     r = critic_report(SCORES, LABELS, bins=2)
     assert r["examples"] == 6
@@ -62,6 +73,7 @@ def test_report_has_every_metric_and_the_base_rate() -> None:
     assert r["mean_score"] == pytest.approx(3.3 / 6)
     assert r["precision"] == pytest.approx(0.75) and r["recall"] == pytest.approx(0.75)
     assert r["ece"] == pytest.approx(1 / 12 + 1 / 30)
+    assert r["auroc"] == pytest.approx(6 / 8)
     assert critic_report([], [])["examples"] == 0
 
 

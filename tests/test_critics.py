@@ -189,6 +189,7 @@ def test_a_critic_learns_a_separable_toy_label_set(small_policy) -> None:
     assert report["last_train_loss"] < 0.5 * report["first_train_loss"]
     assert report["after"]["loss"] < report["before"]["loss"]
     assert report["after"]["accuracy"] == 1.0 and report["after"]["precision"] == 1.0 and report["after"]["recall"] == 1.0
+    assert report["after"]["auroc"] == 1.0
     with pytest.raises(ValueError, match="cannot train on"):
         train_critic(ValueCritic.from_policy(small_policy), train, held_out, config)
 

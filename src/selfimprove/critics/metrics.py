@@ -11,7 +11,10 @@ Conventions (documented because libraries differ):
   `zero_division=0`), never NaN, so reports stay valid JSON;
 - ECE uses `bins` equal-width bins over [0, 1]; bin b holds scores in [b/B, (b+1)/B), the last bin also
   holds 1.0; ECE = sum over non-empty bins of (n_b / N) * |mean score_b - mean label_b|;
-- Brier = mean (score - label)^2, which is the MSE a value function is trained on.
+- Brier = mean (score - label)^2, which is the MSE a value function is trained on;
+- AUROC = the chance that a random positive scores above a random negative (ties count one half): what
+  a search needs from a critic is ranking, and with rare positives a critic that predicts the base rate
+  everywhere has a fine ECE and accuracy but AUROC 0.5. It is 0.5 when one class is missing.
 """
 
 from __future__ import annotations
@@ -85,6 +88,25 @@ def brier(scores: Sequence[float], labels: Sequence[float]) -> float:
     return sum((s - y) ** 2 for s, y in zip(scores, labels)) / len(scores) if scores else 0.0
 
 
+def auroc(scores: Sequence[float], labels: Sequence[float], threshold: float = 0.5) -> float:
+    """Area under the ROC curve by ranks (Mann-Whitney U), labels positive when `>= threshold`."""
+    _check(scores, labels)
+    positives = sum(1 for y in labels if y >= threshold)
+    negatives = len(labels) - positives
+    if not positives or not negatives:
+        return 0.5
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    rank_sum, i = 0.0, 0
+    while i < len(order):  # average ranks (1-based) over runs of tied scores
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        mean_rank = (i + j) / 2 + 1
+        rank_sum += mean_rank * sum(1 for k in order[i : j + 1] if labels[k] >= threshold)
+        i = j + 1
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
 def critic_report(scores: Sequence[float], labels: Sequence[float], *, threshold: float = 0.5, bins: int = 10) -> dict[str, float]:
     """Every metric above, plus the positive rate of the labels (the base rate a critic must beat) and
     the mean score, as one flat dict for summaries."""
@@ -97,6 +119,7 @@ def critic_report(scores: Sequence[float], labels: Sequence[float], *, threshold
         "precision": tp / (tp + fp) if tp + fp else 0.0,
         "recall": tp / (tp + fn) if tp + fn else 0.0,
         "accuracy": (tp + tn) / n if n else 0.0,
+        "auroc": auroc(scores, labels, threshold),
         "ece": expected_calibration_error(scores, labels, bins),
         "brier": brier(scores, labels),
     }
