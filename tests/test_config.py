@@ -27,6 +27,7 @@ from selfimprove.methods.star import StarRecipe
 from selfimprove.methods.warmup import WarmupRecipe  # noqa: E402
 from selfimprove.methods.pair_sft import PairSFTRecipe  # noqa: E402
 from selfimprove.critics.recipe import CriticRecipe  # noqa: E402
+from selfimprove.search.recipe import SearchRecipe  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SCHEMAS = {
@@ -49,6 +50,7 @@ SCHEMAS = {
     "countdown-eval.yaml": EvalRecipe,
     "demo.yaml": DemoRecipe,
     "critic-countdown.yaml": CriticRecipe,
+    "search-countdown.yaml": SearchRecipe,
     "selfcorrect-warmup.yaml": WarmupRecipe,
     "function-call-sft.yaml": SFTRecipe,
     "function-call-warmup.yaml": WarmupRecipe,

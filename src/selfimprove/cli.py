@@ -1,5 +1,5 @@
 """The `selfimprove` command: init-model, sft, train, dpo, score, rrr, star, pair-sft, warmup, compare,
-eval, demo, critic, tasks, models.
+eval, demo, critic, search, report, tasks, models.
 
 Every subcommand that trains or evaluates takes a YAML recipe plus `--set key=value` overrides. A bad
 recipe gives one line per problem naming the field, and exit code 2, before anything is written.
@@ -327,6 +327,45 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run a search (or a sweep) on held-out problems; print accuracy and spend per point."""
+    from rich.table import Table
+
+    from selfimprove.progress import console, step_bar
+    from selfimprove.search.recipe import SearchRecipe
+    from selfimprove.search.run import run_search_eval
+
+    recipe = load_recipe(SearchRecipe, args.recipe, args.set)
+    summary = run_search_eval(recipe, bar=step_bar)
+    table = Table(title=f"{summary['search']} on {summary['num_problems']} {summary['split']} {summary['task']} problems")
+    for column in ("setting", "accuracy", "tokens/problem", "policy calls", "critic calls", "seconds"):
+        table.add_column(column, justify="left" if column == "setting" else "right")
+    for p in summary["points"]:
+        setting = ", ".join(f"{k}={v}" for k, v in p["setting"].items()) or "-"
+        table.add_row(setting, f"{p['accuracy']:.1%}", f"{p['mean_tokens']:.1f}", f"{p['mean_policy_calls']:.2f}",
+                      f"{p['mean_critic_calls']:.2f}", f"{p['seconds']:.1f}")
+    console.print(table)
+    if summary["uses_gold_answers"]:
+        console.print("[bold]the verifier (gold answers) was a critic: these are not test accuracies[/bold]")
+    console.print(f"results.jsonl and summary.json in {recipe.run_dir}", soft_wrap=True)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Accuracy against tokens per problem for several search runs: one PNG and a Markdown table."""
+    from selfimprove.progress import console
+    from selfimprove.search.report import report
+
+    try:
+        plot, table = report(args.runs, args.out)
+    except ValueError as err:  # a summary that is not a search run's (or not JSON)
+        print(f"selfimprove: {err}", file=sys.stderr)
+        return 2
+    print(table.read_text())
+    console.print(f"wrote {plot} and {table}", soft_wrap=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfimprove", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -365,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     critic_train.add_argument("recipe", help="YAML recipe (see recipes/critic-countdown.yaml)")
     critic_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (dotted path)")
     critic_train.set_defaults(func=cmd_critic_train)
+    add("search", cmd_search, "evaluate a search (best-of-N, votes, beam, revision, MCTS) or a sweep: accuracy and budget")
+    rep = sub.add_parser("report", help="accuracy against tokens per problem for several search runs (PNG + Markdown)")
+    rep.add_argument("runs", nargs="+", metavar="RUN", help="run directories of `selfimprove search`")
+    rep.add_argument("--out", default="runs/report", help="output folder (default runs/report)")
+    rep.set_defaults(func=cmd_report)
     tasks = sub.add_parser("tasks", help="list the tasks with an example problem and its verified demonstration")
     tasks.set_defaults(func=cmd_tasks)
     models = sub.add_parser("models", help="convert a pretrained model shipped as GGUF into a normal HF folder")
