@@ -245,6 +245,19 @@ class CodeTask(Task):
                 code = problem.prompt + code
         return code
 
+    def answer_key(self, problem: Problem, text: str) -> str | None:
+        """Votes go by the program that would be tested (`candidate_code`: the fenced or bare code,
+        HumanEval completions joined to their prompt) with all whitespace runs collapsed to one space,
+        so the same program in another layout or with other surrounding prose is one answer; the
+        default (the last number in the text) would merge unrelated programs. No program -> None.
+        Never runs the code."""
+        if not isinstance(text, str) or len(text) > self.config.max_answer_chars:
+            return None
+        code = self.candidate_code(problem, text)
+        if not code.strip() or code.strip() == problem.prompt.strip():
+            return None
+        return " ".join(code.split())
+
     def verify(self, problem: Problem, text: str) -> Verdict:
         """Run the answer and the problem's tests in the sandbox; 1 only if every test passes."""
         if not isinstance(text, str):

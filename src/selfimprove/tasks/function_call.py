@@ -328,6 +328,35 @@ def _judge(text: object, expected: list[Call], known: set[str]) -> Verdict:
     return Verdict.wrong(prefix + (diffs[0] if diffs else "does not match"))
 
 
+def _vote_form(value: Any) -> Any:
+    """A JSON value in the form the verifier compares: whole floats as ints (`1.0` is `1`), bools apart."""
+    if isinstance(value, float) and value.is_integer():  # exact: int(1e20) == 1e20
+        return int(value)
+    if isinstance(value, list):
+        return [_vote_form(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _vote_form(v) for k, v in value.items()}
+    return value
+
+
+def calls_key(text: object) -> str | None:
+    """Canonical JSON of the calls in a model's text, equal exactly when the verifier would count the
+    two answers as the same calls: each call as `{"arguments": ..., "name": ...}` with keys sorted and
+    numbers by value, the calls sorted (their order does not matter). None when the text holds no
+    valid list of calls: an answer that can never be right casts no vote."""
+    value, reason = parse_json_answer(text)
+    if reason is not None:
+        return None
+    calls, reason = _check_calls(value)
+    if reason is not None or not calls:
+        return None
+    canonical = sorted(
+        json.dumps({"name": c["name"], "arguments": _vote_form(c["arguments"])}, sort_keys=True, ensure_ascii=False)
+        for c in calls
+    )
+    return "[" + ",".join(canonical) + "]"
+
+
 def format_calls(calls: Sequence[Mapping[str, Any]]) -> str:
     """Calls as the model should write them: compact JSON on one line."""
     clean = [{"name": c["name"], "arguments": dict(c["arguments"])} for c in calls]
@@ -704,6 +733,11 @@ class FunctionCallTask(Task):
     def verify(self, problem: Problem, text: str) -> Verdict:
         """Exact match of the calls; never raises on model text and never evaluates it as code."""
         return judge_calls(text, problem.metadata.get("calls"), problem.metadata.get("tools"))
+
+    def answer_key(self, problem: Problem, text: str) -> str | None:
+        """Votes go by the calls (`calls_key`), not by the last number the default would pick out of
+        the JSON (two calls that differ only in a city would otherwise be one answer)."""
+        return calls_key(text)
 
     def describe(self) -> str:
         cfg = self.config
