@@ -69,6 +69,7 @@ def accuracy_plot(runs: Sequence[RunPoints], out: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for run in runs:
@@ -81,11 +82,14 @@ def accuracy_plot(runs: Sequence[RunPoints], out: str | Path) -> Path:
             for x, y, name in points:
                 ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
+    ax.margins(x=0.08)  # room for the outermost points and their labels
+    ax.xaxis.set_major_formatter(ScalarFormatter())  # plain numbers (16, 64, 256), not 1.6x10^1
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("generated tokens per problem (mean, log scale)")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(-0.03, 1.03)  # points at 0 or 1 stay visible
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=120)
