@@ -160,6 +160,16 @@ def test_best_of_n_ranks_by_critic_folders_combined_and_counts_critic_calls(smal
     assert summary["points"][0]["config"]["max_tokens"] == 20
 
 
+def test_the_verifier_critic_runs_only_flagged_and_the_summary_says_so(small_model_dir: Path, tmp_path: Path) -> None:
+    sets = small(tmp_path / "run", small_model_dir, "critics.orm=null", "critics.verifier=true", "critics.uses_gold_answers=true",
+                 "split=train", "search.sweep.values=[2]")
+    summary = run_search_eval(load_recipe(SearchRecipe, RECIPE, sets))
+    records = read_results(tmp_path / "run" / "results.jsonl")
+    assert summary["uses_gold_answers"] is True and summary["split"] == "train"
+    assert summary["critics"]["members"] == {"verifier": None}
+    assert all(r["score"] == float(r["correct"]) and r["critic_calls"] == 1 for r in records)  # exact 1/0 on the chosen
+
+
 def test_a_critic_of_another_tokenizer_is_refused(small_policy: Any, small_model_dir: Path, tmp_path: Path) -> None:
     orm = save_critic(small_policy, "orm", tmp_path / "critics")
     info = json.loads((orm / "critic.json").read_text())
