@@ -16,6 +16,7 @@ from selfimprove.search.best_of_n import BestOfNConfig, GreedyConfig, best_of_n_
 from selfimprove.search.budget import Budget
 from selfimprove.search.config import SearchConfig
 from selfimprove.search.expand import StepPolicy
+from selfimprove.search.mcts import MCTSConfig, mcts_search
 from selfimprove.search.result import SearchResult
 from selfimprove.search.revision import RevisionConfig, revision_search
 from selfimprove.search.vote import VoteConfig, majority_vote_search, weighted_vote_search
@@ -39,8 +40,7 @@ SEARCHES.register("majority_vote")(SearchSpec(VoteConfig, majority_vote_search))
 SEARCHES.register("weighted_vote")(SearchSpec(VoteConfig, weighted_vote_search))
 SEARCHES.register("beam")(SearchSpec(BeamConfig, beam_search))
 SEARCHES.register("revision")(SearchSpec(RevisionConfig, revision_search))
-# eta-MCTS (search/mcts.py, SPECS §5) goes here, same signature:
-# SEARCHES.register("mcts")(SearchSpec(MCTSConfig, mcts_search))
+SEARCHES.register("mcts")(SearchSpec(MCTSConfig, mcts_search))  # eta-MCTS (SPECS §5); takes outcome= and rollout_policy=
 
 
 def make_search_config(name: str, params: Mapping[str, Any] | None = None) -> SearchConfig:
