@@ -143,19 +143,23 @@ def test_labels_round_trip_through_jsonl(tmp_path: Path) -> None:
     assert json.loads(path.read_text().splitlines()[0])["text"] in {"x\ny", "x\nz", "w\nq", "w\nv"}
 
 
-def test_step_boundaries_map_text_steps_to_tokens() -> None:
+class Pieces:
+    """A tokenizer whose tokens are multi-character pieces (like BPE), for step boundaries."""
+
+    eos_ids = [EOS]
     pieces = {1: "ab", 2: "\nc", 3: "d\n", 4: "e"}
 
-    def detok(seq: Sequence[int]) -> str:
-        return "".join(pieces[i] for i in seq)
+    def detokenize(self, seq: Sequence[int]) -> str:
+        return "".join(self.pieces.get(i, "") for i in seq)
 
+
+def test_step_boundaries_map_text_steps_to_tokens() -> None:
     # "ab\ncd\ne": steps "ab\n" | "cd\n" | "e"; token "\nc" straddles the first boundary and joins step 1
-    assert step_boundaries([1, 2, 3, 4], StepRule("newline"), detok) == [2, 3, 4]
-    assert step_boundaries([], StepRule("newline"), detok) == []
+    assert step_boundaries(Pieces(), [1, 2, 3, 4], StepRule("newline")) == [2, 3, 4]
+    assert step_boundaries(Pieces(), [], StepRule("newline")) == []
     # a step longer than max_step_tokens is cut every max_step_tokens tokens, as a search cuts it
     long = [ord(c) for c in "abcdefg\nhi"]
-    chars = lambda seq: "".join(map(chr, seq))  # noqa: E731
-    assert step_boundaries(long, StepRule("newline", max_step_tokens=3), chars) == [3, 6, 8, 10]
+    assert step_boundaries(ScriptedPolicy({}), long, StepRule("newline", max_step_tokens=3)) == [3, 6, 8, 10]
 
 
 def test_critic_input_normalises_end_tokens() -> None:
@@ -303,7 +307,8 @@ def test_run_critic_training_end_to_end(small_model_dir: Path, tmp_path: Path) -
     # the same labels again, from the file, train only the ORM
     again = small_recipe(tmp_path / "again", small_model_dir, path=str(run / "labels.jsonl"))
     again = again.model_copy(update={"critics": ["orm"]})
-    assert set(run_critic_training(again)["critics"]) == {"orm"}
+    summary = run_critic_training(again)
+    assert set(summary["critics"]) == {"orm"} and summary["labels_from"] == str(run / "labels.jsonl")
 
 
 def test_cli_critic_train(small_model_dir: Path, tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Monte-Carlo labels for the critics, from the policy's own rollouts (AlphaLLM, SPECS §5).
 
 For each problem the policy samples `samples_per_problem` full answers. Each answer is split into steps
-with the search's `StepRule` (at token boundaries: the ids the policy sampled, never re-tokenised
-text), giving prefixes at depth 0 (the prompt alone), 1, ..., S (the whole answer). Identical prefixes
+with the search's `StepRule`, exactly as the search splits them (at token boundaries: the ids the
+policy sampled, never re-tokenised text), giving prefixes at depth 0 (the prompt alone), 1, ..., S (the whole answer). Identical prefixes
 of one problem are labelled once. Then:
 
 - an **unfinished prefix** at depth d >= 1 gets `rollouts_per_prefix` (m) completions, sampled in one
@@ -36,6 +36,7 @@ import torch
 from selfimprove.critics.model import Kind, KINDS, critic_input
 from selfimprove.critics.recipe import LabelsConfig
 from selfimprove.policy.base import Completion, SamplingParams
+from selfimprove.search.expand import split_ids
 from selfimprove.search.state import StepRule
 from selfimprove.tasks.base import Problem, Task
 
@@ -95,47 +96,25 @@ def load_labels(path: str | Path) -> list[Example]:
 
 
 # --------------------------------------------------------------------------------------- steps
-def step_boundaries(ids: Sequence[int], rule: StepRule, detokenize: Callable[[Sequence[int]], str]) -> list[int]:
-    """Token counts at which the steps of a completion end (strictly increasing, the last is len(ids)).
+def step_boundaries(policy: RolloutPolicy, ids: Sequence[int], rule: StepRule) -> list[int]:
+    """Token counts at which the steps of a completion (without its end token) end: strictly
+    increasing, the last is len(ids).
 
-    The text's step ends (from `rule.split`) are mapped to the first token count whose decoded text
-    reaches them, so a token that straddles a boundary belongs to the earlier step. A step longer than
-    `rule.max_step_tokens` is cut every `max_step_tokens` tokens, as a search cuts a step that does
-    not end within its per-step budget.
+    The search's own splitter (`search.expand.split_ids`: text steps mapped to token ends, a token that
+    straddles a boundary joins the earlier step), then every step longer than `rule.max_step_tokens` is
+    cut every `max_step_tokens` tokens, as a search cuts a step that does not end within its budget.
     """
     if not ids:
         return []
-    cache: dict[int, int] = {}
-
-    def decoded(k: int) -> int:  # characters the first k tokens decode to (non-decreasing in k)
-        if k not in cache:
-            cache[k] = len(detokenize(ids[:k]))
-        return cache[k]
-
     ends: list[int] = []
-    chars, low = 0, 0
-    for step in rule.split(detokenize(ids)):
-        chars += len(step)
-        lo, hi = low, len(ids)  # binary search: the first k with decoded(k) >= chars (else len(ids))
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if decoded(mid) >= chars:
-                hi = mid
-            else:
-                lo = mid + 1
-        low = lo
-        if not ends or lo > ends[-1]:
-            ends.append(lo)
-    if not ends or ends[-1] != len(ids):
-        ends.append(len(ids))
-    cut, start = [], 0
-    for end in ends:
-        while end - start > rule.max_step_tokens:
+    total = 0
+    for piece in split_ids(policy, ids, rule):
+        start, total = total, total + len(piece)
+        while total - start > rule.max_step_tokens:
             start += rule.max_step_tokens
-            cut.append(start)
-        cut.append(end)
-        start = end
-    return cut
+            ends.append(start)
+        ends.append(total)
+    return ends
 
 
 # --------------------------------------------------------------------------------------- labelling
@@ -210,7 +189,7 @@ def _label_batch(policy: RolloutPolicy, task: Task, problems: Sequence[Problem],
         right = task.verify(problems[i], policy.detokenize(ids)).correct
         roots[i].total += 1
         roots[i].right += int(right)
-        ends = step_boundaries(ids, rule, policy.detokenize)
+        ends = step_boundaries(policy, ids, rule)
         for depth, end in enumerate(ends[:-1], start=1):
             key = (i, tuple(ids[:end]))
             if key not in inner:
@@ -254,4 +233,4 @@ def _roll_out(policy: RolloutPolicy, task: Task, problems: Sequence[Problem], pr
             p.right += int(right)
             if config.rollout_outcomes:
                 outcome = 1.0 if right else 0.0
-                add("orm", p.problem, ids, outcome, len(step_boundaries(ids, rule, policy.detokenize)), True, outcome, 0)
+                add("orm", p.problem, ids, outcome, len(step_boundaries(policy, ids, rule)), True, outcome, 0)

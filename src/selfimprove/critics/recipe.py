@@ -7,36 +7,13 @@ Monte-Carlo labelling of `critics/labels.py`), `critics` (which of value, prm, o
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from selfimprove.config import OptimConfig, Recipe, Strict
 from selfimprove.critics.model import KINDS, Kind
-from selfimprove.search.state import StepRule, StepRuleKind
-
-
-class StepRuleConfig(Strict):
-    """`search.state.StepRule` as a recipe section."""
-
-    kind: StepRuleKind = "newline"
-    pattern: str = ""
-    max_step_tokens: int = Field(32, ge=1)
-
-    @model_validator(mode="after")
-    def _pattern_fits(self) -> "StepRuleConfig":
-        if self.kind == "pattern":
-            if not self.pattern:
-                raise ValueError("a 'pattern' step rule needs a non-empty pattern")
-            try:
-                re.compile(self.pattern)
-            except re.error as err:
-                raise ValueError(f"pattern {self.pattern!r} is not a regular expression: {err}") from None
-        return self
-
-    def build(self) -> StepRule:
-        return StepRule(self.kind, self.pattern, self.max_step_tokens)
+from selfimprove.search.config import StepRuleConfig  # the search's own section: labels split steps as it does
 
 
 class LabelsConfig(Strict):

@@ -60,12 +60,13 @@ def run_critic_training(recipe: CriticRecipe, *, bar: StageBar = _no_bar) -> dic
         problems = task.problems("train", lab.num_problems, start=lab.first_problem)
         generator = torch.Generator(device=policy.device).manual_seed(recipe.seed)
         with bar("critic labels: Monte-Carlo rollouts", len(problems)) as on_step:
-            examples = build_labels(policy, task, problems, recipe.step_rule.build(), lab, kinds=recipe.critics,
+            examples = build_labels(policy, task, problems, recipe.step_rule.rule(), lab, kinds=recipe.critics,
                                     generator=generator, on_problems=lambda done: on_step(done, {}))
     save_labels(root / "labels.jsonl", examples)
     label_seconds = time.time() - began
 
-    summary: dict[str, Any] = {"model": recipe.model.path, "task": recipe.task.name, "labels": label_counts(examples),
+    summary: dict[str, Any] = {"model": recipe.model.path, "task": recipe.task.name,
+                               "labels_from": lab.path or "policy rollouts", "labels": label_counts(examples),
                                "label_seconds": round(label_seconds, 1), "critics": {}}
     for index, kind in enumerate(recipe.critics, start=1):
         mine = [e for e in examples if e.kind == kind]
