@@ -89,12 +89,14 @@ def reflect_retry_episodes(
     feedback: str = FAILED_FEEDBACK,
     retry_prompt: str = RETRY_PROMPT,
     group_offset: int = 0,
+    retry_temperature: float | None = None,
 ) -> list[Episode]:
     """`params.n` reflect-retry episodes per *failed* first attempt (right attempts are skipped).
 
     `first_attempts[k]` answers `problems[first_attempts[k].prompt_index]`; its episodes form group
     `group_offset + k`. Reflections are sampled with `params`; one retry per reflection with the same
-    settings (`n = 1`). The feedback is the same fixed text for every problem, so it can never reveal
+    settings (`n = 1`), or at `retry_temperature` when given (0: greedy, so the reward is a function
+    of the reflection alone and GRPO's comparison of reflections is not drowned by retry noise). The feedback is the same fixed text for every problem, so it can never reveal
     the answer or the verifier's reason.
     """
     eos = policy.eos_ids
@@ -114,7 +116,7 @@ def reflect_retry_episodes(
     reflections = policy.generate_ids(contexts, params)
     bodies = [r.without_eos(eos) for r in reflections]
     retry_contexts = [contexts[r.prompt_index] + body + retry_ids for r, (body, _) in zip(reflections, bodies)]
-    retries = policy.generate_ids(retry_contexts, _one(params))
+    retries = policy.generate_ids(retry_contexts, _one(params, retry_temperature))
     episodes = []
     for r, (body, body_lp), retry in zip(reflections, bodies, retries):
         k, attempt, attempt_body = failed[r.prompt_index]
@@ -154,10 +156,12 @@ def episodes_for_failures(
     feedback: str = FAILED_FEEDBACK,
     retry_prompt: str = RETRY_PROMPT,
     group_offset: int = 0,
+    retry_temperature: float | None = None,
 ) -> list[Episode]:
     """`reflect_retry_episodes` on the output of `failures` (one group per failure, in order)."""
     problems = [p for p, _ in failed]
     attempts = [replace(c, prompt_index=i) for i, (_, c) in enumerate(failed)]
     return reflect_retry_episodes(
-        policy, task, problems, attempts, params, feedback=feedback, retry_prompt=retry_prompt, group_offset=group_offset
+        policy, task, problems, attempts, params, feedback=feedback, retry_prompt=retry_prompt, group_offset=group_offset,
+        retry_temperature=retry_temperature,
     )
