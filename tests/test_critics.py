@@ -38,6 +38,7 @@ class ScriptedPolicy:
     def __init__(self, script: dict[str, list[str]]) -> None:
         self.script = script
         self.calls: list[int] = []  # rows per generate call
+        self.caps: list[int] = []  # max_new_tokens per generate call
 
     def encode_prompt(self, text: str) -> list[int]:
         return [ord(c) for c in text]
@@ -48,6 +49,7 @@ class ScriptedPolicy:
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
                      generator: torch.Generator | None = None) -> list[Completion]:
         self.calls.append(len(prompt_ids) * params.n)
+        self.caps.append(params.max_new_tokens)
         out = []
         for i, row in enumerate(prompt_ids):
             options = self.script[self.detokenize(row)]
@@ -134,6 +136,20 @@ def test_soft_prm_labels_small_rollout_calls_and_kind_filter() -> None:
     prm = by_kind(examples, "prm")
     assert prm[ids("A:x\n")].label == 0.25 and prm[ids("B:w\n")].label == 0.75
     assert ids("B:w\nv", finished=True) not in by_kind(examples, "orm")
+
+
+def test_rollouts_share_the_samples_answer_cap() -> None:
+    # cap 5 tokens: the sample "ab\ncd" fits; from the 3-token prefix "ab\n" a rollout may add 2 tokens, so
+    # "cdx" is cut to "cd" (right, as a sample drawn with the cap would be) and "xy" stays wrong
+    problem = Problem("c", "C:", "ab\ncd")
+    policy = ScriptedPolicy({"C:": ["ab\ncd"], "C:ab\n": ["cdx", "xy"]})
+    config = LabelsConfig(samples_per_problem=1, rollouts_per_prefix=2, max_new_tokens=5)
+    examples = build_labels(policy, ExactTask(), [problem, problem], StepRule("newline"), config, kinds=("value",))
+    assert policy.caps == [5, 2] and policy.calls == [2, 2]  # the same problem twice shares one prefix's rollouts
+    value = by_kind(examples, "value")
+    assert value[ids("C:ab\n")].label == 0.5
+    assert (value[ids("C:")].label, value[ids("C:")].rollouts) == (1.0, 2)  # both copies' samples pooled
+    assert len(examples) == 3  # root, prefix and answer once each
 
 
 def test_labels_round_trip_through_jsonl(tmp_path: Path) -> None:

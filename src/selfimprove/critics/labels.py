@@ -2,13 +2,14 @@
 
 For each problem the policy samples `samples_per_problem` full answers. Each answer is split into steps
 with the search's `StepRule`, exactly as the search splits them (at token boundaries: the ids the
-policy sampled, never re-tokenised text), giving prefixes at depth 0 (the prompt alone), 1, ..., S (the whole answer). Identical prefixes
-of one problem are labelled once. Then:
+policy sampled, never re-tokenised text), giving prefixes at depth 0 (the prompt alone), 1, ..., S (the
+whole answer). Identical prefixes of one problem (same prompt text) are labelled once. Then:
 
 - an **unfinished prefix** at depth d >= 1 gets `rollouts_per_prefix` (m) completions, sampled in one
-  batched call for many prefixes of many problems; its estimate q = fraction of completions (prefix +
-  continuation) the task verifies as right. The depth-0 prefix needs no extra calls: the problem's own
-  samples are rollouts from the prompt, so q = fraction of right samples;
+  batched call for many prefixes of many problems, under the samples' answer cap; its estimate q =
+  fraction of completions (prefix + continuation) the task verifies as right. The depth-0 prefix needs
+  no extra calls: the problem's own samples are rollouts from the prompt, so q = fraction of right
+  samples (from `samples_per_problem` rollouts, not m);
 - a **finished answer** (every sample; it ended with an end token or at the length limit) has the
   exact estimate q = 1 or 0 from the verifier.
 
@@ -180,25 +181,27 @@ def _label_batch(policy: RolloutPolicy, task: Task, problems: Sequence[Problem],
         out.add(Example(kind, token_ids, float(label), problems[i].prompt, depth, finished, float(estimate),
                         rollouts, policy.detokenize(list(ids))))
 
-    roots = [_Prefix(i, (), 0) for i in range(len(problems))]
-    inner: dict[tuple[int, tuple[int, ...]], _Prefix] = {}
+    # Keyed by prompt text, so a problem drawn twice pools its samples and shares its rollouts.
+    roots: dict[str, _Prefix] = {}
+    inner: dict[tuple[str, tuple[int, ...]], _Prefix] = {}
     answers: list[tuple[int, list[int], int, bool]] = []  # problem, ids, steps, right
     for c in policy.generate_ids(prompts, params, generator=generator):
         i = c.prompt_index
         ids, _ = c.without_eos(eos)
         right = task.verify(problems[i], policy.detokenize(ids)).correct
-        roots[i].total += 1
-        roots[i].right += int(right)
+        root = roots.setdefault(problems[i].prompt, _Prefix(i, (), 0))
+        root.total += 1
+        root.right += int(right)
         ends = step_boundaries(policy, ids, rule)
         for depth, end in enumerate(ends[:-1], start=1):
-            key = (i, tuple(ids[:end]))
+            key = (problems[i].prompt, tuple(ids[:end]))
             if key not in inner:
                 inner[key] = _Prefix(i, key[1], depth)
         answers.append((i, ids, len(ends), right))
 
     _roll_out(policy, task, problems, prompts, list(inner.values()), rule, config, generator, add)
 
-    for p in roots:
+    for p in roots.values():
         add("value", p.problem, (), p.right / p.total, 0, False, p.right / p.total, p.total)
     for p in inner.values():
         q = p.right / p.total
@@ -215,19 +218,26 @@ def _label_batch(policy: RolloutPolicy, task: Task, problems: Sequence[Problem],
 def _roll_out(policy: RolloutPolicy, task: Task, problems: Sequence[Problem], prompts: Sequence[Sequence[int]],
               prefixes: list[_Prefix], rule: StepRule, config: LabelsConfig, generator: torch.Generator | None,
               add: Callable[..., None]) -> None:
-    """m completions per prefix, `max_rollout_rows` sequences per generate call; counts right ones."""
+    """m completions per prefix, `max_rollout_rows` sequences per generate call; counts right ones.
+
+    A rollout continues under the samples' answer cap: prefix + continuation is cut at
+    `max_new_tokens` tokens, which is exactly a sample drawn with that cap (decoding is left to right),
+    so a prefix's estimate is the chance of ending right within the same length as the samples.
+    """
     if not prefixes:
         return
     eos = list(policy.eos_ids)
-    m = config.rollouts_per_prefix
-    params = SamplingParams(n=m, temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens)
+    m, cap = config.rollouts_per_prefix, config.max_new_tokens
     per_call = max(1, config.max_rollout_rows // m)
     for start in range(0, len(prefixes), per_call):
         chunk = prefixes[start : start + per_call]
         rows = [list(prompts[p.problem]) + list(p.ids) for p in chunk]
+        longest = max(cap - len(p.ids) for p in chunk)  # >= 1: a prefix is shorter than its sample
+        params = SamplingParams(n=m, temperature=config.temperature, top_p=config.top_p, max_new_tokens=longest)
         for c in policy.generate_ids(rows, params, generator=generator):
             p = chunk[c.prompt_index]
-            ids = list(p.ids) + c.without_eos(eos)[0]
+            tail = list(c.token_ids[: cap - len(p.ids)])
+            ids = list(p.ids) + (tail[:-1] if tail and tail[-1] in eos else tail)
             right = task.verify(problems[p.problem], policy.detokenize(ids)).correct
             p.total += 1
             p.right += int(right)
