@@ -385,3 +385,10 @@ def test_every_search_runs_on_the_real_policy_with_the_verifier(small_policy) ->
             assert r.answer == "".join(r.state.steps) and r.state.num_completion_tokens <= 12
             assert r.correct == task.verify(problems[r.state.problem_index], r.answer).correct
             json.dumps(r.as_record())
+
+
+def test_a_bad_step_pattern_is_a_config_error_naming_the_field() -> None:
+    from selfimprove.search.config import StepRuleConfig
+
+    with pytest.raises(ValueError, match="not a regular expression"):
+        StepRuleConfig(kind="pattern", pattern="(")

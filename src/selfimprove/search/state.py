@@ -31,7 +31,10 @@ class StepRule:
         if self.kind == "pattern":
             if not self.pattern:
                 raise ValueError("a 'pattern' step rule needs a non-empty pattern")
-            re.compile(self.pattern)
+            try:
+                re.compile(self.pattern)
+            except re.error as err:  # a ValueError, so recipe validation names the field
+                raise ValueError(f"pattern {self.pattern!r} is not a regular expression: {err}") from None
         if self.max_step_tokens < 1:
             raise ValueError(f"max_step_tokens must be >= 1, got {self.max_step_tokens}")
 
