@@ -205,3 +205,18 @@ def test_run_rrr_resumes_to_bit_identical_weights(small_model_dir: Path, tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
     cursor = lambda d: [r["train/first_accuracy"] for r in read_metrics(d / "metrics.jsonl") if "train/failures" in r]  # noqa: E731
     assert cursor(tmp_path / "straight") == cursor(tmp_path / "resumed")
+
+
+def test_a_reflection_is_one_line_and_its_newline_is_dropped(small_policy: HFPolicy) -> None:
+    from selfimprove.policy.base import Completion, SamplingParams
+    from selfimprove.rollout.reflect import line_params, reflection_body
+
+    assert line_params(SamplingParams(stop=("x",))).stop == ("x", "\n")
+    assert line_params(SamplingParams(), None).stop == ()
+    ids = small_policy.encode_completion(" check\nre", add_eos=False)
+    newline = len(small_policy.encode_completion(" check", add_eos=False))
+    stopped = Completion(0, [], ids[: newline + 1], " check", [-0.5] * (newline + 1), "stop")
+    body, logprobs = reflection_body(small_policy, stopped)
+    assert small_policy.detokenize(body) == " check" and logprobs == [-0.5] * newline
+    ended = Completion(0, [], ids[:newline] + [small_policy.eos_ids[0]], " check", [-0.1] * (newline + 1), "eos")
+    assert reflection_body(small_policy, ended)[0] == ids[:newline]

@@ -23,7 +23,8 @@ def test_traces_have_every_layout_and_train_only_the_new_parts(small_policy: HFP
     assert [(s.kind, s.trainable) for s in single.segments] == [("prompt", False), ("demo", True)]
     assert [(s.kind, s.trainable) for s in two.segments] == [
         ("prompt", False), ("attempt", False), ("instruction", False), ("demo", True)]
-    layout = [("prompt", False), ("attempt", False), ("feedback", False), ("reflection", True), ("retry_prompt", False), ("demo", True)]
+    # the retry marker is trained so the model learns where a reflection ends
+    layout = [("prompt", False), ("attempt", False), ("feedback", False), ("reflection", True), ("retry_prompt", True), ("demo", True)]
     assert [(s.kind, s.trainable) for s in rr.segments] == layout == [(s.kind, s.trainable) for s in sr.segments]
     assert two.segment("instruction").text == SHORT_INSTRUCTION
     assert rr.segment("feedback").text == FAILED_FEEDBACK and sr.segment("feedback").text == REVIEW_FEEDBACK

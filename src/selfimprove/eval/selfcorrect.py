@@ -16,7 +16,7 @@ from selfimprove.eval.metrics import self_correction_metrics
 from selfimprove.policy.base import SamplingParams
 from selfimprove.policy.hf import HFPolicy
 from selfimprove.rollout.correct import SHORT_INSTRUCTION, two_attempt_episodes
-from selfimprove.rollout.reflect import RETRY_PROMPT, REVIEW_FEEDBACK
+from selfimprove.rollout.reflect import RETRY_PROMPT, REVIEW_FEEDBACK, line_params, reflection_body
 from selfimprove.tasks.base import Problem, Task
 
 __all__ = ["evaluate_self_refine", "evaluate_two_attempts"]
@@ -78,8 +78,8 @@ def evaluate_self_refine(
         chunk = problems[start : start + batch_size]
         first = policy.generate([p.prompt for p in chunk], greedy)
         review_contexts = [list(c.prompt_ids) + c.without_eos(eos)[0] + review_ids for c in first]
-        critiques = policy.generate_ids(review_contexts, greedy)
-        retry_contexts = [ctx + k.without_eos(eos)[0] + retry_ids for ctx, k in zip(review_contexts, critiques)]
+        critiques = policy.generate_ids(review_contexts, line_params(greedy))  # a critique is one line
+        retry_contexts = [ctx + reflection_body(policy, k)[0] + retry_ids for ctx, k in zip(review_contexts, critiques)]
         second = policy.generate_ids(retry_contexts, greedy)
         for p, a1, k, a2 in zip(chunk, first, critiques, second):
             records.append({

@@ -13,8 +13,8 @@ demonstrations so the first turn does not drift. This model is the "base model" 
 Traces (trainable parts in capitals):
   single:        prompt | DEMO <eos>
   two_attempt:   prompt | y1 | instruction | DEMO <eos>
-  reflect_retry: prompt | y1 | "wrong" feedback | REFLECTION | retry marker | DEMO <eos>
-  self_refine:   prompt | y1 | neutral review marker | REFLECTION | retry marker | DEMO <eos>
+  reflect_retry: prompt | y1 | "wrong" feedback | REFLECTION | RETRY MARKER | DEMO <eos>
+  self_refine:   prompt | y1 | neutral review marker | REFLECTION | RETRY MARKER | DEMO <eos>
 with a fixed neutral reflection text (RRR's GRPO later learns which reflections help).
 
 History: a first design trained the second attempt on an independent *sample of the model* instead of
@@ -74,7 +74,10 @@ def warmup_episodes(
         prompt = Segment("prompt", policy.encode_prompt(problem.prompt))
         first = Segment("attempt", samples[k].without_eos(eos)[0], text=samples[k].text) if needs_attempt else None
         reflection = Segment("reflection", ids["reflection"], trainable=True, text=config.reflection)
-        retry = Segment("retry_prompt", ids["retry_prompt"], text=config.retry_prompt)
+        # The retry marker is trained too: it is how the model learns where its reflection ends (RRR
+        # and self-refine stop a reflection at the marker's newline). Without it the tiny model ran on
+        # past the reflection until its token limit.
+        retry = Segment("retry_prompt", ids["retry_prompt"], trainable=True, text=config.retry_prompt)
         for layout in config.layouts:
             if layout == "single":
                 segments = [prompt, demo]

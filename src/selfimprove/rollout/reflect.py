@@ -36,6 +36,29 @@ PAPER_RETRY = "\n\nNow try the task again, using your reflection.\n"
 RETRY_PROMPT = SHORT_RETRY
 
 
+# A reflection (or a self-refine critique) is one line: the retry marker starts the next line. The
+# warm-up teaches exactly that layout (reflection, then "\nretry:"), so generation stops at the newline
+# and the newline is dropped before the marker is appended.
+REFLECTION_END = "\n"
+
+
+def line_params(params: SamplingParams, end: str | None = REFLECTION_END) -> SamplingParams:
+    """`params` that also stop at the end of a reflection line."""
+    return params if end is None or end in params.stop else replace(params, stop=tuple(params.stop) + (end,))
+
+
+def reflection_body(policy: HFPolicy, c: Completion) -> tuple[list[int], list[float]]:
+    """A reflection's tokens and log-probs without what ended it (the end token, or the stop string):
+    the longest run of its tokens whose text is its (stop-cut) text."""
+    if c.finish_reason != "stop":
+        return c.without_eos(policy.eos_ids)
+    ids, logprobs = list(c.token_ids), list(c.logprobs)
+    cut = len(ids)
+    while cut > 0 and not c.text.startswith(policy.detokenize(ids[:cut])):
+        cut -= 1
+    return ids[:cut], logprobs[:cut]
+
+
 def _one(params: SamplingParams, temperature: float | None = None) -> SamplingParams:
     return replace(params, n=1, temperature=params.temperature if temperature is None else temperature)
 
@@ -90,6 +113,7 @@ def reflect_retry_episodes(
     retry_prompt: str = RETRY_PROMPT,
     group_offset: int = 0,
     retry_temperature: float | None = None,
+    reflection_end: str | None = REFLECTION_END,
 ) -> list[Episode]:
     """`params.n` reflect-retry episodes per *failed* first attempt (right attempts are skipped).
 
@@ -113,8 +137,8 @@ def reflect_retry_episodes(
     if not failed:
         return []
     # generate_ids gives params.n reflections per context, context-major.
-    reflections = policy.generate_ids(contexts, params)
-    bodies = [r.without_eos(eos) for r in reflections]
+    reflections = policy.generate_ids(contexts, line_params(params, reflection_end))
+    bodies = [reflection_body(policy, r) for r in reflections]
     retry_contexts = [contexts[r.prompt_index] + body + retry_ids for r, (body, _) in zip(reflections, bodies)]
     retries = policy.generate_ids(retry_contexts, _one(params, retry_temperature))
     episodes = []
@@ -157,11 +181,12 @@ def episodes_for_failures(
     retry_prompt: str = RETRY_PROMPT,
     group_offset: int = 0,
     retry_temperature: float | None = None,
+    reflection_end: str | None = REFLECTION_END,
 ) -> list[Episode]:
     """`reflect_retry_episodes` on the output of `failures` (one group per failure, in order)."""
     problems = [p for p, _ in failed]
     attempts = [replace(c, prompt_index=i) for i, (_, c) in enumerate(failed)]
     return reflect_retry_episodes(
         policy, task, problems, attempts, params, feedback=feedback, retry_prompt=retry_prompt, group_offset=group_offset,
-        retry_temperature=retry_temperature,
+        retry_temperature=retry_temperature, reflection_end=reflection_end,
     )
