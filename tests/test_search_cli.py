@@ -46,8 +46,8 @@ def test_the_shipped_recipe_is_a_best_of_n_sweep_ranked_by_the_orm() -> None:
     recipe = load()
     assert recipe.search.name == "best_of_n" and recipe.split == "test"
     assert [s for s, _ in recipe.points()] == [{"n": 1}, {"n": 4}, {"n": 16}, {"n": 64}]
-    assert recipe.critics.members() == {"orm": "runs/critic-countdown-4/orm"}
-    assert recipe.task.params["num_numbers"] == 4 and recipe.task.params["format"] == "steps"
+    assert recipe.critics.members() == {"orm": "runs/critic-countdown/orm"}
+    assert recipe.task.params["num_numbers"] == 3 and recipe.task.params["format"] == "steps"
     config = recipe.points()[2][1]
     assert config.n == 16 and config.seed == recipe.seed and config.max_tokens is None  # type: ignore[attr-defined]
 
@@ -75,7 +75,7 @@ def test_critics_must_fit_the_search_and_gold_answers_need_the_flag() -> None:
     assert load("critics.orm=null", "search.name=majority_vote").critics.members() == {}
     assert config_error("critics.verifier=true").startswith("critics: the verifier reads the gold answers")
     with_gold = load("critics.verifier=true", "critics.uses_gold_answers=true")
-    assert with_gold.critics.members() == {"orm": "runs/critic-countdown-4/orm", "verifier": None}
+    assert with_gold.critics.members() == {"orm": "runs/critic-countdown/orm", "verifier": None}
     assert config_error("critics.uses_gold_answers=true").startswith("critics: critics.uses_gold_answers is set")
     assert config_error("critics.outcome=some/orm").startswith("critics: outcome: search 'best_of_n' takes no separate outcome critic")
     assert config_error("rollout_model.path=tiny").startswith("rollout_model: search 'best_of_n' has no fast rollouts")
