@@ -42,18 +42,15 @@ def best_index(scores: Sequence[float]) -> int:
     return best
 
 
-def best_of_n_search(
+def scored_candidates(
     policy: StepPolicy,
-    task: Task,
     problems: Sequence[Problem],
-    config: BestOfNConfig,
-    critic: Critic | None = None,
-    budgets: Sequence[Budget] | None = None,
-) -> list[SearchResult]:
-    """The critic's favourite of `config.n` sampled answers per problem (a critic is required for
-    n > 1: without one there is nothing to choose by; use a vote instead)."""
-    if critic is None and config.n > 1:
-        raise ValueError("best_of_n with n > 1 needs a critic (majority_vote needs none)")
+    config: "BestOfNConfig",
+    critic: Critic | None,
+    budgets: Sequence[Budget] | None,
+) -> tuple[list[Budget], list[list[State]], list[list[float]]]:
+    """What best-of-N and the votes share: `config.n` answers per problem (lockstep rounds) and, with
+    a critic, their scores from one critic call, grouped per problem (empty lists without a critic)."""
     budgets = config.budgets(len(problems), budgets)
     candidates = sample_candidates(
         policy,
@@ -68,13 +65,31 @@ def best_of_n_search(
     )
     flat = [s for group in candidates for s in group]
     flat_scores = score_states(critic, problems, flat, budgets) if critic is not None else []
+    grouped: list[list[float]] = []
+    start = 0
+    for group in candidates:
+        grouped.append(flat_scores[start : start + len(group)] if flat_scores else [])
+        start += len(group)
+    return budgets, candidates, grouped
+
+
+def best_of_n_search(
+    policy: StepPolicy,
+    task: Task,
+    problems: Sequence[Problem],
+    config: BestOfNConfig,
+    critic: Critic | None = None,
+    budgets: Sequence[Budget] | None = None,
+) -> list[SearchResult]:
+    """The critic's favourite of `config.n` sampled answers per problem (a critic is required for
+    n > 1: without one there is nothing to choose by; use a vote instead)."""
+    if critic is None and config.n > 1:
+        raise ValueError("best_of_n with n > 1 needs a critic (majority_vote needs none)")
+    budgets, candidates, grouped_scores = scored_candidates(policy, problems, config, critic, budgets)
     chosen: list[State | None] = []
     scores: list[float | None] = []
     stats = []
-    start = 0
-    for group in candidates:
-        group_scores = flat_scores[start : start + len(group)]
-        start += len(group)
+    for group, group_scores in zip(candidates, grouped_scores):
         if not group:
             chosen.append(None)
             scores.append(None)

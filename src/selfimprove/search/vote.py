@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from selfimprove.critics.base import Critic
-from selfimprove.search.best_of_n import BestOfNConfig, best_index
+from selfimprove.search.best_of_n import BestOfNConfig, best_index, scored_candidates
 from selfimprove.search.budget import Budget
-from selfimprove.search.expand import StepPolicy, root_states
+from selfimprove.search.expand import StepPolicy
 from selfimprove.search.result import SearchResult, make_results
-from selfimprove.search.sample import sample_candidates
-from selfimprove.search.scoring import score_states
 from selfimprove.search.state import State
 from selfimprove.tasks.base import Problem, Task
 
@@ -92,28 +90,12 @@ def _vote_search(
     budgets: Sequence[Budget] | None,
 ) -> list[SearchResult]:
     """Sample, key, vote (weighted by the critic's scores when a critic is given)."""
-    budgets = config.budgets(len(problems), budgets)
-    candidates = sample_candidates(
-        policy,
-        root_states(policy, problems),
-        config.n,
-        config.rule(),
-        config.sampling(),
-        budgets,
-        config.max_answer_tokens,
-        samples_per_call=config.samples_per_call,
-        generator=config.generator(policy),
-    )
-    flat = [s for group in candidates for s in group]
+    budgets, candidates, grouped_scores = scored_candidates(policy, problems, config, critic, budgets)
     weighted = critic is not None
-    flat_scores = score_states(critic, problems, flat, budgets) if critic is not None else []
     chosen: list[State | None] = []
     scores: list[float | None] = []
     stats = []
-    start = 0
-    for problem, group in zip(problems, candidates):
-        group_scores = flat_scores[start : start + len(group)]
-        start += len(group)
+    for problem, group, group_scores in zip(problems, candidates, grouped_scores):
         if not group:
             chosen.append(None)
             scores.append(None)
