@@ -165,6 +165,8 @@ def plan(recipe: CompareRecipe, seed: int) -> dict[str, list[Stage]]:
 
 # ------------------------------------------------------------------------------------------ running
 RUNNERS: dict[type, Callable[..., dict[str, Any]]] = {
+    SFTRecipe: run_sft,
+    WarmupRecipe: run_warmup,
     StarRecipe: run_star,
     PairSFTRecipe: run_pair_sft,
     ScoreRecipe: run_score,
@@ -177,6 +179,7 @@ def _done(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def _train(stage: Stage, bar: StageBar) -> dict[str, Any]:
+    """Run a stage unless its summary exists (then return that): re-running `compare` resumes."""
     name, stage_recipe = stage
     done = _done(stage_recipe.run_dir)
     if done is not None:
@@ -200,12 +203,8 @@ def build_base(recipe: CompareRecipe, bar: StageBar = _no_bar) -> str:
     if sft is not None:
         if not (root / "init" / "config.json").exists():
             write_tiny_model(root / "init", recipe.base.init.preset, recipe.base.init.seed, **recipe.base.init.overrides())
-        if _done(sft.run_dir) is None:
-            with bar("base: SFT on demonstrations", sft.steps) as on_step:
-                run_sft(sft, on_step)
-    if _done(warm.run_dir) is None:
-        with bar("base: format warm-up", warm.steps) as on_step:
-            run_warmup(warm, on_step)
+        _train(("base: SFT on demonstrations", sft), bar)
+    _train(("base: format warm-up", warm), bar)
     return base_model_path(recipe)
 
 

@@ -37,7 +37,7 @@ from selfimprove.rollout.reflect import FAILED_FEEDBACK, RETRY_PROMPT, REVIEW_FE
 from selfimprove.tasks.base import Problem, Task
 from selfimprove.train.driver import Job, StepCallback, run_training
 from selfimprove.train.objectives import sft_objective
-from selfimprove.train.sft import pool_index
+from selfimprove.train.sft import pool_problems
 
 Layout = Literal["single", "two_attempt", "reflect_retry", "self_refine"]
 
@@ -95,7 +95,7 @@ def warmup_step(recipe: WarmupRecipe):
 
     def step_fn(job: Job, step: int) -> dict[str, Any]:
         start = step * per_step
-        problems = [job.task.problem("train", pool_index(i, recipe.num_problems, recipe.seed)) for i in range(start, start + per_step)]
+        problems = pool_problems(job.task, start, per_step, recipe.num_problems, recipe.seed)
         episodes = warmup_episodes(job.policy, job.task, problems, recipe.warmup, group_offset=start)
         stats = job.learner.step(collate(episodes, job.policy.pad_id), sft_objective)
         return {"train/loss": stats["loss"], "train/lr": stats["lr"], "train/grad_norm": stats["grad_norm"]}

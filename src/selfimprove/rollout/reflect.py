@@ -11,7 +11,7 @@ retry is right, else 0.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Any, Sequence
 
 from selfimprove.policy.base import Completion, SamplingParams
 from selfimprove.policy.hf import HFPolicy
@@ -176,17 +176,10 @@ def episodes_for_failures(
     task: Task,
     failed: Sequence[tuple[Problem, Completion]],
     params: SamplingParams,
-    *,
-    feedback: str = FAILED_FEEDBACK,
-    retry_prompt: str = RETRY_PROMPT,
-    group_offset: int = 0,
-    retry_temperature: float | None = None,
-    reflection_end: str | None = REFLECTION_END,
+    **options: Any,
 ) -> list[Episode]:
-    """`reflect_retry_episodes` on the output of `failures` (one group per failure, in order)."""
+    """`reflect_retry_episodes` on the output of `failures` (one group per failure, in order); `options`
+    are its keyword options (feedback, retry_prompt, group_offset, retry_temperature, reflection_end)."""
     problems = [p for p, _ in failed]
     attempts = [replace(c, prompt_index=i) for i, (_, c) in enumerate(failed)]
-    return reflect_retry_episodes(
-        policy, task, problems, attempts, params, feedback=feedback, retry_prompt=retry_prompt, group_offset=group_offset,
-        retry_temperature=retry_temperature, reflection_end=reflection_end,
-    )
+    return reflect_retry_episodes(policy, task, problems, attempts, params, **options)

@@ -9,6 +9,7 @@ from typing import Any
 from selfimprove.config import SFTRecipe
 from selfimprove.rollout.episode import collate
 from selfimprove.rollout.single import demonstration_episode
+from selfimprove.tasks.base import Problem, Task
 from selfimprove.train.driver import Job, StepCallback, run_training
 from selfimprove.train.objectives import sft_objective
 
@@ -28,12 +29,16 @@ def _epoch_order(pool: int, seed: int, epoch: int) -> tuple[int, ...]:
     return tuple(order)
 
 
+def pool_problems(task: Task, start: int, count: int, pool: int, seed: int) -> list[Problem]:
+    """The train problems at stream positions start..start+count-1 (see `pool_index`)."""
+    return [task.problem("train", pool_index(i, pool, seed)) for i in range(start, start + count)]
+
+
 def sft_step(batch_size: int, pool: int = 0, seed: int = 0):
     """Each step trains on the next `batch_size` demonstrations; the position is a function of the step."""
 
     def step_fn(job: Job, step: int) -> dict[str, Any]:
-        start = step * batch_size
-        problems = [job.task.problem("train", pool_index(i, pool, seed)) for i in range(start, start + batch_size)]
+        problems = pool_problems(job.task, step * batch_size, batch_size, pool, seed)
         episodes = [demonstration_episode(job.policy, job.task, p, group=i) for i, p in enumerate(problems)]
         stats = job.learner.step(collate(episodes, job.policy.pad_id), sft_objective)
         return {"train/loss": stats["loss"], "train/lr": stats["lr"], "train/grad_norm": stats["grad_norm"]}
