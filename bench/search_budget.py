@@ -73,7 +73,7 @@ from selfimprove.eval.report import markdown_table  # noqa: E402
 from selfimprove.search.recipe import SearchRecipe  # noqa: E402
 from selfimprove.search.report import accuracy_plot, read_run  # noqa: E402
 from selfimprove.search.run import run_search_eval  # noqa: E402
-from selfimprove.train.sft import run_sft  # noqa: E402
+from selfimprove.methods.sft import run_sft  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASK_PARAMS = {"num_numbers": 3, "min_number": 1, "max_number": 20, "min_target": 10, "max_target": 50, "format": "steps"}

@@ -1,4 +1,4 @@
-"""GRPO speed and result: TRL's `GRPOTrainer` against our RL loop (`selfimprove.train.loop.run_rl`).
+"""GRPO speed and result: TRL's `GRPOTrainer` against our RL loop (`selfimprove.methods.rl.run_rl`).
 
 Same starting model (the built-in tiny model after a short SFT with our `run_sft`, or `--model DIR`),
 same tokenizer, same Countdown prompts in the same order, same batch (16 prompts x 8 samples = 128
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     from selfimprove.eval.evaluate import evaluate
     from selfimprove.policy.hf import HFPolicy
     from selfimprove.tasks.base import make_task
-    from selfimprove.train.loop import run_rl
-    from selfimprove.train.sft import run_sft
+    from selfimprove.methods.rl import run_rl
+    from selfimprove.methods.sft import run_sft
 
     began = time.perf_counter()
     task_spec = TaskSpec(name="countdown", params={})

@@ -17,3 +17,10 @@ def crash_at(step: int) -> Callable[[int, dict[str, Any]], None]:
             raise Crash(f"simulated crash at step {done}")
 
     return on_step
+
+
+def sampling_job(method: Any, policy: Any, task: Any, run_dir: Any) -> Any:
+    """A `Job` for calling a method's collection phase directly (no learner: collecting needs none)."""
+    from selfimprove.train.job import Job
+
+    return Job(policy, None, task, method.make_stream(), method.State(), run_dir)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import torch
 
 from selfimprove.algos import (
     ADVANTAGES,
+    EstimatorInputs,
     dr_grpo,
     fold_kl_into_rewards,
     gae,
@@ -20,6 +21,7 @@ from selfimprove.algos import (
     reinforce_pp,
     reinforce_pp_baseline,
     rloo,
+    rloo_turns,
     token_rewards,
 )
 
@@ -28,11 +30,20 @@ def _ones(b: int, t: int = 1) -> torch.Tensor:
     return torch.ones(b, t)
 
 
-def test_registry_names() -> None:
-    assert {"grpo", "dr_grpo", "rloo"} <= set(ADVANTAGES.names())
-    assert ADVANTAGES.get("grpo") is grpo
-    assert ADVANTAGES.get("dr_grpo") is dr_grpo
-    assert ADVANTAGES.get("rloo") is rloo
+def test_registry_names_and_declared_needs() -> None:
+    assert {"grpo", "dr_grpo", "rloo", "rloo_turns"} <= set(ADVANTAGES.names())
+    # what each estimator needs is declared where it is registered
+    assert [n for n in ADVANTAGES.names() if ADVANTAGES.get(n).needs_critic] == ["gae"]
+    assert sorted(n for n in ADVANTAGES.names() if ADVANTAGES.get(n).token_level) == [
+        "gae", "reinforce_pp", "reinforce_pp_baseline"]
+    assert [n for n in ADVANTAGES.names() if ADVANTAGES.get(n).per_turn] == ["rloo_turns"]
+    # the registered entry computes what the pure function does
+    r, g, m = torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0, 0, 1]), _ones(3, 2)
+    for name, fn in (("grpo", grpo), ("dr_grpo", dr_grpo), ("rloo", rloo)):
+        out = ADVANTAGES.get(name)(EstimatorInputs(r, g, m))
+        assert torch.equal(out.advantages, fn(r, g, m)), name
+        # returns of a sequence-level estimator: the episode's reward on each trainable token
+        assert out.returns.tolist() == [[1.0, 1.0], [0.0, 0.0], [0.5, 0.5]], name
 
 
 def test_group_mean_std_arbitrary_ids_non_adjacent() -> None:
@@ -118,11 +129,8 @@ def test_rloo() -> None:
     assert torch.equal(adv[:, 0], adv[:, 1])
 
 
-def test_common_signature_accepts_extra_kwargs_and_bad_shapes_raise() -> None:
+def test_bad_shapes_raise() -> None:
     r, g, m = torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), _ones(2, 2)
-    for name in ("grpo", "dr_grpo", "rloo"):
-        out = ADVANTAGES.get(name)(r, g, m, eps=1e-4, unused_option=1)
-        assert out.shape == (2, 2)
     with pytest.raises(ValueError):
         grpo(r, torch.tensor([0, 0, 0]), m)
     with pytest.raises(ValueError):
@@ -169,7 +177,7 @@ def test_token_rewards_by_hand() -> None:
 def test_reinforce_pp_by_hand() -> None:
     mask = torch.tensor(RPP_MASK)
     kl = torch.tensor(RPP_KL)
-    adv = reinforce_pp(torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), mask, kl=kl, kl_coef=0.1)
+    adv, returns = reinforce_pp(torch.tensor([1.0, 0.0]), mask, kl=kl, kl_coef=0.1)
     # token rewards (see test_token_rewards_by_hand), reverse sums over trainable tokens:
     #   row 0: A_2 = 0.9, A_1 = -0.05 + 0.9 = 0.85
     #   row 1: A_2 = -0.06, A_1 = -0.04 - 0.06 = -0.10, A_0 = -0.02 - 0.10 = -0.12
@@ -188,6 +196,8 @@ def test_reinforce_pp_by_hand() -> None:
     on = adv[mask != 0].double()
     assert on.mean().item() == pytest.approx(0.0, abs=1e-6)
     assert on.std().item() == pytest.approx(1.0, abs=1e-6)
+    # the returns are the sums before whitening
+    assert returns.tolist() == [pytest.approx(r, abs=1e-6) for r in [[0.0, 0.85, 0.9, 0.0], [-0.12, -0.10, -0.06, 0.0]]]
 
 
 def test_reinforce_pp_baseline_subtracts_group_means() -> None:
@@ -196,16 +206,16 @@ def test_reinforce_pp_baseline_subtracts_group_means() -> None:
     rewards = torch.tensor([1.0, 0.0, 3.0])
     groups = torch.tensor([0, 0, 1])
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
-    adv = reinforce_pp_baseline(rewards, groups, mask)
+    adv, _ = reinforce_pp_baseline(rewards, groups, mask)
     # trainable values [0.5, 0.5, -0.5, 0]: mean 0.5 / 4 = 0.125; deviations 0.375, 0.375, -0.625,
     #   -0.125; squares 0.140625 * 2 + 0.390625 + 0.015625 = 0.6875; var 0.6875 / 3 = 0.229167;
     #   std 0.478714 -> [0.783349, 0.783349, -1.305582, -0.261116]
     expected = [[0.783349, 0.783349], [-1.305582, 0.0], [0.0, -0.261116]]
     assert adv.tolist() == [pytest.approx(row, abs=1e-6) for row in expected]
     # the same as plain REINFORCE++ on pre-centred rewards, and different from it on the raw ones
-    same = reinforce_pp(torch.tensor([0.5, -0.5, 0.0]), groups, mask)
+    same, _ = reinforce_pp(torch.tensor([0.5, -0.5, 0.0]), mask)
     assert torch.allclose(adv, same, atol=1e-7)
-    assert not torch.allclose(adv, reinforce_pp(rewards, groups, mask), atol=1e-3)
+    assert not torch.allclose(adv, reinforce_pp(rewards, mask)[0], atol=1e-3)
 
 
 def test_gae_advantages_gamma_one_by_hand() -> None:
@@ -267,13 +277,15 @@ def test_gae_estimator_by_hand() -> None:
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
     values = torch.tensor([[0.5, 0.6, 0.7], [0.2, NAN, NAN]])
     kl = torch.tensor([[0.0, 0.0, 0.0], [0.5, NAN, NAN]])
-    adv = gae(
-        torch.tensor([1.0, 0.0]), torch.tensor([0, 1]), mask, values=values, kl=kl, kl_coef=0.1
-    )
+    adv, returns = gae(torch.tensor([1.0, 0.0]), mask, values, kl=kl, kl_coef=0.1)
     expected = [[0.742615, 0.493341, 0.230946], [-1.466902, 0.0, 0.0]]
     assert adv.tolist() == [pytest.approx(row, abs=1e-6) for row in expected]
+    # returns = unwhitened A + V: [0.96575, 0.985, 1.0] and -0.25 + 0.2 = -0.05
+    assert returns.tolist() == [pytest.approx(r, abs=1e-6) for r in [[0.96575, 0.985, 1.0], [-0.05, 0.0, 0.0]]]
     with pytest.raises(ValueError, match="values"):
-        gae(torch.tensor([1.0, 0.0]), torch.tensor([0, 1]), mask)
+        gae(torch.tensor([1.0, 0.0]), mask, None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="critic"):
+        ADVANTAGES.get("gae")(EstimatorInputs(torch.tensor([1.0, 0.0]), torch.tensor([0, 1]), mask))
 
 
 def test_masked_whiten_edge_cases() -> None:
@@ -307,9 +319,6 @@ ALL_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_basel
 
 def test_registry_has_every_estimator_and_common_call() -> None:
     assert set(ALL_ESTIMATORS) <= set(ADVANTAGES.names())
-    assert ADVANTAGES.get("reinforce_pp") is reinforce_pp
-    assert ADVANTAGES.get("reinforce_pp_baseline") is reinforce_pp_baseline
-    assert ADVANTAGES.get("gae") is gae
     rewards = torch.tensor([1.0, 0.0, 0.5, 0.0])
     groups = torch.tensor([0, 0, 1, 1])
     mask = torch.tensor([[1, 1, 0], [0, 1, 1], [1, 1, 1], [1, 0, 0]], dtype=torch.bool)
@@ -317,10 +326,11 @@ def test_registry_has_every_estimator_and_common_call() -> None:
     values = torch.rand(4, 3, generator=g)
     kl = torch.rand(4, 3, generator=g)
     for name in ALL_ESTIMATORS:
-        out = ADVANTAGES.get(name)(
-            rewards, groups, mask, values=values, kl=kl, kl_coef=0.05, gamma=0.99, lam=0.9,
-            eps=1e-6, unused_option=1,
-        )
+        est = ADVANTAGES.get(name)(EstimatorInputs(
+            rewards, groups, mask, values=values, kl=kl, kl_coef=0.05, gamma=0.99, lam=0.9, eps=1e-6,
+        ))
+        assert est.returns.shape == (4, 3) and (est.returns[~mask] == 0).all(), name
+        out = est.advantages
         assert out.shape == (4, 3), name
         assert out.dtype == torch.float32, name
         assert torch.isfinite(out).all(), name
@@ -330,7 +340,30 @@ def test_registry_has_every_estimator_and_common_call() -> None:
 
 def test_estimators_do_not_carry_gradients() -> None:
     values = torch.tensor([[0.5, 0.6]], requires_grad=True)
-    adv = gae(torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), torch.ones(2, 2),
-              values=values.expand(2, 2))
+    adv, returns = gae(torch.tensor([1.0, 0.0]), torch.ones(2, 2), values.expand(2, 2))
+    assert not returns.requires_grad
     assert not adv.requires_grad
     assert math.isfinite(adv.sum().item())
+
+
+def test_rloo_turns_by_hand() -> None:
+    # Two episodes of one group, two turns each. Turn 1 rewards [1, 0], turn 2 rewards [11, -9]
+    # (SCoRe's shaped i->c and c->i). RLOO with two episodes: A_i = r_i - r_j.
+    #   turn 1: [1 - 0, 0 - 1] = [1, -1]; turn 2: [11 + 9, -9 - 11] = [20, -20]
+    turn_rewards = torch.tensor([[1.0, 11.0], [0.0, -9.0]])
+    groups = torch.tensor([3, 3])
+    # tokens: episode 0 turn 1 on columns 0-1, turn 2 on 3; episode 1 turn 1 on 0, turn 2 on 2-3
+    turn_masks = torch.tensor([
+        [[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]],
+        [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]],
+    ])
+    adv = rloo_turns(turn_rewards, groups, turn_masks)
+    assert adv.tolist() == [[1.0, 1.0, 0.0, 20.0], [-1.0, 0.0, -20.0, -20.0]]
+    mask = turn_masks.sum(1)
+    est = ADVANTAGES.get("rloo_turns")(EstimatorInputs(turn_rewards[:, 1], groups, mask, turn_rewards=turn_rewards,
+                                                       turn_masks=turn_masks))
+    assert est.advantages.tolist() == adv.tolist()
+    # returns: each turn's reward on its own tokens
+    assert est.returns.tolist() == [[1.0, 1.0, 0.0, 11.0], [0.0, 0.0, -9.0, -9.0]]
+    with pytest.raises(ValueError, match="turn"):
+        ADVANTAGES.get("rloo_turns")(EstimatorInputs(turn_rewards[:, 1], groups, mask))

@@ -102,7 +102,7 @@ def test_unknown_estimator_lists_the_known_ones() -> None:
 
 
 def test_gae_without_a_critic_is_refused() -> None:
-    with pytest.raises(ConfigError, match="estimator 'gae' .* needs a value model"):
+    with pytest.raises(ConfigError, match="estimator 'gae' needs a value model"):
         load_recipe(RLRecipe, RECIPES / "countdown-grpo.yaml", ["loss.estimator=gae"])
 
 

@@ -20,8 +20,8 @@ from selfimprove.critics.run import run_critic_training
 from selfimprove.critics.train import split_examples, train_critic
 from selfimprove.critics.verifier import VerifierCritic
 from selfimprove.policy.base import Completion, SamplingParams
-from selfimprove.search.budget import Budget
-from selfimprove.search.state import State, StepRule
+from selfimprove.rollout.budget import Budget
+from selfimprove.rollout.state import State, StepRule
 from selfimprove.tasks.base import Problem, Task, Verdict, make_task
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -222,7 +222,7 @@ def test_training_leaves_the_policy_alone_and_save_load_gives_the_same_scores(sm
     train_critic(critic, train, held_out, CriticTraining(epochs=2, batch_size=16, optim={"lr": 1e-3}), seed=0)
     assert all(torch.equal(v, small_policy.model.state_dict()[k]) for k, v in before.items())
 
-    critic.save(tmp_path / "value", tokenizer=small_policy.tokenizer)
+    critic.save(tmp_path / "value", tokenizer_of=small_policy)
     loaded = load_critic(tmp_path / "value", batch_size=3)
     assert isinstance(loaded, ValueCritic) and loaded.meta == {"note": "toy"} and loaded.eos_ids == critic.eos_ids
     rows = [e.token_ids for e in examples[:7]]
@@ -244,7 +244,7 @@ def test_training_leaves_the_policy_alone_and_save_load_gives_the_same_scores(sm
 def test_scores_do_not_depend_on_batching(small_policy) -> None:
     critic = PRMCritic.from_policy(small_policy, batch_size=2)
     with torch.no_grad():
-        critic.model.head.proj.weight.normal_(0.0, 0.5)
+        critic.network.head.proj.weight.normal_(0.0, 0.5)
     rows = [tuple(small_policy.tokenizer(t).input_ids) for t in ("1+2=3\n", "9", "4*5=20\n20-1=19", "x")]
     one_by_one = [critic.score_ids([r])[0] for r in rows]
     assert critic.score_ids(rows) == pytest.approx(one_by_one, abs=1e-5)

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 from selfimprove.config import RLRecipe, SFTRecipe
 from selfimprove.train.checkpoint import latest_checkpoint, list_checkpoints
-from selfimprove.train.loop import run_rl
+from selfimprove.methods.rl import run_rl
 from selfimprove.train.runlog import read_metrics
-from selfimprove.train.sft import run_sft
+from selfimprove.methods.sft import run_sft
 
 EVAL = {"num_problems": 16, "batch_size": 16, "max_new_tokens": 12}
 # Two numbers: easy enough that 300 SFT steps (seconds) of the small preset solve some problems,

@@ -81,7 +81,7 @@ def test_warmup_then_schedules() -> None:
 
 def test_reference_logprobs_come_from_the_frozen_copy(small_policy: HFPolicy) -> None:
     batch = make_batch(small_policy)
-    reference = Learner.frozen_copy(small_policy)
+    reference = small_policy.frozen_copy()
     learner = Learner(small_policy, OptimConfig(lr=1e-2), total_steps=5, reference=reference)
     learner.add_reference_logprobs(batch)
     before = batch.ref_logprobs.clone()

@@ -20,10 +20,10 @@ from selfimprove.policy.lora import apply_lora, is_lora, load_adapter, save_poli
 from selfimprove.rollout.episode import Episode, Segment, TokenBatch, collate
 from selfimprove.train.checkpoint import latest_checkpoint
 from selfimprove.train.learner import Learner
-from selfimprove.train.loop import run_rl
+from selfimprove.methods.rl import run_rl
 from selfimprove.train.objectives import sft_objective
 from selfimprove.train.runlog import read_metrics
-from selfimprove.train.sft import run_sft
+from selfimprove.methods.sft import run_sft
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 TASK = {"name": "countdown", "params": {"num_numbers": 2, "max_number": 20, "min_target": 1, "max_target": 30}}

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from selfimprove.policy.logprobs import token_entropy, token_logprobs
 from selfimprove.algos import (
     aggregate,
     clipped_pg_per_token,
@@ -17,8 +18,6 @@ from selfimprove.algos import (
     policy_loss,
     sequence_logprob,
     sft_loss,
-    token_entropy,
-    token_logprobs,
     value_loss,
 )
 
@@ -473,3 +472,33 @@ def test_value_loss_and_entropy_honour_per_token_weights() -> None:
     assert loss.item() == pytest.approx(1.0)
     # entropy [3, 1] weighted [2, 0.5] -> [6, 0.5], token mean 3.25
     assert entropy_bonus(torch.tensor([[3.0, 1.0]]), mask, weights=weights).item() == pytest.approx(3.25)
+
+
+def test_gspo_sequence_ratio_by_hand() -> None:
+    from selfimprove.algos import POLICY_LOSSES, gspo_per_token
+
+    assert {"clip", "gspo"} <= set(POLICY_LOSSES.names())
+    # row 0: token log-ratios [0.2, 0.0] -> s = exp(0.1) = 1.105171; A = +1, range [0.8, 1.2]: not clipped,
+    #   loss -1.105171 on both tokens; d loss / d logp_t = -A * s / 2 = -0.552585
+    # row 1: log-ratios [0.3, (5.0 masked)] -> s = exp(0.3) = 1.349859; A = -1: min(-1.349859, -1.2)
+    #   = -1.349859 -> loss 1.349859, pessimistic side, not clipped; the masked token is ignored
+    logp = torch.tensor([[0.2, 0.0], [0.3, 5.0]], dtype=D, requires_grad=True)
+    old = torch.zeros(2, 2, dtype=D)
+    adv = torch.tensor([[1.0, 1.0], [-1.0, -1.0]], dtype=D)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]], dtype=D)
+    loss, clipped, ratio = gspo_per_token(logp, old, adv, mask, eps_low=0.2, eps_high=0.2)
+    assert loss[0].tolist() == pytest.approx([-1.105171, -1.105171], abs=1e-6)
+    assert loss[1, 0].item() == pytest.approx(1.349859, abs=1e-6)
+    assert ratio[:, 0].tolist() == pytest.approx([1.105171, 1.349859], abs=1e-6)
+    assert not clipped.any()
+    total, stats = policy_loss(logp, old, adv, mask, kind="gspo", agg="seq_mean")
+    # seq_mean: (-1.105171 + 1.349859) / 2 = 0.122344
+    assert total.item() == pytest.approx(0.122344, abs=1e-6)
+    total.backward()
+    assert logp.grad is not None
+    # row 0: -0.552585 / 2 (seq_mean over two rows); row 1: d(s)/d logp_0 = s -> -A s / 2 = 0.674929
+    assert logp.grad.tolist() == [pytest.approx([-0.276293, -0.276293], abs=1e-6), pytest.approx([0.674929, 0.0], abs=1e-6)]
+    # with eps_high 0.05, row 0's s = 1.105 > 1.05 with A > 0: clipped at 1.05, no gradient
+    loss, clipped, _ = gspo_per_token(logp.detach(), old, adv, mask, eps_low=0.2, eps_high=0.05)
+    assert loss[0].tolist() == pytest.approx([-1.05, -1.05])
+    assert clipped[0].tolist() == [True, True]

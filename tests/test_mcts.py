@@ -10,7 +10,7 @@ from typing import Sequence
 import pytest
 
 from selfimprove.rollout.episode import collate
-from selfimprove.search.budget import Budget
+from selfimprove.rollout.budget import Budget
 from selfimprove.search.mcts import (
     MCTSConfig,
     Node,
@@ -23,7 +23,7 @@ from selfimprove.search.mcts import (
     select_child,
     uct_score,
 )
-from selfimprove.search.state import State
+from selfimprove.rollout.state import State
 from selfimprove.search.training_data import best_path_episode, dpo_pairs, sft_episodes, sibling_pairs
 from selfimprove.tasks.base import Problem
 

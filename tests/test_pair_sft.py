@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import Crash, crash_at
+from helpers import Crash, crash_at, sampling_job
 from test_star import EvenFirstChar
 
 from selfimprove.config import ConfigError, load_recipe
-from selfimprove.methods.pair_sft import PairSFTRecipe, collect_pairs, make_pairs, run_pair_sft
+from selfimprove.methods.pair_sft import PAIRS, PairSFT, PairSFTRecipe, collect_pairs, make_pairs, run_pair_sft
 from selfimprove.policy import HFPolicy
 from selfimprove.policy.base import Completion
 from selfimprove.tasks.base import TASKS, Problem
-from selfimprove.train.driver import Job
 from selfimprove.train.runlog import read_metrics
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -72,22 +71,23 @@ def pair_recipe(run_dir: Path, **pair_sft: object) -> PairSFTRecipe:
 def test_the_token_budget_stops_sampling_and_pairs_are_verified(small_policy: HFPolicy, tmp_path: Path) -> None:
     task = TASKS.get(EvenFirstChar.name)()
     recipe = pair_recipe(tmp_path, max_sampled_tokens=50)
-    job = Job(small_policy, None, task)  # type: ignore[arg-type]  (collecting needs no learner)
+    job = sampling_job(PairSFT(recipe), small_policy, task, tmp_path / "a")
     one_call = recipe.prompts_per_call * recipe.sampling.n * recipe.sampling.max_new_tokens
     m = collect_pairs(job, recipe)
     assert 50 <= m["train/sampled_tokens"] < 50 + one_call
     sampled = {f"even-train-{i}" for i in range(50, 50 + int(m["train/sampled_problems"]))}
-    pairs = job.state["pairs"]
+    pairs = job.buffer(PAIRS).read()
     assert pairs and {t["problem_id"] for t in pairs} <= sampled
-    assert len({t["problem_id"] for t in pairs}) == m["train/paired_problems"] == job.state["paired_problems"]
+    assert len({t["problem_id"] for t in pairs}) == m["train/paired_problems"] == job.state.paired_problems
     for t in pairs:
         problem = Problem(id=t["problem_id"], prompt="", answer="")
         assert not task.verify(problem, small_policy.detokenize(t["attempt1"])).correct
         assert task.verify(problem, small_policy.detokenize(t["attempt2"])).correct
         assert t["prompt"] == small_policy.encode_prompt(f"{int(t['problem_id'].rsplit('-', 1)[1]) % 10}=")
 
-    job = Job(small_policy, None, task)  # type: ignore[arg-type]
-    assert collect_pairs(job, pair_recipe(tmp_path, problems=3))["train/sampled_problems"] == 3
+    few = pair_recipe(tmp_path, problems=3)
+    job = sampling_job(PairSFT(few), small_policy, task, tmp_path / "b")
+    assert collect_pairs(job, few)["train/sampled_problems"] == 3
 
 
 def test_run_pair_sft_reports_pairs_and_resumes_bit_identically(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from selfimprove.algos.losses import token_entropy, token_logprobs
+from selfimprove.policy.logprobs import token_entropy, token_logprobs
 from selfimprove.config import OptimConfig
 from selfimprove.policy import HFPolicy, SamplingParams
 from selfimprove.rollout.episode import Episode, Segment, collate

@@ -14,9 +14,9 @@ from selfimprove.config import DPORecipe, OptimConfig, RLRecipe
 from selfimprove.policy import HFPolicy
 from selfimprove.rollout.episode import Episode, Segment, collate
 from selfimprove.tasks.base import TASKS, Problem, Split, Task, Verdict
-from selfimprove.train.dpo import preference_pairs, run_dpo
+from selfimprove.methods.dpo import preference_pairs, run_dpo
 from selfimprove.train.learner import Learner
-from selfimprove.train.loop import informative, run_rl
+from selfimprove.methods.rl import informative, run_rl
 from selfimprove.train.objectives import DPOObjective
 from selfimprove.train.runlog import read_metrics
 
@@ -150,7 +150,7 @@ def test_dpo_objective_raises_the_chosen_answer(small_policy: HFPolicy) -> None:
         return Episode([Segment("prompt", prompt), Segment("completion", small_policy.encode_completion(answer), trainable=True)], group=0)
 
     batch = collate([row("3*4"), row("3+4")], small_policy.pad_id)
-    learner = Learner(small_policy, OptimConfig(lr=1e-3), total_steps=10, reference=Learner.frozen_copy(small_policy))
+    learner = Learner(small_policy, OptimConfig(lr=1e-3), total_steps=10, reference=small_policy.frozen_copy())
     learner.add_reference_logprobs(batch)
 
     def seq_logps() -> torch.Tensor:

@@ -10,12 +10,13 @@ import pytest
 from helpers import Crash, crash_at
 import torch
 
+from selfimprove.algos.advantages import ADVANTAGES, EstimatorInputs
 from selfimprove.methods.score import (
     ScoreConfig,
     ScoreRecipe,
     run_score,
-    score_advantages,
     score_loss_config,
+    set_turn_rewards,
     turn_rewards,
     turn_weights,
 )
@@ -77,18 +78,31 @@ def episode(group: int, r1: float, r2: float, prompt: list[int], a1: list[int], 
     )
 
 
-def test_score_advantages_are_per_turn_rloo_on_each_turns_columns() -> None:
+def score_advantages(episodes: list[Episode], config: ScoreConfig) -> torch.Tensor:
+    """What SCoRe's step does with episodes: credit each turn, then the registered per-turn estimator."""
+    set_turn_rewards(episodes, config)
+    batch = collate(episodes, pad_id=0)
+    inputs = EstimatorInputs(batch.rewards, batch.groups, batch.mask, turn_rewards=batch.turn_rewards,
+                             turn_masks=batch.turn_masks)
+    return ADVANTAGES.get(score_loss_config(ScoreRecipe(run_dir="-", score=config)).estimator)(inputs).advantages
+
+
+def toy_episodes() -> list[Episode]:
     # Group 7: (r1, r2) = (0,1), (1,0), (1,1); group 3: (0,0), (0,1); interleaved, different lengths.
-    episodes = [
+    return [
         episode(7, 0, 1, [1, 2], [3, 4], [5], [6, 7, 8]),  # attempt1 cols 1-2, attempt2 cols 4-6 (len 8)
         episode(3, 0, 0, [1], [3], [5], [6, 7]),  # attempt1 col 0, attempt2 cols 2-3 (len 5)
         episode(7, 1, 0, [1], [3, 4, 4], [5], [6]),  # attempt1 cols 0-2, attempt2 col 4 (len 6)
         episode(7, 1, 1, [1, 2, 2], [3], [5, 5], [6, 7]),  # attempt1 col 2, attempt2 cols 5-6 (len 8)
         episode(3, 0, 1, [1, 2], [3], [5], [6]),  # attempt1 col 1, attempt2 col 3 (len 5)
     ]
+
+
+def test_score_advantages_are_per_turn_rloo_on_each_turns_columns() -> None:
+    episodes = toy_episodes()
     batch = collate(episodes, pad_id=0)
     assert batch.mask.shape == (5, 7)
-    adv = score_advantages(episodes, batch, ScoreConfig(stage="II", alpha=10.0))
+    adv = score_advantages(episodes, ScoreConfig(stage="II", alpha=10.0))
     # Group 7, turn 1 rewards (0, 1, 1): RLOO 0 - 1 = -1, 1 - 0.5 = 0.5, 1 - 0.5 = 0.5.
     # Group 7, turn 2 rewards (11, -10, 1): 11 - (-9/2) = 15.5, -10 - 12/2 = -16, 1 - 1/2 = 0.5.
     # Group 3, turn 1 rewards (0, 0): 0, 0; turn 2 rewards (0, 11): -11, 11.
@@ -106,7 +120,8 @@ def test_score_advantages_are_per_turn_rloo_on_each_turns_columns() -> None:
     assert (adv[batch.mask == 0] == 0).all()
 
     # Stage I: turn 1 has reward 0 for everyone, so only turn 2 carries an advantage (RLOO of r2).
-    adv1 = score_advantages(episodes, batch, ScoreConfig(stage="I"))
+    episodes = toy_episodes()
+    adv1 = score_advantages(episodes, ScoreConfig(stage="I"))
     width = batch.mask.shape[1]
     assert (adv1 * segment_mask(episodes, "attempt1", width) == 0).all()
     # group 7 r2 = (1, 0, 1): 1 - 0.5, 0 - 1, 1 - 0.5; group 3 r2 = (0, 1): -1, 1

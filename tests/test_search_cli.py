@@ -38,7 +38,7 @@ def save_critic(policy: Any, kind: str, folder: Path) -> Path:
     """An untrained critic folder (zero head: every score 0.5), as `selfimprove critic train` writes one."""
     from selfimprove.critics.model import CRITICS
 
-    return CRITICS[kind].from_policy(policy, batch_size=8).save(folder / kind, tokenizer=policy.tokenizer)
+    return CRITICS[kind].from_policy(policy, batch_size=8).save(folder / kind, tokenizer_of=policy)
 
 
 # ------------------------------------------------------------------------------------------ recipe

@@ -13,11 +13,11 @@ import torch
 from selfimprove.policy.base import Completion, SamplingParams
 from selfimprove.search.beam import BeamConfig, beam_search
 from selfimprove.search.best_of_n import BestOfNConfig, GreedyConfig, best_of_n_search, greedy_search
-from selfimprove.search.budget import Budget
-from selfimprove.search.expand import complete, propose_steps, root_states, split_ids
+from selfimprove.rollout.budget import Budget
+from selfimprove.rollout.expand import complete, propose_steps, root_states, split_ids
 from selfimprove.search.registry import SEARCHES, make_search_config, run_search
 from selfimprove.search.revision import RevisionConfig, revision_search
-from selfimprove.search.state import State, StepRule
+from selfimprove.rollout.state import State, StepRule
 from selfimprove.search.vote import VoteConfig, majority_vote_search, weighted_vote_search
 from selfimprove.tasks import make_task
 from selfimprove.tasks.base import Problem, Task, Verdict
@@ -46,6 +46,9 @@ class ScriptedPolicy:
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return "".join(chr(i - 3) for i in ids if i != EOS)
+
+    def make_generator(self, seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
 
     def generate_ids(self, prompt_ids, params: SamplingParams, *, generator=None) -> list[Completion]:
         contexts = [self.detokenize(p) for p in prompt_ids]
@@ -388,7 +391,7 @@ def test_every_search_runs_on_the_real_policy_with_the_verifier(small_policy) ->
 
 
 def test_a_bad_step_pattern_is_a_config_error_naming_the_field() -> None:
-    from selfimprove.search.config import StepRuleConfig
+    from selfimprove.rollout.state import StepRuleConfig
 
     with pytest.raises(ValueError, match="not a regular expression"):
         StepRuleConfig(kind="pattern", pattern="(")

@@ -186,7 +186,7 @@ def test_one_lora_grpo_step_trains_an_adapter_and_leaves_the_base_alone(smollm2:
     from selfimprove.config import RLRecipe, load_recipe
     from selfimprove.policy.hf import HFPolicy
     from selfimprove.policy.lora import is_lora
-    from selfimprove.train.loop import run_rl
+    from selfimprove.methods.rl import run_rl
     from selfimprove.train.runlog import read_metrics
 
     out, _ = smollm2

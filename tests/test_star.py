@@ -8,22 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import Crash, crash_at
+from helpers import Crash, crash_at, sampling_job
 
 from selfimprove.config import ConfigError, OptimConfig, load_recipe
-from selfimprove.methods.star import (
-    CorrectionTrace,
-    StarRecipe,
-    collect_round,
-    correction_episode,
-    keeps,
-    run_star,
-    select_traces,
-)
+from selfimprove.methods.star import TRACES, Star, StarRecipe, collect_round, keeps, run_star, select_traces
+from selfimprove.methods.traces import CorrectionTrace, correction_episode
 from selfimprove.policy import HFPolicy
 from selfimprove.rollout.episode import Episode, Segment, collate, segment_mask
 from selfimprove.tasks.base import TASKS, Problem, Split, Task, Verdict
-from selfimprove.train.driver import Job
 from selfimprove.train.learner import Learner
 from selfimprove.train.objectives import sft_objective
 from selfimprove.train.runlog import read_metrics
@@ -124,19 +116,22 @@ def star_recipe(run_dir: Path, **star: object) -> StarRecipe:
 
 def test_the_token_budget_is_split_over_rounds_and_stops_sampling(small_policy: HFPolicy, tmp_path: Path) -> None:
     recipe = star_recipe(tmp_path, max_sampled_tokens=100)
-    job = Job(small_policy, None, TASKS.get(EvenFirstChar.name)())  # type: ignore[arg-type]  (collecting needs no learner)
+    job = sampling_job(Star(recipe), small_policy, TASKS.get(EvenFirstChar.name)(), tmp_path / "a")
     one_call = recipe.prompts_per_call * recipe.sampling.n * 2 * recipe.sampling.max_new_tokens  # most tokens one call adds
     first = collect_round(job, recipe, 0)
     assert 50 <= first["train/sampled_tokens"] < 50 + one_call  # round 1 of 2: half the budget
-    assert job.state["cursor"] == 100 + first["train/sampled_problems"]
+    assert job.stream.state_dict()["position"] == 100 + first["train/sampled_problems"]
     second = collect_round(job, recipe, 1)
     total = first["train/sampled_tokens"] + second["train/sampled_tokens"]
-    assert 100 <= total < 100 + one_call and job.state["collected_tokens"] == total
-    assert job.state["kept_per_round"] == [first["train/kept_round"], second["train/kept_round"]]
-    assert len(job.state["traces"]) == sum(job.state["kept_per_round"])
+    assert 100 <= total < 100 + one_call and job.state.collected_tokens == total
+    assert job.state.kept_per_round == [first["train/kept_round"], second["train/kept_round"]]
+    traces = job.buffer(TRACES).read()
+    assert len(traces) == sum(job.state.kept_per_round)
+    # the traces live in the run directory, not in the job state
+    assert (tmp_path / "a" / "buffers" / "traces.jsonl").read_text().count("\n") == len(traces)
     # every kept trace is wrong then right under the task's own verifier
     task = job.task
-    for t in job.state["traces"]:
+    for t in traces:
         problem = Problem(id=t["problem_id"], prompt="", answer="")
         assert not task.verify(problem, small_policy.detokenize(t["attempt1"])).correct
         assert task.verify(problem, small_policy.detokenize(t["attempt2"])).correct
@@ -145,8 +140,8 @@ def test_the_token_budget_is_split_over_rounds_and_stops_sampling(small_policy: 
         assert m["train/kept_round"] == round(m["train/i_to_c"] * m["train/sampled_traces"])
 
     no_budget = star_recipe(tmp_path, problems_per_round=5)
-    job = Job(small_policy, None, task)  # type: ignore[arg-type]
-    assert collect_round(job, no_budget, 0)["train/sampled_problems"] == 5 and job.state["cursor"] == 105
+    job = sampling_job(Star(no_budget), small_policy, task, tmp_path / "b")
+    assert collect_round(job, no_budget, 0)["train/sampled_problems"] == 5 and job.stream.state_dict()["position"] == 105
 
 
 def test_a_budgeted_run_still_trains_every_round(tmp_path: Path) -> None:

@@ -7,10 +7,14 @@ before any model is built or any file is written. `--set a.b=value` overrides ar
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Sequence, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from selfimprove.algos.advantages import Estimator
+    from selfimprove.policy.base import SamplingParams
 
 
 class ConfigError(ValueError):
@@ -32,7 +36,24 @@ class ModelConfig(Strict):
 
     @property
     def is_builtin(self) -> bool:
-        return self.path in ("tiny", "tiny:small", "tiny:default")
+        from selfimprove.policy.load import is_builtin
+
+        return is_builtin(self.path)
+
+
+class EngineConfig(Strict):
+    """Which engine samples (and, for `hf`, trains): a name from `policy.load.ENGINES`."""
+
+    kind: str = "hf"
+
+    @field_validator("kind")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        from selfimprove.policy.load import ENGINES
+
+        if v not in ENGINES:
+            raise ValueError(f"unknown engine {v!r} (known: {', '.join(ENGINES.names())})")
+        return v
 
 
 class TaskSpec(Strict):
@@ -51,6 +72,13 @@ class SamplingConfig(Strict):
     dynamic: bool = False
     max_refills: int = Field(4, ge=0)
 
+    def params(self) -> "SamplingParams":
+        """The engine's sampling settings for these fields."""
+        from selfimprove.policy.base import SamplingParams
+
+        return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
+                              max_new_tokens=self.max_new_tokens, stop=tuple(self.stop))
+
 
 class OptimConfig(Strict):
     lr: float = Field(5e-5, gt=0.0)
@@ -64,9 +92,6 @@ class OptimConfig(Strict):
     micro_batch_size: int = Field(64, ge=1)
     # Run each prompt shared by several rows once and repeat its KV cache (same numbers, less work).
     share_prefix: bool = True
-
-
-TOKEN_LEVEL_ESTIMATORS = ("reinforce_pp", "reinforce_pp_baseline", "gae")
 
 
 class ValueConfig(Strict):
@@ -90,6 +115,7 @@ class LossConfig(Strict):
     """How rewards become a loss (SPECS §1)."""
 
     estimator: str = "grpo"
+    policy_loss: str = "clip"  # the surrogate, from `algos.policy_losses.POLICY_LOSSES`
     eps_low: float = Field(0.2, ge=0.0)
     eps_high: float = Field(0.2, ge=0.0)
     aggregation: Literal["seq_mean", "token_mean", "dr_grpo"] = "seq_mean"
@@ -109,8 +135,15 @@ class LossConfig(Strict):
     overlong_cache: int = Field(0, ge=0)
 
     @property
+    def spec(self) -> "Estimator":
+        from selfimprove.algos.advantages import ADVANTAGES
+
+        return ADVANTAGES.get(self.estimator)
+
+    @property
     def token_level(self) -> bool:
-        return self.estimator in TOKEN_LEVEL_ESTIMATORS
+        """The estimator takes per-token KL rewards itself (declared where it is registered)."""
+        return self.spec.token_level
 
     @property
     def kl_as_reward(self) -> bool:
@@ -123,6 +156,15 @@ class LossConfig(Strict):
 
         if v not in ADVANTAGES:
             raise ValueError(f"unknown estimator {v!r} (known: {', '.join(ADVANTAGES.names())})")
+        return v
+
+    @field_validator("policy_loss")
+    @classmethod
+    def _known_policy_loss(cls, v: str) -> str:
+        from selfimprove.algos.policy_losses import POLICY_LOSSES
+
+        if v not in POLICY_LOSSES:
+            raise ValueError(f"unknown policy loss {v!r} (known: {', '.join(POLICY_LOSSES.names())})")
         return v
 
 
@@ -153,9 +195,14 @@ class Schedule(Strict):
 
 # --------------------------------------------------------------------------------------- recipes
 class Recipe(Strict):
+    """What every recipe has. `method` names the registered method a recipe is for (`selfimprove run`
+    reads it; the method's own subcommand checks it)."""
+
+    method: str | None = None
     run_dir: str
     seed: int = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     task: TaskSpec = Field(default_factory=TaskSpec)
 
 
@@ -201,11 +248,12 @@ class RLRecipe(Recipe):
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
-    def _gae_needs_a_critic(self) -> "RLRecipe":
-        if self.loss.estimator == "gae" and self.value.kind == "none":
-            raise ValueError("estimator 'gae' (PPO) needs a value model: set value.kind to 'head' or 'separate'")
-        if self.value.kind != "none" and self.loss.estimator != "gae":
-            raise ValueError(f"value.kind={self.value.kind!r} is only used by estimator 'gae'")
+    def _critic_matches_the_estimator(self) -> "RLRecipe":
+        needs = self.loss.spec.needs_critic
+        if needs and self.value.kind == "none":
+            raise ValueError(f"estimator {self.loss.estimator!r} needs a value model: set value.kind to 'head' or 'separate'")
+        if self.value.kind != "none" and not needs:
+            raise ValueError(f"value.kind={self.value.kind!r} is only used by an estimator that needs a critic (gae)")
         return self
 
 

@@ -1,9 +1,11 @@
-"""Rich progress bars with ETA for the CLI (library code reports through callbacks, never prints)."""
+"""Progress reporting: library code takes a `StageBar` (a context manager per stage that yields an
+`on_step(step, metrics)` callback) and never prints; the CLI passes `step_bar` (rich bars with ETA),
+tests and scripts the silent `no_bar`."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -17,6 +19,15 @@ from rich.progress import (
 )
 
 console = Console(stderr=True)
+
+OnStep = Callable[[int, dict[str, Any]], None]
+StageBar = Callable[[str, int], ContextManager[OnStep]]
+
+
+@contextmanager
+def no_bar(description: str, total: int) -> Iterator[OnStep]:
+    """A `StageBar` that shows nothing."""
+    yield lambda step, metrics: None
 
 SHOWN = ("train/loss", "train/reward", "eval/accuracy")
 

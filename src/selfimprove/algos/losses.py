@@ -1,5 +1,8 @@
 """Losses: pure functions on per-token tensors [B, T] with a mask [B, T] (1 = trainable token).
 
+The policy-gradient surrogates have their own registry (`algos/policy_losses.py`); reward shaping is in
+`algos/shaping.py`; per-token log-probabilities come from the engine (`policy/logprobs.py`).
+
 Gradient accumulation: the learner splits a batch into micro-batches and sums their losses. For that
 sum to equal the full-batch loss exactly, the normalisers (number of sequences, number of trainable
 tokens, maximum length) must be those of the whole batch, and are passed in. When they are left as
@@ -22,16 +25,12 @@ __all__ = [
     "AggMode",
     "KLKind",
     "aggregate",
-    "clipped_pg_per_token",
     "dpo_loss",
     "entropy_bonus",
     "kl_estimate",
-    "overlong_penalty",
-    "policy_loss",
+    "masked_mean",
     "sequence_logprob",
     "sft_loss",
-    "token_entropy",
-    "token_logprobs",
     "value_loss",
 ]
 
@@ -66,33 +65,6 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: KLKind = "k3") -> Tensor:
         d = ref_logp - logp
         return torch.expm1(d) - d
     raise ValueError(f"unknown KL estimator {kind!r} (known: k1, k2, k3)")
-
-
-def clipped_pg_per_token(
-    logp: Tensor,
-    old_logp: Tensor,
-    advantages: Tensor,
-    eps_low: float = 0.2,
-    eps_high: float = 0.2,
-) -> tuple[Tensor, Tensor]:
-    """PPO clipped surrogate per token: -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A).
-
-    ``eps_high > eps_low`` is DAPO's clip-higher. Returns the per-token loss and a bool tensor of the
-    tokens where clipping is active (rho < 1 - eps_low with A < 0, or rho > 1 + eps_high with A > 0),
-    i.e. where the token gets no gradient; its masked mean is the clip fraction.
-    ``advantages`` may be [B] (one per sequence) and is then broadcast over tokens.
-    """
-    if advantages.dim() == logp.dim() - 1:
-        advantages = advantages.unsqueeze(-1)
-    ratio = torch.exp(logp - old_logp)
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
-    loss = -torch.minimum(unclipped, clipped)
-    with torch.no_grad():
-        is_clipped = ((ratio < 1.0 - eps_low) & (advantages < 0)) | (
-            (ratio > 1.0 + eps_high) & (advantages > 0)
-        )
-    return loss, is_clipped
 
 
 def aggregate(
@@ -138,68 +110,9 @@ def aggregate(
     raise ValueError(f"unknown aggregation {mode!r} (known: seq_mean, token_mean, dr_grpo)")
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     m = mask.to(values.dtype)
     return _masked(values, mask).sum() / m.sum().clamp(min=1.0)
-
-
-def policy_loss(
-    logp: Tensor,
-    old_logp: Tensor,
-    advantages: Tensor,
-    mask: Tensor,
-    *,
-    ref_logp: Tensor | None = None,
-    kl_coef: float = 0.0,
-    kl_estimator: KLKind = "k3",
-    eps_low: float = 0.2,
-    eps_high: float = 0.2,
-    agg: AggMode = "seq_mean",
-    weights: Tensor | None = None,
-    kl_weights: Tensor | None = None,
-    num_sequences: int | None = None,
-    num_tokens: float | None = None,
-    max_len: int | None = None,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped policy gradient plus an optional KL penalty to a reference, aggregated over the batch.
-
-    Per-token loss = weights * (pg + kl_coef * kl_weights * kl); the KL term is added only when
-    ``ref_logp`` is given and ``kl_coef > 0``. ``kl_weights`` lets a method weight the KL per token
-    (e.g. SCoRe's strong KL on turn 1), ``weights`` scales the whole token loss.
-
-    Stats (detached scalars): ``pg_loss`` is the weighted pg part aggregated with the same
-    normalisers (so it sums over micro-batches like the loss); ``kl`` (unweighted estimator; 0 without
-    ``ref_logp``), ``clip_frac`` and ``ratio_mean`` are means over this call's trainable tokens.
-    """
-    if advantages.dim() == logp.dim() - 1:
-        advantages = advantages.unsqueeze(-1).expand_as(logp)
-    _check_same_shape(logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
-    if weights is None:
-        weights = torch.ones_like(logp)
-    if kl_weights is None:
-        kl_weights = torch.ones_like(logp)
-    _check_same_shape(logp=logp, weights=weights, kl_weights=kl_weights)
-
-    pg, is_clipped = clipped_pg_per_token(logp, old_logp, advantages, eps_low, eps_high)
-    norms = dict(num_sequences=num_sequences, num_tokens=num_tokens, max_len=max_len)
-    per_token = pg
-    kl: Tensor | None = None
-    if ref_logp is not None:
-        _check_same_shape(logp=logp, ref_logp=ref_logp)
-        kl = kl_estimate(logp, ref_logp, kl_estimator)
-        if kl_coef > 0:
-            per_token = pg + kl_coef * kl_weights * kl
-    loss = aggregate(weights * per_token, mask, agg, **norms)
-
-    with torch.no_grad():
-        zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
-        stats = {
-            "pg_loss": aggregate((weights * pg).detach(), mask, agg, **norms),
-            "kl": _masked_mean(kl.detach(), mask) if kl is not None else zero,
-            "clip_frac": _masked_mean(is_clipped.to(logp.dtype), mask),
-            "ratio_mean": _masked_mean(torch.exp(logp.detach() - old_logp), mask),
-        }
-    return loss, stats
 
 
 def sft_loss(
@@ -219,44 +132,6 @@ def sft_loss(
     if num_tokens is None:
         num_tokens = max(float(mask.to(logp.dtype).sum().item()), 1.0)
     return -_masked(per_token, mask).sum() / num_tokens
-
-
-def _scaled_float_logits(logits: Tensor, temperature: float) -> Tensor:
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    logits = logits.float()  # no copy when already float32
-    return logits if temperature == 1.0 else logits / temperature
-
-
-def token_logprobs(logits: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
-    """log_softmax(logits / temperature) at ``targets``: [B, T, V], [B, T] -> float32 [B, T].
-
-    Gathers the target logit and subtracts the logsumexp, so the full [B, T, V] log-softmax is never
-    materialised. Negative targets (e.g. the -100 ignore index) give 0.0; mask them out anyway.
-    """
-    if logits.dim() != targets.dim() + 1 or logits.shape[:-1] != targets.shape:
-        raise ValueError(
-            f"logits must be targets' shape plus a vocab dim, got {tuple(logits.shape)} "
-            f"and {tuple(targets.shape)}"
-        )
-    scaled = _scaled_float_logits(logits, temperature)
-    ignore = targets < 0
-    picked = scaled.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    out = picked - torch.logsumexp(scaled, dim=-1)
-    return out.masked_fill(ignore, 0.0)
-
-
-def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """Entropy of the next-token distribution per position: [B, T, V] -> float32 [B, T].
-
-    H = logsumexp(z) - sum softmax(z) z, which needs one softmax and no log-softmax tensor.
-    """
-    scaled = _scaled_float_logits(logits, temperature)
-    probs = torch.softmax(scaled, dim=-1)
-    # 0 * -inf would be nan for vocab entries that are masked out with -inf logits.
-    zero = torch.zeros((), dtype=scaled.dtype, device=scaled.device)
-    p_z = torch.where(probs > 0, probs * scaled, zero)
-    return torch.logsumexp(scaled, dim=-1) - p_z.sum(-1)
 
 
 def value_loss(
@@ -309,7 +184,7 @@ def value_loss(
     with torch.no_grad():
         stats = {
             "value_loss": loss.detach(),
-            "value_clip_frac": _masked_mean(clipped_larger.to(values.dtype), mask),
+            "value_clip_frac": masked_mean(clipped_larger.to(values.dtype), mask),
             "explained_variance": _explained_variance(values.detach(), returns.detach(), mask),
         }
     return loss, stats
@@ -415,23 +290,3 @@ def dpo_loss(
             "reward_accuracy": (c > r).to(c.dtype).mean(),
         }
     return loss, stats
-
-
-def overlong_penalty(lengths: Tensor, *, max_len: int, cache_len: int) -> Tensor:
-    """DAPO's soft overlong punishment per completion length L (added to the reward).
-
-    0 for L <= max_len - cache_len, (max_len - cache_len - L) / cache_len in the cache window
-    (linear from 0 down to -1 at L = max_len), -1 beyond max_len. A graded penalty tells truncated
-    answers apart from long ones without the noise of a hard cut.
-    """
-    if not 0 < cache_len <= max_len:
-        raise ValueError(
-            f"need 0 < cache_len <= max_len, got cache_len={cache_len}, max_len={max_len}"
-        )
-    dtype = lengths.dtype if lengths.dtype.is_floating_point else torch.float32
-    length = lengths.to(dtype)
-    start = max_len - cache_len
-    ramp = (start - length) / cache_len
-    zero = torch.zeros((), dtype=dtype, device=lengths.device)
-    minus_one = torch.full((), -1.0, dtype=dtype, device=lengths.device)
-    return torch.where(length <= start, zero, torch.where(length <= max_len, ramp, minus_one))

@@ -10,19 +10,12 @@ the same call again): one critic call per member for every problem with states i
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Sequence
 
-from selfimprove.critics.base import Critic
-from selfimprove.search.budget import Budget
-from selfimprove.search.state import State
+from selfimprove.critics.base import Critic, charge_critic_call
+from selfimprove.rollout.budget import Budget
+from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem
-
-
-def charge_critic_call(budgets: Sequence[Budget], states: Sequence[State]) -> None:
-    """Charge one batched critic call to every problem that has states in it, with its item count."""
-    for problem_index, items in Counter(s.problem_index for s in states).items():
-        budgets[problem_index].charge_critic(items)
 
 
 class CombinedCritic:

@@ -30,30 +30,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
 from selfimprove.critics.model import Kind, KINDS, critic_input
 from selfimprove.critics.recipe import LabelsConfig
-from selfimprove.policy.base import Completion, SamplingParams
-from selfimprove.search.expand import split_ids
-from selfimprove.search.state import StepRule
+from selfimprove.policy.base import Sampler, SamplingParams
+from selfimprove.rollout.expand import split_ids
+from selfimprove.rollout.state import StepRule
 from selfimprove.tasks.base import Problem, Task
-
-
-class RolloutPolicy(Protocol):
-    """What labelling needs from a policy (`HFPolicy` has it; tests use a scripted fake)."""
-
-    @property
-    def eos_ids(self) -> list[int]: ...
-
-    def encode_prompt(self, text: str) -> list[int]: ...
-
-    def detokenize(self, ids: Sequence[int]) -> str: ...
-
-    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
-                     generator: torch.Generator | None = None) -> list[Completion]: ...
 
 
 @dataclass(frozen=True)
@@ -97,7 +83,7 @@ def load_labels(path: str | Path) -> list[Example]:
 
 
 # --------------------------------------------------------------------------------------- steps
-def step_boundaries(policy: RolloutPolicy, ids: Sequence[int], rule: StepRule) -> list[int]:
+def step_boundaries(policy: Sampler, ids: Sequence[int], rule: StepRule) -> list[int]:
     """Token counts at which the steps of a completion (without its end token) end: strictly
     increasing, the last is len(ids).
 
@@ -146,7 +132,7 @@ class _Collector:
 
 
 def build_labels(
-    policy: RolloutPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     rule: StepRule,
@@ -168,7 +154,7 @@ def build_labels(
     return out.examples
 
 
-def _label_batch(policy: RolloutPolicy, task: Task, problems: Sequence[Problem], rule: StepRule,
+def _label_batch(policy: Sampler, task: Task, problems: Sequence[Problem], rule: StepRule,
                  config: LabelsConfig, out: _Collector, generator: torch.Generator | None) -> None:
     eos = list(policy.eos_ids)
     prompts = [policy.encode_prompt(p.prompt) for p in problems]
@@ -215,7 +201,7 @@ def _label_batch(policy: RolloutPolicy, task: Task, problems: Sequence[Problem],
         add("orm", i, ids, outcome, steps, True, outcome, 0)
 
 
-def _roll_out(policy: RolloutPolicy, task: Task, problems: Sequence[Problem], prompts: Sequence[Sequence[int]],
+def _roll_out(policy: Sampler, task: Task, problems: Sequence[Problem], prompts: Sequence[Sequence[int]],
               prefixes: list[_Prefix], rule: StepRule, config: LabelsConfig, generator: torch.Generator | None,
               add: Callable[..., None]) -> None:
     """m completions per prefix, `max_rollout_rows` sequences per generate call; counts right ones.

@@ -10,8 +10,9 @@ and three small subclasses name the kind and its loss:
   answers only, so its score on an unfinished state is out of distribution: give it finished states
   (e.g. fast rollouts of a leaf, as AlphaLLM does).
 
-The trunk is a copy of the policy's (`ValueModel` from `policy/value.py` with a separate trunk), so
-training a critic never moves the policy. A critic reads token ids, never text and never the gold
+The trunk is a copy of the policy's (`TrainableModel.trunk_copy`, inside a `ValueModel` from
+`policy/value.py`), so training a critic never moves the policy; the critic trains through the one
+`Learner` (it is a trainable model: `module` is its network). A critic reads token ids, never text and never the gold
 answer. `critic_input` is the one place that says what a critic reads: prompt and completion ids
 without end tokens, plus one end token when the state is finished, so a finished answer and an
 unfinished prefix with the same text are different inputs, whether or not the caller's ids kept the
@@ -24,24 +25,27 @@ as `head.safetensors`, `critic.json` (kind, end/pad ids, free-form metadata) and
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal, Protocol, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModel
 
-from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.base import Sampler, TrainableModel
 from selfimprove.policy.value import ValueModel
-from selfimprove.search.state import State
+from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem
 
 Kind = Literal["value", "prm", "orm"]
 KINDS: tuple[Kind, ...] = ("value", "prm", "orm")
 Loss = Literal["mse", "bce"]
+
+class PolicyEngine(Sampler, TrainableModel, Protocol):
+    """What a new critic is made from: an engine that samples and trains (its trunk is copied)."""
+
 
 CRITIC_FILE = "critic.json"
 HEAD_FILE = "head.safetensors"
@@ -73,27 +77,19 @@ def pad_right(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device |
     return ids.to(device), mask.to(device)
 
 
-def _trunk_of(policy: HFPolicy) -> PreTrainedModel:
-    """A copy of the policy's transformer without its LM head (a LoRA policy is merged into the copy)."""
-    model = policy.model
-    if hasattr(model, "merge_and_unload"):  # a PEFT model: fold the adapter into a copy of the weights
-        return copy.deepcopy(model).merge_and_unload().base_model
-    return copy.deepcopy(model.base_model)
-
-
 class LearnedCritic:
     """A scalar critic on token sequences; subclasses fix `kind` and the training `loss`."""
 
     kind: ClassVar[Kind]
     loss: ClassVar[Loss]
 
-    def __init__(self, model: ValueModel, *, eos_ids: Sequence[int], pad_id: int, batch_size: int = 64,
+    def __init__(self, network: ValueModel, *, eos_ids: Sequence[int], pad_id: int, batch_size: int = 64,
                  meta: dict[str, Any] | None = None) -> None:
-        if model.trunk is None:
+        if network.trunk is None:
             raise ValueError("a learned critic needs its own trunk (ValueModel with a separate trunk)")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = model
+        self.network = network
         self.eos_ids = [int(i) for i in eos_ids]
         self.pad_id = int(pad_id)
         self.batch_size = batch_size
@@ -105,20 +101,30 @@ class LearnedCritic:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(self.network.parameters()).device
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The network the learner trains (trunk and head)."""
+        return self.network
+
+    @property
+    def vocab_size(self) -> int:
+        assert self.network.trunk is not None
+        return int(self.network.trunk.config.vocab_size)
 
     @classmethod
-    def from_policy(cls, policy: HFPolicy, *, batch_size: int = 64, meta: dict[str, Any] | None = None) -> "LearnedCritic":
+    def from_policy(cls, policy: "PolicyEngine", *, batch_size: int = 64, meta: dict[str, Any] | None = None) -> "LearnedCritic":
         """A new critic: a copy of the policy's trunk and a zero head (every score starts at 0.5)."""
-        trunk = _trunk_of(policy)
-        model = ValueModel(trunk.config.hidden_size, trunk).to(policy.device)
-        return cls(model, eos_ids=policy.eos_ids, pad_id=policy.pad_id, batch_size=batch_size, meta=meta)
+        trunk = policy.trunk_copy()
+        network = ValueModel(trunk.config.hidden_size, trunk).to(policy.device)
+        return cls(network, eos_ids=policy.eos_ids, pad_id=policy.pad_id, batch_size=batch_size, meta=meta)
 
     # ----------------------------------------------------------------------------- scoring
     def logits(self, rows: Sequence[Sequence[int]]) -> Tensor:
         """Head output (before the sigmoid) at each row's last token, shape [B]; differentiable."""
         ids, mask = pad_right(rows, self.pad_id, self.device)
-        values = self.model(ids, mask)  # [B, L]: the head at every position
+        values = self.network(ids, mask)  # [B, L]: the head at every position
         last = mask.sum(dim=1) - 1
         return values.gather(1, last[:, None]).squeeze(1)
 
@@ -127,8 +133,8 @@ class LearnedCritic:
         """Scores in [0, 1] for ready-made critic inputs, in micro-batches of similar length."""
         if not rows:
             return []
-        was_training = self.model.training
-        self.model.eval()
+        was_training = self.network.training
+        self.network.eval()
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         out = [0.0] * len(rows)
         try:
@@ -138,7 +144,7 @@ class LearnedCritic:
                 for i, p in zip(chunk, probs):
                     out[i] = float(p)
         finally:
-            self.model.train(was_training)
+            self.network.train(was_training)
         return out
 
     def score(self, problems: Sequence[Problem], states: Sequence[State]) -> list[float]:
@@ -147,14 +153,15 @@ class LearnedCritic:
         return self.score_ids([critic_input(s.token_ids, finished=s.finished, eos_ids=self.eos_ids) for s in states])
 
     # ----------------------------------------------------------------------------- saving
-    def save(self, path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    def save(self, path: str | Path, tokenizer_of: Sampler | None = None) -> Path:
+        """Write the critic folder; `tokenizer_of` (the policy) adds its tokenizer so the folder loads alone."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        assert self.model.trunk is not None
-        self.model.trunk.save_pretrained(path)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.head.state_dict().items()}, str(path / HEAD_FILE))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(path)
+        assert self.network.trunk is not None
+        self.network.trunk.save_pretrained(path)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.network.head.state_dict().items()}, str(path / HEAD_FILE))
+        if tokenizer_of is not None:
+            tokenizer_of.save_tokenizer(path)
         info = {"format": FORMAT_VERSION, "kind": self.kind, "loss": self.loss, "eos_ids": self.eos_ids,
                 "pad_id": self.pad_id, "meta": self.meta}
         (path / CRITIC_FILE).write_text(json.dumps(info, indent=2))
@@ -197,7 +204,7 @@ def load_critic(path: str | Path, *, device: str = "cpu", dtype: str = "float32"
     if cls is None:
         raise ValueError(f"{path}: unknown critic kind {info.get('kind')!r} (known: {', '.join(CRITICS)})")
     trunk = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype))
-    model = ValueModel(trunk.config.hidden_size, trunk)
-    model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
-    model.to(device)
-    return cls(model, eos_ids=info["eos_ids"], pad_id=info["pad_id"], batch_size=batch_size, meta=info.get("meta"))
+    network = ValueModel(trunk.config.hidden_size, trunk)
+    network.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+    network.to(device)
+    return cls(network, eos_ids=info["eos_ids"], pad_id=info["pad_id"], batch_size=batch_size, meta=info.get("meta"))

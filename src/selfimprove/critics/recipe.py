@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from selfimprove.config import OptimConfig, Recipe, Strict
 from selfimprove.critics.model import KINDS, Kind
-from selfimprove.search.config import StepRuleConfig  # the search's own section: labels split steps as it does
+from selfimprove.rollout.state import StepRuleConfig  # the search's own section: labels split steps as it does
 
 
 class LabelsConfig(Strict):

@@ -12,11 +12,10 @@ Run directory:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Any
 
 import torch
 
@@ -24,17 +23,14 @@ from selfimprove.config import dump_yaml
 from selfimprove.critics.labels import Example, build_labels, load_labels, save_labels
 from selfimprove.critics.model import CRITICS
 from selfimprove.critics.recipe import CriticRecipe
-from selfimprove.critics.train import StepCallback, split_examples, total_steps, train_critic
-from selfimprove.policy.load import load_policy
+from selfimprove.critics.train import split_examples, total_steps, train_critic
 from selfimprove.tasks.base import make_task
+from selfimprove.train.models import load_policy
 from selfimprove.train.runlog import RunLog
+from selfimprove.progress import StageBar, no_bar
 
-StageBar = Callable[[str, int], ContextManager[StepCallback]]
 
 
-@contextlib.contextmanager
-def _no_bar(description: str, total: int) -> Iterator[StepCallback]:
-    yield lambda step, metrics: None
 
 
 def label_counts(examples: list[Example]) -> dict[str, dict[str, float]]:
@@ -46,13 +42,13 @@ def label_counts(examples: list[Example]) -> dict[str, dict[str, float]]:
     return counts
 
 
-def run_critic_training(recipe: CriticRecipe, *, bar: StageBar = _no_bar) -> dict[str, Any]:
+def run_critic_training(recipe: CriticRecipe, *, bar: StageBar = no_bar) -> dict[str, Any]:
     root = Path(recipe.run_dir)
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text(dump_yaml(recipe))
     began = time.time()
     task = make_task(recipe.task.name, recipe.task.params)
-    policy = load_policy(recipe.model, seed=recipe.seed)
+    policy = load_policy(recipe.model, engine=recipe.engine, seed=recipe.seed)
     lab = recipe.labels
     if lab.path:
         examples = [e for e in load_labels(lab.path) if e.kind in recipe.critics]
@@ -83,7 +79,7 @@ def run_critic_training(recipe: CriticRecipe, *, bar: StageBar = _no_bar) -> dic
                 report = train_critic(critic, train, held_out, recipe.training, seed=recipe.seed, log=log, on_step=on_step)
         finally:
             log.close()
-        critic.save(root / kind, tokenizer=policy.tokenizer)
+        critic.save(root / kind, tokenizer_of=policy)
         summary["critics"][kind] = {**report, "seconds": round(time.time() - began, 1), "path": str(root / kind)}
         del critic
     (root / "summary.json").write_text(json.dumps(summary, indent=2))

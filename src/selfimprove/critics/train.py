@@ -4,10 +4,10 @@ Loss by kind (`LearnedCritic.loss`): the value function regresses sigmoid(head) 
 fractions with MSE (SPECS §5: "MSE on Monte-Carlo outcome labels"); PRM and ORM are classifiers,
 trained with binary cross-entropy on the head's logit (soft PRM labels work with the same BCE).
 
-The loop: AdamW over trunk and head, `epochs` passes over a seeded shuffle, `batch_size` examples per
-optimizer step accumulated over micro-batches (each micro-batch's loss is scaled by its share of the
-batch, so the step does not depend on the micro-batch size), gradient clipping and the recipe's
-learning-rate schedule. The held-out set is scored before training and after every epoch; the final
+The loop: `epochs` passes over a seeded shuffle, `batch_size` examples per optimizer step accumulated
+over micro-batches (each micro-batch's loss is scaled by its share of the batch, so the step does not
+depend on the micro-batch size); the update itself (AdamW over trunk and head, gradient clipping, the
+recipe's learning-rate schedule) is the one `Learner`'s, as for every model selfimprove trains. The held-out set is scored before training and after every epoch; the final
 report holds precision, recall, accuracy, ECE and Brier (`critics/metrics.py`).
 
 Held-out split: by problem, not by example (prefixes of one answer are near-duplicates), by a hash of
@@ -27,7 +27,7 @@ from selfimprove.critics.labels import Example
 from selfimprove.critics.metrics import critic_report
 from selfimprove.critics.model import LearnedCritic
 from selfimprove.critics.recipe import CriticTraining
-from selfimprove.train.learner import lr_lambda
+from selfimprove.train.learner import Learner
 from selfimprove.train.runlog import RunLog
 
 StepCallback = Callable[[int, dict[str, Any]], None]
@@ -89,9 +89,7 @@ def train_critic(
     o = config.optim
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    params = [p for p in critic.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(o, total))
+    learner = Learner(critic, o, total)
     generator = torch.Generator().manual_seed(seed)
     judge = dict(threshold=config.threshold, bins=config.ece_bins)
 
@@ -99,27 +97,23 @@ def train_critic(
     if log is not None:
         log.log(0, {f"eval/{k}": v for k, v in before.items()})
     step, losses, after = 0, [], before
-    critic.model.train()
+    critic.network.train()
     for epoch in range(config.epochs):
         order = torch.randperm(len(train), generator=generator).tolist()
         for start in range(0, len(order), config.batch_size):
             batch = [train[i] for i in order[start : start + config.batch_size]]
-            optimizer.zero_grad(set_to_none=True)
-            batch_loss = 0.0
-            for m in range(0, len(batch), o.micro_batch_size):
-                micro = batch[m : m + o.micro_batch_size]
+
+            def micro_loss(micro: Sequence[Example], size: int = len(batch)) -> torch.Tensor:
                 logits = critic.logits([e.token_ids for e in micro])
                 labels = torch.tensor([e.label for e in micro], dtype=torch.float32, device=logits.device)
-                loss = example_loss(critic, logits, labels).sum() / len(batch)
-                loss.backward()
-                batch_loss += float(loss.detach())
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm))
-            optimizer.step()
-            scheduler.step()
+                return example_loss(critic, logits, labels).sum() / size
+
+            micro_batches = [batch[m : m + o.micro_batch_size] for m in range(0, len(batch), o.micro_batch_size)]
+            stats = learner.step_on(micro_batches, micro_loss)
             step += 1
-            losses.append(batch_loss)
-            metrics: dict[str, Any] = {"train/loss": batch_loss, "train/grad_norm": grad_norm,
-                                       "train/lr": scheduler.get_last_lr()[0], "epoch": epoch}
+            losses.append(stats["loss"])
+            metrics: dict[str, Any] = {"train/loss": stats["loss"], "train/grad_norm": stats["grad_norm"],
+                                       "train/lr": stats["lr"], "epoch": epoch}
             if start + config.batch_size >= len(order):  # the epoch's last step: judge the held-out set
                 after = evaluate_critic(critic, held_out, **judge)
                 metrics.update({f"eval/{k}": v for k, v in after.items()})
@@ -127,7 +121,7 @@ def train_critic(
                 log.log(step, metrics)
             if on_step is not None:
                 on_step(step, metrics)
-    critic.model.eval()
+    critic.network.eval()
     return {
         "kind": critic.kind,
         "loss_fn": critic.loss,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal, Sequence
 
-from selfimprove.search.state import State
+from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem, Task
 
 Unfinished = Literal["error", "zero"]

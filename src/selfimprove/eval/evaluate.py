@@ -9,7 +9,7 @@ import torch
 
 from selfimprove.eval.metrics import accuracy, mean_pass_at_k
 from selfimprove.policy.base import SamplingParams
-from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.base import Sampler
 from selfimprove.tasks.base import Problem, Task
 
 
@@ -28,7 +28,7 @@ class EvalResult:
 
 
 def evaluate(
-    policy: HFPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     *,

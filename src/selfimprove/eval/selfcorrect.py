@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from selfimprove.eval.metrics import self_correction_metrics
 from selfimprove.policy.base import SamplingParams
-from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.base import Sampler
 from selfimprove.rollout.correct import SHORT_INSTRUCTION, two_attempt_episodes
 from selfimprove.rollout.reflect import RETRY_PROMPT, REVIEW_FEEDBACK, line_params, reflection_body
 from selfimprove.tasks.base import Problem, Task
@@ -27,7 +27,7 @@ def _greedy(max_new_tokens: int) -> SamplingParams:
 
 
 def evaluate_two_attempts(
-    policy: HFPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     *,
@@ -56,7 +56,7 @@ def evaluate_two_attempts(
 
 
 def evaluate_self_refine(
-    policy: HFPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     *,

@@ -10,36 +10,32 @@ drawn at random (seeded by the run's seed and the problem), becomes y2. Problems
 or only wrong give no pair. Then one SFT run of `steps` steps of `batch_size` pairs (reshuffled per
 epoch) on prompt | y1 | instruction | Y2, training only y2 (`methods.star.correction_episode`).
 
-The first step collects (the pairs live in `Job.state` as token-id lists, so a resumed run trains on
-the same pairs and draws the same batches) and reports `train/sampled_tokens`, so the summary's
+The first step collects (the pairs are token-id records in the run's `pairs` buffer, so a resumed
+run trains on the same pairs and draws the same batches) and reports `train/sampled_tokens`, so the summary's
 `sampled_tokens` is the budget spent; it overshoots by less than one generation call. Tokens are
 every token the base model generated (`Completion.num_tokens`). As in STaR, the budget is a method
-field (`pair_sft.max_sampled_tokens`) rather than the driver's `max_sampled_tokens`, which would end
-the run right after collecting.
+field (`pair_sft.max_sampled_tokens`, the method's `budget_path`) rather than the driver's
+`max_sampled_tokens`, which would end the run right after collecting.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from pydantic import Field
 
 from selfimprove.config import Strict
-from selfimprove.methods.star import (
-    CorrectionTrace,
-    SampledSFTRecipe,
-    final_job_state,
-    sft_on_traces,
-    to_params,
-)
+from selfimprove.methods.base import Method, register_method
+from selfimprove.methods.traces import CorrectionTrace, SampledSFTRecipe, sft_on_traces
 from selfimprove.policy.base import Completion
 from selfimprove.rollout.correct import SHORT_INSTRUCTION
 from selfimprove.tasks.base import Problem, seeded_rng
-from selfimprove.train.driver import Job, StepCallback, run_training
+from selfimprove.train.job import Job, MethodState, StepCallback
 
-__all__ = ["PairSFTConfig", "PairSFTRecipe", "collect_pairs", "make_pairs", "pair_sft_step", "run_pair_sft"]
+__all__ = ["PairSFT", "PairSFTConfig", "PairSFTRecipe", "PairSFTState", "collect_pairs", "make_pairs", "run_pair_sft"]
+
+PAIRS = "pairs"
 
 
 class PairSFTConfig(Strict):
@@ -52,6 +48,12 @@ class PairSFTConfig(Strict):
 class PairSFTRecipe(SampledSFTRecipe):
     steps: int = Field(150, ge=1)
     pair_sft: PairSFTConfig = Field(default_factory=PairSFTConfig)
+
+
+@dataclass
+class PairSFTState(MethodState):
+    sampled_problems: int = 0
+    paired_problems: int = 0
 
 
 def make_pairs(
@@ -92,28 +94,26 @@ def make_pairs(
 
 
 def collect_pairs(job: Job, recipe: PairSFTRecipe) -> dict[str, float]:
-    """Sample the base model's attempts until the budget is spent; store the pairs in `job.state['pairs']`."""
+    """Sample the base model's attempts until the budget is spent; store the pairs in the `pairs` buffer."""
     c = recipe.pair_sft
-    params = to_params(recipe.sampling)
+    state: PairSFTState = job.state  # type: ignore[assignment]
+    params = recipe.sampling.params()
     budget = c.max_sampled_tokens
-    cursor = recipe.first_problem
     tokens = problems = right = attempts = paired = 0
-    pairs: list[CorrectionTrace] = []
+    buffer = job.buffer(PAIRS)
     while (tokens < budget) if budget is not None else (problems < c.problems):
         k = recipe.prompts_per_call if budget is not None else min(recipe.prompts_per_call, c.problems - problems)
-        batch = job.task.problems("train", k, start=cursor + problems)
+        batch = job.stream.take(job.task, k).problems
         completions = job.policy.generate([p.prompt for p in batch], params)
         verdicts = [job.task.verify(batch[x.prompt_index], x.text).correct for x in completions]
         new = make_pairs(batch, completions, verdicts, job.policy.eos_ids, recipe.seed)
-        pairs.extend(new)
+        buffer.extend(new)
         paired += len({t["problem_id"] for t in new})
         problems += k
         tokens += sum(x.num_tokens for x in completions)
         right += sum(verdicts)
         attempts += len(completions)
-    job.state["pairs"] = pairs
-    job.state["sampled_problems"] = problems
-    job.state["paired_problems"] = paired
+    state.sampled_problems, state.paired_problems = problems, paired
     return {
         "train/sampled_tokens": float(tokens),
         "train/sampled_problems": float(problems),
@@ -122,33 +122,49 @@ def collect_pairs(job: Job, recipe: PairSFTRecipe) -> dict[str, float]:
     }
 
 
-def pair_sft_step(recipe: PairSFTRecipe):
+@register_method
+class PairSFT(Method[PairSFTRecipe]):
     """Step 0 collects the pairs; every step is one SFT step on `batch_size` of them."""
-    instruction_ids: list[int] = []
 
-    def step_fn(job: Job, step: int) -> dict[str, Any]:
-        if not instruction_ids:
-            instruction_ids.extend(job.policy.encode_completion(recipe.pair_sft.instruction, add_eos=False))
+    name = "pair_sft"
+    command = "pair-sft"
+    help = "Pair-SFT: SFT on (wrong base attempt, right attempt of the same problem) pairs"
+    Recipe = PairSFTRecipe
+    State = PairSFTState
+    budget_path = "pair_sft.max_sampled_tokens"
+    budget_ends_run = False
+
+    def __init__(self, recipe: PairSFTRecipe) -> None:
+        super().__init__(recipe)
+        self._instruction: list[int] = []
+
+    def label(self) -> str:
+        return "pair-sft"
+
+    def step(self, job: Job, step: int) -> dict[str, Any]:
+        recipe = self.recipe
+        if not self._instruction:
+            self._instruction = job.policy.encode_completion(recipe.pair_sft.instruction, add_eos=False)
         metrics: dict[str, Any] = collect_pairs(job, recipe) if step == 0 else {}
-        pairs: list[CorrectionTrace] = job.state.get("pairs", [])
-        metrics.update(
-            sft_on_traces(job, pairs, instruction_ids, batch_size=recipe.batch_size, position=step * recipe.batch_size, seed=recipe.seed)
-        )
+        pairs = job.buffer(PAIRS).read()
+        metrics.update(sft_on_traces(job, pairs, self._instruction, batch_size=recipe.batch_size,
+                                     position=step * recipe.batch_size, seed=recipe.seed))
         metrics["train/pairs"] = float(len(pairs))
         return metrics
 
-    return step_fn
+    def summarise(self, job: Job) -> dict[str, Any]:
+        state: PairSFTState = job.state  # type: ignore[assignment]
+        return {
+            "method": "pair-sft",
+            "pairs": len(job.buffer(PAIRS)),
+            "paired_problems": state.paired_problems,
+            "problems_sampled": state.sampled_problems,
+        }
+
+    def report(self, summary: dict[str, Any]) -> list[str]:
+        return [f"{summary['pairs']} pairs from {summary['paired_problems']} problems; {summary['sampled_tokens']} tokens sampled"]
 
 
 def run_pair_sft(recipe: PairSFTRecipe, on_step: StepCallback | None = None) -> dict[str, Any]:
     """Train Pair-SFT with the shared driver; the summary adds `pairs`, `paired_problems`, `problems_sampled`."""
-    summary = run_training(recipe, pair_sft_step(recipe), on_step=on_step)  # SFT: log-probs at temperature 1
-    state = final_job_state(recipe.run_dir)
-    summary.update(
-        method="pair-sft",
-        pairs=len(state.get("pairs", [])),
-        paired_problems=int(state.get("paired_problems", 0)),
-        problems_sampled=int(state.get("sampled_problems", 0)),
-    )
-    (Path(recipe.run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return PairSFT(recipe).run(on_step)

@@ -1,6 +1,6 @@
 """Reflect, Retry, Reward (Bensal et al. 2025; SPECS §3) on the shared learner.
 
-Each step: take the next `prompts_per_step` training problems (cursor in the job state), sample
+Each step: take the next `prompts_per_step` training problems from the driver's stream, sample
 `rrr.failure_samples` first attempts per problem and keep the problems with a failed attempt, then
 `sampling.n` reflections per failure with one retry each (`rollout/reflect.py`). Reward 1 if the retry
 is right. The recipe's estimator (GRPO by default) turns rewards into advantages over the G reflections
@@ -10,23 +10,19 @@ the mask. One pass of `PolicyGradientObjective` (or the recipe's epochs x miniba
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from pydantic import Field, field_validator
 
 from selfimprove.config import RLRecipe, Strict
-from selfimprove.policy.base import SamplingParams
-from selfimprove.policy.hf import HFPolicy
-from selfimprove.rollout.episode import collate
+from selfimprove.methods.base import register_method
+from selfimprove.methods.rl import PolicyGradientMethod
+from selfimprove.policy.base import Sampler, SamplingParams
 from selfimprove.rollout.reflect import FAILED_FEEDBACK, RETRY_PROMPT, episodes_for_failures, sample_failures
 from selfimprove.tasks.base import Problem, Task
-from selfimprove.train.driver import Job, StepCallback, run_training
-from selfimprove.train.loop import prepare, sampling_params, shape_rewards, update, value_model_factory
-from selfimprove.train.objectives import PolicyGradientObjective
+from selfimprove.train.job import Job, MethodState, StepCallback
 
 
 class RRRConfig(Strict):
@@ -51,23 +47,37 @@ class RRRRecipe(RLRecipe):
     rrr: RRRConfig = Field(default_factory=RRRConfig)
 
 
-def rrr_step(recipe: RRRRecipe):
-    params = sampling_params(recipe)
-    objective = PolicyGradientObjective(recipe.loss, max_len=recipe.sampling.max_new_tokens)
-    c = recipe.rrr
+@dataclass
+class RRRState(MethodState):
+    """Held-out accuracy before and after training (with `rrr.eval_problems` > 0)."""
 
-    def step_fn(job: Job, step: int) -> dict[str, Any]:
-        cursor = int(job.state.get("cursor", recipe.first_problem))
-        problems = job.task.problems("train", recipe.prompts_per_step, start=cursor)
-        job.state["cursor"] = cursor + recipe.prompts_per_step
+    rrr_before: dict[str, float] | None = None
+    rrr_after: dict[str, float] | None = None
+
+
+@register_method
+class RRR(PolicyGradientMethod):
+    name = "rrr"
+    command = "rrr"
+    help = "Reflect-Retry-Reward: GRPO on the reflections that led to a successful retry"
+    Recipe = RRRRecipe
+    State = RRRState
+
+    def label(self) -> str:
+        return "reflect-retry-reward"
+
+    def step(self, job: Job, step: int) -> dict[str, Any]:
+        recipe, c = self.recipe, self.recipe.rrr
+        state: RRRState = job.state  # type: ignore[assignment]
+        drawn = job.stream.take(job.task, recipe.prompts_per_step)
         metrics: dict[str, Any] = {}
-        if c.eval_problems and "rrr_before" not in job.state:
-            job.state["rrr_before"] = _held_out_eval(job, recipe)
-            metrics.update({f"eval/rrr_before_{k}": v for k, v in job.state["rrr_before"].items()})
-        failed, first_accuracy, attempt_tokens = sample_failures(job.policy, job.task, problems, params, c.failure_samples)
+        if c.eval_problems and state.rrr_before is None:
+            state.rrr_before = self._held_out_eval(job)
+            metrics.update({f"eval/rrr_before_{k}": v for k, v in state.rrr_before.items()})
+        failed, first_accuracy, attempt_tokens = sample_failures(job.policy, job.task, drawn.problems, self.params, c.failure_samples)
         episodes = episodes_for_failures(
-            job.policy, job.task, failed, params, feedback=c.feedback, retry_prompt=c.retry_prompt, group_offset=cursor,
-            retry_temperature=c.retry_temperature,
+            job.policy, job.task, failed, self.params, feedback=c.feedback, retry_prompt=c.retry_prompt,
+            group_offset=drawn.start, retry_temperature=c.retry_temperature,
         )
         metrics.update({
             "train/first_accuracy": first_accuracy,
@@ -80,28 +90,25 @@ def rrr_step(recipe: RRRRecipe):
         })
         episodes = [e for e in episodes if e.num_trainable > 0]
         if episodes:
-            shape_rewards(episodes, recipe)
-            batch = collate(episodes, job.policy.pad_id)
-            prepare(job, batch, recipe)
-            metrics.update(update(job, batch, objective, recipe.loss, recipe.seed, step))
+            metrics.update(self.learn(job, episodes, step))
         # else: every attempt was right (or no reflection has a token): nothing to learn this step.
         if c.eval_problems and step == recipe.steps - 1:
-            after = _held_out_eval(job, recipe)
-            job.state["rrr_after"] = after
-            metrics.update({f"eval/rrr_after_{k}": v for k, v in after.items()})
+            state.rrr_after = self._held_out_eval(job)
+            metrics.update({f"eval/rrr_after_{k}": v for k, v in state.rrr_after.items()})
         return metrics
 
-    return step_fn
+    def _held_out_eval(self, job: Job) -> dict[str, float]:
+        problems = job.task.distinct_problems(self.recipe.eval.split, self.recipe.rrr.eval_problems)
+        return evaluate_rrr(job.policy, job.task, problems, self.recipe.rrr, max_new_tokens=self.recipe.eval.max_new_tokens)
 
-
-def _held_out_eval(job: Job, recipe: RRRRecipe) -> dict[str, float]:
-    problems = job.task.distinct_problems(recipe.eval.split, recipe.rrr.eval_problems)
-    return evaluate_rrr(job.policy, job.task, problems, recipe.rrr, max_new_tokens=recipe.eval.max_new_tokens)
+    def summarise(self, job: Job) -> dict[str, Any]:
+        state: RRRState = job.state  # type: ignore[assignment]
+        return {k: v for k, v in (("rrr_before", state.rrr_before), ("rrr_after", state.rrr_after)) if v is not None}
 
 
 @torch.no_grad()
 def evaluate_rrr(
-    policy: HFPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     config: RRRConfig | None = None,
@@ -138,27 +145,4 @@ def evaluate_rrr(
 
 def run_rrr(recipe: RRRRecipe, on_step: StepCallback | None = None) -> dict[str, Any]:
     """Train with RRR; the summary also holds `rrr_before` / `rrr_after` when `rrr.eval_problems` > 0."""
-    seen: dict[str, Any] = {}
-
-    step = rrr_step(recipe)
-
-    def recording_step(job: Job, index: int) -> dict[str, Any]:
-        seen["job"] = job
-        return step(job, index)
-
-    summary = run_training(
-        recipe,
-        recording_step,
-        use_reference=recipe.loss.kl_coef > 0,
-        value_model=value_model_factory(recipe),
-        temperature=recipe.sampling.temperature or 1.0,
-        optimizer_steps_per_step=recipe.loss.epochs * recipe.loss.minibatches,
-        on_step=on_step,
-    )
-    job = seen.get("job")
-    if job is not None and recipe.rrr.eval_problems:
-        for key in ("rrr_before", "rrr_after"):
-            if key in job.state:
-                summary[key] = job.state[key]
-        (Path(recipe.run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return RRR(recipe).run(on_step)

@@ -2,8 +2,9 @@
 
 Episodes come from `rollout.correct.two_attempt_episodes`: prompt, attempt 1, a fixed instruction that
 never says whether attempt 1 was right, attempt 2. Both attempts train; each turn gets its own reward
-(gamma = 0) and its own advantage, REINFORCE with a leave-one-out baseline (the registry's `rloo`,
-within the group of one problem), placed on that turn's tokens. The KL to the frozen base model (the
+(gamma = 0) and its own advantage, REINFORCE with a leave-one-out baseline per turn (the registered
+estimator `rloo_turns`, within the group of one problem), placed on that turn's tokens: the method
+writes each turn's shaped reward on its segment and the shared `prepare` does the rest. The KL to the frozen base model (the
 run's starting model) goes in the loss, weighted per token by the episode's `kl_weights`.
 
 Per-turn rewards (`turn_rewards`), with r1, r2 the verifier scores of attempts 1 and 2:
@@ -21,14 +22,14 @@ started from the base model (set `model.path` to the base instead of a Stage I r
 
 The logged `train/reward` is the mean over the step's episodes of the turn rewards' sum. Its running
 mean over the last `best_window` steps picks the "best training reward" checkpoint, saved to
-`run_dir/best` (with `best/best.json` holding the reward and step); `run_score` adds `best_reward`
-and `best_step` to the summary.
+`run_dir/best` (with `best/best.json` holding the reward and step); the summary adds `best_reward`,
+`best_step` and `best_model`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -36,32 +37,28 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-from selfimprove.algos.advantages import ADVANTAGES
 from selfimprove.config import LossConfig, RLRecipe
-from selfimprove.policy.base import SamplingParams
+from selfimprove.methods.base import register_method
+from selfimprove.methods.rl import PolicyGradientMethod
 from selfimprove.policy.lora import save_policy
-from selfimprove.rollout.correct import SHORT_INSTRUCTION, TurnWeights, two_attempt_episodes
-from selfimprove.rollout.episode import Episode, TokenBatch, collate, segment_mask
+from selfimprove.rollout.correct import SHORT_INSTRUCTION, TURN1, TURN2, TurnWeights, two_attempt_episodes
+from selfimprove.rollout.episode import Episode
 from selfimprove.rollout.single import sample_episodes
-from selfimprove.train.driver import Job, StepCallback, run_training
-from selfimprove.train.loop import sampling_params, update
-from selfimprove.train.objectives import PolicyGradientObjective
+from selfimprove.train.job import Job, MethodState, StepCallback
 
 __all__ = [
-    "TURN1",
-    "TURN2",
+    "Score",
     "ScoreConfig",
     "ScoreRecipe",
+    "ScoreState",
     "run_score",
-    "score_advantages",
     "score_loss_config",
-    "score_step",
+    "set_turn_rewards",
+    "transition_metrics",
     "turn_rewards",
     "turn_weights",
 ]
 
-TURN1 = "attempt1"
-TURN2 = "attempt2"
 BEST = "best"
 
 
@@ -89,8 +86,8 @@ class ScoreConfig(BaseModel):
 class ScoreRecipe(RLRecipe):
     """An RL recipe plus SCoRe's settings. `loss.kl_coef` and `loss.estimator` are set by SCoRe
     (kl_coef = score.beta, KL in the loss; RLOO per turn); the other loss fields (kl_estimator, clip,
-    aggregation, epochs, minibatches) apply as usual. DAPO's `sampling.dynamic` and
-    `loss.overlong_cache` are not used by SCoRe."""
+    aggregation, epochs, minibatches) apply as usual. DAPO's dynamic sampling and overlong penalty
+    do not apply to two-attempt episodes."""
 
     score: ScoreConfig
 
@@ -98,7 +95,18 @@ class ScoreRecipe(RLRecipe):
     def _no_critic(self) -> "ScoreRecipe":
         if self.value.kind != "none":
             raise ValueError("SCoRe uses REINFORCE with a leave-one-out baseline: value.kind must be 'none'")
+        if self.sampling.dynamic or self.loss.overlong_cache:
+            raise ValueError("sampling.dynamic and loss.overlong_cache are DAPO's; SCoRe does not use them")
         return self
+
+
+@dataclass
+class ScoreState(MethodState):
+    """The running reward window and the best checkpoint so far."""
+
+    recent_rewards: list[float] = field(default_factory=list)
+    best_reward: float | None = None
+    best_step: int | None = None
 
 
 def turn_rewards(r1: Tensor, r2: Tensor, config: ScoreConfig) -> tuple[Tensor, Tensor]:
@@ -126,8 +134,9 @@ def turn_weights(config: ScoreConfig) -> TurnWeights:
 
 
 def score_loss_config(recipe: ScoreRecipe) -> LossConfig:
-    """The recipe's loss with SCoRe's KL: kl_coef = beta, in the loss (to the frozen base model)."""
-    return recipe.loss.model_copy(update={"kl_coef": recipe.score.beta, "kl_in_reward": False, "estimator": "rloo"})
+    """The recipe's loss with SCoRe's KL (kl_coef = beta, in the loss, to the frozen base model) and
+    its estimator (RLOO per turn)."""
+    return recipe.loss.model_copy(update={"kl_coef": recipe.score.beta, "kl_in_reward": False, "estimator": "rloo_turns"})
 
 
 def _segment_reward(e: Episode, kind: str) -> float:
@@ -137,34 +146,19 @@ def _segment_reward(e: Episode, kind: str) -> float:
     return 0.0
 
 
-def episode_turn_rewards(episodes: Sequence[Episode], config: ScoreConfig) -> tuple[Tensor, Tensor]:
-    """`turn_rewards` of the verifier scores stored on each episode's attempt segments."""
+def set_turn_rewards(episodes: Sequence[Episode], config: ScoreConfig) -> tuple[Tensor, Tensor]:
+    """Replace each attempt's verifier score by the reward SCoRe credits to that turn (`turn_rewards`);
+    return the two turns' rewards [B]."""
     r1 = torch.tensor([_segment_reward(e, TURN1) for e in episodes], dtype=torch.float32)
     r2 = torch.tensor([_segment_reward(e, TURN2) for e in episodes], dtype=torch.float32)
-    return turn_rewards(r1, r2, config)
-
-
-def score_advantages(episodes: Sequence[Episode], batch: TokenBatch, config: ScoreConfig) -> Tensor:
-    """[B, L-1] advantages: RLOO (leave-one-out within the group) of each turn's reward, on that turn's
-    tokens only (target-aligned, like `batch.mask`)."""
-    width = batch.mask.shape[1]
-    t1, t2 = episode_turn_rewards(episodes, config)
-    rloo = ADVANTAGES.get("rloo")
-    groups = batch.groups
-    m1 = segment_mask(episodes, TURN1, width).to(batch.mask.device)
-    m2 = segment_mask(episodes, TURN2, width).to(batch.mask.device)
-    a1 = rloo(t1.to(batch.mask.device), groups, m1)
-    a2 = rloo(t2.to(batch.mask.device), groups, m2)
-    return (a1 + a2).to(batch.mask.dtype)
-
-
-def _single_attempt_episodes(job: Job, problems, params: SamplingParams, group_offset: int) -> list[Episode]:
-    """Single-turn ablation: one attempt per sample, labelled as turn 1."""
-    episodes = sample_episodes(job.policy, job.task, problems, params, group_offset=group_offset)
-    for e in episodes:
-        e.segments = [replace(s, kind=TURN1) if s.kind == "completion" else s for s in e.segments]
-        e.info["correct1"] = e.info["correct"]
-    return episodes
+    t1, t2 = turn_rewards(r1, r2, config)
+    for e, a, b in zip(episodes, t1.tolist(), t2.tolist()):
+        for s in e.segments:
+            if s.kind == TURN1:
+                s.reward = a
+            elif s.kind == TURN2:
+                s.reward = b
+    return t1, t2
 
 
 def transition_metrics(episodes: Sequence[Episode], single_turn: bool = False) -> dict[str, float]:
@@ -182,73 +176,71 @@ def transition_metrics(episodes: Sequence[Episode], single_turn: bool = False) -
     return out
 
 
-def _track_best(job: Job, recipe: ScoreRecipe, done: int, reward: float) -> float:
-    """Running mean of train/reward over the last `best_window` steps; save `best/` when it improves."""
-    window = recipe.score.best_window
-    recent = [float(r) for r in job.state.get("recent_rewards", [])][-(window - 1):] if window > 1 else []
-    recent.append(reward)
-    job.state["recent_rewards"] = recent
-    running = sum(recent) / len(recent)
-    best = job.state.get("best_reward")
-    if best is None or running > float(best):
-        job.state["best_reward"] = running
-        job.state["best_step"] = done
-        out = Path(recipe.run_dir) / BEST
-        save_policy(job.policy, out, merged=bool(recipe.lora and recipe.lora.save_merged))
-        (out / "best.json").write_text(json.dumps({"best_reward": running, "best_step": done}))
-    return running
+@register_method
+class Score(PolicyGradientMethod):
+    """SCoRe, one stage: sample (two-attempt) episodes, credit each turn, per-turn RLOO, one update."""
 
+    name = "score"
+    command = "score"
+    help = "SCoRe: two-attempt self-correction RL (Stage I or II)"
+    Recipe = ScoreRecipe
+    State = ScoreState
 
-def score_step(recipe: ScoreRecipe):
-    """The step function: sample, build (two-attempt) episodes, per-turn RLOO, one learner update."""
-    config = recipe.score
-    params = sampling_params(recipe)
-    loss = score_loss_config(recipe)
-    objective = PolicyGradientObjective(loss, max_len=recipe.sampling.max_new_tokens)
-    weights = turn_weights(config)
+    @property
+    def loss(self) -> LossConfig:
+        return score_loss_config(self.recipe)
 
-    def step_fn(job: Job, step: int) -> dict[str, Any]:
-        cursor = int(job.state.get("cursor", recipe.first_problem))
-        problems = job.task.problems("train", recipe.prompts_per_step, start=cursor)
-        if config.single_turn:
-            episodes = _single_attempt_episodes(job, problems, params, cursor)
-        else:
-            episodes = two_attempt_episodes(
-                job.policy, job.task, problems, params, instruction=config.instruction, kl_weights=weights, group_offset=cursor
-            )
-        job.state["cursor"] = cursor + recipe.prompts_per_step
-        batch = collate(episodes, job.policy.pad_id)
-        job.learner.add_reference_logprobs(batch)
-        if loss.epochs > 1 or loss.minibatches > 1:
-            batch.old_logprobs = job.learner.score(job.policy, batch)
-        batch.advantages = score_advantages(episodes, batch, config)
-        stats = update(job, batch, objective, loss, recipe.seed, step)
+    def label(self) -> str:
+        return f"SCoRe stage {self.recipe.score.stage}"
+
+    def _episodes(self, job: Job) -> list[Episode]:
+        config = self.recipe.score
+        drawn = job.stream.take(job.task, self.recipe.prompts_per_step)
+        if not config.single_turn:
+            return two_attempt_episodes(job.policy, job.task, drawn.problems, self.params, instruction=config.instruction,
+                                        kl_weights=turn_weights(config), group_offset=drawn.start)
+        # Single-turn ablation: one attempt per sample, labelled as turn 1.
+        episodes = sample_episodes(job.policy, job.task, drawn.problems, self.params, group_offset=drawn.start)
+        for e in episodes:
+            e.segments = [replace(s, kind=TURN1) if s.kind == "completion" else s for s in e.segments]
+            e.info["correct1"] = e.info["correct"]
+        return episodes
+
+    def step(self, job: Job, step: int) -> dict[str, Any]:
+        config = self.recipe.score
+        episodes = self._episodes(job)
         metrics: dict[str, Any] = transition_metrics(episodes, config.single_turn)
-        t1, t2 = episode_turn_rewards(episodes, config)
+        sampled = sum(len(s.token_ids) for e in episodes for s in e.segments if s.kind in (TURN1, TURN2))
+        t1, t2 = set_turn_rewards(episodes, config)
         metrics["train/reward"] = float((t1 + t2).mean())
         metrics["train/reward_turn1"] = float(t1.mean())
         metrics["train/reward_turn2"] = float(t2.mean())
-        metrics["train/sampled_tokens"] = float(sum(len(s.token_ids) for e in episodes for s in e.segments if s.kind in (TURN1, TURN2)))
-        metrics.update(stats)
-        metrics["train/reward_running"] = _track_best(job, recipe, step + 1, metrics["train/reward"])
+        metrics["train/sampled_tokens"] = float(sampled)
+        metrics.update(self.learn(job, episodes, step))
+        metrics["train/reward_running"] = self._track_best(job, step + 1, metrics["train/reward"])
         return metrics
 
-    return step_fn
+    def _track_best(self, job: Job, done: int, reward: float) -> float:
+        """Running mean of train/reward over the last `best_window` steps; save `best/` when it improves."""
+        state: ScoreState = job.state  # type: ignore[assignment]
+        window = self.recipe.score.best_window
+        recent = state.recent_rewards[-(window - 1):] if window > 1 else []
+        recent.append(reward)
+        state.recent_rewards = recent
+        running = sum(recent) / len(recent)
+        if state.best_reward is None or running > state.best_reward:
+            state.best_reward, state.best_step = running, done
+            out = Path(self.recipe.run_dir) / BEST
+            save_policy(job.policy, out, merged=bool(self.recipe.lora and self.recipe.lora.save_merged))
+            (out / "best.json").write_text(json.dumps({"best_reward": running, "best_step": done}))
+        return running
+
+    def summarise(self, job: Job) -> dict[str, Any]:
+        best_file = Path(self.recipe.run_dir) / BEST / "best.json"
+        best = json.loads(best_file.read_text()) if best_file.exists() else {"best_reward": None, "best_step": None}
+        return {**best, "best_model": str(Path(self.recipe.run_dir) / BEST)}
 
 
 def run_score(recipe: ScoreRecipe, on_step: StepCallback | None = None) -> dict[str, Any]:
     """Train SCoRe (one stage) with the shared driver; the summary adds `best_reward` and `best_step`."""
-    loss = score_loss_config(recipe)
-    summary = run_training(
-        recipe,
-        score_step(recipe),
-        use_reference=True,
-        temperature=recipe.sampling.temperature or 1.0,
-        optimizer_steps_per_step=loss.epochs * loss.minibatches,
-        on_step=on_step,
-    )
-    best_file = Path(recipe.run_dir) / BEST / "best.json"
-    best = json.loads(best_file.read_text()) if best_file.exists() else {"best_reward": None, "best_step": None}
-    summary.update(best_reward=best["best_reward"], best_step=best["best_step"], best_model=str(Path(recipe.run_dir) / BEST))
-    (Path(recipe.run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return Score(recipe).run(on_step)

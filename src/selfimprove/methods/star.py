@@ -26,89 +26,47 @@ learning rate low so the model stays near the base. Sampling still uses the newe
 which is what makes STaR iterative.
 
 Round boundaries are a function of the step (round = step // steps_per_round; the first step of a
-round collects), the kept traces are token-id lists in `Job.state`, and sampling draws from the
-policy's checkpointed generator, so a resumed run is bit-identical to an uninterrupted one.
+round collects), the kept traces are token-id records in the run's `traces` buffer (the checkpoint
+holds their count), the problem cursor is the driver's stream, and sampling draws from the policy's
+checkpointed generator, so a resumed run is bit-identical to an uninterrupted one.
 
-The budget is `star.max_sampled_tokens`, not the driver's top-level `max_sampled_tokens`: the driver
-ends a run after the step whose sampling reaches its budget, which suits methods that sample every
-step but would cut STaR's last round (or Pair-SFT's whole SFT) short. Steps that sample still report
-`train/sampled_tokens`, so the summary's `sampled_tokens` is the run's total as for every method.
+The budget is `star.max_sampled_tokens` (`budget_path`), not the driver's top-level
+`max_sampled_tokens`: the driver ends a run after the step whose sampling reaches its budget, which
+suits methods that sample every step but would cut STaR's last round (or Pair-SFT's whole SFT) short.
+Steps that sample still report `train/sampled_tokens`, so the summary's `sampled_tokens` is the run's
+total as for every method.
 
-The same trace-and-SFT machinery (`CorrectionTrace`, `correction_episode`, `sft_on_traces`,
-`SampledSFTRecipe`) serves Pair-SFT (`methods/pair_sft.py`).
+The trace-and-SFT machinery is shared with Pair-SFT (`methods/traces.py`).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any, Sequence, TypedDict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 from pydantic import Field, model_validator
 
-from selfimprove.config import OptimConfig, SamplingConfig, SFTRecipe, Strict
+from selfimprove.config import Strict
 from selfimprove.eval.metrics import self_correction_metrics
-from selfimprove.methods.score import TURN1, TURN2
-from selfimprove.policy.base import SamplingParams
-from selfimprove.rollout.correct import SHORT_INSTRUCTION, two_attempt_episodes
-from selfimprove.rollout.episode import Episode, Segment, collate
-from selfimprove.train.checkpoint import latest_checkpoint
-from selfimprove.train.driver import Job, StepCallback, run_training
-from selfimprove.train.objectives import sft_objective
-from selfimprove.train.sft import pool_index
+from selfimprove.methods.base import Method, register_method
+from selfimprove.methods.traces import CorrectionTrace, SampledSFTRecipe, attempt_tokens, sft_on_traces
+from selfimprove.rollout.correct import SHORT_INSTRUCTION, TURN1, TURN2, two_attempt_episodes
+from selfimprove.rollout.episode import Episode
+from selfimprove.train.job import Job, MethodState, StepCallback
 
 __all__ = [
-    "CorrectionTrace",
-    "SampledSFTRecipe",
+    "Star",
     "StarConfig",
     "StarRecipe",
-    "attempt_tokens",
+    "StarState",
     "collect_round",
-    "correction_episode",
-    "final_job_state",
     "keeps",
     "run_star",
     "sample_rates",
     "select_traces",
-    "sft_on_traces",
-    "star_step",
-    "to_params",
 ]
 
-
-class CorrectionTrace(TypedDict):
-    """One SFT example for self-correction, JSON-able so it can live in `Job.state`: the prompt, a first
-    attempt (context, without its end token), and the second attempt to learn (with its end token when
-    the model wrote one)."""
-
-    problem_id: str
-    prompt: list[int]
-    attempt1: list[int]
-    attempt2: list[int]
-    correct1: bool
-
-
-class SampledSFTRecipe(SFTRecipe):
-    """SFT on traces the model samples itself (STaR, Pair-SFT): an SFT recipe plus where and how to sample.
-
-    `num_problems` (plain SFT's pool of demonstrations) does not apply: these methods draw fresh train
-    problems from `first_problem` on. `sampling.dynamic` (DAPO) does not apply either.
-    """
-
-    first_problem: int = Field(0, ge=0)
-    prompts_per_call: int = Field(16, ge=1)  # problems per generation call while collecting
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(n=4, temperature=1.0))
-    batch_size: int = Field(32, ge=1)
-    # The same settings as the SCoRe recipes, so the baselines differ from SCoRe only in the method.
-    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=10, micro_batch_size=128))
-
-    @model_validator(mode="after")
-    def _sampling_only(self) -> "SampledSFTRecipe":
-        if self.num_problems:
-            raise ValueError("num_problems is plain SFT's demonstration pool; sampled-trace SFT draws train problems from first_problem")
-        if self.sampling.dynamic:
-            raise ValueError("sampling.dynamic is DAPO's; it does not apply to sampled-trace SFT")
-        return self
+TRACES = "traces"
 
 
 class StarConfig(Strict):
@@ -136,10 +94,10 @@ class StarRecipe(SampledSFTRecipe):
         return self
 
 
-def to_params(sampling: SamplingConfig) -> SamplingParams:
-    return SamplingParams(
-        n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, stop=tuple(sampling.stop)
-    )
+@dataclass
+class StarState(MethodState):
+    collected_tokens: int = 0  # tokens sampled in all rounds so far (the budget's running total)
+    kept_per_round: list[int] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------- traces
@@ -163,86 +121,6 @@ def select_traces(episodes: Sequence[Episode], plus: bool = False) -> list[Corre
     return [trace_of(e) for e in episodes if keeps(bool(e.info["correct1"]), bool(e.info["correct2"]), plus)]
 
 
-def correction_episode(trace: CorrectionTrace, instruction_ids: Sequence[int], group: int) -> Episode:
-    """prompt | attempt 1 | instruction | ATTEMPT 2: only the second attempt is trainable."""
-    return Episode(
-        segments=[
-            Segment("prompt", list(trace["prompt"])),
-            Segment(TURN1, list(trace["attempt1"])),
-            Segment("instruction", list(instruction_ids)),
-            Segment(TURN2, list(trace["attempt2"]), trainable=True, reward=1.0),
-        ],
-        group=group,
-        problem_id=trace["problem_id"],
-        reward=1.0,
-    )
-
-
-def sft_on_traces(
-    job: Job, traces: Sequence[CorrectionTrace], instruction_ids: Sequence[int], *, batch_size: int, position: int, seed: int
-) -> dict[str, float]:
-    """One SFT step on `batch_size` traces taken at stream `position` of the pool, reshuffled per epoch
-    (a function of `seed` and the position, so a resumed run draws the same batches). No traces: no
-    update and no loss (the model has not produced a usable trace yet)."""
-    if not traces:
-        return {"train/batch_traces": 0.0}
-    picked = [pool_index(i, len(traces), seed) for i in range(position, position + batch_size)]
-    episodes = [correction_episode(traces[i], instruction_ids, group=i) for i in picked]
-    stats = job.learner.step(collate(episodes, job.policy.pad_id), sft_objective)
-    return {
-        "train/loss": stats["loss"],
-        "train/lr": stats["lr"],
-        "train/grad_norm": stats["grad_norm"],
-        "train/batch_traces": float(len(episodes)),
-    }
-
-
-def attempt_tokens(episodes: Sequence[Episode]) -> int:
-    """Tokens the policy generated for two-attempt episodes, counted as SCoRe counts them."""
-    return sum(len(s.token_ids) for e in episodes for s in e.segments if s.kind in (TURN1, TURN2))
-
-
-def final_job_state(run_dir: str | Path) -> dict[str, Any]:
-    """The job state of the newest checkpoint (the driver always checkpoints the last step)."""
-    ckpt = latest_checkpoint(Path(run_dir) / "checkpoints")
-    if ckpt is None:
-        return {}
-    return dict(json.loads((ckpt / "state.json").read_text()).get("job", {}))
-
-
-# --------------------------------------------------------------------------------------- STaR
-def collect_round(job: Job, recipe: StarRecipe, round_index: int) -> dict[str, float]:
-    """Sample and filter one round's traces into `job.state['traces']`; return the sample's metrics."""
-    c = recipe.star
-    params = to_params(recipe.sampling)
-    cursor = int(job.state.get("cursor", recipe.first_problem))
-    collected = int(job.state.get("collected_tokens", 0))
-    budget = c.max_sampled_tokens
-    target = None if budget is None else -(-(round_index + 1) * budget // c.rounds)  # ceil
-    traces: list[CorrectionTrace] = job.state.setdefault("traces", [])
-    before = len(traces)
-    tokens = problems = 0
-    verdicts: list[tuple[bool, bool]] = []  # (attempt 1 right, attempt 2 right) of every sampled trace
-    while (collected + tokens < target) if target is not None else (problems < c.problems_per_round):
-        k = recipe.prompts_per_call if target is not None else min(recipe.prompts_per_call, c.problems_per_round - problems)
-        batch = job.task.problems("train", k, start=cursor + problems)
-        episodes = two_attempt_episodes(job.policy, job.task, batch, params, instruction=c.instruction, group_offset=cursor + problems)
-        problems += k
-        tokens += attempt_tokens(episodes)
-        traces.extend(select_traces(episodes, c.plus))
-        verdicts.extend((bool(e.info["correct1"]), bool(e.info["correct2"])) for e in episodes)
-    job.state["cursor"] = cursor + problems
-    job.state["collected_tokens"] = collected + tokens
-    kept_per_round: list[int] = job.state.setdefault("kept_per_round", [])
-    kept_per_round.append(len(traces) - before)
-    metrics = sample_rates(verdicts)
-    metrics["train/kept_round"] = float(len(traces) - before)
-    metrics["train/sampled_problems"] = float(problems)
-    metrics["train/sampled_traces"] = float(len(verdicts))
-    metrics["train/sampled_tokens"] = float(tokens)
-    return metrics
-
-
 def sample_rates(verdicts: Sequence[tuple[bool, bool]]) -> dict[str, float]:
     """Acc@t1, Acc@t2, Delta, i->c, c->i and c->c of the sampled traces (fractions of all of them)."""
     if not verdicts:
@@ -253,41 +131,83 @@ def sample_rates(verdicts: Sequence[tuple[bool, bool]]) -> dict[str, float]:
     return out
 
 
-def star_step(recipe: StarRecipe):
-    """Round r covers steps [r * steps_per_round, (r + 1) * steps_per_round); its first step collects."""
+def collect_round(job: Job, recipe: StarRecipe, round_index: int) -> dict[str, float]:
+    """Sample and filter one round's traces into the `traces` buffer; return the sample's metrics."""
     c = recipe.star
-    instruction_ids: list[int] = []
+    state: StarState = job.state  # type: ignore[assignment]
+    params = recipe.sampling.params()
+    budget = c.max_sampled_tokens
+    target = None if budget is None else -(-(round_index + 1) * budget // c.rounds)  # ceil
+    buffer = job.buffer(TRACES)
+    before = len(buffer)
+    tokens = problems = 0
+    verdicts: list[tuple[bool, bool]] = []  # (attempt 1 right, attempt 2 right) of every sampled trace
+    while (state.collected_tokens + tokens < target) if target is not None else (problems < c.problems_per_round):
+        k = recipe.prompts_per_call if target is not None else min(recipe.prompts_per_call, c.problems_per_round - problems)
+        drawn = job.stream.take(job.task, k)
+        episodes = two_attempt_episodes(job.policy, job.task, drawn.problems, params, instruction=c.instruction,
+                                        group_offset=drawn.start)
+        problems += k
+        tokens += attempt_tokens(episodes)
+        buffer.extend(select_traces(episodes, c.plus))
+        verdicts.extend((bool(e.info["correct1"]), bool(e.info["correct2"])) for e in episodes)
+    state.collected_tokens += tokens
+    kept = len(buffer) - before
+    state.kept_per_round.append(kept)
+    metrics = sample_rates(verdicts)
+    metrics["train/kept_round"] = float(kept)
+    metrics["train/sampled_problems"] = float(problems)
+    metrics["train/sampled_traces"] = float(len(verdicts))
+    metrics["train/sampled_tokens"] = float(tokens)
+    return metrics
 
-    def step_fn(job: Job, step: int) -> dict[str, Any]:
-        if not instruction_ids:
-            instruction_ids.extend(job.policy.encode_completion(c.instruction, add_eos=False))
+
+@register_method
+class Star(Method[StarRecipe]):
+    """Round r covers steps [r * steps_per_round, (r + 1) * steps_per_round); its first step collects."""
+
+    name = "star"
+    command = "star"
+    help = "STaR for self-correction: rounds of sampling two attempts, keeping wrong->right, SFT"
+    Recipe = StarRecipe
+    State = StarState
+    budget_path = "star.max_sampled_tokens"
+    budget_ends_run = False
+
+    def __init__(self, recipe: StarRecipe) -> None:
+        super().__init__(recipe)
+        self._instruction: list[int] = []
+
+    def label(self) -> str:
+        return "STaR D+" if self.recipe.star.plus else "STaR"
+
+    def step(self, job: Job, step: int) -> dict[str, Any]:
+        c, recipe = self.recipe.star, self.recipe
+        if not self._instruction:
+            self._instruction = job.policy.encode_completion(c.instruction, add_eos=False)
         round_index, local = divmod(step, c.steps_per_round)
         metrics: dict[str, Any] = {"train/round": float(round_index + 1)}
         if local == 0:
             metrics.update(collect_round(job, recipe, round_index))
-        traces: list[CorrectionTrace] = job.state.get("traces", [])
-        metrics.update(
-            sft_on_traces(
-                job, traces, instruction_ids, batch_size=recipe.batch_size, position=local * recipe.batch_size,
-                seed=recipe.seed * 1_000_003 + round_index,
-            )
-        )
+        traces = job.buffer(TRACES).read()
+        metrics.update(sft_on_traces(job, traces, self._instruction, batch_size=recipe.batch_size,
+                                     position=local * recipe.batch_size, seed=recipe.seed * 1_000_003 + round_index))
         metrics["train/kept"] = float(len(traces))
         return metrics
 
-    return step_fn
+    def summarise(self, job: Job) -> dict[str, Any]:
+        kept = [int(k) for k in job.state.kept_per_round]  # type: ignore[attr-defined]
+        return {
+            "method": "star+" if self.recipe.star.plus else "star",
+            "kept_per_round": kept,
+            "kept": sum(kept),
+            "problems_sampled": job.stream.state_dict()["position"] - self.recipe.first_problem,
+        }
+
+    def report(self, summary: dict[str, Any]) -> list[str]:
+        return [f"traces kept per round {summary['kept_per_round']}; {summary['sampled_tokens']} tokens sampled"]
 
 
 def run_star(recipe: StarRecipe, on_step: StepCallback | None = None) -> dict[str, Any]:
     """Train STaR with the shared driver; the summary adds `kept_per_round`, `kept` and `problems_sampled`."""
-    summary = run_training(recipe, star_step(recipe), on_step=on_step)  # SFT: log-probs at temperature 1
-    state = final_job_state(recipe.run_dir)
-    kept = [int(k) for k in state.get("kept_per_round", [])]
-    summary.update(
-        method="star+" if recipe.star.plus else "star",
-        kept_per_round=kept,
-        kept=sum(kept),
-        problems_sampled=int(state.get("cursor", recipe.first_problem)) - recipe.first_problem,
-    )
-    (Path(recipe.run_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return Star(recipe).run(on_step)

@@ -29,15 +29,15 @@ from typing import Any, Literal, Sequence
 from pydantic import Field
 
 from selfimprove.config import SFTRecipe, Strict
-from selfimprove.policy.base import SamplingParams
-from selfimprove.policy.hf import HFPolicy
+from selfimprove.methods.base import register_method
+from selfimprove.methods.sft import SFT
+from selfimprove.policy.base import Sampler, SamplingParams
 from selfimprove.rollout.correct import SHORT_INSTRUCTION
 from selfimprove.rollout.episode import Episode, Segment, collate
 from selfimprove.rollout.reflect import FAILED_FEEDBACK, RETRY_PROMPT, REVIEW_FEEDBACK
 from selfimprove.tasks.base import Problem, Task
-from selfimprove.train.driver import Job, StepCallback, run_training
+from selfimprove.train.job import Job, StepCallback
 from selfimprove.train.objectives import sft_objective
-from selfimprove.train.sft import pool_problems
 
 Layout = Literal["single", "two_attempt", "reflect_retry", "self_refine"]
 
@@ -58,7 +58,7 @@ class WarmupRecipe(SFTRecipe):
 
 
 def warmup_episodes(
-    policy: HFPolicy, task: Task, problems: Sequence[Problem], config: WarmupConfig, *, group_offset: int = 0
+    policy: Sampler, task: Task, problems: Sequence[Problem], config: WarmupConfig, *, group_offset: int = 0
 ) -> list[Episode]:
     """One trace per problem and layout; the first attempts are samples of `policy`, the second the demonstration."""
     needs_attempt = any(layout != "single" for layout in config.layouts)
@@ -90,18 +90,24 @@ def warmup_episodes(
     return episodes
 
 
-def warmup_step(recipe: WarmupRecipe):
-    per_step = recipe.batch_size
+@register_method
+class Warmup(SFT):
+    """SFT on the pool of demonstrations, every layout per problem (the stream is plain SFT's)."""
 
-    def step_fn(job: Job, step: int) -> dict[str, Any]:
-        start = step * per_step
-        problems = pool_problems(job.task, start, per_step, recipe.num_problems, recipe.seed)
-        episodes = warmup_episodes(job.policy, job.task, problems, recipe.warmup, group_offset=start)
+    name = "warmup"
+    command = "warmup"
+    help = "format warm-up: teach the two-attempt and reflect-retry layouts (self-correction base model)"
+    Recipe = WarmupRecipe
+
+    def label(self) -> str:
+        return "format warm-up"
+
+    def step(self, job: Job, step: int) -> dict[str, Any]:
+        drawn = job.stream.take(job.task, self.recipe.batch_size)
+        episodes = warmup_episodes(job.policy, job.task, drawn.problems, self.recipe.warmup, group_offset=drawn.start)
         stats = job.learner.step(collate(episodes, job.policy.pad_id), sft_objective)
         return {"train/loss": stats["loss"], "train/lr": stats["lr"], "train/grad_norm": stats["grad_norm"]}
 
-    return step_fn
-
 
 def run_warmup(recipe: WarmupRecipe, on_step: StepCallback | None = None) -> dict[str, Any]:
-    return run_training(recipe, warmup_step(recipe), on_step=on_step)
+    return Warmup(recipe).run(on_step)

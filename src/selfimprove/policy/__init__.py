@@ -1,6 +1,6 @@
-"""Policies: a Hugging Face causal LM behind one small interface (generate, logprobs, save, load)."""
+"""Engines behind one boundary: `Sampler` and `TrainableModel` (base.py); the HF engine implements both."""
 
-from selfimprove.policy.base import Completion, SamplingParams
+from selfimprove.policy.base import Completion, SamplingParams, Sampler, TrainableModel
 from selfimprove.policy.hf import HFPolicy
 
-__all__ = ["Completion", "HFPolicy", "SamplingParams"]
+__all__ = ["Completion", "HFPolicy", "SamplingParams", "Sampler", "TrainableModel"]

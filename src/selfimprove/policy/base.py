@@ -1,9 +1,28 @@
-"""What every policy engine speaks: sampling settings in, completions out."""
+"""The engine boundary: what every engine speaks, and the two protocols the rest of the library types
+against.
+
+- `Sampler`: everything rollouts, search, critics' labelling and evaluation need from an engine:
+  batched generation from text or token ids (`n` samples, temperature, top-p, stop strings, max
+  tokens) with behaviour log-probs and finish reasons, the tokenizer's side of the prompt, and a way to
+  receive new weights with a version number. The HF engine implements it; a Ray pool of engines and a
+  vLLM engine implement it too (issue #11), so no method changes when the engine does.
+- `TrainableModel`: what the learner and critics need from the model being trained: the torch module
+  (parameters, train/eval), per-token log-probs under autograd, save as a normal HF folder, the weight
+  state that samplers are synced from, and a copy of the trunk (for value models and critics).
+
+`generator` arguments are torch generators: the HF engine draws from them directly; an engine that
+samples elsewhere (vLLM, a Ray actor) derives its own seed from one draw of it, so a seeded search or
+evaluation stays reproducible on every engine.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from pathlib import Path
+from typing import Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import Tensor
 
 FinishReason = Literal["eos", "stop", "length"]
 
@@ -38,7 +57,8 @@ class Completion:
     """One sampled continuation of one prompt.
 
     `logprobs[i]` is log pi(token_ids[i] | prefix) under the sampling temperature (1.0 when greedy),
-    before top-p truncation: the behaviour log-probabilities RL needs.
+    before top-p truncation: the behaviour log-probabilities RL needs. `version` is the weights
+    version the engine sampled it with (asynchronous training reads its staleness from it).
     """
 
     prompt_index: int
@@ -47,6 +67,7 @@ class Completion:
     text: str
     logprobs: list[float] = field(default_factory=list)
     finish_reason: FinishReason = "length"
+    version: int = 0
 
     @property
     def num_tokens(self) -> int:
@@ -57,3 +78,81 @@ class Completion:
         if self.token_ids and self.token_ids[-1] in eos_ids:
             return list(self.token_ids[:-1]), list(self.logprobs[:-1])
         return list(self.token_ids), list(self.logprobs)
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """An engine that samples (see the module docstring)."""
+
+    @property
+    def eos_ids(self) -> list[int]: ...
+
+    @property
+    def pad_id(self) -> int: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def weights_version(self) -> int: ...
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a prompt as the model sees it (with the chat template when the engine uses one)."""
+        ...
+
+    def encode_completion(self, text: str, *, add_eos: bool = True) -> list[int]: ...
+
+    def detokenize(self, ids: Sequence[int]) -> str: ...
+
+    def save_tokenizer(self, path: str | Path) -> None:
+        """Write the tokenizer into a folder (e.g. a critic's, so it loads on its own)."""
+        ...
+
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, *, generator: torch.Generator | None = None
+    ) -> list[Completion]:
+        """`params.n` completions per prompt, prompt-major: completion k of prompt i is at i * n + k."""
+        ...
+
+    def generate_ids(
+        self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *, generator: torch.Generator | None = None
+    ) -> list[Completion]: ...
+
+    def make_generator(self, seed: int) -> torch.Generator:
+        """A generator for a stream of its own (a search, an evaluation), seeded with `seed`."""
+        ...
+
+    def load_weights(self, weights: Mapping[str, Tensor], version: int) -> None:
+        """Sample from now on with these weights (a learner's `weight_state()`), tagged `version`."""
+        ...
+
+    def rng_state(self) -> dict[str, Any]:
+        """The engine's own sampling stream, for checkpoints (exact resume)."""
+        ...
+
+    def set_rng_state(self, state: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class TrainableModel(Protocol):
+    """A model the learner trains (see the module docstring)."""
+
+    @property
+    def module(self) -> torch.nn.Module: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def token_logprobs(self, input_ids: Tensor, attention_mask: Tensor, temperature: float = 1.0) -> Tensor:
+        """log pi(input_ids[:, t+1] | input_ids[:, :t+1]) for right-padded rows, [B, L-1], differentiable."""
+        ...
+
+    def save(self, path: str | Path) -> Path: ...
+
+    def weight_state(self) -> dict[str, Tensor]:
+        """The weights a sampler needs to sample like this model (`Sampler.load_weights`)."""
+        ...
+
+    def trunk_copy(self) -> torch.nn.Module:
+        """A copy of the transformer without its LM head (a LoRA adapter merged in), for critics."""
+        ...

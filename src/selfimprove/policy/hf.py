@@ -1,16 +1,22 @@
-"""A policy backed by any local Hugging Face causal-LM folder (the built-in tiny model included)."""
+"""The HF engine: any local Hugging Face causal-LM folder (the built-in tiny model included) as both a
+`Sampler` (our batched decode loop) and a `TrainableModel` (the learner trains `module` in place).
+
+Because sampler and trained model are one object, syncing weights is free: `load_weights` only checks
+and records the version (or copies when given another model's weights).
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from selfimprove.algos.losses import token_logprobs
+from selfimprove.policy.logprobs import token_logprobs
 from selfimprove.policy.base import Completion, SamplingParams
 from selfimprove.policy.decode import decode
 
@@ -40,6 +46,7 @@ class HFPolicy:
             tokenizer.pad_token = tokenizer.eos_token
         self.generator = torch.Generator(device="cpu" if model.device.type == "cpu" else model.device)
         self.generator.manual_seed(seed)
+        self._version = 0
 
     # ----------------------------------------------------------------------------- loading and saving
     @classmethod
@@ -98,10 +105,58 @@ class HFPolicy:
         self.tokenizer.save_pretrained(path)
         return path
 
-    # ----------------------------------------------------------------------------- tokens
+    # ----------------------------------------------------------------------------- TrainableModel
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
+
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    def weight_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach() for k, v in self.model.state_dict().items()}
+
+    def trunk_copy(self) -> torch.nn.Module:
+        model = self.model
+        if hasattr(model, "merge_and_unload"):  # a PEFT model: fold the adapter into a copy of the weights
+            return copy.deepcopy(model).merge_and_unload().base_model
+        return copy.deepcopy(model.base_model)
+
+    def frozen_copy(self) -> "HFPolicy":
+        """A frozen copy of the policy as it is now (e.g. a KL reference)."""
+        model = copy.deepcopy(self.model)
+        model.eval()
+        model.requires_grad_(False)
+        return HFPolicy(model, self.tokenizer, chat=self.chat)
+
+    # ----------------------------------------------------------------------------- Sampler
+    @property
+    def weights_version(self) -> int:
+        return self._version
+
+    def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
+        """Weights of the model this engine trains are already in place; others are copied in."""
+        own = self.model.state_dict()
+        if any(own[k].data_ptr() != v.data_ptr() for k, v in weights.items() if k in own):
+            self.model.load_state_dict(dict(weights), strict=True)
+        self._version = int(version)
+
+    def make_generator(self, seed: int) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed)
+        return generator
+
+    def rng_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "version": self._version}
+
+    def set_rng_state(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self._version = int(state.get("version", 0))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.vocab_size)
 
     @property
     def pad_id(self) -> int:
@@ -127,6 +182,9 @@ class HFPolicy:
         ids = list(self.tokenizer(text, add_special_tokens=False).input_ids)
         return ids + [self.eos_ids[0]] if add_eos else ids
 
+    def save_tokenizer(self, path: str | Path) -> None:
+        self.tokenizer.save_pretrained(Path(path))
+
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
@@ -151,7 +209,7 @@ class HFPolicy:
         was_training = self.model.training
         self.model.eval()
         try:
-            return decode(
+            completions = decode(
                 self.model,
                 prompt_ids,
                 params,
@@ -162,6 +220,9 @@ class HFPolicy:
             )
         finally:
             self.model.train(was_training)
+        for c in completions:
+            c.version = self._version
+        return completions
 
     # ----------------------------------------------------------------------------- scoring
     def token_logprobs(

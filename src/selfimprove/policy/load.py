@@ -1,19 +1,43 @@
-"""Build a policy from a recipe's `model:` section: a local HF folder or a new built-in tiny model."""
+"""Engines by name: build a policy from a model source (a local HF folder, or `tiny` / `tiny:small` for a
+new built-in model). A recipe's `engine.kind` picks the entry; `hf` is the in-process engine."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Protocol
 
-from selfimprove.config import ModelConfig
 from selfimprove.policy.hf import HFPolicy
 from selfimprove.policy.tiny import build_tiny_model
+from selfimprove.registry import Registry
+
+BUILTIN = ("tiny", "tiny:small", "tiny:default")
 
 
-def load_policy(config: ModelConfig, *, seed: int = 0, path: str | Path | None = None) -> HFPolicy:
-    """`path` (e.g. a checkpoint's model folder) overrides `config.path`."""
-    source = str(path) if path is not None else config.path
-    if path is None and config.is_builtin:
+class EngineFactory(Protocol):
+    def __call__(self, source: str, *, device: str, dtype: str, chat: bool, seed: int, **options: Any) -> HFPolicy: ...
+
+
+ENGINES: Registry[EngineFactory] = Registry("engine")
+
+
+def is_builtin(source: str) -> bool:
+    return source in BUILTIN
+
+
+@ENGINES.register("hf")
+def load_hf(source: str, *, device: str = "cpu", dtype: str = "float32", chat: bool = False, seed: int = 0,
+            **options: Any) -> HFPolicy:
+    """The HF engine on a folder, or a freshly initialised built-in tiny model (`tiny`, `tiny:small`)."""
+    if options:
+        raise ValueError(f"the hf engine takes no options, got {sorted(options)}")
+    if is_builtin(source):
         preset = "small" if source == "tiny:small" else "default"
         model, tokenizer = build_tiny_model(preset, seed=seed)  # type: ignore[arg-type]
-        return HFPolicy(model.to(config.device), tokenizer, chat=config.chat, seed=seed)
-    return HFPolicy.load(source, device=config.device, dtype=config.dtype, chat=config.chat, seed=seed)
+        return HFPolicy(model.to(device), tokenizer, chat=chat, seed=seed)
+    return HFPolicy.load(Path(source), device=device, dtype=dtype, chat=chat, seed=seed)
+
+
+def load_engine(kind: str, source: str | Path, *, device: str = "cpu", dtype: str = "float32", chat: bool = False,
+                seed: int = 0, **options: Any) -> HFPolicy:
+    """Build the named engine on `source`."""
+    return ENGINES.get(kind)(str(source), device=device, dtype=dtype, chat=chat, seed=seed, **options)

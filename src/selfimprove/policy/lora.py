@@ -10,14 +10,22 @@ import copy
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Protocol, Sequence
 
 import peft
 from peft import PeftModel
 from transformers import PreTrainedModel
 
-from selfimprove.config import LoraConfig
 from selfimprove.policy.hf import HFPolicy
+
+class LoraSettings(Protocol):
+    """What `apply_lora` reads (a recipe's `lora:` section has these fields)."""
+
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: Sequence[str] | str
+
 
 MERGED = "merged"
 BASE = "base"
@@ -58,7 +66,7 @@ def _record_base(model: PeftModel) -> None:
         cfg.base_model_name_or_path = source
 
 
-def apply_lora(policy: HFPolicy, config: LoraConfig) -> None:
+def apply_lora(policy: HFPolicy, config: LoraSettings) -> None:
     """Wrap `policy.model` in a fresh LoRA adapter; only adapter weights stay trainable.
 
     LoRA's A matrices are drawn from torch's global RNG (B starts at zero, so the wrapped model starts
@@ -69,7 +77,7 @@ def apply_lora(policy: HFPolicy, config: LoraConfig) -> None:
         r=config.r,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=config.target_modules,
+        target_modules=config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules),
         task_type="CAUSAL_LM",
     )
     with _quiet():

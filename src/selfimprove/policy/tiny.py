@@ -6,7 +6,6 @@ Hugging Face objects (`PreTrainedTokenizerFast`, `LlamaForCausalLM`), saved and 
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Literal
 

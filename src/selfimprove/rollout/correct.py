@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from selfimprove.policy.base import SamplingParams
-from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.base import Sampler
 from selfimprove.rollout.episode import Episode, Segment
 from selfimprove.tasks.base import Problem, Task
 
@@ -22,6 +22,10 @@ PAPER_INSTRUCTION = (
     "Please correct the error, if any, and rewrite the solution.\n"
 )
 SHORT_INSTRUCTION = "\nagain:"
+
+# The segment kinds of the two attempts (SCoRe's turns; STaR and Pair-SFT train the second).
+TURN1 = "attempt1"
+TURN2 = "attempt2"
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class TurnWeights:
 
 
 def two_attempt_episodes(
-    policy: HFPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     params: SamplingParams,
@@ -64,10 +68,10 @@ def two_attempt_episodes(
             Episode(
                 segments=[
                     Segment("prompt", list(c1.prompt_ids)),
-                    Segment("attempt1", body, trainable=True, reward=v1.score, logprobs=body_lp,
+                    Segment(TURN1, body, trainable=True, reward=v1.score, logprobs=body_lp,
                             kl_weights=[kl_weights.first] * len(body), text=c1.text),
                     Segment("instruction", instruction_ids, text=instruction),
-                    Segment("attempt2", list(c2.token_ids), trainable=True, reward=v2.score, logprobs=list(c2.logprobs),
+                    Segment(TURN2, list(c2.token_ids), trainable=True, reward=v2.score, logprobs=list(c2.logprobs),
                             kl_weights=[kl_weights.second] * len(c2.token_ids), text=c2.text),
                 ],
                 group=group_offset + c1.prompt_index,

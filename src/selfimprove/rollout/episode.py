@@ -8,7 +8,7 @@ and R^3 (a demonstration prefix that does not train) to share one learner.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -33,13 +33,56 @@ class Segment:
                 raise ValueError(f"segment {self.kind!r}: {name} has {len(values)} entries for {n} tokens")
 
 
-@dataclass
 class Episode:
-    segments: list[Segment]
-    group: int
-    problem_id: str = ""
-    reward: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
+    """A list of segments of one problem's episode; `group` is shared by the episodes of one prompt.
+
+    Rewards live on segments only, so an episode's reward and its segments' rewards cannot disagree:
+    `reward` is the reward of the *outcome segment* (the last trainable one, else the last one), and
+    setting it (or passing `reward=` to the constructor) writes that segment's reward. Per-turn
+    estimators read every trainable segment that carries a reward (`turns`).
+    """
+
+    def __init__(
+        self,
+        segments: list[Segment],
+        group: int,
+        problem_id: str = "",
+        reward: float | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.segments = list(segments)
+        self.group = group
+        self.problem_id = problem_id
+        self.info: dict[str, Any] = {} if info is None else info
+        if reward is not None:
+            self.reward = reward
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{s.kind}[{len(s.token_ids)}]" for s in self.segments)
+        return f"Episode(group={self.group}, problem_id={self.problem_id!r}, reward={self.reward}, segments=[{kinds}])"
+
+    @property
+    def outcome(self) -> Segment:
+        """The segment whose reward is the episode's: the last trainable one, else the last one."""
+        if not self.segments:
+            raise ValueError("an episode has at least one segment")
+        for s in reversed(self.segments):
+            if s.trainable:
+                return s
+        return self.segments[-1]
+
+    @property
+    def reward(self) -> float:
+        return float(self.outcome.reward or 0.0)
+
+    @reward.setter
+    def reward(self, value: float) -> None:
+        self.outcome.reward = float(value)
+
+    @property
+    def turns(self) -> list[Segment]:
+        """Trainable segments that carry a reward, in order (SCoRe's two attempts)."""
+        return [s for s in self.segments if s.trainable and s.reward is not None]
 
     @property
     def token_ids(self) -> list[int]:
@@ -66,9 +109,6 @@ class Episode:
     def trainable_mask(self) -> list[float]:
         return [1.0 if s.trainable else 0.0 for s in self.segments for _ in s.token_ids]
 
-    def with_reward(self, reward: float) -> "Episode":
-        return replace(self, reward=reward)
-
 
 @dataclass
 class TokenBatch:
@@ -83,6 +123,8 @@ class TokenBatch:
     old_logprobs: torch.Tensor  # [B, L-1] behaviour log-probs (0 where unknown)
     rewards: torch.Tensor  # [B]
     groups: torch.Tensor  # [B] long
+    turn_rewards: torch.Tensor | None = None  # [B, K] each turn's reward (trainable rewarded segments)
+    turn_masks: torch.Tensor | None = None  # [B, K, L-1] each turn's target tokens
     advantages: torch.Tensor | None = None  # [B, L-1], filled by an estimator
     ref_logprobs: torch.Tensor | None = None  # [B, L-1], filled when a reference model is used
     old_values: torch.Tensor | None = None  # [B, L-1], PPO: values when the batch was sampled
@@ -98,28 +140,46 @@ class TokenBatch:
         width = int(picked["attention_mask"].sum(-1).max().item()) if picked["attention_mask"].numel() else 1
         width = max(width, 2)
         for k, v in picked.items():
-            if isinstance(v, torch.Tensor) and v.dim() == 2:
-                picked[k] = v[:, :width] if k in ("input_ids", "attention_mask") else v[:, : width - 1]
+            if isinstance(v, torch.Tensor) and v.dim() >= 2 and k != "turn_rewards":
+                picked[k] = v[..., :width] if k in ("input_ids", "attention_mask") else v[..., : width - 1]
         return TokenBatch(**picked)
 
     def to(self, device: torch.device | str) -> "TokenBatch":
         return TokenBatch(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()})
 
 
+def _target_columns(start: int, n: int, width: int) -> slice:
+    """Tokens [start, start + n) of a row are targets at columns [start - 1, start + n - 1); token 0 has none."""
+    return slice(max(start, 1) - 1, min(start + n - 1, width))
+
+
 def segment_mask(episodes: Sequence[Episode], kind: str, width: int) -> torch.Tensor:
-    """[B, width] target-aligned mask of the trainable tokens of segments of one kind (e.g. each
-    attempt of a two-attempt episode), for per-turn advantages: column t is token t+1."""
+    """[B, width] target-aligned mask of the trainable tokens of segments of one kind (column t is token t+1)."""
     out = torch.zeros((len(episodes), width))
     for i, e in enumerate(episodes):
         start = 0
         for s in e.segments:
             if s.kind == kind and s.trainable:
-                # tokens [start, start + n) are targets at columns [start - 1, start + n - 1); token 0 has none
-                lo, hi = max(start, 1) - 1, min(start + len(s.token_ids) - 1, width)
-                if hi > lo:
-                    out[i, lo:hi] = 1.0
+                out[i, _target_columns(start, len(s.token_ids), width)] = 1.0
             start += len(s.token_ids)
     return out
+
+
+def _turn_tensors(episodes: Sequence[Episode], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, K] rewards and [B, K, width] target-aligned masks of each episode's turns (column t is token
+    t+1), K the most turns of any episode; missing turns are zero."""
+    k = max(1, max(len(e.turns) for e in episodes))
+    rewards = torch.zeros((len(episodes), k))
+    masks = torch.zeros((len(episodes), k, width))
+    for i, e in enumerate(episodes):
+        start, turn = 0, 0
+        for s in e.segments:
+            if s.trainable and s.reward is not None:
+                masks[i, turn, _target_columns(start, len(s.token_ids), width)] = 1.0
+                rewards[i, turn] = float(s.reward)
+                turn += 1
+            start += len(s.token_ids)
+    return rewards, masks
 
 
 def collate(episodes: Sequence[Episode], pad_id: int) -> TokenBatch:
@@ -144,10 +204,13 @@ def collate(episodes: Sequence[Episode], pad_id: int) -> TokenBatch:
             ("old_logprobs", e.per_token("logprobs", 0.0)),
         ):
             per_token[name][i, : n - 1] = torch.tensor(values[1:], dtype=torch.float32)
+    turn_rewards, turn_masks = _turn_tensors(episodes, width - 1)
     return TokenBatch(
         input_ids=input_ids,
         attention_mask=attention,
         rewards=torch.tensor([e.reward for e in episodes], dtype=torch.float32),
         groups=torch.tensor([e.group for e in episodes], dtype=torch.long),
+        turn_rewards=turn_rewards,
+        turn_masks=turn_masks,
         **per_token,
     )

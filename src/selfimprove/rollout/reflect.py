@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from selfimprove.policy.base import Completion, SamplingParams
-from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.base import Sampler
 from selfimprove.rollout.episode import Episode, Segment
 from selfimprove.tasks.base import Problem, Task
 
@@ -47,7 +47,7 @@ def line_params(params: SamplingParams, end: str | None = REFLECTION_END) -> Sam
     return params if end is None or end in params.stop else replace(params, stop=tuple(params.stop) + (end,))
 
 
-def reflection_body(policy: HFPolicy, c: Completion) -> tuple[list[int], list[float]]:
+def reflection_body(policy: Sampler, c: Completion) -> tuple[list[int], list[float]]:
     """A reflection's tokens and log-probs without what ended it (the end token, or the stop string):
     the longest run of its tokens whose text is its (stop-cut) text."""
     if c.finish_reason != "stop":
@@ -63,13 +63,13 @@ def _one(params: SamplingParams, temperature: float | None = None) -> SamplingPa
     return replace(params, n=1, temperature=params.temperature if temperature is None else temperature)
 
 
-def first_attempts(policy: HFPolicy, task: Task, problems: Sequence[Problem], params: SamplingParams) -> list[Completion]:
+def first_attempts(policy: Sampler, task: Task, problems: Sequence[Problem], params: SamplingParams) -> list[Completion]:
     """One attempt per problem (`params.n` is ignored): completion i answers `problems[i]`."""
     return policy.generate([p.prompt for p in problems], _one(params))
 
 
 def failures(
-    policy: HFPolicy, task: Task, problems: Sequence[Problem], params: SamplingParams, samples: int
+    policy: Sampler, task: Task, problems: Sequence[Problem], params: SamplingParams, samples: int
 ) -> list[tuple[Problem, Completion]]:
     """The failure set: sample `samples` answers per problem, keep each problem with at least one wrong
     answer, paired with its first wrong answer (re-indexed so `prompt_index` is its position here).
@@ -81,7 +81,7 @@ def failures(
 
 
 def sample_failures(
-    policy: HFPolicy, task: Task, problems: Sequence[Problem], params: SamplingParams, samples: int
+    policy: Sampler, task: Task, problems: Sequence[Problem], params: SamplingParams, samples: int
 ) -> tuple[list[tuple[Problem, Completion]], float, int]:
     """`failures`, plus the accuracy of all the answers sampled to find them and their token count."""
     if samples < 1:
@@ -103,7 +103,7 @@ def sample_failures(
 
 
 def reflect_retry_episodes(
-    policy: HFPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     first_attempts: Sequence[Completion],
@@ -172,7 +172,7 @@ def reflect_retry_episodes(
 
 
 def episodes_for_failures(
-    policy: HFPolicy,
+    policy: Sampler,
     task: Task,
     failed: Sequence[tuple[Problem, Completion]],
     params: SamplingParams,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Sequence
 
 from selfimprove.policy.base import SamplingParams
-from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.base import Sampler
 from selfimprove.rollout.episode import Episode, Segment
 from selfimprove.tasks.base import Problem, Task
 
 
 def sample_episodes(
-    policy: HFPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     params: SamplingParams,
@@ -39,7 +39,7 @@ def sample_episodes(
     return episodes
 
 
-def demonstration_episode(policy: HFPolicy, task: Task, problem: Problem, group: int = 0) -> Episode:
+def demonstration_episode(policy: Sampler, task: Task, problem: Problem, group: int = 0) -> Episode:
     """The problem's worked solution as a trainable completion (what SFT learns from)."""
     target = task.target_text(problem)
     return Episode(

@@ -21,12 +21,13 @@ from pydantic import Field
 
 from selfimprove.critics.base import Critic
 from selfimprove.search.best_of_n import best_index
-from selfimprove.search.budget import Budget
+from selfimprove.rollout.budget import Budget
 from selfimprove.search.config import SampledSearchConfig
-from selfimprove.search.expand import StepPolicy, propose_steps, root_states
+from selfimprove.policy.base import Sampler
+from selfimprove.rollout.expand import propose_steps, root_states
 from selfimprove.search.result import SearchResult, make_results
-from selfimprove.search.scoring import score_states
-from selfimprove.search.state import State
+from selfimprove.critics.base import score_states
+from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem, Task
 
 Scored = tuple[State, float]
@@ -47,7 +48,7 @@ def keep_top(pool: Sequence[Scored], width: int) -> list[Scored]:
 
 
 def beam_search(
-    policy: StepPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     config: BeamConfig,

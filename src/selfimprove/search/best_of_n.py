@@ -12,13 +12,14 @@ from typing import Sequence
 from pydantic import Field
 
 from selfimprove.critics.base import Critic
-from selfimprove.search.budget import Budget
+from selfimprove.rollout.budget import Budget
 from selfimprove.search.config import SampledSearchConfig, SearchConfig
-from selfimprove.search.expand import StepPolicy, root_states
+from selfimprove.policy.base import Sampler
+from selfimprove.rollout.expand import root_states
 from selfimprove.search.result import SearchResult, make_results
 from selfimprove.search.sample import sample_candidates
-from selfimprove.search.scoring import score_states
-from selfimprove.search.state import State
+from selfimprove.critics.base import score_states
+from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem, Task
 
 
@@ -43,7 +44,7 @@ def best_index(scores: Sequence[float]) -> int:
 
 
 def scored_candidates(
-    policy: StepPolicy,
+    policy: Sampler,
     problems: Sequence[Problem],
     config: "BestOfNConfig",
     critic: Critic | None,
@@ -74,7 +75,7 @@ def scored_candidates(
 
 
 def best_of_n_search(
-    policy: StepPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     config: BestOfNConfig,
@@ -105,7 +106,7 @@ def best_of_n_search(
 
 
 def greedy_search(
-    policy: StepPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     config: GreedyConfig,

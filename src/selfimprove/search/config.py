@@ -6,32 +6,14 @@ recipe's `search:` block names one search and its settings, and `registry.SEARCH
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from selfimprove.policy.base import SamplingParams
-from selfimprove.search.budget import Budget
-from selfimprove.search.state import StepRule
-
-
-class StepRuleConfig(BaseModel):
-    """When a step ends (see `search.state.StepRule`): newline, a regular expression, or an equation line."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["newline", "pattern", "equation"] = "newline"
-    pattern: str = ""
-    max_step_tokens: int = Field(32, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> "StepRuleConfig":
-        self.rule()  # the rule's own checks (a pattern rule needs a valid, non-empty pattern)
-        return self
-
-    def rule(self) -> StepRule:
-        return StepRule(self.kind, self.pattern, self.max_step_tokens)
+from selfimprove.policy.base import Sampler, SamplingParams
+from selfimprove.rollout.budget import Budget
+from selfimprove.rollout.state import StepRule, StepRuleConfig
 
 
 class SearchConfig(BaseModel):
@@ -61,12 +43,9 @@ class SearchConfig(BaseModel):
             raise ValueError(f"{len(given)} budgets for {num_problems} problems")
         return list(given)
 
-    def generator(self, policy: object) -> torch.Generator:
-        """A generator on the policy's device, seeded with `seed`."""
-        device = getattr(policy, "device", torch.device("cpu"))
-        generator = torch.Generator(device=device)
-        generator.manual_seed(self.seed)
-        return generator
+    def generator(self, policy: Sampler) -> torch.Generator:
+        """The search's own sampling stream on the engine, seeded with `seed` (never the training stream)."""
+        return policy.make_generator(self.seed)
 
 
 class SampledSearchConfig(SearchConfig):

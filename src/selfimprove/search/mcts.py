@@ -52,10 +52,10 @@ from selfimprove.search.config import SampledSearchConfig
 
 if TYPE_CHECKING:
     from selfimprove.critics.base import Critic
-    from selfimprove.search.budget import Budget
-    from selfimprove.search.expand import StepPolicy
+    from selfimprove.rollout.budget import Budget
+    from selfimprove.policy.base import Sampler
     from selfimprove.search.result import SearchResult
-    from selfimprove.search.state import State
+    from selfimprove.rollout.state import State
     from selfimprove.tasks.base import Problem, Task
 
 S = TypeVar("S")
@@ -438,14 +438,14 @@ def run_mcts(env: TreeEnv[S], roots: Sequence[S], config: MCTSConfig) -> list[Tr
 
 # ---------------------------------------------------------------------------------- on a policy
 def mcts_trees(
-    policy: "StepPolicy",
+    policy: "Sampler",
     problems: Sequence["Problem"],
     config: MCTSConfig,
     critic: "Critic | None" = None,
     budgets: Sequence["Budget"] | None = None,
     *,
     outcome: "Critic | None" = None,
-    rollout_policy: "StepPolicy | None" = None,
+    rollout_policy: "Sampler | None" = None,
 ) -> tuple[list[Tree["State"]], list["Budget"]]:
     """Search every problem with MCTS on `policy`; the trees (for training data) and the budgets.
 
@@ -456,7 +456,7 @@ def mcts_trees(
     `rollout_policy` is AlphaLLM's cheaper fast-rollout policy (default: `policy`).
     """
     from selfimprove.policy.base import SamplingParams
-    from selfimprove.search.expand import root_states
+    from selfimprove.rollout.expand import root_states
     from selfimprove.search.policy_env import PolicyEnv
 
     scorer = outcome if outcome is not None else critic
@@ -484,7 +484,7 @@ def mcts_trees(
 
 
 def mcts_search(
-    policy: "StepPolicy",
+    policy: "Sampler",
     task: "Task",
     problems: Sequence["Problem"],
     config: MCTSConfig,
@@ -492,7 +492,7 @@ def mcts_search(
     budgets: Sequence["Budget"] | None = None,
     *,
     outcome: "Critic | None" = None,
-    rollout_policy: "StepPolicy | None" = None,
+    rollout_policy: "Sampler | None" = None,
 ) -> list["SearchResult"]:
     """eta-MCTS on `policy` (see `mcts_trees` for the critics); one `SearchResult` per problem, whose
     `score` is the outcome critic's score of the answer and `candidates` the number of tree nodes."""

@@ -16,10 +16,11 @@ import torch
 
 from selfimprove.critics.base import Critic
 from selfimprove.policy.base import SamplingParams
-from selfimprove.search.budget import Budget
-from selfimprove.search.expand import StepPolicy, complete, propose_steps
-from selfimprove.search.scoring import score_states
-from selfimprove.search.state import State, StepRule
+from selfimprove.rollout.budget import Budget
+from selfimprove.policy.base import Sampler
+from selfimprove.rollout.expand import complete, propose_steps
+from selfimprove.critics.base import score_states
+from selfimprove.rollout.state import State, StepRule
 from selfimprove.tasks.base import Problem
 
 
@@ -28,7 +29,7 @@ class PolicyEnv:
 
     def __init__(
         self,
-        policy: StepPolicy,
+        policy: Sampler,
         problems: Sequence[Problem],
         budgets: Sequence[Budget],
         *,
@@ -37,7 +38,7 @@ class PolicyEnv:
         max_answer_tokens: int,
         outcome: Critic,
         value: Critic | None = None,
-        rollout_policy: StepPolicy | None = None,
+        rollout_policy: Sampler | None = None,
         rollout_params: SamplingParams | None = None,
         generator: torch.Generator | None = None,
     ) -> None:

@@ -13,9 +13,9 @@ from selfimprove.critics.base import Critic
 from selfimprove.registry import Registry
 from selfimprove.search.beam import BeamConfig, beam_search
 from selfimprove.search.best_of_n import BestOfNConfig, GreedyConfig, best_of_n_search, greedy_search
-from selfimprove.search.budget import Budget
+from selfimprove.rollout.budget import Budget
 from selfimprove.search.config import SearchConfig
-from selfimprove.search.expand import StepPolicy
+from selfimprove.policy.base import Sampler
 from selfimprove.search.mcts import MCTSConfig, mcts_search
 from selfimprove.search.result import SearchResult
 from selfimprove.search.revision import RevisionConfig, revision_search
@@ -50,7 +50,7 @@ def make_search_config(name: str, params: Mapping[str, Any] | None = None) -> Se
 
 def run_search(
     name: str,
-    policy: StepPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     params: Mapping[str, Any] | SearchConfig | None = None,

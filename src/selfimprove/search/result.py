@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from selfimprove.search.budget import Budget
-from selfimprove.search.state import State
+from selfimprove.rollout.budget import Budget
+from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem, Task
 
 

@@ -15,12 +15,13 @@ from pydantic import Field
 
 from selfimprove.critics.base import Critic
 from selfimprove.rollout.correct import SHORT_INSTRUCTION
-from selfimprove.search.budget import Budget
+from selfimprove.rollout.budget import Budget
 from selfimprove.search.config import SampledSearchConfig
-from selfimprove.search.expand import StepPolicy, complete, root_states, strip_eos
+from selfimprove.policy.base import Sampler
+from selfimprove.rollout.expand import complete, root_states, strip_eos
 from selfimprove.search.result import SearchResult, make_results
-from selfimprove.search.scoring import score_states
-from selfimprove.search.state import State
+from selfimprove.critics.base import score_states
+from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem, Task
 
 
@@ -42,7 +43,7 @@ def latest_best(scores: Sequence[float]) -> int:
 
 
 def revision_search(
-    policy: StepPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     config: RevisionConfig,

@@ -22,12 +22,11 @@ counts as one critic call per problem per scoring round, whatever the number of 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import yaml
 
@@ -36,12 +35,13 @@ from selfimprove.critics.base import Critic
 from selfimprove.critics.combined import CombinedCritic
 from selfimprove.critics.model import LearnedCritic, load_critic
 from selfimprove.critics.verifier import VerifierCritic
-from selfimprove.policy.hf import HFPolicy
-from selfimprove.policy.load import load_policy
+from selfimprove.policy.base import Sampler
 from selfimprove.search.recipe import VERIFIER, SearchRecipe, takes
 from selfimprove.search.registry import SEARCHES
 from selfimprove.search.result import SearchResult
 from selfimprove.tasks.base import Problem, Task, make_task
+from selfimprove.train.models import load_policy
+from selfimprove.progress import StageBar, no_bar
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +51,8 @@ CONFIG = "config.yaml"
 # Recipe fields a resumed run may change: they decide which problems and points run, not their results.
 RESUMABLE_CHANGES = ("run_dir", "num_problems", "problems_per_batch", "search.sweep.values")
 
-OnStep = Callable[[int, dict[str, Any]], None]
-Bar = Callable[[str, int], ContextManager[OnStep]]
 
 
-@contextlib.contextmanager
-def _no_bar(description: str, total: int) -> Iterator[OnStep]:
-    yield lambda step, metrics: None
 
 
 # ------------------------------------------------------------------------------------------ critics
@@ -91,16 +86,15 @@ def _load(path: str | None, recipe: SearchRecipe) -> LearnedCritic:
     return critic
 
 
-def check_critics_read_the_policy(policy: HFPolicy, critics: Sequence[Critic | None]) -> None:
+def check_critics_read_the_policy(policy: Sampler, critics: Sequence[Critic | None]) -> None:
     """A learned critic reads the policy's token ids: its vocabulary and end token must be the policy's."""
-    vocab = policy.model.config.vocab_size
+    vocab = policy.vocab_size
     for critic in critics:
         members = critic.critics if isinstance(critic, CombinedCritic) else [critic]
         for member in members:
             if not isinstance(member, LearnedCritic):
                 continue
-            assert member.model.trunk is not None
-            theirs = member.model.trunk.config.vocab_size
+            theirs = member.vocab_size
             if theirs != vocab or member.eos_ids[:1] != policy.eos_ids[:1]:
                 raise ConfigError(
                     f"critics: the {member.kind} critic reads another tokenizer (vocabulary {theirs}, end "
@@ -209,7 +203,7 @@ def _chunks(items: Sequence[Problem], size: int) -> Iterator[Sequence[Problem]]:
 
 
 # ------------------------------------------------------------------------------------------ the run
-def run_search_eval(recipe: SearchRecipe, *, bar: Bar = _no_bar) -> dict[str, Any]:
+def run_search_eval(recipe: SearchRecipe, *, bar: StageBar = no_bar) -> dict[str, Any]:
     """Run the recipe's search (every sweep point) on the split's distinct problems; write results and
     summary (see the module docstring) and return the summary."""
     began = time.time()
@@ -229,12 +223,12 @@ def run_search_eval(recipe: SearchRecipe, *, bar: Bar = _no_bar) -> dict[str, An
     extra: dict[str, Any] = {}
     if len(done) < len(wanted):  # something left to search: build the models
         critic, outcome = build_critics(recipe, task)
-        policy = load_policy(recipe.model, seed=recipe.seed)
+        policy = load_policy(recipe.model, engine=recipe.engine, seed=recipe.seed)
         check_critics_read_the_policy(policy, [critic, outcome])
         if outcome is not None:
             extra["outcome"] = outcome
         if recipe.rollout_model is not None and takes(recipe.search.name, "rollout_policy"):
-            extra["rollout_policy"] = load_policy(recipe.rollout_model, seed=recipe.seed)
+            extra["rollout_policy"] = load_policy(recipe.rollout_model, engine=recipe.engine, seed=recipe.seed)
 
         label = f"search {recipe.search.name}" + (f" sweep {recipe.search.sweep.param}" if recipe.search.sweep else "")
         with bar(label, len(wanted)) as on_step, (root / RESULTS).open("a") as out:

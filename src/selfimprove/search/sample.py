@@ -12,13 +12,14 @@ from typing import Sequence
 import torch
 
 from selfimprove.policy.base import SamplingParams
-from selfimprove.search.budget import Budget
-from selfimprove.search.expand import StepPolicy, complete
-from selfimprove.search.state import State, StepRule
+from selfimprove.rollout.budget import Budget
+from selfimprove.policy.base import Sampler
+from selfimprove.rollout.expand import complete
+from selfimprove.rollout.state import State, StepRule
 
 
 def sample_candidates(
-    policy: StepPolicy,
+    policy: Sampler,
     roots: Sequence[State],
     n: int,
     rule: StepRule,

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from selfimprove.rollout.episode import Episode, Segment
 from selfimprove.search.mcts import Node, Tree
-from selfimprove.search.state import State
+from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem
 
 

@@ -20,10 +20,10 @@ from typing import Sequence
 
 from selfimprove.critics.base import Critic
 from selfimprove.search.best_of_n import BestOfNConfig, best_index, scored_candidates
-from selfimprove.search.budget import Budget
-from selfimprove.search.expand import StepPolicy
+from selfimprove.rollout.budget import Budget
+from selfimprove.policy.base import Sampler
 from selfimprove.search.result import SearchResult, make_results
-from selfimprove.search.state import State
+from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem, Task
 
 
@@ -82,7 +82,7 @@ class VoteConfig(BestOfNConfig):
 
 def _vote_search(
     name: str,
-    policy: StepPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     config: VoteConfig,
@@ -116,7 +116,7 @@ def _vote_search(
 
 
 def majority_vote_search(
-    policy: StepPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     config: VoteConfig,
@@ -128,7 +128,7 @@ def majority_vote_search(
 
 
 def weighted_vote_search(
-    policy: StepPolicy,
+    policy: Sampler,
     task: Task,
     problems: Sequence[Problem],
     config: VoteConfig,

@@ -16,26 +16,27 @@ from typing import Any
 import numpy as np
 import torch
 
+from selfimprove.policy.base import Sampler
 from selfimprove.policy.hf import HFPolicy
 from selfimprove.train.learner import Learner
 
 PREFIX = "step_"
 
 
-def rng_state(policy: HFPolicy) -> dict[str, Any]:
+def rng_state(policy: Sampler) -> dict[str, Any]:
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
-        "sampler": policy.generator.get_state(),
+        "sampler": policy.rng_state(),
     }
 
 
-def restore_rng(state: dict[str, Any], policy: HFPolicy) -> None:
+def restore_rng(state: dict[str, Any], policy: Sampler) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    policy.generator.set_state(state["sampler"])
+    policy.set_rng_state(state["sampler"])
 
 
 def save_checkpoint(

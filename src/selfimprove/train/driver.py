@@ -1,60 +1,42 @@
-"""The shared body of every training job: resume, step, evaluate, log, checkpoint, save.
+"""The shared body of every training job: resume, step, budget, evaluate, log, checkpoint, summarise.
 
-A job differs only in how one step turns problems into episodes and learner updates (`StepFn`);
-SFT and the RL loop both run through `run_training`.
+A method differs only in how one step turns problems into episodes and learner updates; it gives the
+driver a `TrainingPlan` (its stream, its state, its step, its summary) and the driver does the rest.
+
+Sampled-token budget: a step that samples reports the tokens it generated as `train/sampled_tokens`;
+the driver keeps the running total (`Job.sampled_tokens`, saved in checkpoints) and, when the recipe
+sets `max_sampled_tokens` and the plan's `budget_ends_run`, ends the run after the step that reaches
+it (checkpoint, final eval and summary as at the last step). Methods compared "at the same budget" all
+stop this way, or (STaR, Pair-SFT, whose SFT steps sample nothing) spend the budget in their sampling
+phase and say so with `budget_ends_run = False`.
+
+With `recipe.lora` the policy trains a LoRA adapter on the base model and the KL reference is the
+same model with the adapter switched off (no second copy in memory).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from selfimprove.config import EvalConfig, ModelConfig, OptimConfig, Schedule, TaskSpec
+from selfimprove.config import EvalConfig
 from selfimprove.eval.evaluate import EvalResult, evaluate
-from selfimprove.policy.hf import HFPolicy
-from selfimprove.policy.load import load_policy
 from selfimprove.policy.lora import apply_lora, load_adapter, save_policy
-from selfimprove.policy.value import ValueModel
 from selfimprove.tasks.base import Task, make_task
 from selfimprove.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from selfimprove.train.job import BUFFERS, Job, StepCallback, TrainingPlan, lora_of
 from selfimprove.train.learner import Learner
+from selfimprove.train.models import load_policy
 from selfimprove.train.runlog import RunLog
 
-StepCallback = Callable[[int, dict[str, Any]], None]
-
-
-class TrainingRecipe(Protocol):
-    run_dir: str
-    seed: int
-    steps: int
-    model: ModelConfig
-    task: TaskSpec
-    optim: OptimConfig
-    schedule: Schedule
-    eval: EvalConfig
-
-
-@dataclass
-class Job:
-    """What a step function may use. `state` is saved in every checkpoint and restored on resume
-    (e.g. a data cursor that does not follow from the step number)."""
-
-    policy: HFPolicy
-    learner: Learner
-    task: Task
-    state: dict[str, Any] = field(default_factory=dict)
-
-
-class StepFn(Protocol):
-    def __call__(self, job: Job, step: int) -> dict[str, Any]:
-        """Run training step `step` (0-based) and return its metrics."""
+SUMMARY = "summary.json"
 
 
 def seed_everything(seed: int) -> None:
@@ -79,74 +61,85 @@ def run_eval(job: Job, config: EvalConfig, num_problems: int, seed: int, on_batc
     )
 
 
-def run_training(
-    recipe: TrainingRecipe,
-    step_fn: StepFn,
-    *,
-    use_reference: bool = False,
-    value_model: Callable[[HFPolicy], ValueModel] | None = None,
-    temperature: float = 1.0,
-    optimizer_steps_per_step: int = 1,
-    on_step: StepCallback | None = None,
-) -> dict[str, Any]:
-    """Train `recipe.steps` steps (resuming from the newest checkpoint if any); return the summary.
-
-    Sampled-token budget: a step function that samples reports the tokens it generated as the
-    metric `train/sampled_tokens`; the driver keeps the running total in `job.state` (so it survives
-    resume) and, when the recipe sets `max_sampled_tokens`, ends the run after the step that reaches it
-    (checkpoint, final eval and summary as at the last step). Methods compared "at the same budget"
-    all stop this way.
-
-    With `recipe.lora` the policy trains a LoRA adapter on the base model and the KL reference is the
-    same model with the adapter switched off (no second copy in memory).
-    """
-    run_dir = Path(recipe.run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    seed_everything(recipe.seed)
-    task = make_task(recipe.task.name, recipe.task.params)
-    resume = latest_checkpoint(ckpt_dir)
-    lora = getattr(recipe, "lora", None)
+def _build(plan: TrainingPlan, resume: Path | None, task: Task, run_dir: Path) -> Job:
+    recipe = plan.recipe
+    lora = lora_of(recipe)
+    engine = getattr(recipe, "engine", None)
     if lora is not None:
-        policy = load_policy(recipe.model, seed=recipe.seed)
+        policy = load_policy(recipe.model, engine=engine, seed=recipe.seed)
         if resume is not None:
             load_adapter(policy, resume / "model")
         else:
             apply_lora(policy, lora)
     else:
-        policy = load_policy(recipe.model, seed=recipe.seed, path=resume / "model" if resume else None)
+        policy = load_policy(recipe.model, engine=engine, seed=recipe.seed, path=resume / "model" if resume else None)
     reference = None
-    if use_reference and lora is None:
-        reference = load_policy(recipe.model, seed=recipe.seed)
+    if plan.use_reference and lora is None:
+        reference = load_policy(recipe.model, engine=engine, seed=recipe.seed)
     learner = Learner(
         policy,
         recipe.optim,
-        recipe.steps * optimizer_steps_per_step,
+        recipe.steps * plan.optimizer_steps_per_step,
         reference=reference,
-        adapter_reference=use_reference and lora is not None,
-        value_model=value_model(policy) if value_model is not None else None,
-        temperature=temperature,
+        adapter_reference=plan.use_reference and lora is not None,
+        value_model=plan.value_model(policy),
+        temperature=plan.temperature,
     )
+    return Job(policy, learner, task, plan.make_stream(), plan.State(), run_dir)
+
+
+def _restore(job: Job, saved: dict[str, Any]) -> None:
+    """The job state of a checkpoint: budget spent, stream position, method state, buffer lengths."""
+    state = saved.get("job", {})
+    job.sampled_tokens = int(state.get("sampled_tokens", 0))
+    job.stream.load_state_dict(state["stream"])
+    job.state = type(job.state).from_dict(state.get("method", {}))
+    lengths = state.get("buffers", {})
+    folder = job.run_dir / BUFFERS
+    names = {p.stem for p in folder.glob("*.jsonl")} if folder.is_dir() else set()
+    for name in sorted(names | set(lengths)):
+        job.buffer(name).truncate(int(lengths.get(name, 0)))
+
+
+def job_state(job: Job) -> dict[str, Any]:
+    return {
+        "sampled_tokens": job.sampled_tokens,
+        "stream": job.stream.state_dict(),
+        "method": job.state.to_dict(),
+        "buffers": {name: len(buffer) for name, buffer in sorted(job.buffers.items())},
+    }
+
+
+def run_training(plan: TrainingPlan, on_step: StepCallback | None = None) -> dict[str, Any]:
+    """Train `recipe.steps` steps (resuming from the newest checkpoint if any); write and return the summary."""
+    recipe = plan.recipe
+    run_dir = Path(recipe.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    seed_everything(recipe.seed)
+    task = make_task(recipe.task.name, recipe.task.params)
+    resume = latest_checkpoint(ckpt_dir)
+    if resume is None:
+        shutil.rmtree(run_dir / BUFFERS, ignore_errors=True)  # left by a run that never checkpointed
+    job = _build(plan, resume, task, run_dir)
     start = 0
-    job = Job(policy, learner, task)
     if resume is not None:
-        saved = load_checkpoint(resume, policy, learner)
+        saved = load_checkpoint(resume, job.policy, job.learner)
         start = int(saved["step"])
-        job.state.update(saved.get("job", {}))
-    log = RunLog(run_dir, recipe, resume_step=start if resume is not None else None)  # type: ignore[arg-type]
+        _restore(job, saved)
+    log = RunLog(run_dir, recipe, resume_step=start if resume is not None else None)
     schedule = recipe.schedule
     began = time.time()
-    budget = getattr(recipe, "max_sampled_tokens", None)
+    budget = getattr(recipe, "max_sampled_tokens", None) if plan.budget_ends_run else None
     done = start
     try:
         for step in range(start, recipe.steps):
-            if budget is not None and int(job.state.get("sampled_tokens", 0)) >= budget:
+            if budget is not None and job.sampled_tokens >= budget:
                 break  # resumed after the budget was spent
-            metrics = step_fn(job, step)
+            metrics = plan.step(job, step)
             done = step + 1
-            spent = int(job.state.get("sampled_tokens", 0)) + int(metrics.get("train/sampled_tokens", 0))
-            job.state["sampled_tokens"] = spent
-            metrics["train/sampled_tokens_total"] = spent
-            last = done == recipe.steps or (budget is not None and spent >= budget)
+            job.sampled_tokens += int(metrics.get("train/sampled_tokens", 0))
+            metrics["train/sampled_tokens_total"] = job.sampled_tokens
+            last = done == recipe.steps or (budget is not None and job.sampled_tokens >= budget)
             if schedule.eval_every and done % schedule.eval_every == 0 and not last:
                 metrics.update(run_eval(job, recipe.eval, schedule.eval_problems, recipe.seed).metrics())
             metrics["seconds"] = round(time.time() - began, 3)
@@ -154,25 +147,28 @@ def run_training(
             if on_step is not None:
                 on_step(done, metrics)
             if done % schedule.checkpoint_every == 0 or last:
-                save_checkpoint(ckpt_dir, done, policy, learner, {"job": job.state}, keep=schedule.keep_checkpoints)
+                save_checkpoint(ckpt_dir, done, job.policy, job.learner, {"job": job_state(job)}, keep=schedule.keep_checkpoints)
             if last:
                 break
         final = run_eval(job, recipe.eval, recipe.eval.num_problems, recipe.seed)
         log.log(done, {f"final/{k.split('/', 1)[1]}": v for k, v in final.metrics().items()})
     finally:
         log.close()
-    save_policy(policy, run_dir / "final", merged=bool(lora and lora.save_merged))
-    if learner.value_model is not None:  # PPO's critic, for reuse (e.g. as a search value function)
-        torch.save(learner.value_model.state_dict(), run_dir / "final" / "value_model.pt")
+    lora = lora_of(recipe)
+    save_policy(job.policy, run_dir / "final", merged=bool(lora and lora.save_merged))
+    if job.learner.value_model is not None:  # PPO's critic, for reuse (e.g. as a search value function)
+        torch.save(job.learner.value_model.state_dict(), run_dir / "final" / "value_model.pt")
     summary = {
+        "method": getattr(plan, "name", None),
         "steps": done,
-        "sampled_tokens": int(job.state.get("sampled_tokens", 0)),
+        "sampled_tokens": job.sampled_tokens,
         "accuracy": final.accuracy,
         "pass_at_k": final.pass_at_k,
         "eval_problems": final.num_problems,
         "train_seconds": round(time.time() - began, 1),
         "model": str(run_dir / "final"),
+        **plan.summarise(job),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
     (run_dir / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in final.records))
     return summary

@@ -2,22 +2,23 @@
 
 It turns a `TokenBatch` plus an objective into one optimizer step: micro-batching with gradient
 accumulation (normalisers of the whole batch, so the result does not depend on the micro-batch size),
-gradient clipping, AdamW with warm-up, and the frozen reference model for KL terms.
+gradient clipping, AdamW with warm-up, and the frozen reference model for KL terms. Anything with a
+torch `module` trains through it: the policy (`step`), and the learned critics, whose losses are
+computed per micro-batch by the caller (`step_on`).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 
-from selfimprove.algos.losses import token_entropy, token_logprobs
+from selfimprove.policy.logprobs import token_entropy, token_logprobs
 from selfimprove.config import OptimConfig
-from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.base import TrainableModel
 from selfimprove.policy.value import ValueModel
 from selfimprove.rollout.episode import TokenBatch
 from selfimprove.train.prefix import shared_prefix_forward
@@ -70,14 +71,17 @@ def lr_lambda(config: OptimConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
+M = TypeVar("M")
+
+
 class Learner:
     def __init__(
         self,
-        policy: HFPolicy,
+        policy: TrainableModel,
         config: OptimConfig,
         total_steps: int,
         *,
-        reference: HFPolicy | None = None,
+        reference: TrainableModel | None = None,
         adapter_reference: bool = False,
         value_model: ValueModel | None = None,
         temperature: float = 1.0,
@@ -91,9 +95,9 @@ class Learner:
         self.adapter_reference = adapter_reference
         self.value_model = value_model.to(policy.device) if value_model is not None else None
         if reference is not None:
-            reference.model.eval()
-            reference.model.requires_grad_(False)
-        params = [p for p in policy.model.parameters() if p.requires_grad]
+            reference.module.eval()
+            reference.module.requires_grad_(False)
+        params = [p for p in policy.module.parameters() if p.requires_grad]
         if self.value_model is not None:
             params += [p for p in self.value_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -102,11 +106,6 @@ class Learner:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, total_steps))
         self.step_count = 0
 
-    @staticmethod
-    def frozen_copy(policy: HFPolicy) -> HFPolicy:
-        """A frozen copy of the policy as it is now, to serve as the KL reference."""
-        return HFPolicy(copy.deepcopy(policy.model), policy.tokenizer, chat=policy.chat)
-
     def _micro_batches(self, batch: TokenBatch) -> list[TokenBatch]:
         size = self.config.micro_batch_size
         return [batch.rows(slice(i, i + size)) for i in range(0, batch.size, size)]
@@ -114,8 +113,8 @@ class Learner:
     def forward(self, batch: TokenBatch, *, with_entropy: bool = False, model: torch.nn.Module | None = None) -> Forward:
         """Log-probs of the targets (and values and entropy when asked) for one micro-batch, under the
         policy or under another `model` (e.g. the reference; values then come only from the policy)."""
-        model = self.policy.model if model is None else model
-        critic = self.value_model if model is self.policy.model else None
+        model = self.policy.module if model is None else model
+        critic = self.value_model if model is self.policy.module else None
         if critic is None and self.config.share_prefix:
             fast = shared_prefix_forward(model, batch, self.temperature, with_entropy=with_entropy)
             if fast is not None:
@@ -132,20 +131,20 @@ class Learner:
         return Forward(logp, values, entropy)
 
     @torch.no_grad()
-    def _scan(self, policy: HFPolicy, batch: TokenBatch) -> tuple[Tensor, Tensor | None]:
+    def _scan(self, policy: TrainableModel, batch: TokenBatch) -> tuple[Tensor, Tensor | None]:
         """One no-grad pass over a whole batch in micro-batches: log-probs and (policy only) values."""
-        was_training = policy.model.training
-        policy.model.eval()
+        was_training = policy.module.training
+        policy.module.eval()
         logp = torch.zeros_like(batch.mask)
         values = torch.zeros_like(batch.mask) if policy is self.policy and self.value_model is not None else None
         size = self.config.micro_batch_size
         for i in range(0, batch.size, size):
-            out = self.forward(batch.rows(slice(i, i + size)).to(policy.device), model=policy.model)
+            out = self.forward(batch.rows(slice(i, i + size)).to(policy.device), model=policy.module)
             width = out.logp.shape[1]
             logp[i : i + size, :width] = out.logp.cpu()
             if values is not None and out.values is not None:
                 values[i : i + size, :width] = out.values.float().cpu()
-        policy.model.train(was_training)
+        policy.module.train(was_training)
         return logp, values
 
     def score_values(self, batch: TokenBatch) -> tuple[Tensor, Tensor]:
@@ -156,14 +155,14 @@ class Learner:
         assert values is not None
         return logp, values
 
-    def score(self, policy: HFPolicy, batch: TokenBatch) -> Tensor:
+    def score(self, policy: TrainableModel, batch: TokenBatch) -> Tensor:
         """Per-target log-probs of a whole batch under `policy`, without gradients: [B, L-1]."""
         return self._scan(policy, batch)[0]
 
     def add_reference_logprobs(self, batch: TokenBatch) -> None:
         """Reference log-probs: a frozen model, or (LoRA) the policy with its adapter switched off."""
         if self.adapter_reference:
-            with self.policy.model.disable_adapter():
+            with self.policy.module.disable_adapter():  # type: ignore[operator]
                 batch.ref_logprobs = self.score(self.policy, batch)
         elif self.reference is not None:
             batch.ref_logprobs = self.score(self.reference, batch)
@@ -172,7 +171,7 @@ class Learner:
 
     def step(self, batch: TokenBatch, objective: Objective) -> dict[str, float]:
         """One optimizer step on `batch`; returns averaged statistics plus lr and grad norm."""
-        model = self.policy.model
+        model = self.policy.module
         model.train()
         with_entropy = bool(getattr(objective, "needs_entropy", False))
         norms = Norms(
@@ -192,16 +191,32 @@ class Learner:
             totals["loss"] = totals.get("loss", 0.0) + float(loss.item())
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + (1.0 if k.endswith("loss") else share) * float(v)
+        totals.update(self._apply())
+        return totals
+
+    def step_on(self, micro_batches: Sequence[M], loss_of: Callable[[M], Tensor]) -> dict[str, float]:
+        """One optimizer step on losses the caller computes per micro-batch, each already normalised by
+        the whole batch (so they sum to the batch's loss): the critics train this way. The caller puts
+        the module in train mode. Returns the summed loss, the lr used and the gradient norm."""
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in micro_batches:
+            loss = loss_of(micro)
+            loss.backward()
+            total += float(loss.detach())
+        return {"loss": total, **self._apply()}
+
+    def _apply(self) -> dict[str, float]:
+        """Clip, step the optimizer and the schedule: the end of every update."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters(), self.config.max_grad_norm)
-        totals["lr"] = self.optimizer.param_groups[0]["lr"]
+        lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         self.step_count += 1
-        totals["grad_norm"] = float(grad_norm)
-        return totals
+        return {"lr": lr, "grad_norm": float(grad_norm)}
 
     def _parameters(self) -> list[torch.nn.Parameter]:
-        params = list(self.policy.model.parameters())
+        params = list(self.policy.module.parameters())
         if self.value_model is not None:
             params += list(self.value_model.parameters())
         return params

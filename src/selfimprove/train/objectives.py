@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from selfimprove.algos.losses import dpo_loss, entropy_bonus, policy_loss, sequence_logprob, sft_loss, value_loss
+from selfimprove.algos.losses import dpo_loss, entropy_bonus, sequence_logprob, sft_loss, value_loss
+from selfimprove.algos.policy_losses import policy_loss
 from selfimprove.config import LossConfig
 from selfimprove.rollout.episode import TokenBatch
 from selfimprove.train.learner import Forward, Norms
@@ -23,8 +24,8 @@ sft_objective = SFTObjective()
 
 
 class PolicyGradientObjective:
-    """Clipped policy gradient, optional KL to the reference, and for PPO the clipped value loss and an
-    entropy bonus (SPECS §1)."""
+    """The recipe's policy-gradient surrogate (`loss.policy_loss`, clipped by default), optional KL to
+    the reference, and for PPO the clipped value loss and an entropy bonus (SPECS §1)."""
 
     def __init__(self, config: LossConfig, *, max_len: int | None = None) -> None:
         self.config = config
@@ -50,6 +51,7 @@ class PolicyGradientObjective:
             kl_estimator=c.kl_estimator,
             eps_low=c.eps_low,
             eps_high=c.eps_high,
+            kind=c.policy_loss,
             agg=c.aggregation,
             weights=batch.weights,
             kl_weights=batch.kl_weights,

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel
 
-from selfimprove.algos.losses import token_entropy, token_logprobs
+from selfimprove.policy.logprobs import token_entropy, token_logprobs
 from selfimprove.policy.decode import accepts_logits_to_keep
 from selfimprove.rollout.episode import TokenBatch
 

@@ -6,27 +6,22 @@ verifier's reward, evaluate the same held-out problems again, and write a table,
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 from selfimprove.config import DemoRecipe, RLRecipe, SFTRecipe, validate
 from selfimprove.eval.report import learning_curve, markdown_table
+from selfimprove.methods.rl import RL
+from selfimprove.methods.sft import SFT
 from selfimprove.policy.tiny import write_tiny_model
-from selfimprove.train.driver import StepCallback
-from selfimprove.train.loop import run_rl
 from selfimprove.train.runlog import read_metrics
-from selfimprove.train.sft import run_sft
-
-StageBar = Callable[[str, int], ContextManager[StepCallback]]
+from selfimprove.progress import StageBar, no_bar
 
 
-@contextlib.contextmanager
-def _no_bar(description: str, total: int):
-    yield lambda step, metrics: None
+
 
 
 def stage_recipes(recipe: DemoRecipe) -> tuple[SFTRecipe, RLRecipe]:
@@ -37,7 +32,7 @@ def stage_recipes(recipe: DemoRecipe) -> tuple[SFTRecipe, RLRecipe]:
     return sft, rl
 
 
-def run_demo(recipe: DemoRecipe, *, resume: bool = False, bar: StageBar = _no_bar) -> dict[str, Any]:
+def run_demo(recipe: DemoRecipe, *, resume: bool = False, bar: StageBar = no_bar) -> dict[str, Any]:
     root = Path(recipe.run_dir)
     if not resume:
         shutil.rmtree(root, ignore_errors=True)
@@ -48,9 +43,9 @@ def run_demo(recipe: DemoRecipe, *, resume: bool = False, bar: StageBar = _no_ba
     sft_recipe, rl_recipe = stage_recipes(recipe)
 
     with bar("1/2 SFT on demonstrations", sft_recipe.steps) as on_step:
-        sft = run_sft(sft_recipe, on_step)
+        sft = SFT(sft_recipe).run(on_step)
     with bar(f"2/2 RL ({rl_recipe.loss.estimator})", rl_recipe.steps) as on_step:
-        rl = run_rl(rl_recipe, on_step)
+        rl = RL(rl_recipe).run(on_step)
     wall = time.time() - began
 
     sft_rows = read_metrics(root / "sft" / "metrics.jsonl")

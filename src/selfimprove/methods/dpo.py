@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from selfimprove.config import DPORecipe
+from selfimprove.methods.base import Method, register_method
+from selfimprove.methods.rl import collect
 from selfimprove.rollout.episode import Episode, collate
-from selfimprove.train.driver import Job, StepCallback, run_training
-from selfimprove.train.loop import collect, sampling_params
+from selfimprove.train.job import Job, StepCallback
 from selfimprove.train.objectives import DPOObjective
 
 
@@ -26,27 +27,41 @@ def preference_pairs(episodes: Sequence[Episode]) -> list[tuple[Episode, Episode
     return [(chosen[g], rejected[g]) for g in chosen if g in rejected]
 
 
-def dpo_step(recipe: DPORecipe):
-    params = sampling_params(recipe)  # type: ignore[arg-type]
-    objective = DPOObjective(recipe.beta, recipe.label_smoothing)
+@register_method
+class DPO(Method[DPORecipe]):
+    name = "dpo"
+    command = "dpo"
+    help = "online DPO on pairs of the model's own right and wrong answers"
+    Recipe = DPORecipe
 
-    def step_fn(job: Job, step: int) -> dict[str, Any]:
-        episodes, metrics = collect(job, recipe, params)
-        pairs = preference_pairs(episodes)[: recipe.prompts_per_step]
+    def __init__(self, recipe: DPORecipe) -> None:
+        if recipe.optim.micro_batch_size % 2:  # micro-batches must hold whole (chosen, rejected) pairs
+            recipe = recipe.model_copy(update={"optim": recipe.optim.model_copy(update={"micro_batch_size": recipe.optim.micro_batch_size + 1})})
+        super().__init__(recipe)
+        self.params = recipe.sampling.params()
+        self.objective = DPOObjective(recipe.beta, recipe.label_smoothing)
+
+    @property
+    def use_reference(self) -> bool:
+        return True
+
+    @property
+    def temperature(self) -> float:
+        return self.recipe.sampling.temperature or 1.0
+
+    def step(self, job: Job, step: int) -> dict[str, Any]:
+        episodes, metrics = collect(job, self.recipe, self.params)
+        pairs = preference_pairs(episodes)[: self.recipe.prompts_per_step]
         metrics["train/pairs"] = float(len(pairs))
         if not pairs:
             return metrics
         rows = [e for pair in pairs for e in pair]  # chosen, rejected, chosen, rejected, ...
         batch = collate(rows, job.policy.pad_id)
         job.learner.add_reference_logprobs(batch)
-        stats = job.learner.step(batch, objective)
+        stats = job.learner.step(batch, self.objective)
         metrics.update({f"train/{k}": v for k, v in stats.items()})
         return metrics
 
-    return step_fn
-
 
 def run_dpo(recipe: DPORecipe, on_step: StepCallback | None = None) -> dict[str, Any]:
-    if recipe.optim.micro_batch_size % 2:
-        recipe = recipe.model_copy(update={"optim": recipe.optim.model_copy(update={"micro_batch_size": recipe.optim.micro_batch_size + 1})})
-    return run_training(recipe, dpo_step(recipe), use_reference=True, temperature=recipe.sampling.temperature or 1.0, on_step=on_step)  # type: ignore[arg-type]
+    return DPO(recipe).run(on_step)

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 StepRuleKind = Literal["newline", "pattern", "equation"]
 _EQUATION = re.compile(r"[^=\n]=[^=\n]")
 
@@ -71,6 +73,24 @@ class StepRule:
             steps.append(text[:end])
             text = text[end:]
         return steps
+
+
+class StepRuleConfig(BaseModel):
+    """When a step ends (see `StepRule`): newline, a regular expression, or an equation line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["newline", "pattern", "equation"] = "newline"
+    pattern: str = ""
+    max_step_tokens: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "StepRuleConfig":
+        self.rule()  # the rule's own checks (a pattern rule needs a valid, non-empty pattern)
+        return self
+
+    def rule(self) -> StepRule:
+        return StepRule(self.kind, self.pattern, self.max_step_tokens)
 
 
 @dataclass(frozen=True)

@@ -22,34 +22,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import torch
 
-from selfimprove.policy.base import Completion, SamplingParams
-from selfimprove.search.budget import Budget
-from selfimprove.search.state import State, StepRule
+from selfimprove.policy.base import Completion, Sampler, SamplingParams
+from selfimprove.rollout.budget import Budget
+from selfimprove.rollout.state import State, StepRule
 from selfimprove.tasks.base import Problem
 
 
-class StepPolicy(Protocol):
-    """What search needs from a policy (`HFPolicy` has it all; tests use scripted stand-ins)."""
-
-    @property
-    def eos_ids(self) -> list[int]: ...
-
-    def encode_prompt(self, text: str) -> list[int]: ...
-
-    def encode_completion(self, text: str, *, add_eos: bool = True) -> list[int]: ...
-
-    def detokenize(self, ids: Sequence[int]) -> str: ...
-
-    def generate_ids(
-        self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *, generator: torch.Generator | None = None
-    ) -> list[Completion]: ...
-
-
-def root_states(policy: StepPolicy, problems: Sequence[Problem]) -> list[State]:
+def root_states(policy: Sampler, problems: Sequence[Problem]) -> list[State]:
     """One empty state per problem: the encoded prompt and no steps yet."""
     return [State(i, tuple(policy.encode_prompt(p.prompt))) for i, p in enumerate(problems)]
 
@@ -61,7 +44,7 @@ def strip_eos(ids: Sequence[int], eos_ids: Sequence[int]) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------ token <-> text
-def prefix_lengths(policy: StepPolicy, ids: Sequence[int]) -> list[int]:
+def prefix_lengths(policy: Sampler, ids: Sequence[int]) -> list[int]:
     """`out[k]` = length of the text of `ids[:k]`, for k = 0..len(ids).
 
     Fast path: when the tokens' own texts concatenate to the whole text (character and byte-level
@@ -89,7 +72,7 @@ def token_boundary(lengths: Sequence[int], char_end: int) -> int:
     return len(lengths) - 1
 
 
-def split_ids(policy: StepPolicy, ids: Sequence[int], rule: StepRule) -> list[tuple[int, ...]]:
+def split_ids(policy: Sampler, ids: Sequence[int], rule: StepRule) -> list[tuple[int, ...]]:
     """Split a whole completion's ids into steps by `rule` (cuts rounded up to token ends).
 
     A final end token joins the last step; an empty completion that is just an end token is one step.
@@ -118,7 +101,7 @@ def split_ids(policy: StepPolicy, ids: Sequence[int], rule: StepRule) -> list[tu
 
 # ------------------------------------------------------------------------------------ batched calls
 def grouped_generate(
-    policy: StepPolicy,
+    policy: Sampler,
     contexts: Sequence[Sequence[int]],
     counts: Sequence[int],
     params: SamplingParams,
@@ -174,7 +157,7 @@ class _Draft:
 
 
 def propose_steps(
-    policy: StepPolicy,
+    policy: Sampler,
     states: Sequence[State],
     k: int | Sequence[int],
     rule: StepRule,
@@ -235,7 +218,7 @@ def _step_cap(state: State, rule: StepRule, max_answer_tokens: int | None) -> in
     return rule.max_step_tokens if remaining is None else max(0, min(rule.max_step_tokens, remaining))
 
 
-def _needs_more(policy: StepPolicy, draft: _Draft, rule: StepRule) -> bool:
+def _needs_more(policy: Sampler, draft: _Draft, rule: StepRule) -> bool:
     """A stop string fired but the rule sees no complete step yet, and the step may still grow."""
     if draft.reason != "stop" or len(draft.ids) >= draft.cap:
         return False
@@ -243,7 +226,7 @@ def _needs_more(policy: StepPolicy, draft: _Draft, rule: StepRule) -> bool:
 
 
 def _continue(
-    policy: StepPolicy,
+    policy: Sampler,
     drafts: list[_Draft],
     rule: StepRule,
     params: SamplingParams,
@@ -267,7 +250,7 @@ def _continue(
     return still
 
 
-def _child(policy: StepPolicy, draft: _Draft, rule: StepRule, max_answer_tokens: int | None) -> State:
+def _child(policy: Sampler, draft: _Draft, rule: StepRule, max_answer_tokens: int | None) -> State:
     """Cut a draft to its first step (and to its token cap) and make the child state."""
     ids = draft.ids
     body = strip_eos(ids, policy.eos_ids)
@@ -290,7 +273,7 @@ def _child(policy: StepPolicy, draft: _Draft, rule: StepRule, max_answer_tokens:
 
 # ------------------------------------------------------------------------------------ complete
 def complete(
-    policy: StepPolicy,
+    policy: Sampler,
     states: Sequence[State],
     rule: StepRule,
     params: SamplingParams,

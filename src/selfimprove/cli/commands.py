@@ -1,0 +1,213 @@
+"""The commands that are not one method's training run: init-model, eval, demo, compare, tasks, models,
+and the run of any registered method (`train_method`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from selfimprove.config import DemoRecipe, EvalRecipe, InitRecipe, load_recipe
+
+if TYPE_CHECKING:
+    from selfimprove.methods.base import Method
+    from selfimprove.policy.base import Sampler
+    from selfimprove.tasks.base import Problem, Task
+
+
+def train_method(method_cls: "type[Method[Any]]", args: argparse.Namespace) -> int:
+    """Every method's command: validate the recipe, run with a progress bar, report."""
+    from selfimprove.methods.base import load_method_recipe
+    from selfimprove.progress import console, step_bar
+
+    method = method_cls(load_method_recipe(method_cls, args.recipe, args.set))
+    label = method.label()
+    with step_bar(label, method.recipe.steps) as on_step:
+        summary = method.run(on_step)
+    console.print(f"{label} done: held-out greedy accuracy {summary['accuracy']:.1%} -> {summary['model']}")
+    for line in method.report(summary):
+        console.print(line)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`selfimprove run RECIPE`: the method the recipe names."""
+    from selfimprove.methods.base import find_method, method_of_file
+
+    return train_method(find_method(method_of_file(args.recipe)), args)
+
+
+def cmd_init_model(args: argparse.Namespace) -> int:
+    from selfimprove.policy.tiny import write_tiny_model
+    from selfimprove.progress import console
+
+    recipe = load_recipe(InitRecipe, args.recipe, args.set)
+    out = write_tiny_model(args.out, recipe.preset, recipe.seed, **recipe.overrides())
+    params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(out).parameters())
+    console.print(f"wrote the built-in tiny model ({recipe.preset}, {params / 1e6:.2f}M parameters) to {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Self-correction methods from one base model at one sampled-token budget: summary.json + table."""
+    from selfimprove.config import validate_task
+    from selfimprove.methods.compare import CompareRecipe, run_compare
+    from selfimprove.progress import console, step_bar
+
+    recipe = load_recipe(CompareRecipe, args.recipe, args.set)
+    validate_task(recipe.task)
+    run_compare(recipe, bar=step_bar)
+    root = Path(recipe.run_dir)
+    console.print((root / "summary.md").read_text(), soft_wrap=True, markup=False)
+    console.print(f"summary: {root / 'summary.json'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from selfimprove.eval.evaluate import evaluate
+    from selfimprove.progress import console, step_bar
+    from selfimprove.tasks.base import make_task
+    from selfimprove.train.models import load_policy
+
+    if args.self_refine and args.attempts == 1:
+        print("selfimprove: --self-refine makes two attempts; it cannot go with --attempts 1", file=sys.stderr)
+        return 2
+    recipe = load_recipe(EvalRecipe, args.recipe, args.set)
+    task = make_task(recipe.task.name, recipe.task.params)
+    policy = load_policy(recipe.model, engine=recipe.engine, seed=recipe.seed)
+    e = recipe.eval
+    problems = task.distinct_problems(e.split, e.num_problems)
+    if args.self_refine or args.attempts == 2:
+        return _eval_self_correction(recipe, task, policy, problems, self_refine=args.self_refine)
+    with step_bar("eval (greedy)", len(problems)) as on_step:
+        done = [0]
+
+        def on_batch(n: int) -> None:
+            done[0] += n
+            on_step(done[0], {})
+
+        result = evaluate(
+            policy, task, problems, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
+            samples=e.samples, temperature=e.temperature, pass_k=e.pass_k, seed=recipe.seed, on_batch=on_batch,
+        )
+    out = Path(recipe.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"model": recipe.model.path, "task": recipe.task.name, "split": e.split, **result.metrics("eval"), "num_problems": result.num_problems}
+    (out / "eval.json").write_text(json.dumps(report, indent=2))
+    (out / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.records))
+    console.print(f"greedy accuracy {result.accuracy:.1%} on {result.num_problems} {e.split} problems")
+    for k, v in result.pass_at_k.items():
+        console.print(f"pass@{k} {v:.1%} ({e.samples} samples per problem, temperature {e.temperature})")
+    print(json.dumps(report))
+    return 0
+
+
+SELF_CORRECTION_ROWS = (
+    ("acc_t1", "Acc@t1"), ("acc_t2", "Acc@t2"), ("delta", "Delta"), ("delta_i_to_c", "Delta_i->c"),
+    ("delta_c_to_i", "Delta_c->i"), ("edit_distance_ratio", "edit-distance ratio"),
+)
+
+
+def _eval_self_correction(
+    recipe: EvalRecipe, task: Task, policy: Sampler, problems: Sequence[Problem], *, self_refine: bool
+) -> int:
+    """`eval --attempts 2` (attempt, fixed instruction, attempt) or `--self-refine` (attempt, review,
+    critique, retry): SCoRe's metrics, greedy, into eval.json and a table; records in eval_samples.jsonl."""
+    from rich.table import Table
+
+    from selfimprove.eval.selfcorrect import evaluate_self_refine, evaluate_two_attempts
+    from selfimprove.progress import console, step_bar
+
+    e = recipe.eval
+    protocol = "self_refine" if self_refine else "two_attempts"
+    run = evaluate_self_refine if self_refine else evaluate_two_attempts
+    with step_bar(f"eval ({protocol.replace('_', ' ')}, greedy)", len(problems)) as on_step:
+        done = [0]
+
+        def on_batch(n: int) -> None:
+            done[0] += n
+            on_step(done[0], {})
+
+        metrics, records = run(policy, task, problems, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, on_batch=on_batch)
+    out = Path(recipe.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"model": recipe.model.path, "task": recipe.task.name, "split": e.split, "protocol": protocol,
+              **{f"eval/{k}": v for k, v in metrics.items()}, "num_problems": len(records)}
+    (out / "eval.json").write_text(json.dumps(report, indent=2))
+    (out / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    console.print(f"{protocol.replace('_', ' ')} (greedy) on {len(records)} {e.split} problems:")
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, name in SELF_CORRECTION_ROWS:
+        value = metrics[key]
+        shown = f"{value:.3f}" if key == "edit_distance_ratio" else f"{value:+.1%}" if key.startswith("delta") else f"{value:.1%}"
+        table.add_row(name, shown)
+    console.print(table)
+    print(json.dumps(report))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from selfimprove.methods.demo import run_demo
+    from selfimprove.progress import console, step_bar
+
+    recipe = load_recipe(DemoRecipe, args.recipe, args.set)
+    s = run_demo(recipe, resume=args.resume, bar=step_bar)
+    table = Table(title=f"{s['task']}: held-out greedy accuracy on {s['eval_problems']} {s['eval_split']} problems")
+    for column in ("stage", "steps", "seconds", "accuracy"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    table.add_row("SFT on demonstrations", str(s["sft_steps"]), f"{s['sft_seconds']:.0f}", f"{s['sft_accuracy']:.1%}")
+    table.add_row("+ GRPO on the verifier's reward", str(s["rl_steps"]), f"{s['rl_seconds']:.0f}", f"{s['rl_accuracy']:.1%}")
+    console.print(table)
+    console.print(f"RL gain: {s['gain_points']:+.1f} points; wall time {s['wall_seconds'] / 60:.1f} min")
+    console.print(f"summary: {Path(recipe.run_dir) / 'summary.json'}; learning curve: {s['learning_curve']}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from selfimprove.tasks.base import TASKS, make_task
+
+    console = Console()
+    for name in TASKS.names():
+        task = make_task(name)
+        problem = task.problem("train", 0)
+        console.print(f"[bold]{name}[/bold]: {task.describe()}")
+        console.print(f"  prompt: {problem.prompt!r}")
+        if problem.demonstration:
+            demo = task.target_text(problem)
+            console.print(f"  demonstration: {demo!r} -> {task.verify(problem, demo).reason}")
+        else:
+            console.print("  (no demonstration)")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Convert a pretrained model shipped in a Python package into a normal HF folder (`models smollm2`)."""
+    import time
+
+    from selfimprove.policy.convert import count_parameters, convert_gguf, find_smollm2_gguf
+    from selfimprove.progress import console
+
+    try:
+        gguf = find_smollm2_gguf()
+    except FileNotFoundError as err:
+        print(f"selfimprove: {err}", file=sys.stderr)
+        return 2
+    began = time.time()
+    try:
+        out = convert_gguf(gguf, args.out, dtype=args.dtype)
+    except (FileNotFoundError, FileExistsError) as err:
+        print(f"selfimprove: {err}", file=sys.stderr)
+        return 2
+    seconds = time.time() - began
+    params = count_parameters(out)
+    console.print(f"wrote SmolLM2-135M-Instruct ({params / 1e6:.1f}M parameters, {args.dtype}) to {out} in {seconds:.0f} s", soft_wrap=True)
+    console.print(f"use it with `model: {{path: {out}, chat: true}}` in a recipe", soft_wrap=True)
+    return 0

@@ -1,0 +1,69 @@
+"""Search and critics commands: `critic train`, `search`, `report`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from selfimprove.config import load_recipe
+
+
+def cmd_critic_train(args: argparse.Namespace) -> int:
+    """Label the policy's rollouts by Monte Carlo, train value/PRM/ORM critics, print held-out metrics."""
+    from rich.table import Table
+
+    from selfimprove.critics.recipe import CriticRecipe
+    from selfimprove.critics.run import run_critic_training
+    from selfimprove.progress import console, step_bar
+
+    recipe = load_recipe(CriticRecipe, args.recipe, args.set)
+    summary = run_critic_training(recipe, bar=step_bar)
+    table = Table(title=f"critics of {summary['model']} on held-out {summary['task']} problems")
+    for column in ("critic", "examples", "positive", "precision", "recall", "accuracy", "AUROC", "ECE", "Brier"):
+        table.add_column(column, justify="left" if column == "critic" else "right")
+    for kind, r in summary["critics"].items():
+        a = r["after"]
+        table.add_row(kind, str(r["held_out_examples"]), f"{a['positive_rate']:.2f}", f"{a['precision']:.3f}",
+                      f"{a['recall']:.3f}", f"{a['accuracy']:.3f}", f"{a['auroc']:.3f}", f"{a['ece']:.3f}", f"{a['brier']:.3f}")
+    console.print(table)
+    console.print(f"critics and summary.json in {recipe.run_dir}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run a search (or a sweep) on held-out problems; print accuracy and spend per point."""
+    from rich.table import Table
+
+    from selfimprove.progress import console, step_bar
+    from selfimprove.search.recipe import SearchRecipe
+    from selfimprove.search.run import run_search_eval
+
+    recipe = load_recipe(SearchRecipe, args.recipe, args.set)
+    summary = run_search_eval(recipe, bar=step_bar)
+    table = Table(title=f"{summary['search']} on {summary['num_problems']} {summary['split']} {summary['task']} problems")
+    for column in ("setting", "accuracy", "tokens/problem", "policy calls", "critic calls", "seconds"):
+        table.add_column(column, justify="left" if column == "setting" else "right")
+    for p in summary["points"]:
+        setting = ", ".join(f"{k}={v}" for k, v in p["setting"].items()) or "-"
+        table.add_row(setting, f"{p['accuracy']:.1%}", f"{p['mean_tokens']:.1f}", f"{p['mean_policy_calls']:.2f}",
+                      f"{p['mean_critic_calls']:.2f}", f"{p['seconds']:.1f}")
+    console.print(table)
+    if summary["uses_gold_answers"]:
+        console.print("[bold]the verifier (gold answers) was a critic: these are not test accuracies[/bold]")
+    console.print(f"results.jsonl and summary.json in {recipe.run_dir}", soft_wrap=True)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Accuracy against tokens per problem for several search runs: one PNG and a Markdown table."""
+    from selfimprove.progress import console
+    from selfimprove.search.report import report
+
+    try:
+        plot, table = report(args.runs, args.out)
+    except ValueError as err:  # a summary that is not a search run's (or not JSON)
+        print(f"selfimprove: {err}", file=sys.stderr)
+        return 2
+    print(table.read_text())
+    console.print(f"wrote {plot} and {table}", soft_wrap=True)
+    return 0

@@ -1,0 +1,129 @@
+"""On-policy RL on the verifier's reward: GRPO, Dr.GRPO, RLOO, REINFORCE++, PPO (SPECS §1).
+
+One method serves them all: sample a group of answers per prompt, score them, turn rewards into
+advantages with the recipe's registered estimator, update. The recipe picks the estimator, the
+surrogate and its aggregation, where the KL goes (loss or reward), how many passes and minibatches
+each rollout batch gets, the critic for estimators that need one (PPO's GAE), and DAPO's dynamic
+sampling and soft overlong penalty. `collect` is shared with online DPO.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from selfimprove.config import DPORecipe, RLRecipe
+from selfimprove.methods.base import Method, register_method
+from selfimprove.policy.base import SamplingParams
+from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.value import ValueModel
+from selfimprove.rollout.episode import Episode, collate
+from selfimprove.rollout.single import sample_episodes
+from selfimprove.train.job import Job, StepCallback
+from selfimprove.train.models import value_model
+from selfimprove.train.objectives import PolicyGradientObjective
+from selfimprove.train.update import prepare, shape_rewards, update
+
+
+def informative(episodes: Sequence[Episode]) -> list[Episode]:
+    """DAPO dynamic sampling: keep only groups whose rewards differ (the others have zero advantage)."""
+    rewards: dict[int, set[float]] = {}
+    for e in episodes:
+        rewards.setdefault(e.group, set()).add(e.reward)
+    return [e for e in episodes if len(rewards[e.group]) > 1]
+
+
+def solved_groups(episodes: Sequence[Episode]) -> float:
+    """Fraction of prompts with at least one correct sample (GRPO learns only from mixed groups)."""
+    groups: dict[int, bool] = {}
+    for e in episodes:
+        groups[e.group] = groups.get(e.group, False) or bool(e.info["correct"])
+    return sum(groups.values()) / max(1, len(groups))
+
+
+def collect(job: Job, recipe: RLRecipe | DPORecipe, params: SamplingParams) -> tuple[list[Episode], dict[str, float]]:
+    """Sample `prompts_per_step` groups from the job's stream (a group's id is its stream position);
+    with dynamic sampling, refill until that many groups have mixed rewards."""
+    per_step = recipe.prompts_per_step
+    episodes: list[Episode] = []
+    sampled: list[Episode] = []
+    rounds = 1 + (recipe.sampling.max_refills if recipe.sampling.dynamic else 0)
+    for _ in range(rounds):
+        need = per_step - len({e.group for e in episodes})
+        if need <= 0:
+            break
+        drawn = job.stream.take(job.task, need)
+        fresh = sample_episodes(job.policy, job.task, drawn.problems, params, group_offset=drawn.start)
+        sampled += fresh
+        episodes += informative(fresh) if recipe.sampling.dynamic else fresh
+    if not episodes:  # every group was uniform: train on the last round anyway (zero advantages)
+        episodes = sampled[-per_step * params.n :]
+    stats = {
+        "train/reward": sum(e.reward for e in sampled) / len(sampled),
+        "train/accuracy": sum(bool(e.info["correct"]) for e in sampled) / len(sampled),
+        "train/solved_groups": solved_groups(sampled),
+        "train/sampled_groups": float(len({e.group for e in sampled})),
+        "train/completion_tokens": sum(e.num_trainable for e in sampled) / len(sampled),
+        "train/sampled_tokens": float(sum(e.num_trainable for e in sampled)),
+        "train/truncated": sum(e.info["finish_reason"] == "length" for e in sampled) / len(sampled),
+    }
+    return episodes, stats
+
+
+class PolicyGradientMethod(Method[RLRecipe]):
+    """What every method trained by the shared `prepare` / `update` has in common: a reference model when
+    the loss has a KL, the critic its estimator needs, log-probs at the sampling temperature and
+    `epochs x minibatches` learner steps per driver step."""
+
+    Recipe = RLRecipe
+
+    def __init__(self, recipe: RLRecipe) -> None:
+        super().__init__(recipe)
+        self.params = recipe.sampling.params()
+        self.objective = PolicyGradientObjective(self.loss, max_len=recipe.sampling.max_new_tokens)
+
+    @property
+    def loss(self):  # type: ignore[no-untyped-def]
+        return self.recipe.loss
+
+    @property
+    def use_reference(self) -> bool:
+        return self.loss.kl_coef > 0
+
+    @property
+    def temperature(self) -> float:
+        return self.recipe.sampling.temperature or 1.0
+
+    @property
+    def optimizer_steps_per_step(self) -> int:
+        return self.loss.epochs * self.loss.minibatches
+
+    def value_model(self, policy: HFPolicy) -> ValueModel | None:
+        return value_model(self.recipe.value, self.recipe.model, policy)
+
+    def learn(self, job: Job, episodes: Sequence[Episode], step: int) -> dict[str, float]:
+        """Shape rewards, prepare the batch (the registered estimator) and update: the shared tail of a step."""
+        shape_rewards(episodes, self.loss, self.recipe.sampling.max_new_tokens)
+        batch = collate(episodes, job.policy.pad_id)
+        prepare(job.learner, batch, self.loss)
+        metrics = update(job.learner, batch, self.objective, self.loss, self.recipe.seed, step)
+        metrics["train/shaped_reward"] = float(batch.rewards.mean())
+        return metrics
+
+
+@register_method
+class RL(PolicyGradientMethod):
+    name = "rl"
+    command = "train"
+    help = "RL on a task's verifier: GRPO, Dr.GRPO, RLOO, REINFORCE++, PPO, DAPO options"
+
+    def label(self) -> str:
+        return self.recipe.loss.estimator
+
+    def step(self, job: Job, step: int) -> dict[str, Any]:
+        episodes, metrics = collect(job, self.recipe, self.params)
+        metrics.update(self.learn(job, episodes, step))
+        return metrics
+
+
+def run_rl(recipe: RLRecipe, on_step: StepCallback | None = None) -> dict[str, Any]:
+    return RL(recipe).run(on_step)

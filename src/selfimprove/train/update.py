@@ -1,0 +1,85 @@
+"""From a rollout batch to learner updates, shared by every RL-style method (GRPO family, PPO, SCoRe,
+RRR): reward shaping, `prepare` (reference and old log-probs, values, where the KL goes, the
+registered estimator's advantages and returns), then `epochs x minibatches` learner steps.
+
+`prepare` never branches on an estimator's name: what an estimator needs (a critic's values, per-token
+KL, per-turn rewards) is declared where it is registered (`algos.advantages.ADVANTAGES`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from selfimprove.algos.advantages import EstimatorInputs
+from selfimprove.algos.shaping import overlong_penalty
+from selfimprove.algos.token_advantages import fold_kl_into_rewards
+from selfimprove.config import LossConfig
+from selfimprove.rollout.episode import Episode, TokenBatch
+from selfimprove.train.learner import Learner, Objective
+
+
+def shape_rewards(episodes: Sequence[Episode], loss: LossConfig, max_new_tokens: int) -> None:
+    """DAPO's soft overlong penalty, added to each episode's reward (on its outcome segment)."""
+    cache = loss.overlong_cache
+    if not cache:
+        return
+    lengths = torch.tensor([float(e.num_trainable) for e in episodes])
+    penalty = overlong_penalty(lengths, max_len=max_new_tokens, cache_len=cache)
+    for e, p in zip(episodes, penalty.tolist()):
+        e.reward += p
+
+
+def prepare(learner: Learner, batch: TokenBatch, loss: LossConfig) -> None:
+    """Fill old log-probs, values, reference log-probs, advantages and returns of a rollout batch."""
+    spec = loss.spec
+    if loss.kl_coef > 0:
+        learner.add_reference_logprobs(batch)
+    if learner.value_model is not None:
+        batch.old_logprobs, batch.old_values = learner.score_values(batch)
+    elif loss.epochs > 1 or loss.minibatches > 1 or loss.kl_as_reward:
+        batch.old_logprobs = learner.score(learner.policy, batch)
+    kl = None
+    rewards = batch.rewards
+    if loss.kl_as_reward:
+        assert batch.ref_logprobs is not None
+        kl = (batch.old_logprobs - batch.ref_logprobs) * batch.mask  # k1 of the sampled tokens
+        if not spec.token_level:
+            rewards = fold_kl_into_rewards(rewards, kl, batch.mask, loss.kl_coef)
+            kl = None
+    estimate = spec(EstimatorInputs(
+        rewards=rewards,
+        groups=batch.groups,
+        mask=batch.mask,
+        values=None if batch.old_values is None else batch.old_values * batch.mask,
+        kl=kl,
+        kl_coef=loss.kl_coef if kl is not None else 0.0,
+        gamma=loss.gamma,
+        lam=loss.lam,
+        turn_rewards=batch.turn_rewards,
+        turn_masks=batch.turn_masks,
+    ))
+    batch.advantages = estimate.advantages
+    batch.returns = estimate.returns
+
+
+def minibatch_order(size: int, parts: int, seed: int, step: int, epoch: int) -> list[torch.Tensor]:
+    """Row indices of each minibatch: a fresh permutation per epoch, a function of (seed, step, epoch)."""
+    if parts == 1:
+        return [torch.arange(size)]
+    g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + epoch)
+    return list(torch.randperm(size, generator=g).tensor_split(parts))
+
+
+def update(learner: Learner, batch: TokenBatch, objective: Objective, loss: LossConfig, seed: int, step: int) -> dict[str, float]:
+    """`loss.epochs` passes over a rollout batch, `loss.minibatches` learner steps each (deterministic
+    shuffle); returns the learner's stats averaged over the updates, as `train/...` metrics."""
+    totals: dict[str, float] = {}
+    updates = 0
+    for epoch in range(loss.epochs):
+        for rows in minibatch_order(batch.size, loss.minibatches, seed, step, epoch):
+            for k, v in learner.step(batch.rows(rows), objective).items():
+                totals[k] = totals.get(k, 0.0) + v
+            updates += 1
+    return {f"train/{k}": v / updates for k, v in totals.items()}
