@@ -463,7 +463,7 @@ def test_malformed_files_fail_clearly(tmp_path: Path, content: str, message: str
 def test_file_with_an_empty_split_fails_clearly(tmp_path: Path) -> None:
     task = _task(path=str(_write(tmp_path, "d.json", _RECORDS[:3])), test_fraction=0.0)
     assert task.size("test") == 0 and task.problem("train", 0).answer
-    with pytest.raises(ValueError, match="no test items"):
+    with pytest.raises(ValueError, match="no test problems"):
         task.problem("test", 0)
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from selfimprove.tasks import sandbox
-from selfimprove.tasks.sandbox import Limits, SandboxError, TestReport, run_python, run_tests
+from selfimprove.sandbox import Limits, SandboxError, TestReport, run_python, run_tests
+from selfimprove.sandbox import plan as sandbox
+from selfimprove.sandbox import types as sandbox_types
 
 FAST = Limits(wall_seconds=2.0, cpu_seconds=1.0, memory_mb=256, max_processes=8)
 PROJECT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def _sandbox_processes() -> set[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        in_range = sandbox._UID_BASE <= uid < sandbox._UID_BASE + sandbox._UID_SPAN
+        in_range = sandbox_types._UID_BASE <= uid < sandbox_types._UID_BASE + sandbox_types._UID_SPAN
         worker = b"-B" in argv and b"-S" in argv and any(a.endswith(b"/main.py") for a in argv)
         if in_range or worker:
             found.add(int(name))
@@ -554,7 +555,7 @@ def test_bad_tests_are_our_error_not_the_model():
 def test_a_checkout_under_tmp_is_not_mounted_over(monkeypatch: pytest.MonkeyPatch) -> None:
     """A project (or venv) under /tmp is hidden by the private /tmp itself; planning a tmpfs over it
     used to fail the namespace setup and drop to the weak mode (a regression seen in a /tmp clone)."""
-    from selfimprove.tasks import sandbox
+    from selfimprove.sandbox import plan as sandbox
 
     monkeypatch.setattr(sandbox, "_project_root", lambda: "/tmp/some-checkout")
     plan = sandbox._make_plan()

@@ -51,9 +51,7 @@ class EngineConfig(Strict):
     def _known_engine(cls, v: str) -> str:
         from selfimprove.policy.load import ENGINES
 
-        if v not in ENGINES:
-            raise ValueError(f"unknown engine {v!r} (known: {', '.join(ENGINES.names())})")
-        return v
+        return ENGINES.require(v)
 
 
 class TaskSpec(Strict):
@@ -154,18 +152,14 @@ class LossConfig(Strict):
     def _known_estimator(cls, v: str) -> str:
         from selfimprove.algos.advantages import ADVANTAGES
 
-        if v not in ADVANTAGES:
-            raise ValueError(f"unknown estimator {v!r} (known: {', '.join(ADVANTAGES.names())})")
-        return v
+        return ADVANTAGES.require(v, "estimator")
 
     @field_validator("policy_loss")
     @classmethod
     def _known_policy_loss(cls, v: str) -> str:
         from selfimprove.algos.policy_losses import POLICY_LOSSES
 
-        if v not in POLICY_LOSSES:
-            raise ValueError(f"unknown policy loss {v!r} (known: {', '.join(POLICY_LOSSES.names())})")
-        return v
+        return POLICY_LOSSES.require(v)
 
 
 class EvalConfig(Strict):

@@ -30,6 +30,14 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._items)) or "none"
             raise KeyError(f"unknown {self.kind} {name!r} (known: {known})") from None
 
+    def require(self, name: str, label: str | None = None) -> str:
+        """`name` if it is registered, else a ValueError naming the known ones (for recipe validators,
+        which turn it into an error at the field's path); `label` words the kind for the message."""
+        if name not in self._items:
+            known = ", ".join(sorted(self._items)) or "none"
+            raise ValueError(f"unknown {label or self.kind} {name!r} (known: {known})")
+        return name
+
     def names(self) -> list[str]:
         return sorted(self._items)
 

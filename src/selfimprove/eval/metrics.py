@@ -6,6 +6,8 @@ import math
 import operator
 from typing import Iterable, Sequence
 
+from selfimprove.text import edit_distance
+
 __all__ = ["accuracy", "edit_distance", "mean_pass_at_k", "pass_at_k", "self_correction_metrics"]
 
 
@@ -45,19 +47,6 @@ def mean_pass_at_k(counts: Iterable[tuple[int, int]], k: int) -> float:
 def accuracy(correct: Sequence[bool]) -> float:
     """Fraction of True values; 0.0 for an empty sequence (nothing was solved)."""
     return sum(1 for x in correct if x) / len(correct) if len(correct) else 0.0
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions), O(len(a) * len(b)) time."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
 
 
 def self_correction_metrics(

@@ -50,6 +50,13 @@ def learning_curve(stages: Sequence[tuple[str, Sequence[dict[str, Any]]]], out: 
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    return save_figure(fig, out)
+
+
+def save_figure(fig: Any, out: str | Path) -> Path:
+    """Lay out, write a PNG at 120 dpi and free a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=120)

@@ -26,8 +26,8 @@ from typing import Any, Sequence
 from pydantic import Field
 
 from selfimprove.config import Strict
-from selfimprove.methods.base import Method, register_method
-from selfimprove.methods.traces import CorrectionTrace, SampledSFTRecipe, sft_on_traces
+from selfimprove.methods.base import register_method
+from selfimprove.methods.traces import CorrectionTrace, SampledSFTRecipe, TraceSFTMethod, sft_on_traces
 from selfimprove.policy.base import Completion
 from selfimprove.rollout.correct import SHORT_INSTRUCTION
 from selfimprove.tasks.base import Problem, seeded_rng
@@ -123,7 +123,7 @@ def collect_pairs(job: Job, recipe: PairSFTRecipe) -> dict[str, float]:
 
 
 @register_method
-class PairSFT(Method[PairSFTRecipe]):
+class PairSFT(TraceSFTMethod):
     """Step 0 collects the pairs; every step is one SFT step on `batch_size` of them."""
 
     name = "pair_sft"
@@ -132,22 +132,19 @@ class PairSFT(Method[PairSFTRecipe]):
     Recipe = PairSFTRecipe
     State = PairSFTState
     budget_path = "pair_sft.max_sampled_tokens"
-    budget_ends_run = False
 
     def __init__(self, recipe: PairSFTRecipe) -> None:
         super().__init__(recipe)
-        self._instruction: list[int] = []
+        self.instruction = recipe.pair_sft.instruction
 
     def label(self) -> str:
         return "pair-sft"
 
     def step(self, job: Job, step: int) -> dict[str, Any]:
         recipe = self.recipe
-        if not self._instruction:
-            self._instruction = job.policy.encode_completion(recipe.pair_sft.instruction, add_eos=False)
         metrics: dict[str, Any] = collect_pairs(job, recipe) if step == 0 else {}
         pairs = job.buffer(PAIRS).read()
-        metrics.update(sft_on_traces(job, pairs, self._instruction, batch_size=recipe.batch_size,
+        metrics.update(sft_on_traces(job, pairs, self.instruction_ids(job), batch_size=recipe.batch_size,
                                      position=step * recipe.batch_size, seed=recipe.seed))
         metrics["train/pairs"] = float(len(pairs))
         return metrics

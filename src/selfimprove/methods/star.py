@@ -48,8 +48,8 @@ from pydantic import Field, model_validator
 
 from selfimprove.config import Strict
 from selfimprove.eval.metrics import self_correction_metrics
-from selfimprove.methods.base import Method, register_method
-from selfimprove.methods.traces import CorrectionTrace, SampledSFTRecipe, attempt_tokens, sft_on_traces
+from selfimprove.methods.base import register_method
+from selfimprove.methods.traces import CorrectionTrace, SampledSFTRecipe, TraceSFTMethod, attempt_tokens, sft_on_traces
 from selfimprove.rollout.correct import SHORT_INSTRUCTION, TURN1, TURN2, two_attempt_episodes
 from selfimprove.rollout.episode import Episode
 from selfimprove.train.job import Job, MethodState, StepCallback
@@ -163,7 +163,7 @@ def collect_round(job: Job, recipe: StarRecipe, round_index: int) -> dict[str, f
 
 
 @register_method
-class Star(Method[StarRecipe]):
+class Star(TraceSFTMethod):
     """Round r covers steps [r * steps_per_round, (r + 1) * steps_per_round); its first step collects."""
 
     name = "star"
@@ -172,25 +172,22 @@ class Star(Method[StarRecipe]):
     Recipe = StarRecipe
     State = StarState
     budget_path = "star.max_sampled_tokens"
-    budget_ends_run = False
 
     def __init__(self, recipe: StarRecipe) -> None:
         super().__init__(recipe)
-        self._instruction: list[int] = []
+        self.instruction = recipe.star.instruction
 
     def label(self) -> str:
         return "STaR D+" if self.recipe.star.plus else "STaR"
 
     def step(self, job: Job, step: int) -> dict[str, Any]:
         c, recipe = self.recipe.star, self.recipe
-        if not self._instruction:
-            self._instruction = job.policy.encode_completion(c.instruction, add_eos=False)
         round_index, local = divmod(step, c.steps_per_round)
         metrics: dict[str, Any] = {"train/round": float(round_index + 1)}
         if local == 0:
             metrics.update(collect_round(job, recipe, round_index))
         traces = job.buffer(TRACES).read()
-        metrics.update(sft_on_traces(job, traces, self._instruction, batch_size=recipe.batch_size,
+        metrics.update(sft_on_traces(job, traces, self.instruction_ids(job), batch_size=recipe.batch_size,
                                      position=local * recipe.batch_size, seed=recipe.seed * 1_000_003 + round_index))
         metrics["train/kept"] = float(len(traces))
         return metrics

@@ -13,13 +13,14 @@ from typing import Sequence, TypedDict
 from pydantic import Field, model_validator
 
 from selfimprove.config import OptimConfig, SamplingConfig, SFTRecipe
+from selfimprove.methods.base import Method
 from selfimprove.rollout.correct import TURN1, TURN2
 from selfimprove.rollout.episode import Episode, Segment, collate
 from selfimprove.train.job import Job
 from selfimprove.train.objectives import sft_objective
 from selfimprove.train.stream import pool_index
 
-__all__ = ["CorrectionTrace", "SampledSFTRecipe", "attempt_tokens", "correction_episode", "sft_on_traces"]
+__all__ = ["CorrectionTrace", "SampledSFTRecipe", "TraceSFTMethod", "attempt_tokens", "correction_episode", "sft_on_traces"]
 
 
 class CorrectionTrace(TypedDict):
@@ -94,3 +95,21 @@ def sft_on_traces(
 def attempt_tokens(episodes: Sequence[Episode]) -> int:
     """Tokens the policy generated for two-attempt episodes, counted as SCoRe counts them."""
     return sum(len(s.token_ids) for e in episodes for s in e.segments if s.kind in (TURN1, TURN2))
+
+
+class TraceSFTMethod(Method[SampledSFTRecipe]):
+    """A method that samples its own traces, then SFTs on them (STaR, Pair-SFT): it spends its token
+    budget in its sampling phase (`budget_path` points into its own section), so the driver does not
+    end the run when the budget is reached; `instruction_ids` is the fixed instruction's tokens."""
+
+    budget_ends_run = False
+    instruction: str  # set from the recipe by the subclass
+
+    def __init__(self, recipe: SampledSFTRecipe) -> None:
+        super().__init__(recipe)
+        self._instruction: list[int] = []
+
+    def instruction_ids(self, job: Job) -> list[int]:
+        if not self._instruction:
+            self._instruction = job.policy.encode_completion(self.instruction, add_eos=False)
+        return self._instruction

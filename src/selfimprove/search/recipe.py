@@ -50,9 +50,10 @@ class SearchSection(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in SEARCHES:
-            raise _bad(f"unknown search {v!r} (known: {', '.join(SEARCHES.names())})")
-        return v
+        try:
+            return SEARCHES.require(v)
+        except ValueError as err:
+            raise _bad(str(err)) from None
 
     @field_validator("params")
     @classmethod

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from selfimprove.eval.report import markdown_table
+from selfimprove.eval.report import markdown_table, save_figure
 
 SUMMARY = "summary.json"
 PLOT = "search_report.png"
@@ -90,11 +90,7 @@ def accuracy_plot(runs: Sequence[RunPoints], out: str | Path) -> Path:
     ax.set_ylim(-0.03, 1.03)  # points at 0 or 1 stay visible
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def report(run_dirs: Sequence[str | Path], out: str | Path) -> tuple[Path, Path]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import re
+from dataclasses import dataclass
 
 from pydantic import Field
 
-from selfimprove.tasks.base import TaskConfig, Verdict
+from selfimprove.tasks.problem import TaskConfig, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ _TOKEN = re.compile(
     rf"|(?:{_DEC})(?:/[0-9]+(?:\.[0-9]+)?)?{_EXP}%?)"
 )
 _ANSWER_IS = re.compile(r"\banswer\b\s*(?:is\b\s*:?|:|=)", re.IGNORECASE)
-_BOXED = re.compile(r"\\(?:boxed|fbox)\b")
+_BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")  # not a longer macro name (\boxedfoo)
+_BOX_TOKEN = re.compile(r"[^\s$]+")  # the argument of `\boxed 5`
 _LATEX_WORDS = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|displaystyle|left|right|quad|qquad)\b")
 
 
@@ -66,39 +68,67 @@ def _rest_of_line(text: str, start: int) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class Boxed:
+    """The content of a `\\boxed{...}` (or `\\fbox{...}`, `\\boxed 5`) of a text, or why there is none."""
+
+    content: str | None
+    problem: str | None = None
+
+
 def _brace_pairs(text: str) -> dict[int, int]:
-    """Matching `{` -> `}` positions in one linear pass (no recursion, so any depth is fine)."""
+    """Matching `{` -> `}` positions in one linear pass; `\\{` and `\\}` are escaped characters, not
+    braces (no recursion, so any depth is fine)."""
     stack: list[int] = []
     pairs: dict[int, int] = {}
-    for i, ch in enumerate(text):
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
         if ch == "{":
             stack.append(i)
         elif ch == "}" and stack:
             pairs[stack.pop()] = i
+        i += 1
     return pairs
 
 
-def _boxed(text: str) -> str | None:
-    """Content of the last complete `\\boxed{...}` (or `\\boxed 5`), with balanced braces."""
-    starts = [m.end() for m in _BOXED.finditer(text)]
+def _box_at(text: str, start: int, macro: str, pairs: dict[int, int]) -> Boxed:
+    """The box whose macro ends at `start`: `{...}` with balanced braces, or one token (`\\boxed 5`)."""
+    i = start
+    while i < len(text) and text[i] in " \t":
+        i += 1
+    if i >= len(text):
+        return Boxed(None, f"empty {macro}")
+    if text[i] != "{":
+        token = _BOX_TOKEN.match(text, i)
+        return Boxed(token.group(0)) if token and token.group(0) != "\\]" else Boxed(None, f"empty {macro}")
+    end = pairs.get(i)
+    if end is None:
+        return Boxed(None, f"unclosed {macro}{{")
+    content = text[i + 1 : end].strip()
+    return Boxed(content) if content else Boxed(None, f"empty {macro}{{}}")
+
+
+def last_boxed(text: str, *, strict: bool = True) -> Boxed:
+    """The content of the last `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5` in `text`.
+
+    `strict` (MATH, `tasks/mathqa.py`): only the last box counts, so an unfinished or empty last box
+    is no answer (the model did not finish it). Not strict (`extract_answer`): the last complete,
+    non-empty box, passing over broken ones after it. Linear in the text's length either way.
+    """
+    starts = list(_BOXED.finditer(text))
     if not starts:
-        return None
-    pairs: dict[int, int] | None = None
-    for start in reversed(starts):
-        i = start
-        while i < len(text) and text[i] in " \t":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            if pairs is None:
-                pairs = _brace_pairs(text)
-            end = pairs.get(i)
-            if end is not None and text[i + 1 : end].strip():
-                return text[i + 1 : end].strip()
-        elif start < len(text) and text[start] == " ":
-            token = text[i:].split(None, 1)
-            if token and token[0] not in ("$", "\\]"):
-                return token[0].rstrip("$")
-    return None
+        return Boxed(None, "no \\boxed{} answer")
+    pairs = _brace_pairs(text)
+    found = Boxed(None, "no \\boxed{} answer")
+    for m in reversed(starts):
+        found = _box_at(text, m.end(), m.group(0), pairs)
+        if strict or found.content is not None:
+            return found
+    return found
 
 
 def _last_number(text: str) -> str | None:
@@ -125,7 +155,7 @@ def extract_answer(text: str) -> str | None:
             line = rest.partition("\n")[0].strip()
             if line:
                 return line[:MAX_PHRASE_CHARS]
-        boxed = _boxed(text)
+        boxed = last_boxed(text, strict=False).content
         if boxed:
             return boxed[:MAX_PHRASE_CHARS]
         said = None

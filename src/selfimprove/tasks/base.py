@@ -1,100 +1,86 @@
 """The task contract: problems with a checker.
 
 A `Task` makes `Problem`s deterministically from a seed (train and test never share one) and checks a
-model's text with `verify`, which returns a `Verdict` and never raises on model output.
+model's text with `verify`, which returns a `Verdict` and never raises on model output. What every
+task needs is written once here:
+- `problem(split, index)` checks the split and the index, then calls the task's `make_problem`;
+- `verify(problem, text)` refuses non-text, then calls the task's `judge` behind a guard that turns a
+  verifier bug into a logged `Verdict.wrong("verifier error")` (a bug must not stop a training run);
+- `GeneratedTask` draws candidates from a seeded generator until one falls in the split (rejection
+  sampling by a hash of the problem's key), and says clearly when a configuration yields none;
+- `SplitPositions` serves a finite dataset's rows per split, wrapping around, with a clear error for
+  an empty split;
+- `register_task(name)` registers a class and sets its `name` (written once).
+A task may still override `problem` or `verify` itself (a user's own task, a test's toy task).
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import random
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Mapping
-
-from pydantic import BaseModel, ConfigDict, Field
+from abc import ABC
+from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 from selfimprove.registry import Registry
+from selfimprove.tasks.answers import MAX_TEXT_CHARS, cut_at_end_marker, extract_answer, format_number, parse_number
+from selfimprove.tasks.problem import (
+    SPLITS,
+    Problem,
+    Split,
+    TaskConfig,
+    Verdict,
+    check_index,
+    check_split,
+    seeded_rng,
+    split_of,
+)
 
-Split = Literal["train", "test"]
-SPLITS: tuple[Split, ...] = ("train", "test")
+__all__ = [
+    "SPLITS",
+    "TASKS",
+    "GeneratedTask",
+    "Problem",
+    "Split",
+    "SplitPositions",
+    "Task",
+    "TaskConfig",
+    "Verdict",
+    "make_task",
+    "register_task",
+    "seeded_rng",
+    "split_of",
+]
 
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem: the prompt shown to the model, the gold answer, and optionally a worked solution."""
-
-    id: str
-    prompt: str
-    answer: str
-    demonstration: tuple[str, ...] | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-    def demonstration_text(self) -> str:
-        """The demonstration as the model should write it: one step per line."""
-        if not self.demonstration:
-            raise ValueError(f"problem {self.id} has no demonstration")
-        return "\n".join(self.demonstration)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A verifier's judgement: a score in [0, 1], whether it counts as correct, and why."""
-
-    score: float
-    correct: bool
-    reason: str
-
-    @classmethod
-    def wrong(cls, reason: str, score: float = 0.0) -> "Verdict":
-        return cls(score=score, correct=False, reason=reason)
-
-    @classmethod
-    def right(cls, reason: str = "correct") -> "Verdict":
-        return cls(score=1.0, correct=True, reason=reason)
-
-
-class TaskConfig(BaseModel):
-    """Settings every task has; each task extends this with its own fields."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int = 0
-    test_fraction: float = Field(0.1, ge=0.0, le=1.0)
-
-
-def seeded_rng(*parts: object) -> random.Random:
-    """A generator for one draw, derived by SHA-256 of its parts (Python's `hash` is salted per
-    process), so problem `index` of a split is the same in every process and on every machine."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
-def split_of(key: str, seed: int, test_fraction: float) -> Split:
-    """Assign a problem to a split by a hash of its canonical key, so the splits can never overlap."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    bucket = int.from_bytes(digest[:8], "big") / 2**64
-    return "test" if bucket < test_fraction else "train"
+logger = logging.getLogger(__name__)
 
 
 class Task(ABC):
-    """Makes problems and verifies answers. Subclasses set `name`, `Config` and implement two methods."""
+    """Makes problems and verifies answers. Subclasses set `Config` and implement `make_problem` and
+    `judge` (or override `problem` and `verify` themselves)."""
 
     name: ClassVar[str]
     Config: ClassVar[type[TaskConfig]] = TaskConfig
 
     def __init__(self, config: TaskConfig | None = None) -> None:
+        cls = type(self)
+        if cls.problem is Task.problem and cls.make_problem is Task.make_problem:
+            raise TypeError(f"{cls.__name__} must implement make_problem (or problem)")
+        if cls.verify is Task.verify and cls.judge is Task.judge:
+            raise TypeError(f"{cls.__name__} must implement judge (or verify)")
         self.config = config if config is not None else self.Config()
         if not isinstance(self.config, self.Config):
             raise TypeError(f"{self.name} needs a {self.Config.__name__}, got {type(self.config).__name__}")
 
-    @abstractmethod
+    # ------------------------------------------------------------------ problems
     def problem(self, split: Split, index: int) -> Problem:
         """The `index`-th problem of a split: deterministic, random access, and never in the other split."""
+        check_split(split)
+        check_index(index)
+        return self.make_problem(split, index)
 
-    @abstractmethod
-    def verify(self, problem: Problem, text: str) -> Verdict:
-        """Judge the model's text for this problem. Never raises, never evaluates model text as code."""
+    def make_problem(self, split: Split, index: int) -> Problem:
+        """`problem` after its checks (a known split, a non-negative index)."""
+        raise NotImplementedError
 
     def problems(self, split: Split, n: int, start: int = 0) -> list[Problem]:
         return [self.problem(split, i) for i in range(start, start + n)]
@@ -117,6 +103,21 @@ class Task(ABC):
             raise ValueError(f"{self.name}: only {len(out)} distinct {split} problems found, {n} asked for")
         return out
 
+    # ------------------------------------------------------------------ verdicts
+    def verify(self, problem: Problem, text: str) -> Verdict:
+        """Judge the model's text for this problem. Never raises, never evaluates model text as code."""
+        if not isinstance(text, str):
+            return Verdict.wrong("not text")
+        try:
+            return self.judge(problem, text)
+        except Exception:  # a verifier bug must not stop a training run; make it loud instead
+            logger.exception("%s verifier failed on %r", self.name, text[:200])
+            return Verdict.wrong("verifier error")
+
+    def judge(self, problem: Problem, text: str) -> Verdict:
+        """`verify` for a text (the guard around it catches what this raises)."""
+        raise NotImplementedError
+
     def answer_key(self, problem: Problem, text: str) -> str | None:
         """What makes two answers the same answer for a vote (`search.vote`); None: nothing to vote for.
 
@@ -127,8 +128,6 @@ class Task(ABC):
         whose answers are not a final phrase (Countdown: every plausible answer ends at the target)
         override this.
         """
-        from selfimprove.tasks.answers import MAX_TEXT_CHARS, cut_at_end_marker, extract_answer, format_number, parse_number
-
         if not isinstance(text, str):
             return None
         phrase = extract_answer(text)
@@ -148,7 +147,76 @@ class Task(ABC):
         return (self.__doc__ or self.name).strip().splitlines()[0]
 
 
+class GeneratedTask(Task):
+    """A task whose problems are drawn from a seeded generator: draw `attempt` 0, 1, ... of (split,
+    index) until `draw` returns a problem of the split (usually: its key hashes into it), or give up
+    after `max_attempts` with `hint()` in the message."""
+
+    max_attempts: ClassVar[int] = 1000
+
+    def make_problem(self, split: Split, index: int) -> Problem:
+        cfg = self.config
+        if (split == "test" and cfg.test_fraction == 0.0) or (split == "train" and cfg.test_fraction == 1.0):
+            raise ValueError(f"the {split} split is empty with test_fraction={cfg.test_fraction}")
+        for attempt in range(self.max_attempts):
+            problem = self.draw(seeded_rng(self.name, cfg.seed, split, index, attempt), split, index)
+            if problem is not None:
+                return problem
+        raise ValueError(f"no {self.name} problem for split {split!r} after {self.max_attempts} draws: {self.hint()}")
+
+    def draw(self, rng: random.Random, split: Split, index: int) -> Problem | None:
+        """One candidate from `rng`: the problem, or None when it is not of `split` (or unusable)."""
+        raise NotImplementedError
+
+    def in_split(self, key: str, split: Split) -> bool:
+        """Whether a problem with this canonical key belongs to `split` (a hash of the key)."""
+        return split_of(key, self.config.seed, self.config.test_fraction) == split
+
+    def hint(self) -> str:
+        return f"check the settings and test_fraction ({self.config.test_fraction})"
+
+
+class SplitPositions:
+    """Which rows of a finite dataset each split holds; `index` wraps around the split's rows, so an
+    RL stream never runs out. `source` names the data in errors."""
+
+    def __init__(self, task: str, source: str, positions: Mapping[Split, Sequence[int]], split_by: str) -> None:
+        self.task, self.source, self.split_by = task, source, split_by
+        self.positions: dict[Split, list[int]] = {s: list(positions.get(s, [])) for s in SPLITS}
+
+    @classmethod
+    def by_hash(cls, task: str, source: str, keys: Sequence[str], seed: int, test_fraction: float, *,
+                key_name: str = "problem") -> "SplitPositions":
+        """Rows split by a hash of each row's key (the usual case); `key_name` says what the key is."""
+        positions: dict[Split, list[int]] = {s: [] for s in SPLITS}
+        for position, key in enumerate(keys):
+            positions[split_of(key, seed, test_fraction)].append(position)
+        return cls(task, source, positions, f"a hash of the {key_name} (test fraction {test_fraction})")
+
+    def size(self, split: Split) -> int:
+        return len(self.positions[split])
+
+    def locate(self, split: Split, index: int) -> tuple[int, int]:
+        """(row position, offset within the split) of problem `index` of `split`."""
+        rows = self.positions[split]
+        if not rows:
+            raise ValueError(f"{self.task}: no {split} problems in {self.source} (split by {self.split_by})")
+        offset = index % len(rows)
+        return rows[offset], offset
+
+
 TASKS: Registry[type[Task]] = Registry("task")
+T = TypeVar("T", bound=type[Task])
+
+
+def register_task(name: str) -> Callable[[T], T]:
+    """Class decorator: register a task under `name` and set its `name` (so it is written once)."""
+
+    def wrap(cls: T) -> T:
+        cls.name = name
+        return TASKS.register(name)(cls)
+
+    return wrap
 
 
 def make_task(name: str, params: Mapping[str, Any] | None = None) -> Task:

@@ -7,7 +7,7 @@ path is given. Problems go to train or test by a hash of their id, and are serve
 with random access (indices wrap around the finite set).
 
 The answer is Python code, in a ```python fence or bare. It is never evaluated here: the candidate and
-the tests run together in one sandboxed process (`selfimprove.tasks.sandbox.run_tests`), and the score
+the tests run together in one sandboxed process (`selfimprove.sandbox.run_tests`), and the score
 is 1 only when every test ran and passed; otherwise the reason names the first failing test (with the
 value the solution returned), the exception, the timeout or the limit that was hit.
 """
@@ -26,8 +26,8 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field
 
-from selfimprove.tasks.base import SPLITS, TASKS, Problem, Split, Task, TaskConfig, Verdict, split_of
-from selfimprove.tasks.sandbox import Limits, run_tests
+from selfimprove.tasks.base import SPLITS, Problem, Split, Task, TaskConfig, Verdict, register_task, split_of
+from selfimprove.sandbox import Limits, run_tests
 
 logger = logging.getLogger(__name__)
 
@@ -182,11 +182,10 @@ def _order_key(seed: int, key: str) -> bytes:
     return hashlib.sha256(f"code-order:{seed}:{key}".encode()).digest()
 
 
-@TASKS.register("code")
+@register_task("code")
 class CodeTask(Task):
     """Code: write a Python function that passes unit tests (MBPP/HumanEval JSONL), run in a sandbox."""
 
-    name = "code"
     Config = CodeConfig
     config: CodeConfig
 
@@ -204,11 +203,7 @@ class CodeTask(Task):
     def split_size(self, split: Split) -> int:
         return len(self._splits[split])
 
-    def problem(self, split: Split, index: int) -> Problem:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
-        if index < 0:
-            raise ValueError(f"index must be >= 0, got {index}")
+    def make_problem(self, split: Split, index: int) -> Problem:
         pool = self._splits[split]
         if not pool:
             raise ValueError(f"code: the {split} split is empty (test_fraction={self.config.test_fraction})")
@@ -258,28 +253,23 @@ class CodeTask(Task):
             return None
         return " ".join(code.split())
 
-    def verify(self, problem: Problem, text: str) -> Verdict:
-        """Run the answer and the problem's tests in the sandbox; 1 only if every test passes."""
-        if not isinstance(text, str):
-            return Verdict.wrong("not text")
+    def judge(self, problem: Problem, text: str) -> Verdict:
+        """Run the answer and the problem's tests in the sandbox; 1 only if every test passes (a sandbox
+        failure is a verifier error, caught by `verify`)."""
         if len(text) > self.config.max_answer_chars:
             return Verdict.wrong(f"too long ({len(text)} > {self.config.max_answer_chars} characters)")
-        try:
-            code = self.candidate_code(problem, text)
-            if not code.strip() or code.strip() == problem.prompt.strip():
-                return Verdict.wrong("empty answer")
-            meta = problem.metadata
-            tests = meta["tests"]
-            report = run_tests(
-                code,
-                tests if isinstance(tests, str) else list(tests),
-                self._limits,
-                entry_point=meta.get("entry_point") if meta.get("format") == "humaneval" else None,
-                setup_code=meta.get("setup") or "",
-            )
-        except Exception:  # a verifier or sandbox failure must not stop a run; make it loud instead
-            logger.exception("code verifier failed on problem %s", problem.id)
-            return Verdict.wrong("verifier error")
+        code = self.candidate_code(problem, text)
+        if not code.strip() or code.strip() == problem.prompt.strip():
+            return Verdict.wrong("empty answer")
+        meta = problem.metadata
+        tests = meta["tests"]
+        report = run_tests(
+            code,
+            tests if isinstance(tests, str) else list(tests),
+            self._limits,
+            entry_point=meta.get("entry_point") if meta.get("format") == "humaneval" else None,
+            setup_code=meta.get("setup") or "",
+        )
         if report.passed:
             return Verdict.right(report.reason)
         return Verdict.wrong(report.reason)

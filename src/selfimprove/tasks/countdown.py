@@ -7,7 +7,6 @@ Two answer formats: one expression (`(20-9)*2`) or one operation per line (`20-9
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 from collections import Counter
@@ -31,17 +30,14 @@ from selfimprove.tasks.arith import (
     needs_parens,
     parse,
 )
-from selfimprove.tasks.base import SPLITS, TASKS, Problem, Split, Task, TaskConfig, Verdict, seeded_rng, split_of
+from selfimprove.tasks.base import GeneratedTask, Problem, Split, TaskConfig, Verdict, register_task
 from selfimprove.tasks.answers import cut_at_end_marker
-
-logger = logging.getLogger(__name__)
 
 CountdownFormat = Literal["expression", "steps"]
 
 MAX_VALUE = 10**6  # the solver's intermediate values stay below this (at most 6 digits)
 MAX_ANSWER_CHARS = 2000  # longer texts are rejected before any other work
 STEP_SLACK = 2  # extra lines tolerated (and then judged) in the steps format
-MAX_ATTEMPTS = 1000  # numbers draws per problem before the config is declared unusable
 
 _INT = r"(0|[1-9][0-9]{0,12})"  # ASCII digits only, no leading zeros, bounded length
 _STEP_RE = re.compile(rf"{_INT}[ \t]*([-+*/])[ \t]*{_INT}[ \t]*=[ \t]*{_INT}")
@@ -261,7 +257,7 @@ def _judge_steps(lines: list[str], numbers: Sequence[int], target: int) -> Verdi
     return Verdict.wrong(f"target {target} not reached (left: {', '.join(map(str, left))})")
 
 
-def judge(text: object, numbers: Sequence[int], target: int, fmt: CountdownFormat) -> Verdict:
+def judge_answer(text: object, numbers: Sequence[int], target: int, fmt: CountdownFormat) -> Verdict:
     """Check an answer; every kind of garbage becomes `Verdict.wrong` with a short specific reason."""
     if not isinstance(text, str):
         return Verdict.wrong("not text")
@@ -329,49 +325,35 @@ def answer_operations(text: str, fmt: CountdownFormat) -> list[str]:
 # The task.
 
 
-def _rng(seed: int, split: Split, index: int, attempt: int) -> random.Random:
-    return seeded_rng("countdown", seed, split, index, attempt)
-
-
 def problem_key(numbers: Sequence[int], target: int) -> str:
     """What makes two problems the same: the multiset of numbers and the target."""
     return ",".join(map(str, sorted(numbers))) + f"->{target}"
 
 
-@TASKS.register("countdown")
-class CountdownTask(Task):
+@register_task("countdown")
+class CountdownTask(GeneratedTask):
     """Countdown: combine the given numbers with + - * / (each exactly once) to reach the target."""
 
-    name = "countdown"
     Config = CountdownConfig
     config: CountdownConfig
 
-    def problem(self, split: Split, index: int) -> Problem:
+    def draw(self, rng: random.Random, split: Split, index: int) -> Problem | None:
         """Draw numbers, then a target among the reachable ones in range whose key belongs to `split`.
 
         Filtering targets by split (instead of drawing one and retrying) keeps train and test disjoint
         by key while solving only once per problem in the usual case.
         """
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
-        if index < 0:
-            raise ValueError(f"index must be >= 0, got {index}")
         cfg = self.config
-        for attempt in range(MAX_ATTEMPTS):
-            rng = _rng(cfg.seed, split, index, attempt)
-            numbers = [rng.randint(cfg.min_number, cfg.max_number) for _ in range(cfg.num_numbers)]
-            targets = [
-                t
-                for t in sorted(reachable_targets(numbers))
-                if cfg.min_target <= t <= cfg.max_target
-                and split_of(problem_key(numbers, t), cfg.seed, cfg.test_fraction) == split
-            ]
-            if targets:
-                return self._make(split, index, numbers, rng.choice(targets))
-        raise ValueError(
-            f"no countdown problem for split {split!r} after {MAX_ATTEMPTS} draws: check the number and "
-            f"target ranges and test_fraction ({cfg.test_fraction})"
-        )
+        numbers = [rng.randint(cfg.min_number, cfg.max_number) for _ in range(cfg.num_numbers)]
+        targets = [
+            t
+            for t in sorted(reachable_targets(numbers))
+            if cfg.min_target <= t <= cfg.max_target and self.in_split(problem_key(numbers, t), split)
+        ]
+        return self._make(split, index, numbers, rng.choice(targets)) if targets else None
+
+    def hint(self) -> str:
+        return f"check the number and target ranges and test_fraction ({self.config.test_fraction})"
 
     def _make(self, split: Split, index: int, numbers: list[int], target: int) -> Problem:
         cfg = self.config
@@ -388,16 +370,11 @@ class CountdownTask(Task):
             metadata={"numbers": list(numbers), "target": target, "format": cfg.format},
         )
 
-    def verify(self, problem: Problem, text: str) -> Verdict:
-        """Judge the model's answer exactly; never raises on model text and never evaluates it as code."""
+    def judge(self, problem: Problem, text: str) -> Verdict:
+        """Judge the model's answer exactly; never evaluates it as code."""
         numbers = [int(n) for n in problem.metadata["numbers"]]
-        target = int(problem.metadata["target"])
         fmt: CountdownFormat = problem.metadata.get("format", "expression")
-        try:
-            return judge(text, numbers, target, fmt)
-        except Exception:  # a verifier bug must not stop a training run; make it loud instead
-            logger.exception("countdown verifier failed on %r", text[:200] if isinstance(text, str) else text)
-            return Verdict.wrong("verifier error")
+        return judge_answer(text, numbers, int(problem.metadata["target"]), fmt)
 
     def answer_key(self, problem: Problem, text: str) -> str | None:
         """Countdown answers vote by their computation, not their final value (every plausible answer

@@ -21,7 +21,6 @@ last line being `#### N`; answers are checked numerically (`answers.judge_numeri
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -32,10 +31,8 @@ from typing import Any, Iterable, Literal, Mapping
 from pydantic import field_validator, model_validator
 
 from selfimprove.tasks.answers import NumericConfig, format_number, judge_numeric, parse_number
-from selfimprove.tasks.base import SPLITS, TASKS, Problem, Split, Task, Verdict, split_of
+from selfimprove.tasks.base import SPLITS, Problem, Split, SplitPositions, Task, Verdict, register_task
 from selfimprove.tasks.rgym import EntryStream, template_fields
-
-logger = logging.getLogger(__name__)
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
 DEFAULT_TEMPLATE = "{question}\nEnd with: #### <number>\n"
@@ -210,11 +207,10 @@ class GSM8KConfig(NumericConfig):
         return self
 
 
-@TASKS.register("gsm8k")
+@register_task("gsm8k")
 class GSM8KTask(Task):
     """GSM8K: grade-school math word problems from a local JSONL/parquet file, answers after ####."""
 
-    name = "gsm8k"
     Config = GSM8KConfig
     config: GSM8KConfig
 
@@ -223,37 +219,30 @@ class GSM8KTask(Task):
         cfg = self.config
         self.source = cfg.path if cfg.path is not None else "built-in sample"
         self._rows = load_rows(cfg.path if cfg.path is not None else SAMPLE_PATH, cfg.split_field)
-        self._positions: dict[Split, list[int]] = {split: [] for split in SPLITS}
         if cfg.test_path is not None:
             self.source = f"{cfg.path} + {cfg.test_path}"
             test_rows = load_rows(cfg.test_path)
             held_out = {row.question for row in test_rows}
-            train = [i for i, row in enumerate(self._rows) if row.question not in held_out]
-            self._positions["train"] = train
-            self._positions["test"] = list(range(len(self._rows), len(self._rows) + len(test_rows)))
+            positions = {
+                "train": [i for i, row in enumerate(self._rows) if row.question not in held_out],
+                "test": list(range(len(self._rows), len(self._rows) + len(test_rows))),
+            }
             self._rows = self._rows + test_rows
-            return
-        for position, row in enumerate(self._rows):
-            if cfg.split_field is not None:
-                if row.label in SPLITS:
-                    self._positions[row.label].append(position)  # type: ignore[index]
-            else:
-                self._positions[split_of(row.question, cfg.seed, cfg.test_fraction)].append(position)
+            self._splits = SplitPositions(self.name, self.source, positions, "file")  # type: ignore[arg-type]
+        elif cfg.split_field is not None:
+            positions = {s: [i for i, row in enumerate(self._rows) if row.label == s] for s in SPLITS}
+            self._splits = SplitPositions(self.name, self.source, positions, f"the {cfg.split_field!r} column")  # type: ignore[arg-type]
+        else:
+            keys = [row.question for row in self._rows]
+            self._splits = SplitPositions.by_hash(self.name, self.source, keys, cfg.seed, cfg.test_fraction, key_name="question")
 
     def size(self, split: Split) -> int:
         """How many distinct problems a split has (indices wrap around after that)."""
-        return len(self._positions[split])
+        return self._splits.size(split)
 
-    def problem(self, split: Split, index: int) -> Problem:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
-        if index < 0:
-            raise ValueError(f"index must be >= 0, got {index}")
-        positions = self._positions[split]
-        if not positions:
-            raise ValueError(f"gsm8k: no {split} problems in {self.source} (split by {self._split_by()})")
-        offset = index % len(positions)
-        row = self._rows[positions[offset]]
+    def make_problem(self, split: Split, index: int) -> Problem:
+        position, offset = self._splits.locate(split, index)
+        row = self._rows[position]
         return Problem(
             id=f"gsm8k-{split}-{offset}",
             prompt=self.config.prompt_template.format(question=row.question),
@@ -262,17 +251,12 @@ class GSM8KTask(Task):
             metadata={"row": row.row, "source": self.source},
         )
 
-    def verify(self, problem: Problem, text: str) -> Verdict:
+    def judge(self, problem: Problem, text: str) -> Verdict:
         """The number after `####` (or boxed / "answer is" / last number) against the gold, numerically."""
-        return _verify_numeric(self.name, self.config, problem, text)
+        return judge_numeric(text, float(problem.answer), abs_tol=self.config.abs_tol, partial=self.config.partial_reward)
 
     def _split_by(self) -> str:
-        cfg = self.config
-        if cfg.test_path is not None:
-            return "file"
-        if cfg.split_field is not None:
-            return f"the {cfg.split_field!r} column"
-        return f"a hash of the question (test fraction {cfg.test_fraction})"
+        return self._splits.split_by
 
     def describe(self) -> str:
         cfg = self.config
@@ -281,14 +265,6 @@ class GSM8KTask(Task):
             f"{self.size('test')} test, split by {self._split_by()}); the solution is worked line by line "
             f"and ends with '#### <number>', judged numerically (tolerance {cfg.abs_tol})."
         )
-
-
-def _verify_numeric(name: str, cfg: NumericConfig, problem: Problem, text: str) -> Verdict:
-    try:
-        return judge_numeric(text, float(problem.answer), abs_tol=cfg.abs_tol, partial=cfg.partial_reward)
-    except Exception:  # a verifier bug must not stop a training run; make it loud instead
-        logger.exception("%s verifier failed on %r", name, text[:200] if isinstance(text, str) else text)
-        return Verdict.wrong("verifier error")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,11 +287,10 @@ class GSMSymbolicConfig(NumericConfig):
         return check_template(template)
 
 
-@TASKS.register("gsm_symbolic")
+@register_task("gsm_symbolic")
 class GSMSymbolicTask(Task):
     """GSM-symbolic: GSM-like word problems generated by reasoning-gym, with worked solutions."""
 
-    name = "gsm_symbolic"
     Config = GSMSymbolicConfig
     config: GSMSymbolicConfig
 
@@ -324,7 +299,7 @@ class GSMSymbolicTask(Task):
         cfg = self.config
         self._stream = EntryStream("gsm_symbolic", {}, cfg.seed, cfg.test_fraction, key=_rg_question)
 
-    def problem(self, split: Split, index: int) -> Problem:
+    def make_problem(self, split: Split, index: int) -> Problem:
         position = self._stream.locate(split, index)
         entry = self._stream.entry(position)
         question = _rg_question(entry)
@@ -344,9 +319,9 @@ class GSMSymbolicTask(Task):
             metadata={"position": position, "source_index": meta.get("source_index")},
         )
 
-    def verify(self, problem: Problem, text: str) -> Verdict:
+    def judge(self, problem: Problem, text: str) -> Verdict:
         """Numerically, with our own extraction (reasoning-gym's scorer is never used here)."""
-        return _verify_numeric(self.name, self.config, problem, text)
+        return judge_numeric(text, float(problem.answer), abs_tol=self.config.abs_tol, partial=self.config.partial_reward)
 
     def describe(self) -> str:
         cfg = self.config

@@ -1,4 +1,5 @@
-"""The MCTS environment over a real policy and critics: states are `State`s, one tree per problem.
+"""MCTS on a real policy and critics (the policy binding of the generic engine in `engine.py`): states
+are `State`s, one tree per problem.
 
 `expand` samples next steps with `propose_steps`, `rollout` finishes copies of states with `complete`
 (optionally on a cheaper rollout policy, AlphaLLM's pi_fast) and averages the outcome critic,
@@ -14,14 +15,15 @@ from typing import Sequence
 
 import torch
 
-from selfimprove.critics.base import Critic
-from selfimprove.policy.base import SamplingParams
+from selfimprove.critics.base import Critic, score_states
+from selfimprove.policy.base import Sampler, SamplingParams
 from selfimprove.rollout.budget import Budget
-from selfimprove.policy.base import Sampler
-from selfimprove.rollout.expand import complete, propose_steps
-from selfimprove.critics.base import score_states
+from selfimprove.rollout.expand import complete, propose_steps, root_states
 from selfimprove.rollout.state import State, StepRule
-from selfimprove.tasks.base import Problem
+from selfimprove.search.mcts.engine import MCTSConfig, run_mcts
+from selfimprove.search.mcts.tree import Tree, tree_stats
+from selfimprove.search.result import SearchResult, make_results
+from selfimprove.tasks.base import Problem, Task
 
 
 class PolicyEnv:
@@ -117,3 +119,78 @@ class PolicyEnv:
     # ---- helpers
     def _score(self, critic: Critic, states: Sequence[State]) -> list[float]:
         return score_states(critic, self.problems, states, self.budgets)
+
+
+def mcts_trees(
+    policy: Sampler,
+    problems: Sequence[Problem],
+    config: MCTSConfig,
+    critic: Critic | None = None,
+    budgets: Sequence[Budget] | None = None,
+    *,
+    outcome: Critic | None = None,
+    rollout_policy: Sampler | None = None,
+) -> tuple[list[Tree[State]], list[Budget]]:
+    """Search every problem with MCTS on `policy`; the trees (for training data) and the budgets.
+
+    `critic` values unfinished states (a value function, PRM or combination) and, unless `outcome` is
+    given, finished ones too; `outcome` scores finished states and fast rollouts (an ORM, or
+    `VerifierCritic(task)` when the search makes training data). Without a value critic, set
+    `value_weight=0` and `fast_rollouts > 0` (classic MCTS: leaves valued by rollouts only).
+    `rollout_policy` is AlphaLLM's cheaper fast-rollout policy (default: `policy`).
+    """
+    scorer = outcome if outcome is not None else critic
+    if scorer is None:
+        raise ValueError("MCTS needs a critic (value/ORM), or outcome=VerifierCritic(task) when making training data")
+    if critic is None and (config.uses_value or config.adaptive_branching):
+        raise ValueError(
+            "valuing unfinished states (value_weight > 0 or adaptive_branching) needs a value critic; "
+            "without one set value_weight=0 and fast_rollouts > 0"
+        )
+    spent = config.budgets(len(problems), budgets)
+    sampling = config.sampling()
+    env = PolicyEnv(
+        policy, problems, spent,
+        rule=config.rule(),
+        params=sampling,
+        max_answer_tokens=config.max_answer_tokens,
+        outcome=scorer,
+        value=critic,
+        rollout_policy=rollout_policy,
+        rollout_params=SamplingParams(temperature=config.rollout_temperature, top_p=config.top_p),
+        generator=config.generator(policy),
+    )
+    return run_mcts(env, root_states(policy, problems), config), spent
+
+
+def mcts_search(
+    policy: Sampler,
+    task: Task,
+    problems: Sequence[Problem],
+    config: MCTSConfig,
+    critic: Critic | None = None,
+    budgets: Sequence[Budget] | None = None,
+    *,
+    outcome: Critic | None = None,
+    rollout_policy: Sampler | None = None,
+) -> list[SearchResult]:
+    """eta-MCTS on `policy` (see `mcts_trees` for the critics); one `SearchResult` per problem, whose
+    `score` is the outcome critic's score of the answer and `candidates` the number of tree nodes."""
+    trees, spent = mcts_trees(policy, problems, config, critic, budgets, outcome=outcome, rollout_policy=rollout_policy)
+    return tree_results(task, problems, trees, spent)
+
+
+def tree_results(
+    task: Task, problems: Sequence[Problem], trees: Sequence[Tree[State]], budgets: Sequence[Budget]
+) -> list[SearchResult]:
+    """Bundle MCTS trees as search results (the verdict is for reporting only)."""
+    return make_results(
+        "mcts",
+        task,
+        problems,
+        [t.answer for t in trees],
+        budgets,
+        [len(t.nodes) for t in trees],
+        scores=[t.answer_value for t in trees],
+        stats=[tree_stats(t) for t in trees],
+    )

@@ -1,7 +1,8 @@
-"""Monte Carlo tree search over reasoning steps, with AlphaLLM's eta-MCTS additions (SPECS §5).
+"""Monte Carlo tree search over reasoning steps, with AlphaLLM's eta-MCTS additions (SPECS §5): the
+generic engine.
 
 The algorithm is generic over a batched environment (`TreeEnv`), so the same code runs on a hand-built
-toy world in the tests and on a policy with critics (`policy_env.PolicyEnv`). One tree per problem;
+toy world in the tests and on a policy with critics (`search/mcts/policy.py`). One tree per problem;
 all trees advance in lockstep, one simulation per tree per round, so every environment call of a
 round (evaluate, fast rollouts, expand) is one batch over all problems. There is no virtual loss:
 the batch comes from the many problems, and each tree's statistics are exactly those of sequential
@@ -42,21 +43,13 @@ over siblings: an empirical estimate of the policy's probability of that step.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Generic, Literal, Protocol, Sequence, TypeVar
+from typing import Callable, Generic, Literal, Protocol, Sequence, TypeVar
 
 from pydantic import Field, model_validator
 
-from selfimprove.eval.metrics import edit_distance
 from selfimprove.search.config import SampledSearchConfig
-
-if TYPE_CHECKING:
-    from selfimprove.critics.base import Critic
-    from selfimprove.rollout.budget import Budget
-    from selfimprove.policy.base import Sampler
-    from selfimprove.search.result import SearchResult
-    from selfimprove.rollout.state import State
-    from selfimprove.tasks.base import Problem, Task
+from selfimprove.search.mcts.tree import Node, Tree, backup, best_finished, most_visited_leaf, select_leaf
+from selfimprove.text import edit_distance
 
 S = TypeVar("S")
 
@@ -138,106 +131,6 @@ class TreeEnv(Protocol[S]):
     def exhausted(self, tree: int) -> bool: ...
 
 
-@dataclass(eq=False)
-class Node(Generic[S]):
-    """One state in a tree with its statistics. `value` is the node's own evaluation (set when it is
-    first a leaf), `probe` its value-function score when adaptive branching measured it early,
-    `visits`/`total` the backed-up statistics (Q = total / visits)."""
-
-    state: S
-    parent: "Node[S] | None" = None
-    depth: int = 0
-    terminal: bool = False
-    mass: float = 1.0  # unnormalised prior: samples merged into this node
-    prior: float = 1.0
-    value: float | None = None
-    probe: float | None = None
-    visits: int = 0
-    total: float = 0.0
-    children: list["Node[S]"] = field(default_factory=list)
-    expanded: bool = False
-
-    @property
-    def q(self) -> float:
-        return self.total / self.visits if self.visits else 0.0
-
-    def path(self) -> list["Node[S]"]:
-        """Nodes from the root to this one."""
-        out: list[Node[S]] = []
-        node: Node[S] | None = self
-        while node is not None:
-            out.append(node)
-            node = node.parent
-        return out[::-1]
-
-    def add_child(self, state: S, mass: float, terminal: bool) -> "Node[S]":
-        child = Node(state, parent=self, depth=self.depth + 1, terminal=terminal, mass=mass)
-        self.children.append(child)
-        return child
-
-    def normalise_priors(self) -> None:
-        total = sum(c.mass for c in self.children)
-        for c in self.children:
-            c.prior = c.mass / total if total > 0 else 1.0 / len(self.children)
-
-
-@dataclass(eq=False)
-class Tree(Generic[S]):
-    """One problem's search: the root, every node made, and the chosen answer.
-
-    `answer` is the chosen finished state, `answer_value` its outcome score, `answer_node` the tree
-    node it is (or, when no finished node existed, the node the answer was completed from, with
-    `completed` True). `stopped` is "simulations" or "budget"."""
-
-    index: int
-    root: Node[S]
-    nodes: list[Node[S]] = field(default_factory=list)
-    rounds: int = 0
-    stopped: str = "simulations"
-    answer: S | None = None
-    answer_value: float | None = None
-    answer_node: Node[S] | None = None
-    completed: bool = False
-
-
-# ---------------------------------------------------------------------------------- selection
-def uct_score(q: float, visits: int, parent_visits: int, c: float) -> float:
-    """UCT: q + c sqrt(ln N / n); an unvisited child scores +inf (each child is tried once first)."""
-    if visits == 0:
-        return math.inf
-    return q + c * math.sqrt(math.log(parent_visits) / visits)
-
-
-def puct_score(q: float, prior: float, visits: int, parent_visits: int, c: float) -> float:
-    """PUCT (AlphaZero): q + c P sqrt(N) / (1 + n)."""
-    return q + c * prior * math.sqrt(parent_visits) / (1 + visits)
-
-
-def select_child(node: Node[S], config: MCTSConfig) -> Node[S]:
-    """The child with the best score (first in sampling order on ties). Under PUCT an unvisited child
-    is assumed as good as its parent (q = parent's Q), a first-play value that needs no scale."""
-    n = node.visits
-    if config.selection == "uct":
-        scores = [uct_score(ch.q, ch.visits, n, config.c) for ch in node.children]
-    else:
-        scores = [puct_score(ch.q if ch.visits else node.q, ch.prior, ch.visits, n, config.c) for ch in node.children]
-    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-    return node.children[best]
-
-
-def select_leaf(root: Node[S], config: MCTSConfig) -> Node[S]:
-    node = root
-    while node.children:
-        node = select_child(node, config)
-    return node
-
-
-def backup(leaf: Node[S], value: float) -> None:
-    node: Node[S] | None = leaf
-    while node is not None:
-        node.visits += 1
-        node.total += value
-        node = node.parent
 
 
 def adaptive_width(importance: float, config: MCTSConfig, *, root: bool) -> int:
@@ -409,125 +302,6 @@ class MCTS(Generic[S]):
             t.answer, t.answer_value, t.answer_node, t.completed = state, v, leaf, True
 
 
-def best_finished(tree: Tree[S], how: Literal["value", "visits"]) -> Node[S] | None:
-    """The finished node with the best outcome score (`value`, ties: more visits) or the most visits
-    (`visits`, ties: better score); finished nodes without a score do not count. Further ties go to
-    the node made first."""
-    scored = [(n, n.value if n.value is not None else n.probe) for n in tree.nodes if n.terminal]
-    ranked = [(n, v) for n, v in scored if v is not None]
-    if not ranked:
-        return None
-    if how == "value":
-        return max(ranked, key=lambda nv: (nv[1], nv[0].visits))[0]
-    return max(ranked, key=lambda nv: (nv[0].visits, nv[1]))[0]
-
-
-def most_visited_leaf(root: Node[S]) -> Node[S]:
-    """The end of the most-visited path: follow the most visited child (ties: higher Q, then the
-    first sampled) while some child has been visited."""
-    node = root
-    while any(ch.visits for ch in node.children):
-        node = max(node.children, key=lambda ch: (ch.visits, ch.q))
-    return node
-
-
 def run_mcts(env: TreeEnv[S], roots: Sequence[S], config: MCTSConfig) -> list[Tree[S]]:
     """Search one tree per root in lockstep; see the module docstring."""
     return MCTS(env, config).run(roots)
-
-
-# ---------------------------------------------------------------------------------- on a policy
-def mcts_trees(
-    policy: "Sampler",
-    problems: Sequence["Problem"],
-    config: MCTSConfig,
-    critic: "Critic | None" = None,
-    budgets: Sequence["Budget"] | None = None,
-    *,
-    outcome: "Critic | None" = None,
-    rollout_policy: "Sampler | None" = None,
-) -> tuple[list[Tree["State"]], list["Budget"]]:
-    """Search every problem with MCTS on `policy`; the trees (for training data) and the budgets.
-
-    `critic` values unfinished states (a value function, PRM or combination) and, unless `outcome` is
-    given, finished ones too; `outcome` scores finished states and fast rollouts (an ORM, or
-    `VerifierCritic(task)` when the search makes training data). Without a value critic, set
-    `value_weight=0` and `fast_rollouts > 0` (classic MCTS: leaves valued by rollouts only).
-    `rollout_policy` is AlphaLLM's cheaper fast-rollout policy (default: `policy`).
-    """
-    from selfimprove.policy.base import SamplingParams
-    from selfimprove.rollout.expand import root_states
-    from selfimprove.search.policy_env import PolicyEnv
-
-    scorer = outcome if outcome is not None else critic
-    if scorer is None:
-        raise ValueError("MCTS needs a critic (value/ORM), or outcome=VerifierCritic(task) when making training data")
-    if critic is None and (config.uses_value or config.adaptive_branching):
-        raise ValueError(
-            "valuing unfinished states (value_weight > 0 or adaptive_branching) needs a value critic; "
-            "without one set value_weight=0 and fast_rollouts > 0"
-        )
-    spent = config.budgets(len(problems), budgets)
-    sampling = config.sampling()
-    env = PolicyEnv(
-        policy, problems, spent,
-        rule=config.rule(),
-        params=sampling,
-        max_answer_tokens=config.max_answer_tokens,
-        outcome=scorer,
-        value=critic,
-        rollout_policy=rollout_policy,
-        rollout_params=SamplingParams(temperature=config.rollout_temperature, top_p=config.top_p),
-        generator=config.generator(policy),
-    )
-    return run_mcts(env, root_states(policy, problems), config), spent
-
-
-def mcts_search(
-    policy: "Sampler",
-    task: "Task",
-    problems: Sequence["Problem"],
-    config: MCTSConfig,
-    critic: "Critic | None" = None,
-    budgets: Sequence["Budget"] | None = None,
-    *,
-    outcome: "Critic | None" = None,
-    rollout_policy: "Sampler | None" = None,
-) -> list["SearchResult"]:
-    """eta-MCTS on `policy` (see `mcts_trees` for the critics); one `SearchResult` per problem, whose
-    `score` is the outcome critic's score of the answer and `candidates` the number of tree nodes."""
-    trees, spent = mcts_trees(policy, problems, config, critic, budgets, outcome=outcome, rollout_policy=rollout_policy)
-    return tree_results(task, problems, trees, spent)
-
-
-def tree_results(
-    task: "Task", problems: Sequence["Problem"], trees: Sequence[Tree["State"]], budgets: Sequence["Budget"]
-) -> list["SearchResult"]:
-    """Bundle MCTS trees as search results (the verdict is for reporting only)."""
-    from selfimprove.search.result import make_results
-
-    return make_results(
-        "mcts",
-        task,
-        problems,
-        [t.answer for t in trees],
-        budgets,
-        [len(t.nodes) for t in trees],
-        scores=[t.answer_value for t in trees],
-        stats=[tree_stats(t) for t in trees],
-    )
-
-
-def tree_stats(tree: Tree[S]) -> dict[str, float | int | str | bool]:
-    """Numbers that describe one search (JSON-friendly)."""
-    return {
-        "rounds": tree.rounds,
-        "nodes": len(tree.nodes),
-        "finished_nodes": sum(1 for n in tree.nodes if n.terminal),
-        "depth": max(n.depth for n in tree.nodes),
-        "root_visits": tree.root.visits,
-        "root_children": len(tree.root.children),
-        "root_q": tree.root.q,
-        "stopped": tree.stopped,
-        "completed": tree.completed,
-    }
