@@ -1,6 +1,17 @@
 """Advantage estimators and losses: pure tensor functions, importable without a model or a task."""
 
-from selfimprove.algos.advantages import ADVANTAGES, Estimate, Estimator, EstimatorInputs, dr_grpo, group_mean_std, grpo, rloo, rloo_turns
+from selfimprove.algos.advantages import (
+    ADVANTAGES,
+    Estimate,
+    Estimator,
+    EstimatorInputs,
+    dr_grpo,
+    group_mean_std,
+    grpo,
+    register_estimator,
+    rloo,
+    rloo_turns,
+)
 from selfimprove.algos.losses import (
     AggMode,
     KLKind,
@@ -51,6 +62,7 @@ __all__ = [
     "masked_whiten",
     "overlong_penalty",
     "policy_loss",
+    "register_estimator",
     "reinforce_pp",
     "reinforce_pp_baseline",
     "rloo",

@@ -41,6 +41,7 @@ __all__ = [
     "dr_grpo",
     "group_mean_std",
     "grpo",
+    "register_estimator",
     "rloo",
     "rloo_turns",
 ]
@@ -139,29 +140,33 @@ def _outcome_returns(x: EstimatorInputs) -> Tensor:
     return broadcast_on_mask(x.rewards, x.rewards, x.mask)
 
 
-def _register(name: str, **needs: bool) -> Callable[[Callable[[EstimatorInputs], Estimate]], Estimator]:
+def register_estimator(
+    name: str, *, needs_critic: bool = False, token_level: bool = False, per_turn: bool = False
+) -> Callable[[Callable[[EstimatorInputs], Estimate]], Estimator]:
+    """Decorator: register `fn(inputs) -> Estimate` under `name`, with what it needs declared here."""
+
     def wrap(fn: Callable[[EstimatorInputs], Estimate]) -> Estimator:
-        return ADVANTAGES.register(name)(Estimator(fn, **needs))
+        return ADVANTAGES.register(name)(Estimator(fn, needs_critic=needs_critic, token_level=token_level, per_turn=per_turn))
 
     return wrap
 
 
-@_register("grpo")
+@register_estimator("grpo")
 def _grpo(x: EstimatorInputs) -> Estimate:
     return Estimate(grpo(x.rewards, x.groups, x.mask, eps=x.eps), _outcome_returns(x))
 
 
-@_register("dr_grpo")
+@register_estimator("dr_grpo")
 def _dr_grpo(x: EstimatorInputs) -> Estimate:
     return Estimate(dr_grpo(x.rewards, x.groups, x.mask), _outcome_returns(x))
 
 
-@_register("rloo")
+@register_estimator("rloo")
 def _rloo(x: EstimatorInputs) -> Estimate:
     return Estimate(rloo(x.rewards, x.groups, x.mask), _outcome_returns(x))
 
 
-@_register("rloo_turns", per_turn=True)
+@register_estimator("rloo_turns", per_turn=True)
 def _rloo_turns(x: EstimatorInputs) -> Estimate:
     assert x.turn_rewards is not None and x.turn_masks is not None
     advantages = rloo_turns(x.turn_rewards, x.groups, x.turn_masks).to(x.mask.dtype)
@@ -169,18 +174,18 @@ def _rloo_turns(x: EstimatorInputs) -> Estimate:
     return Estimate(advantages, returns)
 
 
-@_register("reinforce_pp", token_level=True)
+@register_estimator("reinforce_pp", token_level=True)
 def _reinforce_pp(x: EstimatorInputs) -> Estimate:
     return Estimate(*reinforce_pp(x.rewards, x.mask, kl=x.kl, kl_coef=x.kl_coef, gamma=x.gamma, eps=x.eps))
 
 
-@_register("reinforce_pp_baseline", token_level=True)
+@register_estimator("reinforce_pp_baseline", token_level=True)
 def _reinforce_pp_baseline(x: EstimatorInputs) -> Estimate:
     return Estimate(*reinforce_pp_baseline(x.rewards, x.groups, x.mask, kl=x.kl, kl_coef=x.kl_coef,
                                            gamma=x.gamma, eps=x.eps))
 
 
-@_register("gae", needs_critic=True, token_level=True)
+@register_estimator("gae", needs_critic=True, token_level=True)
 def _gae(x: EstimatorInputs) -> Estimate:
     assert x.values is not None
     return Estimate(*gae(x.rewards, x.mask, x.values, kl=x.kl, kl_coef=x.kl_coef, gamma=x.gamma, lam=x.lam,

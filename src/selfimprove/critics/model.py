@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import AutoModel
 
-from selfimprove.policy.base import Sampler, TrainableModel
+from selfimprove.policy.base import Engine, Sampler
 from selfimprove.policy.value import ValueModel
 from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem
@@ -42,10 +42,6 @@ from selfimprove.tasks.base import Problem
 Kind = Literal["value", "prm", "orm"]
 KINDS: tuple[Kind, ...] = ("value", "prm", "orm")
 Loss = Literal["mse", "bce"]
-
-class PolicyEngine(Sampler, TrainableModel, Protocol):
-    """What a new critic is made from: an engine that samples and trains (its trunk is copied)."""
-
 
 CRITIC_FILE = "critic.json"
 HEAD_FILE = "head.safetensors"
@@ -114,7 +110,7 @@ class LearnedCritic:
         return int(self.network.trunk.config.vocab_size)
 
     @classmethod
-    def from_policy(cls, policy: "PolicyEngine", *, batch_size: int = 64, meta: dict[str, Any] | None = None) -> "LearnedCritic":
+    def from_policy(cls, policy: Engine, *, batch_size: int = 64, meta: dict[str, Any] | None = None) -> "LearnedCritic":
         """A new critic: a copy of the policy's trunk and a zero head (every score starts at 0.5)."""
         trunk = policy.trunk_copy()
         network = ValueModel(trunk.config.hidden_size, trunk).to(policy.device)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from selfimprove.config import ConfigError, Recipe, load_recipe, read_yaml
-from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.base import TrainableModel
 from selfimprove.policy.value import ValueModel
 from selfimprove.registry import Registry
 from selfimprove.train.driver import run_training
@@ -61,7 +61,7 @@ class Method(ABC, Generic[R]):
     def make_stream(self) -> ProblemStream:
         return SequentialStream(int(getattr(self.recipe, "first_problem", 0)))
 
-    def value_model(self, policy: HFPolicy) -> ValueModel | None:
+    def value_model(self, policy: TrainableModel) -> ValueModel | None:
         return None
 
     @abstractmethod

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from selfimprove.config import DPORecipe, RLRecipe
 from selfimprove.methods.base import Method, register_method
 from selfimprove.policy.base import SamplingParams
-from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.base import TrainableModel
 from selfimprove.policy.value import ValueModel
 from selfimprove.rollout.episode import Episode, collate
 from selfimprove.rollout.single import sample_episodes
@@ -97,7 +97,7 @@ class PolicyGradientMethod(Method[RLRecipe]):
     def optimizer_steps_per_step(self) -> int:
         return self.loss.epochs * self.loss.minibatches
 
-    def value_model(self, policy: HFPolicy) -> ValueModel | None:
+    def value_model(self, policy: TrainableModel) -> ValueModel | None:
         return value_model(self.recipe.value, self.recipe.model, policy)
 
     def learn(self, job: Job, episodes: Sequence[Episode], step: int) -> dict[str, float]:

@@ -156,3 +156,9 @@ class TrainableModel(Protocol):
     def trunk_copy(self) -> torch.nn.Module:
         """A copy of the transformer without its LM head (a LoRA adapter merged in), for critics."""
         ...
+
+
+@runtime_checkable
+class Engine(Sampler, TrainableModel, Protocol):
+    """What a training job holds as its policy: a model that is trained and sampled from (the HF engine
+    is both in one process; a learner with a pool of samplers in sync presents the same)."""

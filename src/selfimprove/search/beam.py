@@ -29,6 +29,7 @@ from selfimprove.search.result import SearchResult, make_results
 from selfimprove.critics.base import score_states
 from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem, Task
+from selfimprove.search.registry import register_search
 
 Scored = tuple[State, float]
 
@@ -47,6 +48,7 @@ def keep_top(pool: Sequence[Scored], width: int) -> list[Scored]:
     return sorted(pool, key=lambda pair: -pair[1])[:width]
 
 
+@register_search("beam", BeamConfig)
 def beam_search(
     policy: Sampler,
     task: Task,

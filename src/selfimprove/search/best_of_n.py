@@ -21,6 +21,7 @@ from selfimprove.search.sample import sample_candidates
 from selfimprove.critics.base import score_states
 from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem, Task
+from selfimprove.search.registry import register_search
 
 
 class GreedyConfig(SearchConfig):
@@ -74,6 +75,7 @@ def scored_candidates(
     return budgets, candidates, grouped
 
 
+@register_search("best_of_n", BestOfNConfig)
 def best_of_n_search(
     policy: Sampler,
     task: Task,
@@ -105,6 +107,7 @@ def best_of_n_search(
     )
 
 
+@register_search("greedy", GreedyConfig)
 def greedy_search(
     policy: Sampler,
     task: Task,

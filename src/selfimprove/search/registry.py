@@ -1,25 +1,21 @@
 """Every search by name, with its config class, so a recipe (`selfimprove search RECIPE`) can build any.
 
 All searches share one signature: `fn(policy, task, problems, config, critic=None, budgets=None) ->
-list[SearchResult]`. A new search is one `SEARCHES.register(name)(SearchSpec(Config, fn))` line here.
+list[SearchResult]`. A search registers itself where it is defined, `@register_search(name, Config)`;
+the package's `__init__` imports the built-in ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from selfimprove.critics.base import Critic
+from selfimprove.policy.base import Sampler
 from selfimprove.registry import Registry
-from selfimprove.search.beam import BeamConfig, beam_search
-from selfimprove.search.best_of_n import BestOfNConfig, GreedyConfig, best_of_n_search, greedy_search
 from selfimprove.rollout.budget import Budget
 from selfimprove.search.config import SearchConfig
-from selfimprove.policy.base import Sampler
-from selfimprove.search.mcts import MCTSConfig, mcts_search
 from selfimprove.search.result import SearchResult
-from selfimprove.search.revision import RevisionConfig, revision_search
-from selfimprove.search.vote import VoteConfig, majority_vote_search, weighted_vote_search
 from selfimprove.tasks.base import Problem, Task
 
 SearchFn = Callable[..., list[SearchResult]]
@@ -34,13 +30,17 @@ class SearchSpec:
 
 
 SEARCHES: Registry[SearchSpec] = Registry("search")
-SEARCHES.register("greedy")(SearchSpec(GreedyConfig, greedy_search))
-SEARCHES.register("best_of_n")(SearchSpec(BestOfNConfig, best_of_n_search))
-SEARCHES.register("majority_vote")(SearchSpec(VoteConfig, majority_vote_search))
-SEARCHES.register("weighted_vote")(SearchSpec(VoteConfig, weighted_vote_search))
-SEARCHES.register("beam")(SearchSpec(BeamConfig, beam_search))
-SEARCHES.register("revision")(SearchSpec(RevisionConfig, revision_search))
-SEARCHES.register("mcts")(SearchSpec(MCTSConfig, mcts_search))  # eta-MCTS (SPECS §5); takes outcome= and rollout_policy=
+F = TypeVar("F", bound=SearchFn)
+
+
+def register_search(name: str, config: type[SearchConfig]) -> Callable[[F], F]:
+    """Decorator: register a search function under `name` with the config class that validates its settings."""
+
+    def wrap(fn: F) -> F:
+        SEARCHES.register(name)(SearchSpec(config, fn))
+        return fn
+
+    return wrap
 
 
 def make_search_config(name: str, params: Mapping[str, Any] | None = None) -> SearchConfig:

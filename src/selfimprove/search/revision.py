@@ -23,6 +23,7 @@ from selfimprove.search.result import SearchResult, make_results
 from selfimprove.critics.base import score_states
 from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem, Task
+from selfimprove.search.registry import register_search
 
 
 class RevisionConfig(SampledSearchConfig):
@@ -42,6 +43,7 @@ def latest_best(scores: Sequence[float]) -> int:
     return best
 
 
+@register_search("revision", RevisionConfig)
 def revision_search(
     policy: Sampler,
     task: Task,

@@ -25,6 +25,7 @@ from selfimprove.policy.base import Sampler
 from selfimprove.search.result import SearchResult, make_results
 from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem, Task
+from selfimprove.search.registry import register_search
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def _vote_search(
     return make_results(name, task, problems, chosen, budgets, [len(g) for g in candidates], scores=scores, stats=stats)
 
 
+@register_search("majority_vote", VoteConfig)
 def majority_vote_search(
     policy: Sampler,
     task: Task,
@@ -127,6 +129,7 @@ def majority_vote_search(
     return _vote_search("majority_vote", policy, task, problems, config, None, budgets)
 
 
+@register_search("weighted_vote", VoteConfig)
 def weighted_vote_search(
     policy: Sampler,
     task: Task,

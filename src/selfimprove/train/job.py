@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol, TypeVar
 
 from selfimprove.config import EvalConfig, LoraConfig, ModelConfig, OptimConfig, Schedule, TaskSpec
-from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.base import Engine, TrainableModel
 from selfimprove.policy.value import ValueModel
 from selfimprove.tasks.base import Task
 from selfimprove.train.buffer import JsonlBuffer
@@ -59,7 +59,7 @@ class Job:
     """What a step function may use. `state` is the method's typed state; `stream` hands out problems;
     `sampled_tokens` is the driver's running total (the budget)."""
 
-    policy: HFPolicy
+    policy: Engine
     learner: Learner
     task: Task
     stream: ProblemStream
@@ -87,7 +87,7 @@ class TrainingPlan(Protocol):
 
     def make_stream(self) -> ProblemStream: ...
 
-    def value_model(self, policy: HFPolicy) -> ValueModel | None: ...
+    def value_model(self, policy: TrainableModel) -> ValueModel | None: ...
 
     def step(self, job: Job, step: int) -> dict[str, Any]:
         """Run training step `step` (0-based) and return its metrics (`train/sampled_tokens` if it sampled)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from selfimprove.config import EngineConfig, ModelConfig, ValueConfig
+from selfimprove.policy.base import TrainableModel
 from selfimprove.policy.hf import HFPolicy
 from selfimprove.policy.load import load_engine
 from selfimprove.policy.value import ValueModel
@@ -19,7 +20,7 @@ def load_policy(model: ModelConfig, *, engine: EngineConfig | None = None, seed:
     return load_engine(kind, source, device=model.device, dtype=model.dtype, chat=model.chat, seed=seed)
 
 
-def value_model(value: ValueConfig, model: ModelConfig, policy: HFPolicy) -> ValueModel | None:
+def value_model(value: ValueConfig, model: ModelConfig, policy: TrainableModel) -> ValueModel | None:
     """PPO's critic: none, a zero-initialised head on the policy's trunk, or a separate trunk."""
     if value.kind == "none":
         return None

@@ -24,6 +24,7 @@ from selfimprove.search.mcts.engine import MCTSConfig, run_mcts
 from selfimprove.search.mcts.tree import Tree, tree_stats
 from selfimprove.search.result import SearchResult, make_results
 from selfimprove.tasks.base import Problem, Task
+from selfimprove.search.registry import register_search
 
 
 class PolicyEnv:
@@ -163,6 +164,7 @@ def mcts_trees(
     return run_mcts(env, root_states(policy, problems), config), spent
 
 
+@register_search("mcts", MCTSConfig)  # eta-MCTS (SPECS §5); takes outcome= and rollout_policy=
 def mcts_search(
     policy: Sampler,
     task: Task,
