@@ -191,7 +191,7 @@ def test_mcts_gets_its_outcome_critic_separately(small_policy: Any, small_model_
                  "search.sweep=null", "critics.orm=null", f"critics.value={value}", f"critics.outcome={orm}")
     summary = run_search_eval(load_recipe(SearchRecipe, RECIPE, sets))
     records = read_results(tmp_path / "run" / "results.jsonl")
-    assert summary["critics"] == {"members": {"value": str(value)}, "weights": {"value": 1.0}, "outcome": str(orm)}
+    assert summary["critics"] == {"members": {"value": str(value)}, "weights": {"value": 1.0}, "outcome": str(orm), "outcome_tool": False}
     assert all(r["search"] == "mcts" and r["critic_calls"] > 0 and r["stats"]["rounds"] >= 1 for r in records)
     assert summary["total_tokens"] == sum(r["tokens"] for r in records) > 0
 

@@ -213,8 +213,18 @@ class InitRecipe(Strict):
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
+class ImagineLayout(Strict):
+    """SFT also teaches the imagination layout (`rollout/imagine.py`): per step, `fraction` x batch_size
+    extra episodes whose context is `seeds_in_prompt` of the step's problems and whose target is another
+    one's prompt, so the model can later write new problems itself (AlphaLLM's `imagine.kind: policy`)."""
+
+    fraction: float = Field(0.25, gt=0.0, le=1.0)
+    seeds_in_prompt: int = Field(2, ge=1)
+
+
 class SFTRecipe(Recipe):
     lora: LoraConfig | None = None
+    imagine: ImagineLayout | None = None
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(64, ge=1)
     # Size of the pool of demonstrations (train problems 0..N-1, reshuffled every epoch); 0 draws a

@@ -23,12 +23,9 @@ def train_method(method_cls: "type[Method[Any]]", args: argparse.Namespace) -> i
     from selfimprove.progress import console, step_bar
 
     method = method_cls(load_method_recipe(method_cls, args.recipe, args.set))
-    label = method.label()
-    with step_bar(label, method.recipe.steps) as on_step:
-        summary = method.run(on_step)
-    console.print(f"{label} done: held-out greedy accuracy {summary['accuracy']:.1%} -> {summary['model']}")
+    summary = method.execute(step_bar)
     for line in method.report(summary):
-        console.print(line)
+        console.print(line, soft_wrap=True, markup=False)
     return 0
 
 

@@ -15,12 +15,14 @@ Conventions (documented because libraries differ):
 - AUROC = the chance that a random positive scores above a random negative (ties count one half): what
   a search needs from a critic is ranking, and with rare positives a critic that predicts the base rate
   everywhere has a fine ECE and accuracy but AUROC 0.5. It is 0.5 when one class is missing.
+- within-problem AUROC = the same over pairs of one problem's examples only: a critic that knows which
+  *problems* are easy earns pooled AUROC but none of this, and only this helps rank one problem's answers.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Hashable, Sequence
 
 
 def _check(scores: Sequence[float], labels: Sequence[float]) -> None:
@@ -107,9 +109,33 @@ def auroc(scores: Sequence[float], labels: Sequence[float], threshold: float = 0
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
-def critic_report(scores: Sequence[float], labels: Sequence[float], *, threshold: float = 0.5, bins: int = 10) -> dict[str, float]:
+def within_problem_auroc(
+    scores: Sequence[float], labels: Sequence[float], groups: Sequence[Hashable], threshold: float = 0.5
+) -> float:
+    """The share of (right, wrong) pairs *of the same problem* that the critic orders right (ties count
+    one half): what best-of-N and a search need, unlike the pooled AUROC, which a critic can earn by
+    telling easy problems from hard ones. 0.5 when no problem has both a right and a wrong example."""
+    _check(scores, labels)
+    if len(groups) != len(scores):
+        raise ValueError(f"{len(scores)} scores but {len(groups)} groups")
+    by_group: dict[Hashable, tuple[list[float], list[float]]] = {}
+    for s, y, g in zip(scores, labels, groups):
+        right, wrong = by_group.setdefault(g, ([], []))
+        (right if y >= threshold else wrong).append(s)
+    ordered = pairs = 0.0
+    for right, wrong in by_group.values():
+        for r in right:
+            for w in wrong:
+                ordered += 1.0 if r > w else 0.5 if r == w else 0.0
+        pairs += len(right) * len(wrong)
+    return ordered / pairs if pairs else 0.5
+
+
+def critic_report(scores: Sequence[float], labels: Sequence[float], *, threshold: float = 0.5, bins: int = 10,
+                  groups: Sequence[Hashable] | None = None) -> dict[str, float]:
     """Every metric above, plus the positive rate of the labels (the base rate a critic must beat) and
-    the mean score, as one flat dict for summaries."""
+    the mean score, as one flat dict for summaries; with `groups` (each example's problem) also the
+    within-problem AUROC."""
     tp, fp, tn, fn = confusion(scores, labels, threshold)
     n = tp + fp + tn + fn
     return {
@@ -122,4 +148,5 @@ def critic_report(scores: Sequence[float], labels: Sequence[float], *, threshold
         "auroc": auroc(scores, labels, threshold),
         "ece": expected_calibration_error(scores, labels, bins),
         "brier": brier(scores, labels),
+        **({"within_auroc": within_problem_auroc(scores, labels, groups, threshold)} if groups is not None else {}),
     }

@@ -34,9 +34,18 @@ class LabelsConfig(Strict):
 
 
 class CriticTraining(Strict):
-    """How each critic is trained and judged."""
+    """How each critic is trained and judged.
+
+    `objective`: `pointwise` (each example against its label: MSE for the value function, BCE for PRM
+    and ORM), `pairwise` (Bradley-Terry over the examples of one problem: for every pair whose labels
+    differ, -log sigmoid(z_better - z_worse), so the critic learns to *rank* one problem's answers,
+    which is what best-of-N and a search need) or `mixed` (pointwise + `ranking_weight` x pairwise).
+    With a ranking term, batches hold whole problems (`batch_size` examples, rounded to problems).
+    """
 
     epochs: int = Field(3, ge=1)
+    objective: Literal["pointwise", "pairwise", "mixed"] = "pointwise"
+    ranking_weight: float = Field(1.0, gt=0.0)
     batch_size: int = Field(32, ge=1)  # examples per optimizer step (micro-batched by optim.micro_batch_size)
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-4, micro_batch_size=32))
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of problems held out (all their examples)

@@ -27,6 +27,7 @@ from selfimprove.critics.train import split_examples, total_steps, train_critic
 from selfimprove.tasks.base import make_task
 from selfimprove.train.models import load_policy
 from selfimprove.train.runlog import RunLog
+from selfimprove.policy.base import CountingSampler
 from selfimprove.progress import StageBar, no_bar
 
 
@@ -50,20 +51,23 @@ def run_critic_training(recipe: CriticRecipe, *, bar: StageBar = no_bar) -> dict
     task = make_task(recipe.task.name, recipe.task.params)
     policy = load_policy(recipe.model, engine=recipe.engine, seed=recipe.seed)
     lab = recipe.labels
+    label_tokens = 0
     if lab.path:
         examples = [e for e in load_labels(lab.path) if e.kind in recipe.critics]
     else:
         problems = task.problems("train", lab.num_problems, start=lab.first_problem)
         generator = torch.Generator(device=policy.device).manual_seed(recipe.seed)
+        counting = CountingSampler(policy)
         with bar("critic labels: Monte-Carlo rollouts", len(problems)) as on_step:
-            examples = build_labels(policy, task, problems, recipe.step_rule.rule(), lab, kinds=recipe.critics,
+            examples = build_labels(counting, task, problems, recipe.step_rule.rule(), lab, kinds=recipe.critics,
                                     generator=generator, on_problems=lambda done: on_step(done, {}))
+        label_tokens = counting.tokens
     save_labels(root / "labels.jsonl", examples)
     label_seconds = time.time() - began
 
     summary: dict[str, Any] = {"model": recipe.model.path, "task": recipe.task.name,
                                "labels_from": lab.path or "policy rollouts", "labels": label_counts(examples),
-                               "label_seconds": round(label_seconds, 1), "critics": {}}
+                               "label_seconds": round(label_seconds, 1), "label_tokens": label_tokens, "critics": {}}
     for index, kind in enumerate(recipe.critics, start=1):
         mine = [e for e in examples if e.kind == kind]
         if not mine:
@@ -75,7 +79,7 @@ def run_critic_training(recipe: CriticRecipe, *, bar: StageBar = no_bar) -> dict
         log = RunLog(root / "logs" / kind)
         began = time.time()
         try:
-            with bar(f"{index}/{len(recipe.critics)} train {kind}", total_steps(len(train), recipe.training)) as on_step:
+            with bar(f"{index}/{len(recipe.critics)} train {kind}", total_steps(train, recipe.training, recipe.seed)) as on_step:
                 report = train_critic(critic, train, held_out, recipe.training, seed=recipe.seed, log=log, on_step=on_step)
         finally:
             log.close()

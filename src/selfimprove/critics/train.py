@@ -2,7 +2,9 @@
 
 Loss by kind (`LearnedCritic.loss`): the value function regresses sigmoid(head) onto Monte-Carlo
 fractions with MSE (SPECS §5: "MSE on Monte-Carlo outcome labels"); PRM and ORM are classifiers,
-trained with binary cross-entropy on the head's logit (soft PRM labels work with the same BCE).
+trained with binary cross-entropy on the head's logit (soft PRM labels work with the same BCE). With
+`training.objective` `pairwise` or `mixed`, a Bradley-Terry term over the examples of one problem
+(`pairwise_loss`) teaches the critic to order one problem's answers; batches then hold whole problems.
 
 The loop: `epochs` passes over a seeded shuffle, `batch_size` examples per optimizer step accumulated
 over micro-batches (each micro-batch's loss is scaled by its share of the batch, so the step does not
@@ -17,7 +19,6 @@ the problem's prompt and the seed, so the same recipe always holds out the same 
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any, Callable, Sequence
 
 import torch
@@ -56,9 +57,69 @@ def example_loss(critic: LearnedCritic, logits: torch.Tensor, labels: torch.Tens
     return F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
 
 
+def pairwise_loss(logits: torch.Tensor, labels: torch.Tensor, groups: Sequence[str]) -> tuple[torch.Tensor, int]:
+    """(sum over pairs, number of pairs) of -log sigmoid(z_i - z_j) over every pair of examples of one
+    problem with label_i > label_j (Bradley-Terry: the better one should score higher)."""
+    values = labels.tolist()
+    better: list[int] = []
+    worse: list[int] = []
+    for g in dict.fromkeys(groups):
+        idx = [k for k, x in enumerate(groups) if x == g]
+        for i in idx:
+            for j in idx:
+                if values[i] > values[j]:
+                    better.append(i)
+                    worse.append(j)
+    if not better:
+        return logits.sum() * 0.0, 0  # keeps the graph when there is no pair
+    z = logits.float()
+    margin = z[torch.tensor(better, device=z.device)] - z[torch.tensor(worse, device=z.device)]
+    return -F.logsigmoid(margin).sum(), len(better)
+
+
+def _problem_batches(train: Sequence[Example], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Whole problems per batch, problems in a seeded random order, about `batch_size` examples each."""
+    by_group: dict[str, list[int]] = {}
+    for k, e in enumerate(train):
+        by_group.setdefault(e.group, []).append(k)
+    groups = list(by_group)
+    batches: list[list[int]] = [[]]
+    for g in (groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()):
+        if batches[-1] and len(batches[-1]) + len(by_group[g]) > batch_size:
+            batches.append([])
+        batches[-1].extend(by_group[g])
+    return batches
+
+
+def plan_batches(train: Sequence[Example], config: CriticTraining, seed: int) -> list[list[list[int]]]:
+    """Per epoch, the batches of example indices: a seeded shuffle cut into `batch_size` pieces, or whole
+    problems per batch when the objective ranks within problems."""
+    generator = torch.Generator().manual_seed(seed)
+    epochs = []
+    for _ in range(config.epochs):
+        if config.objective == "pointwise":
+            order = torch.randperm(len(train), generator=generator).tolist()
+            epochs.append([order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)])
+        else:
+            epochs.append(_problem_batches(train, config.batch_size, generator))
+    return epochs
+
+
+def _micro_batches(batch: list[Example], size: int, by_problem: bool) -> list[list[Example]]:
+    """Micro-batches of `size` examples; with a ranking term a problem is never cut in two."""
+    if not by_problem:
+        return [batch[m : m + size] for m in range(0, len(batch), size)]
+    out: list[list[Example]] = [[]]
+    for e in batch:
+        if out[-1] and len(out[-1]) >= size and out[-1][-1].group != e.group:
+            out.append([])
+        out[-1].append(e)
+    return out
+
+
 def evaluate_critic(critic: LearnedCritic, examples: Sequence[Example], *, threshold: float = 0.5,
                     bins: int = 10) -> dict[str, float]:
-    """Held-out metrics plus the training loss on these examples (`loss`)."""
+    """Held-out metrics (within-problem AUROC included) plus the training loss on these examples (`loss`)."""
     scores = critic.score_ids([e.token_ids for e in examples])
     labels = [e.label for e in examples]
     p = torch.tensor(scores, dtype=torch.float64).clamp(1e-7, 1 - 1e-7)
@@ -67,7 +128,7 @@ def evaluate_critic(critic: LearnedCritic, examples: Sequence[Example], *, thres
         loss = ((p - y) ** 2).mean()
     else:
         loss = F.binary_cross_entropy(p, y)
-    return {"loss": float(loss), **critic_report(scores, labels, threshold=threshold, bins=bins)}
+    return {"loss": float(loss), **critic_report(scores, labels, threshold=threshold, bins=bins, groups=[e.group for e in examples])}
 
 
 def train_critic(
@@ -87,10 +148,9 @@ def train_critic(
     if wrong:
         raise ValueError(f"a {critic.kind} critic cannot train on {sorted(wrong)} examples")
     o = config.optim
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    learner = Learner(critic, o, total)
-    generator = torch.Generator().manual_seed(seed)
+    epochs = plan_batches(train, config, seed)
+    learner = Learner(critic, o, sum(len(e) for e in epochs))
+    ranking = config.objective != "pointwise"
     judge = dict(threshold=config.threshold, bins=config.ece_bins)
 
     before = evaluate_critic(critic, held_out, **judge)
@@ -98,23 +158,29 @@ def train_critic(
         log.log(0, {f"eval/{k}": v for k, v in before.items()})
     step, losses, after = 0, [], before
     critic.network.train()
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(train), generator=generator).tolist()
-        for start in range(0, len(order), config.batch_size):
-            batch = [train[i] for i in order[start : start + config.batch_size]]
+    for epoch, batches in enumerate(epochs):
+        for b, indices in enumerate(batches):
+            batch = [train[i] for i in indices]
+            micro_batches = _micro_batches(batch, o.micro_batch_size, ranking)
+            pairs = sum(_pair_count(m) for m in micro_batches) if ranking else 0
 
-            def micro_loss(micro: Sequence[Example], size: int = len(batch)) -> torch.Tensor:
+            def micro_loss(micro: Sequence[Example], size: int = len(batch), pairs: int = pairs) -> torch.Tensor:
                 logits = critic.logits([e.token_ids for e in micro])
                 labels = torch.tensor([e.label for e in micro], dtype=torch.float32, device=logits.device)
-                return example_loss(critic, logits, labels).sum() / size
+                loss = logits.sum() * 0.0
+                if config.objective != "pairwise":
+                    loss = loss + example_loss(critic, logits, labels).sum() / size
+                if ranking and pairs:
+                    ranked, _ = pairwise_loss(logits, labels, [e.group for e in micro])
+                    loss = loss + config.ranking_weight * ranked / pairs
+                return loss
 
-            micro_batches = [batch[m : m + o.micro_batch_size] for m in range(0, len(batch), o.micro_batch_size)]
             stats = learner.step_on(micro_batches, micro_loss)
             step += 1
             losses.append(stats["loss"])
             metrics: dict[str, Any] = {"train/loss": stats["loss"], "train/grad_norm": stats["grad_norm"],
                                        "train/lr": stats["lr"], "epoch": epoch}
-            if start + config.batch_size >= len(order):  # the epoch's last step: judge the held-out set
+            if b == len(batches) - 1:  # the epoch's last step: judge the held-out set
                 after = evaluate_critic(critic, held_out, **judge)
                 metrics.update({f"eval/{k}": v for k, v in after.items()})
             if log is not None:
@@ -136,6 +202,12 @@ def train_critic(
     }
 
 
-def total_steps(num_train: int, config: CriticTraining) -> int:
-    """Optimizer steps `train_critic` takes for `num_train` examples (for progress bars)."""
-    return math.ceil(num_train / config.batch_size) * config.epochs
+def _pair_count(examples: Sequence[Example]) -> int:
+    labels = [e.label for e in examples]
+    groups = [e.group for e in examples]
+    return sum(1 for i in range(len(examples)) for j in range(len(examples)) if groups[i] == groups[j] and labels[i] > labels[j])
+
+
+def total_steps(train: Sequence[Example], config: CriticTraining, seed: int = 0) -> int:
+    """Optimizer steps `train_critic` takes on `train` (for progress bars)."""
+    return sum(len(e) for e in plan_batches(train, config, seed))

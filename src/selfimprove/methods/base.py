@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from selfimprove.config import ConfigError, Recipe, load_recipe, read_yaml
 from selfimprove.policy.base import TrainableModel
 from selfimprove.policy.value import ValueModel
+from selfimprove.progress import StageBar, no_bar
 from selfimprove.registry import Registry
 from selfimprove.train.driver import run_training
 from selfimprove.train.job import Job, MethodState, StepCallback
@@ -77,11 +78,22 @@ class Method(ABC, Generic[R]):
         return self.name
 
     def report(self, summary: dict[str, Any]) -> list[str]:
-        """Lines the CLI prints under the accuracy line."""
+        """What the CLI prints when the run is done."""
+        return [f"{self.label()} done: held-out greedy accuracy {summary['accuracy']:.1%} -> {summary['model']}",
+                *self.notes(summary)]
+
+    def notes(self, summary: dict[str, Any]) -> list[str]:
+        """Method-specific lines under the accuracy line."""
         return []
 
     def run(self, on_step: StepCallback | None = None) -> dict[str, Any]:
         return run_training(self, on_step)
+
+    def execute(self, bar: StageBar = no_bar) -> dict[str, Any]:
+        """Run with progress shown by `bar` (one bar for the driver's steps; a method made of several
+        runs, such as AlphaLLM's loop, shows one per stage)."""
+        with bar(self.label(), self.recipe.steps) as on_step:
+            return self.run(on_step)
 
 
 METHODS: Registry[type[Method[Any]]] = Registry("method")

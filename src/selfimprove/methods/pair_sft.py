@@ -158,7 +158,7 @@ class PairSFT(TraceSFTMethod):
             "problems_sampled": state.sampled_problems,
         }
 
-    def report(self, summary: dict[str, Any]) -> list[str]:
+    def notes(self, summary: dict[str, Any]) -> list[str]:
         return [f"{summary['pairs']} pairs from {summary['paired_problems']} problems; {summary['sampled_tokens']} tokens sampled"]
 
 

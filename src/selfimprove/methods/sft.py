@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from selfimprove.config import SFTRecipe
 from selfimprove.methods.base import Method, register_method
 from selfimprove.rollout.episode import collate
+from selfimprove.rollout.imagine import imagine_episodes
 from selfimprove.rollout.single import demonstration_episode
 from selfimprove.train.job import Job, StepCallback
 from selfimprove.train.objectives import sft_objective
@@ -29,6 +31,11 @@ class SFT(Method[SFTRecipe]):
     def step(self, job: Job, step: int) -> dict[str, Any]:
         drawn = job.stream.take(job.task, self.recipe.batch_size)
         episodes = [demonstration_episode(job.policy, job.task, p, group=i) for i, p in enumerate(drawn.problems)]
+        layout = self.recipe.imagine
+        if layout is not None:
+            k = max(1, round(layout.fraction * len(drawn.problems)))
+            rng = random.Random(f"imagine-sft:{self.recipe.seed}:{step}")
+            episodes += imagine_episodes(job.policy, drawn.problems[:k], rng, layout.seeds_in_prompt, group_offset=len(episodes))
         stats = job.learner.step(collate(episodes, job.policy.pad_id), sft_objective)
         return {"train/loss": stats["loss"], "train/lr": stats["lr"], "train/grad_norm": stats["grad_norm"]}
 

@@ -201,7 +201,7 @@ class Star(TraceSFTMethod):
             "problems_sampled": job.stream.state_dict()["position"] - self.recipe.first_problem,
         }
 
-    def report(self, summary: dict[str, Any]) -> list[str]:
+    def notes(self, summary: dict[str, Any]) -> list[str]:
         return [f"traces kept per round {summary['kept_per_round']}; {summary['sampled_tokens']} tokens sampled"]
 
 

@@ -162,3 +162,26 @@ class TrainableModel(Protocol):
 class Engine(Sampler, TrainableModel, Protocol):
     """What a training job holds as its policy: a model that is trained and sampled from (the HF engine
     is both in one process; a learner with a pool of samplers in sync presents the same)."""
+
+
+class CountingSampler:
+    """A sampler that counts the tokens it generates (`tokens`), so any stage can report its spend; every
+    other attribute is the wrapped engine's."""
+
+    def __init__(self, inner: Sampler) -> None:
+        self.inner = inner
+        self.tokens = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams, *, generator: torch.Generator | None = None) -> list[Completion]:
+        out = self.inner.generate(prompts, params, generator=generator)
+        self.tokens += sum(c.num_tokens for c in out)
+        return out
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
+                     generator: torch.Generator | None = None) -> list[Completion]:
+        out = self.inner.generate_ids(prompt_ids, params, generator=generator)
+        self.tokens += sum(c.num_tokens for c in out)
+        return out

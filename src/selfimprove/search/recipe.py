@@ -26,6 +26,7 @@ from selfimprove.search.config import SearchConfig
 from selfimprove.search.registry import SEARCHES
 
 VERIFIER = "verifier"  # the word that names the task verifier where a critic folder could go
+TOOL = "tool"  # the word that names the task's gold-free tool check
 
 
 def _bad(reason: str) -> PydanticCustomError:
@@ -88,6 +89,7 @@ class CriticWeights(Strict):
     prm: float = Field(1.0, ge=0.0)
     orm: float = Field(1.0, ge=0.0)
     verifier: float = Field(1.0, ge=0.0)
+    tool: float = Field(1.0, ge=0.0)
 
 
 class CriticsSection(Strict):
@@ -97,7 +99,9 @@ class CriticsSection(Strict):
     prm: str | None = None
     orm: str | None = None
     verifier: bool = False  # the task's verifier as a member (reads gold answers; 0 for unfinished states)
-    outcome: str | None = None  # an ORM folder, or "verifier", for searches that take an outcome critic (MCTS)
+    tool: bool = False  # the task's gold-free tool check as a member (critics/tool.py; allowed at test time)
+    outcome: str | None = None  # an ORM folder, "verifier" or "tool", for searches that take an outcome critic (MCTS)
+    outcome_tool: bool = False  # the outcome critic is the ORM and the tool check, weighted (weights.orm, weights.tool)
     weights: CriticWeights = Field(default_factory=CriticWeights)
     uses_gold_answers: bool = False  # must be true to use the verifier: data generation, never test accuracy
     batch_size: int = Field(64, ge=1)  # sequences per critic forward pass
@@ -105,6 +109,8 @@ class CriticsSection(Strict):
     def members(self) -> dict[str, str | None]:
         """Configured members of the combined critic: kind -> folder (None for the verifier)."""
         out: dict[str, str | None] = {k: p for k, p in (("value", self.value), ("prm", self.prm), ("orm", self.orm)) if p}
+        if self.tool:
+            out[TOOL] = None
         if self.verifier:
             out[VERIFIER] = None
         return out
@@ -122,6 +128,8 @@ class CriticsSection(Strict):
             )
         if self.uses_gold_answers and not self.reads_gold:
             raise _bad("critics.uses_gold_answers is set but no verifier is used (verifier: true or outcome: verifier)")
+        if self.outcome_tool and (self.outcome is None or self.outcome in (VERIFIER, TOOL)):
+            raise _bad("outcome_tool combines an ORM folder in `outcome` with the tool check: set outcome to an ORM folder")
         members = self.members()
         if members and sum(getattr(self.weights, k) for k in members) <= 0:
             raise _bad(f"the weights of the configured critics ({', '.join(members)}) are all 0")

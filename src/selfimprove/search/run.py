@@ -34,9 +34,10 @@ from selfimprove.config import ConfigError, dump_yaml
 from selfimprove.critics.base import Critic
 from selfimprove.critics.combined import CombinedCritic
 from selfimprove.critics.model import LearnedCritic, load_critic
+from selfimprove.critics.tool import ToolCritic
 from selfimprove.critics.verifier import VerifierCritic
 from selfimprove.policy.base import Sampler
-from selfimprove.search.recipe import VERIFIER, SearchRecipe, takes
+from selfimprove.search.recipe import TOOL, VERIFIER, SearchRecipe, takes
 from selfimprove.search.registry import SEARCHES
 from selfimprove.search.result import SearchResult
 from selfimprove.tasks.base import Problem, Task, make_task
@@ -62,7 +63,12 @@ def build_critics(recipe: SearchRecipe, task: Task) -> tuple[Critic | None, Crit
     members: list[Critic] = []
     weights: list[float] = []
     for kind, path in section.members().items():
-        members.append(VerifierCritic(task, unfinished="zero") if kind == VERIFIER else _load(path, recipe))
+        if kind == VERIFIER:
+            members.append(VerifierCritic(task, unfinished="zero"))
+        elif kind == TOOL:
+            members.append(ToolCritic(task))
+        else:
+            members.append(_load(path, recipe))
         weights.append(getattr(section.weights, kind))
     critic: Critic | None = None
     if len(members) == 1:
@@ -72,8 +78,12 @@ def build_critics(recipe: SearchRecipe, task: Task) -> tuple[Critic | None, Crit
     outcome: Critic | None = None
     if section.outcome == VERIFIER:
         outcome = VerifierCritic(task, unfinished="zero")
+    elif section.outcome == TOOL:
+        outcome = ToolCritic(task)
     elif section.outcome is not None:
         outcome = _load(section.outcome, recipe)
+        if section.outcome_tool:
+            outcome = CombinedCritic([outcome, ToolCritic(task)], [section.weights.orm, section.weights.tool], name="orm+tool")
     return critic, outcome
 
 
@@ -194,7 +204,8 @@ def point_summary(setting: dict[str, Any], config: dict[str, Any], records: Sequ
 def describe_critics(recipe: SearchRecipe) -> dict[str, Any]:
     section = recipe.critics
     members = section.members()
-    return {"members": members, "weights": {k: getattr(section.weights, k) for k in members}, "outcome": section.outcome}
+    return {"members": members, "weights": {k: getattr(section.weights, k) for k in members}, "outcome": section.outcome,
+            "outcome_tool": section.outcome_tool}
 
 
 def _chunks(items: Sequence[Problem], size: int) -> Iterator[Sequence[Problem]]:

@@ -9,6 +9,7 @@ evaluator slow, recurse deeply or build huge numbers. Values are exact `Fraction
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal, Union
@@ -234,3 +235,34 @@ def format_expr(node: Node) -> str:
     if needs_parens(node.op, node.right, "right"):
         right = f"({right})"
     return f"{left}{node.op}{right}"
+
+
+# ---------------------------------------------------------------------------------------------
+# A calculator for written equations: the tool a gold-free critic uses (it checks the arithmetic a
+# text writes down, never whether the reasoning is the right one).
+
+_EQUATION_LHS = re.compile(r"[0-9][0-9+\-*/() \t]*$")  # the arithmetic right before an '='
+_EQUATION_RHS = re.compile(r"^[ \t]*([-+]?[0-9]+(?:\.[0-9]+)?)")  # the number right after it
+
+
+def check_equations(text: str, *, max_lines: int = 200) -> tuple[int, int]:
+    """(equations checked, equations wrong) over the text's `expression = number` claims, one per `=`
+    whose left side ends in an arithmetic expression our safe parser accepts (`48/2 = 24`, `7+5=12`;
+    `x = 3` and prose are skipped). Exact arithmetic (`Fraction`); a claimed decimal must equal the
+    value exactly. Never raises, never evaluates text as code."""
+    checked = wrong = 0
+    for line in text.splitlines()[:max_lines]:
+        parts = line[:MAX_CHARS * 4].split("=")
+        for left, right in zip(parts, parts[1:]):
+            lhs = _EQUATION_LHS.search(left.rstrip())
+            rhs = _EQUATION_RHS.match(right)
+            if lhs is None or rhs is None:
+                continue
+            try:
+                value = evaluate(parse(lhs.group(0)))
+                claim = Fraction(rhs.group(1))
+            except (ArithError, ValueError, ZeroDivisionError):
+                continue
+            checked += 1
+            wrong += value != claim
+    return checked, wrong

@@ -22,6 +22,7 @@ from abc import ABC
 from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 from selfimprove.registry import Registry
+from selfimprove.tasks.arith import check_equations
 from selfimprove.tasks.answers import MAX_TEXT_CHARS, cut_at_end_marker, extract_answer, format_number, parse_number
 from selfimprove.tasks.problem import (
     SPLITS,
@@ -38,6 +39,7 @@ from selfimprove.tasks.problem import (
 __all__ = [
     "SPLITS",
     "TASKS",
+    "UNDECIDED",
     "GeneratedTask",
     "Problem",
     "Split",
@@ -52,6 +54,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+UNDECIDED = 0.5  # a gold-free check that can neither confirm nor refute an answer
 
 
 class Task(ABC):
@@ -117,6 +121,33 @@ class Task(ABC):
     def judge(self, problem: Problem, text: str) -> Verdict:
         """`verify` for a text (the guard around it catches what this raises)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ imagination (AlphaLLM)
+    def key(self, problem: Problem) -> str:
+        """What makes two problems the same problem (dedup, and the split: `split_of(key)`)."""
+        return problem.prompt
+
+    def rewrite(self, problem: Problem, rng: random.Random, name: str) -> Problem | None:
+        """A new problem made from a seed (keep it valid and solvable), named `name`; None when this draw
+        gave none. Tasks that cannot rewrite raise `NotImplementedError`."""
+        raise NotImplementedError(f"task {self.name!r} has no rewrite of seed problems (imagine.kind: rewrite)")
+
+    def problem_from_prompt(self, prompt: str, name: str) -> Problem | None:
+        """A model-written prompt as a problem, validated (well-formed, in range, solvable), or None when
+        it is not valid. Tasks that cannot validate a prompt raise `NotImplementedError`."""
+        raise NotImplementedError(f"task {self.name!r} cannot validate model-written problems (imagine.kind: policy)")
+
+    def in_test_split(self, problem: Problem) -> bool:
+        """Whether a problem (an imagined one too) would belong to the test split."""
+        return split_of(self.key(problem), self.config.seed, self.config.test_fraction) == "test"
+
+    def tool_score(self, prompt: str, text: str, finished: bool) -> float | None:
+        """A gold-free check of an answer (the paper's tool-using ORM): what the prompt and the text alone
+        decide, as a probability that the answer is (or will end) right: 1 or 0 where the prompt decides
+        it, 0 for a step the tools prove wrong, `UNDECIDED` (0.5) where they cannot tell. It receives the
+        prompt text only, never the problem, so it cannot read a gold answer. None: this task has none.
+        """
+        return None
 
     def answer_key(self, problem: Problem, text: str) -> str | None:
         """What makes two answers the same answer for a vote (`search.vote`); None: nothing to vote for.
@@ -207,6 +238,13 @@ class SplitPositions:
 
 TASKS: Registry[type[Task]] = Registry("task")
 T = TypeVar("T", bound=type[Task])
+
+
+def calculator_score(text: str) -> float:
+    """The calculator check shared by tasks whose answers write equations: 0 if any written equation is
+    wrong, else `UNDECIDED` (right arithmetic says nothing about the right reasoning)."""
+    _, wrong = check_equations(text)
+    return 0.0 if wrong else UNDECIDED
 
 
 def register_task(name: str) -> Callable[[T], T]:

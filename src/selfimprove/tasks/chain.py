@@ -10,12 +10,13 @@ the optional partial reward of `NumericConfig` for a wrong but readable number.
 from __future__ import annotations
 
 import random
+import re
 from typing import Sequence
 
 from pydantic import Field, field_validator, model_validator
 
 from selfimprove.tasks.answers import NumericConfig, cut_at_end_marker, judge_numeric
-from selfimprove.tasks.base import GeneratedTask, Problem, Split, Verdict, register_task
+from selfimprove.tasks.base import GeneratedTask, Problem, Split, Verdict, calculator_score, register_task
 
 OPS = "+-*/"
 MAX_ANSWER_CHARS = 10_000  # longer texts are rejected before any other work
@@ -78,6 +79,9 @@ def step_lines(start: int, steps: Sequence[tuple[str, int]]) -> tuple[str, ...]:
 def chain_prompt(start: int, steps: Sequence[tuple[str, int]]) -> str:
     """`7; +5 *3 -4:` and a newline: the `;` marks that the ops apply to the running value in order."""
     return f"{start}; {' '.join(f'{op}{operand}' for op, operand in steps)}:\n"
+
+
+_PROMPT_RE = re.compile(r"([0-9]+); ((?:[-+*/][0-9]+ )*[-+*/][0-9]+):")
 
 
 def _last_line(text: str) -> str | None:
@@ -144,11 +148,11 @@ class ChainTask(GeneratedTask):
         return (f"check ops {cfg.ops!r}, the number range {cfg.min_number}..{cfg.max_number}, max_value "
                 f"({cfg.max_value}) and test_fraction ({cfg.test_fraction})")
 
-    def _make(self, split: Split, index: int, start: int, steps: list[tuple[str, int]], prompt: str) -> Problem:
+    def _make(self, split: Split | str, index: int | str, start: int, steps: list[tuple[str, int]], prompt: str) -> Problem:
         lines = step_lines(start, steps)
         answer = lines[-1].rpartition("=")[2]
         return Problem(
-            id=f"chain-{split}-{index}",
+            id=f"chain-{split}-{index}" if split else str(index),
             prompt=prompt,
             answer=answer,
             demonstration=lines,
@@ -165,6 +169,52 @@ class ChainTask(GeneratedTask):
         final = last.rpartition("=")[2] if "=" in last else last
         cfg = self.config
         return judge_numeric(final, float(problem.answer), abs_tol=cfg.abs_tol, partial=cfg.partial_reward)
+
+    def rewrite(self, problem: Problem, rng: random.Random, name: str) -> Problem | None:
+        """Redraw the seed's operands (same operations, same length), keeping every value in bounds."""
+        start = rng.randint(self.config.min_number, self.config.max_number)
+        value, steps = start, []
+        for op, _ in problem.metadata["steps"]:
+            drawn = None
+            for _ in range(50):
+                step = self._draw_step(rng, value)
+                if step is not None and step[0] == op:
+                    drawn = step
+                    break
+            if drawn is None:
+                return None
+            steps.append((op, drawn[1]))
+            value = drawn[2]
+        prompt = chain_prompt(start, steps)
+        return self._make("", name, start, steps, prompt)
+
+    def problem_from_prompt(self, prompt: str, name: str) -> Problem | None:
+        """`start; +a *b -c:` with the configured number of steps, operations, operand range and value
+        bounds; None otherwise."""
+        match = _PROMPT_RE.fullmatch(prompt.strip())
+        if match is None:
+            return None
+        cfg = self.config
+        start = int(match[1])
+        steps = [(m[0], int(m[1:])) for m in match[2].split()]
+        if len(steps) != cfg.num_steps or not cfg.min_number <= start <= cfg.max_number:
+            return None
+        value = start
+        for op, operand in steps:
+            if op not in cfg.ops or not cfg.min_number <= operand <= cfg.max_number:
+                return None
+            try:
+                value = apply(op, value, operand)
+            except ValueError:
+                return None
+            if abs(value) > cfg.max_value or (value < 0 and not cfg.allow_negative):
+                return None
+        return self._make("", name, start, steps, chain_prompt(start, steps))
+
+    def tool_score(self, prompt: str, text: str, finished: bool) -> float | None:
+        """A calculator on the equations the text writes (0 if one is wrong, else undecided): it checks
+        the arithmetic, not the reasoning (a partial gold-free check)."""
+        return calculator_score(text)
 
     def describe(self) -> str:
         cfg = self.config

@@ -26,7 +26,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field
 
-from selfimprove.tasks.base import SPLITS, Problem, Split, Task, TaskConfig, Verdict, register_task, split_of
+from selfimprove.tasks.base import SPLITS, UNDECIDED, Problem, Split, Task, TaskConfig, Verdict, register_task, split_of
 from selfimprove.sandbox import Limits, run_tests
 
 logger = logging.getLogger(__name__)
@@ -273,6 +273,18 @@ class CodeTask(Task):
         if report.passed:
             return Verdict.right(report.reason)
         return Verdict.wrong(report.reason)
+
+    def tool_score(self, prompt: str, text: str, finished: bool) -> float | None:
+        """The tests the prompt shows (MBPP's `assert` lines), run with the answer in the sandbox: 0 if
+        one fails, undecided if they pass or the prompt shows none (hidden tests may still fail), and
+        undecided for an unfinished answer."""
+        shown = [line.strip() for line in prompt.splitlines() if line.strip().startswith("assert ")]
+        if not finished or not shown or len(text) > self.config.max_answer_chars:
+            return UNDECIDED
+        code = extract_code(text)
+        if not code.strip():
+            return 0.0
+        return UNDECIDED if run_tests(code, shown, self._limits).passed else 0.0
 
     def verify_many(self, problems: Sequence[Problem], texts: Sequence[str], max_workers: int = 8) -> list[Verdict]:
         """`verify` for many answers at once, in parallel sandboxes (each its own process and directory)."""

@@ -30,7 +30,7 @@ from selfimprove.tasks.arith import (
     needs_parens,
     parse,
 )
-from selfimprove.tasks.base import GeneratedTask, Problem, Split, TaskConfig, Verdict, register_task
+from selfimprove.tasks.base import UNDECIDED, GeneratedTask, Problem, Split, TaskConfig, Verdict, register_task
 from selfimprove.tasks.answers import cut_at_end_marker
 
 CountdownFormat = Literal["expression", "steps"]
@@ -226,26 +226,35 @@ def _judge_expression(line: str, numbers: Sequence[int], target: int) -> Verdict
     return Verdict.right()
 
 
-def _judge_steps(lines: list[str], numbers: Sequence[int], target: int) -> Verdict:
+def _walk_steps(lines: list[str], numbers: Sequence[int]) -> tuple[Counter[int], str | None]:
+    """Apply the step lines to the numbers: (the numbers left, the first problem or None). Every line must
+    be `a op b=c` with right arithmetic on numbers still available."""
     max_lines = len(numbers) - 1 + STEP_SLACK
-    if len(lines) > max_lines:
-        return Verdict.wrong(f"too many lines ({len(lines)} > {max_lines})")
     pool = Counter(numbers)
+    if len(lines) > max_lines:
+        return pool, f"too many lines ({len(lines)} > {max_lines})"
     for k, line in enumerate(lines, start=1):
         match = _STEP_RE.fullmatch(line)
         if match is None:
-            return Verdict.wrong(f"line {k} unparsable: expected 'a op b=c'")
+            return pool, f"line {k} unparsable: expected 'a op b=c'"
         a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
         for operand in (a, b):
             if pool[operand] <= 0:
-                return Verdict.wrong(f"line {k}: {operand} is not available")
+                return pool, f"line {k}: {operand} is not available"
             pool[operand] -= 1
         if op == "/" and b == 0:
-            return Verdict.wrong(f"line {k}: division by zero")
+            return pool, f"line {k}: division by zero"
         value = apply_op(op, a, b)
         if value != c:
-            return Verdict.wrong(f"line {k}: {a}{op}{b} is {value}, not {c}")
+            return pool, f"line {k}: {a}{op}{b} is {value}, not {c}"
         pool[c] += 1
+    return pool, None
+
+
+def _judge_steps(lines: list[str], numbers: Sequence[int], target: int) -> Verdict:
+    pool, problem = _walk_steps(lines, numbers)
+    if problem is not None:
+        return Verdict.wrong(problem)
     left = sorted(pool.elements())
     if left == [target]:
         return Verdict.right()
@@ -325,6 +334,17 @@ def answer_operations(text: str, fmt: CountdownFormat) -> list[str]:
 # The task.
 
 
+_PROMPT_RE = re.compile(r"([0-9]+(?: [0-9]+)*) -> ([0-9]+):\n?")
+
+
+def parse_prompt(prompt: str) -> tuple[list[int], int] | None:
+    """(numbers, target) of a Countdown prompt (`9 7 20 -> 22:`), or None when it is not one."""
+    match = _PROMPT_RE.fullmatch(prompt) if isinstance(prompt, str) and len(prompt) <= 200 else None
+    if match is None:
+        return None
+    return [int(n) for n in match[1].split()], int(match[2])
+
+
 def problem_key(numbers: Sequence[int], target: int) -> str:
     """What makes two problems the same: the multiset of numbers and the target."""
     return ",".join(map(str, sorted(numbers))) + f"->{target}"
@@ -355,7 +375,7 @@ class CountdownTask(GeneratedTask):
     def hint(self) -> str:
         return f"check the number and target ranges and test_fraction ({self.config.test_fraction})"
 
-    def _make(self, split: Split, index: int, numbers: list[int], target: int) -> Problem:
+    def _make(self, split: Split | str, index: int | str, numbers: list[int], target: int) -> Problem:
         cfg = self.config
         node = solve(numbers, target)
         assert node is not None, "targets are drawn from the reachable set"
@@ -363,7 +383,7 @@ class CountdownTask(GeneratedTask):
         if cfg.format == "steps":
             prompt += "\n"
         return Problem(
-            id=f"countdown-{split}-{index}",
+            id=f"countdown-{split}-{index}" if split else str(index),
             prompt=prompt,
             answer=str(target),
             demonstration=demonstration(node, cfg.format),
@@ -375,6 +395,47 @@ class CountdownTask(GeneratedTask):
         numbers = [int(n) for n in problem.metadata["numbers"]]
         fmt: CountdownFormat = problem.metadata.get("format", "expression")
         return judge_answer(text, numbers, int(problem.metadata["target"]), fmt)
+
+    # ------------------------------------------------------------------ imagination
+    def key(self, problem: Problem) -> str:
+        return problem_key(problem.metadata["numbers"], int(problem.metadata["target"]))
+
+    def _valid(self, numbers: Sequence[int], target: int) -> bool:
+        cfg = self.config
+        return (len(numbers) == cfg.num_numbers and all(cfg.min_number <= n <= cfg.max_number for n in numbers)
+                and cfg.min_target <= target <= cfg.max_target and target in reachable_targets(numbers))
+
+    def rewrite(self, problem: Problem, rng: random.Random, name: str) -> Problem | None:
+        """Change one number of the seed (in range), then pick a reachable target in range: always valid."""
+        cfg = self.config
+        numbers = list(problem.metadata["numbers"])
+        numbers[rng.randrange(len(numbers))] = rng.randint(cfg.min_number, cfg.max_number)
+        targets = sorted(t for t in reachable_targets(numbers) if cfg.min_target <= t <= cfg.max_target)
+        return self._make("", name, numbers, rng.choice(targets)) if targets else None
+
+    def problem_from_prompt(self, prompt: str, name: str) -> Problem | None:
+        """`a b c -> T:` with the configured count of numbers in range, the target in range and
+        reachable (checked by the exact solver); None otherwise."""
+        parsed = parse_prompt(prompt.strip() + ":" if prompt.strip() and not prompt.strip().endswith(":") else prompt.strip())
+        if parsed is None or not self._valid(*parsed):
+            return None
+        return self._make("", name, *parsed)
+
+    def tool_score(self, prompt: str, text: str, finished: bool) -> float | None:
+        """The prompt holds the numbers and the target, so a calculator decides a finished answer (1 or
+        0) and refutes a partial one whose lines are wrong or use numbers it does not have (0); a
+        consistent partial answer is undecided. Reads the prompt, never the gold answer."""
+        parsed = parse_prompt(prompt)
+        if parsed is None:
+            return UNDECIDED
+        numbers, target = parsed
+        fmt = self.config.format
+        if finished:
+            return 1.0 if judge_answer(text, numbers, target, fmt).correct else 0.0
+        if fmt != "steps" or len(text) > MAX_ANSWER_CHARS:
+            return UNDECIDED
+        lines = [line for line in _answer_lines(text) if line.strip()]
+        return 0.0 if _walk_steps(lines, numbers)[1] is not None else UNDECIDED
 
     def answer_key(self, problem: Problem, text: str) -> str | None:
         """Countdown answers vote by their computation, not their final value (every plausible answer

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Literal, Mapping
 from pydantic import field_validator, model_validator
 
 from selfimprove.tasks.answers import NumericConfig, format_number, judge_numeric, parse_number
-from selfimprove.tasks.base import SPLITS, Problem, Split, SplitPositions, Task, Verdict, register_task
+from selfimprove.tasks.base import SPLITS, Problem, Split, SplitPositions, Task, Verdict, calculator_score, register_task
 from selfimprove.tasks.rgym import EntryStream, template_fields
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
@@ -258,6 +258,11 @@ class GSM8KTask(Task):
     def _split_by(self) -> str:
         return self._splits.split_by
 
+    def tool_score(self, prompt: str, text: str, finished: bool) -> float | None:
+        """A calculator on the equations the text writes (0 if one is wrong, else undecided): it checks
+        the arithmetic, not the reasoning (a partial gold-free check)."""
+        return calculator_score(text)
+
     def describe(self) -> str:
         cfg = self.config
         return (
@@ -322,6 +327,11 @@ class GSMSymbolicTask(Task):
     def judge(self, problem: Problem, text: str) -> Verdict:
         """Numerically, with our own extraction (reasoning-gym's scorer is never used here)."""
         return judge_numeric(text, float(problem.answer), abs_tol=self.config.abs_tol, partial=self.config.partial_reward)
+
+    def tool_score(self, prompt: str, text: str, finished: bool) -> float | None:
+        """A calculator on the equations the text writes (0 if one is wrong, else undecided): it checks
+        the arithmetic, not the reasoning (a partial gold-free check)."""
+        return calculator_score(text)
 
     def describe(self) -> str:
         cfg = self.config

@@ -46,7 +46,7 @@ from selfimprove.tasks.answers import (
     extract_answer,
     judge_numeric,
 )
-from selfimprove.tasks.base import SPLITS, Problem, Split, Task, Verdict, register_task, split_of
+from selfimprove.tasks.base import SPLITS, Problem, Split, Task, Verdict, calculator_score, register_task, split_of
 
 logger = logging.getLogger(__name__)
 
@@ -354,6 +354,11 @@ class ReasoningGymTask(Task):
                     if c and len(c) <= MAX_SCORER_CHARS and _score(scorer, c, entry) == 1.0:
                         return Verdict.right("correct (dataset scorer)")
         return Verdict.wrong("answer does not match")
+
+    def tool_score(self, prompt: str, text: str, finished: bool) -> float | None:
+        """A calculator on the equations the text writes (0 if one is wrong, else undecided): it checks
+        the arithmetic, not the reasoning (a partial gold-free check)."""
+        return calculator_score(text)
 
     def describe(self) -> str:
         cfg = self.config
