@@ -27,6 +27,8 @@ skipped, so an interrupted run resumes (the loop itself resumes per round and pe
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py            # ~1.5-2 h on the 2-core machine
     .venv/bin/python bench/alphallm.py --quick --run-dir runs/alphallm-quick   # minutes: a smoke run
+    OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py --task chain --arms mcts mcts-tool --seeds-list 0 \
+        --run-dir runs/alphallm-chain     # the task where the tool critic is only partial
 """
 
 from __future__ import annotations
@@ -56,10 +58,15 @@ from selfimprove.search.recipe import SearchRecipe  # noqa: E402
 from selfimprove.search.run import run_search_eval  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TASK = {"name": "countdown", "params": {"num_numbers": 3, "min_number": 1, "max_number": 20, "min_target": 10,
-                                         "max_target": 50, "format": "steps"}}
+# The main bench, and a task where the tool critic is only partial (a calculator: right arithmetic on
+# the wrong operations passes it).
+TASKS = {
+    "countdown": ({"name": "countdown", "params": {"num_numbers": 3, "min_number": 1, "max_number": 20, "min_target": 10,
+                                                   "max_target": 50, "format": "steps"}}, 32),
+    "chain": ({"name": "chain", "params": {"num_steps": 5, "min_number": 1, "max_number": 9, "ops": "+-*"}}, 48),
+}
+TASK, MAX_ANSWER = TASKS["countdown"]
 STEP = {"kind": "newline", "max_step_tokens": 16}
-MAX_ANSWER = 32
 SFT_POOL = 2000
 BEGAN = time.time()
 
@@ -121,12 +128,13 @@ def stage_base(args: argparse.Namespace, root: Path) -> str:
 
 def loop_recipe(args: argparse.Namespace, root: Path, base: str, arm: str, seed: int) -> AlphaLLMRecipe:
     data = {"source": "samples" if arm == "rft" else "mcts", "gamma": args.gamma, "samples": 64, "problems_per_batch": 128}
+    tool = arm == "mcts-tool"
     return validate(AlphaLLMRecipe, {
         "run_dir": str(root / "arms" / arm / f"seed{seed}"), "seed": seed, "model": {"path": base}, "task": TASK,
         "rounds": args.rounds, "seeds": args.seeds, "first_problem": SFT_POOL,
         "imagine": {"kind": "none" if arm == "mcts-no-imagination" else args.imagine, "per_round": args.imagined,
                     "max_new_tokens": 24},
-        "budget_tokens": args.budget, "data": data, "search": eta_search(args), "tool": False,
+        "budget_tokens": args.budget, "data": data, "search": eta_search(args), "tool": tool,
         "critics": critics_section(args, ["value", "orm"], args.label_problems),
         "sft": {"batch_size": 32, "optim": {"lr": args.sft_lr, "warmup_steps": 5, "micro_batch_size": 128}},
         "sft_epochs": args.sft_epochs,
@@ -249,8 +257,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
                           (f"{100 * statistics.fmean(s):.1f} ± {100 * stderr(s):.1f}" if len(s) > 1 else f"{100 * s[0]:.1f}") if s else "-",
                           f"{statistics.fmean(r['kept'] for r in mine):.0f}", f"{statistics.fmean(r['imagined'] for r in mine):.0f}",
                           f"{statistics.fmean(r['tokens'] for r in mine):,.0f}"])
-    md = ["# AlphaLLM's loop against sampled-data self-training (tiny model, Countdown step format)\n",
-          f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py` ({seconds / 60:.0f} min of wall time, "
+    md = [f"# AlphaLLM's loop against sampled-data self-training (tiny model, {args.task})\n",
+          f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min of wall time, "
           f"2-core machine). Seeds {args.seeds_list}; {args.rounds} rounds; {args.seeds} seed prompts; "
           f"{args.budget:,} policy tokens per round; {args.test_problems} held-out test problems (greedy and "
           "eta-MCTS with that round's learned critics, no gold answers). Mean ± standard error over seeds; "
@@ -266,12 +274,13 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
                          [[k, f"{v['after']['auroc']:.3f}", f"{v['after'].get('within_auroc', float('nan')):.3f}",
                            f"{v['after']['brier']:.3f}", v["held_out_examples"]] for k, v in critics.items()]),
           "\n" + markdown_table(["n", "accuracy %", "tokens/problem"], [[r["n"], f"{100 * r['accuracy']:.1f}", f"{r['tokens']:.0f}"] for r in bon])]
-    (RESULTS / "alphallm.md").write_text("\n".join(md))
+    name = "alphallm" if args.task == "countdown" else f"alphallm_{args.task}"
+    (RESULTS / f"{name}.md").write_text("\n".join(md))
     setup = {"task": TASK, "seeds": args.seeds_list, "rounds": args.rounds, "seed_prompts": args.seeds,
              "imagined_per_round": args.imagined, "imagine": args.imagine, "budget_tokens_per_round": args.budget,
              "gamma": args.gamma, "sft_steps": args.sft_steps, "simulations": args.simulations,
              "test_problems": args.test_problems, "wall_seconds": round(seconds), "search": eta_search(args)}
-    (RESULTS / "alphallm.json").write_text(json.dumps({"rows": [
+    (RESULTS / f"{name}.json").write_text(json.dumps({"rows": [
         {k: r.get(k) for k in ("arm", "round", "seed", "greedy", "search", "kept", "imagined", "tokens")} for r in rows],
         "ablation": abl, "best_of_n": bon, "critics": critics, "setup": setup}, indent=2))
     import matplotlib
@@ -290,7 +299,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("held-out accuracy (mean over seeds)")
     axes[1].legend(fontsize=8)
-    save_figure(fig, RESULTS / "alphallm.png")
+    save_figure(fig, RESULTS / f"{name}.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", default="runs/alphallm-bench")
     p.add_argument("--seeds-list", type=int, nargs="+", default=[0, 1])
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--arms", nargs="+", default=["mcts", "rft", "mcts-no-imagination", "grpo"])
+    p.add_argument("--task", choices=sorted(TASKS), default="countdown")
+    p.add_argument("--arms", nargs="+", default=["mcts", "rft", "mcts-no-imagination", "grpo"],
+                   choices=["mcts", "mcts-tool", "rft", "mcts-no-imagination", "grpo"])
     p.add_argument("--imagine", choices=["policy", "rewrite"], default="policy")
     p.add_argument("--sft-steps", type=int, default=600)
     p.add_argument("--seeds", type=int, default=256)
@@ -319,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         args.sft_steps, args.seeds, args.imagined, args.budget = 60, 16, 8, 3000
         args.label_problems, args.critic_epochs, args.test_problems, args.bon_problems = 32, 1, 20, 10
         args.simulations, args.seeds_list, args.rounds = 4, [0], 1
+    global TASK, MAX_ANSWER
+    TASK, MAX_ANSWER = TASKS[args.task]
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     root = Path(args.run_dir)
@@ -345,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"kept {row['kept']}, imagined {row['imagined']} ({row.get('imagine', {})}), {row['tokens']:,} tokens")
     abl = ablation(args, root, base, shared)
     report(args, rows, abl, bon, critics, time.time() - BEGAN)
-    log(f"wrote {RESULTS / 'alphallm.md'}, .json and .png")
+    log(f"wrote the table, JSON and PNG under {RESULTS}")
     return 0
 
 

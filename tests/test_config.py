@@ -28,6 +28,7 @@ from selfimprove.methods.warmup import WarmupRecipe  # noqa: E402
 from selfimprove.methods.pair_sft import PairSFTRecipe  # noqa: E402
 from selfimprove.critics.recipe import CriticRecipe  # noqa: E402
 from selfimprove.search.recipe import SearchRecipe  # noqa: E402
+from selfimprove.methods.alphallm import AlphaLLMRecipe  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SCHEMAS = {
@@ -55,6 +56,8 @@ SCHEMAS = {
     "function-call-sft.yaml": SFTRecipe,
     "function-call-warmup.yaml": WarmupRecipe,
     "selfcorrect-countdown.yaml": CompareRecipe,
+    "countdown-steps-sft.yaml": SFTRecipe,
+    "alphallm-countdown.yaml": AlphaLLMRecipe,
 }
 
 

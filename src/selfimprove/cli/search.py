@@ -19,12 +19,13 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(CriticRecipe, args.recipe, args.set)
     summary = run_critic_training(recipe, bar=step_bar)
     table = Table(title=f"critics of {summary['model']} on held-out {summary['task']} problems")
-    for column in ("critic", "examples", "positive", "precision", "recall", "accuracy", "AUROC", "ECE", "Brier"):
+    for column in ("critic", "examples", "positive", "precision", "recall", "accuracy", "AUROC", "within AUROC", "ECE", "Brier"):
         table.add_column(column, justify="left" if column == "critic" else "right")
     for kind, r in summary["critics"].items():
         a = r["after"]
         table.add_row(kind, str(r["held_out_examples"]), f"{a['positive_rate']:.2f}", f"{a['precision']:.3f}",
-                      f"{a['recall']:.3f}", f"{a['accuracy']:.3f}", f"{a['auroc']:.3f}", f"{a['ece']:.3f}", f"{a['brier']:.3f}")
+                      f"{a['recall']:.3f}", f"{a['accuracy']:.3f}", f"{a['auroc']:.3f}", f"{a.get('within_auroc', 0.5):.3f}",
+                      f"{a['ece']:.3f}", f"{a['brier']:.3f}")
     console.print(table)
     console.print(f"critics and summary.json in {recipe.run_dir}")
     return 0
