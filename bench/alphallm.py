@@ -315,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=256)
     p.add_argument("--imagined", type=int, default=128)
     p.add_argument("--budget", type=int, default=60_000)
-    p.add_argument("--gamma", type=float, default=0.5)
+    # Above the ORM's base rate (its held-out positive rate on train problems is ~0.2-0.25). At 0.5 the
+    # round-1 ORM of the first run scored no path above it, so round 2 kept nothing (0 of 330 prompts).
+    p.add_argument("--gamma", type=float, default=0.3)
     p.add_argument("--simulations", type=int, default=16)
     p.add_argument("--label-problems", type=int, default=512)
     p.add_argument("--critic-epochs", type=int, default=2)

@@ -29,6 +29,7 @@ from selfimprove.methods.pair_sft import PairSFTRecipe  # noqa: E402
 from selfimprove.critics.recipe import CriticRecipe  # noqa: E402
 from selfimprove.search.recipe import SearchRecipe  # noqa: E402
 from selfimprove.methods.alphallm import AlphaLLMRecipe  # noqa: E402
+from selfimprove.methods.r3 import R3Recipe  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SCHEMAS = {
@@ -58,6 +59,8 @@ SCHEMAS = {
     "selfcorrect-countdown.yaml": CompareRecipe,
     "countdown-steps-sft.yaml": SFTRecipe,
     "alphallm-countdown.yaml": AlphaLLMRecipe,
+    "chain-sft.yaml": SFTRecipe,
+    "r3-chain.yaml": R3Recipe,
 }
 
 

@@ -14,5 +14,6 @@ from selfimprove.methods import pair_sft as _pair_sft  # noqa: F401,E402
 from selfimprove.methods import rrr as _rrr  # noqa: F401,E402
 from selfimprove.methods import offline as _offline  # noqa: F401,E402
 from selfimprove.methods import alphallm as _alphallm  # noqa: F401,E402
+from selfimprove.methods import r3 as _r3  # noqa: F401,E402
 
 __all__ = ["METHODS", "Method", "register_method"]

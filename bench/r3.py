@@ -1,0 +1,263 @@
+"""R^3 against RL from s_0 and continued SFT, at one sampled-token budget, on long chains and Countdown.
+
+Everything is built under `--run-dir` (default `runs/r3-bench`); a stage whose outputs exist is skipped,
+so an interrupted run resumes (every training run also resumes from its checkpoints):
+
+1. **Sweep** (chain only): the tiny model after `--sweep-steps` SFT steps on chains of 4, 6, 8 and 10
+   steps; greedy accuracy on held-out chains. The bench's chain length is the longest whose SFT
+   accuracy is still at least `--min-sft-accuracy` (RL needs some successes to learn from, and the
+   longer the chain the harder exploration from s_0 is: where R^3 should help).
+2. **Base** per task: SFT on a pool of 2,000 demonstrations (`--sft-steps`).
+3. **Arms**, for every seed, from the same base, each until `--budget` sampled tokens:
+   `rl` (PPO from s_0: R^3's PPO with the `none` curriculum), `r3-staged`, `r3-mixed` (R^3's method),
+   `r3-adaptive`; and `sft` (SFT continued on the same pool's demonstrations for as many steps as `rl`
+   took: the same number of updates, no sampling). PPO as R^3 does (SPECS §4): GAE gamma 1, lambda
+   0.95, clip 0.2, vf_coef 5, 2 epochs, KL 0.05 in the reward, a value head on the policy.
+4. **Report**: greedy accuracy of every arm on `--test-problems` held-out problems, per seed and as
+   mean ± standard error, `bench/results/r3.md`, rows in `bench/results/r3.json`, learning curves (and
+   the start-state k each curriculum trained on) in `bench/results/r3.png`.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py                  # ~1.5 h on the 2-core machine
+    .venv/bin/python bench/r3.py --quick --run-dir runs/r3-quick    # minutes: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from selfimprove.config import SFTRecipe, validate  # noqa: E402
+from selfimprove.eval.report import markdown_table, save_figure  # noqa: E402
+from selfimprove.methods.r3 import R3, R3Recipe  # noqa: E402
+from selfimprove.methods.sft import SFT  # noqa: E402
+from selfimprove.policy.tiny import write_tiny_model  # noqa: E402
+from selfimprove.train.runlog import read_metrics  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COUNTDOWN = {"name": "countdown", "params": {"num_numbers": 3, "min_number": 1, "max_number": 20, "min_target": 10,
+                                              "max_target": 50, "format": "steps"}}
+SFT_POOL = 2000
+ARMS = ("sft", "rl", "r3-staged", "r3-mixed", "r3-adaptive")
+BEGAN = time.time()
+
+
+def log(message: str) -> None:
+    print(f"[{time.time() - BEGAN:7.1f}s] {message}", flush=True)
+
+
+@contextlib.contextmanager
+def line_bar(description: str, total: int) -> Iterator[Callable[[int, dict[str, Any]], None]]:
+    state = {"last": 0.0}
+    start = time.time()
+
+    def on_step(step: int, metrics: dict[str, Any]) -> None:
+        now = time.time()
+        if now - state["last"] >= 30:
+            state["last"] = now
+            shown = " ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in metrics.items()
+                             if k in ("train/loss", "train/reward", "train/k_mean") and isinstance(v, (int, float)))
+            print(f"    {description}: step {step} ({now - start:.0f}s) {shown}", flush=True)
+
+    yield on_step
+
+
+def chain(steps: int) -> dict[str, Any]:
+    return {"name": "chain", "params": {"num_steps": steps, "min_number": 1, "max_number": 9, "ops": "+-*"}}
+
+
+def max_tokens(task: dict[str, Any]) -> int:
+    return 8 * task["params"]["num_steps"] + 8 if task["name"] == "chain" else 32
+
+
+def sft(root: Path, name: str, task: dict[str, Any], steps: int, test_problems: int, model: str | None = None,
+        seed: int = 0) -> dict[str, Any]:
+    out = root / name
+    if not (out / "summary.json").is_file():
+        init = root / "init"
+        if model is None and not (init / "config.json").is_file():
+            write_tiny_model(init, "default", 0)
+        recipe = validate(SFTRecipe, {
+            "run_dir": str(out), "seed": seed, "model": {"path": model or str(init)}, "task": task, "steps": steps,
+            "batch_size": 64, "num_problems": SFT_POOL,
+            "optim": ({"lr": 1e-3, "warmup_steps": 50, "schedule": "cosine", "min_lr_ratio": 0.1, "micro_batch_size": 256}
+                      if model is None else {"lr": 5e-5, "warmup_steps": 5, "micro_batch_size": 256}),
+            "schedule": {"eval_every": 0, "checkpoint_every": 100},
+            "eval": {"split": "test", "num_problems": test_problems, "max_new_tokens": max_tokens(task)}})
+        log(f"{name}: SFT {steps} steps")
+        with line_bar(name, steps) as on_step:
+            SFT(recipe).run(on_step)
+    return json.loads((out / "summary.json").read_text())
+
+
+def sweep(args: argparse.Namespace, root: Path) -> tuple[int, list[dict[str, Any]]]:
+    rows = []
+    for steps in args.sweep:
+        s = sft(root / "sweep", f"chain{steps}", chain(steps), args.sweep_steps, args.sweep_problems)
+        rows.append({"num_steps": steps, "sft_accuracy": s["accuracy"]})
+        log(f"sweep: chain of {steps} steps: SFT greedy {s['accuracy']:.1%}")
+    ok = [r["num_steps"] for r in rows if r["sft_accuracy"] >= args.min_sft_accuracy]
+    return (max(ok) if ok else min(args.sweep)), rows
+
+
+def rl_arm(args: argparse.Namespace, root: Path, task: dict[str, Any], base: str, arm: str, seed: int,
+           stage_steps: int) -> dict[str, Any]:
+    out = root / arm / f"seed{seed}"
+    curriculum = {"rl": "none", "r3-staged": "staged", "r3-mixed": "mixed", "r3-adaptive": "adaptive"}[arm]
+    recipe = validate(R3Recipe, {
+        "run_dir": str(out), "seed": seed, "model": {"path": base}, "task": task, "steps": 10_000,
+        "prompts_per_step": 16, "first_problem": SFT_POOL, "max_sampled_tokens": args.budget,
+        "sampling": {"n": 8, "temperature": 1.0, "max_new_tokens": max_tokens(task)},
+        "optim": {"lr": args.lr, "warmup_steps": 5, "micro_batch_size": 128},
+        "schedule": {"eval_every": args.eval_every, "eval_problems": 200, "checkpoint_every": 20},
+        "eval": {"split": "test", "num_problems": args.test_problems, "max_new_tokens": max_tokens(task)},
+        "r3": {"curriculum": curriculum, "pool": args.pool, "stage_steps": stage_steps}})
+    if not (out / "summary.json").is_file():
+        log(f"{task['name']} {arm} seed {seed}: until {args.budget:,} sampled tokens")
+        with line_bar(f"{arm} s{seed}", 10_000) as on_step:
+            R3(recipe).run(on_step)
+    return json.loads((out / "summary.json").read_text())
+
+
+def run_task(args: argparse.Namespace, root: Path, task: dict[str, Any]) -> list[dict[str, Any]]:
+    base_summary = sft(root, "base", task, args.sft_steps, args.test_problems)
+    base = str(root / "base" / "final")
+    log(f"{task['name']}: base greedy {base_summary['accuracy']:.1%}")
+    rows = []
+    for seed in args.seeds:
+        done: dict[str, dict[str, Any]] = {"rl": rl_arm(args, root, task, base, "rl", seed, 1)}
+        steps = int(done["rl"]["steps"])
+        # staged: one stage per demonstration step, spread over the steps RL from s_0 took at this budget
+        demo_steps = task["params"]["num_steps"] if task["name"] == "chain" else task["params"]["num_numbers"] - 1
+        stage_steps = args.stage_steps or max(1, steps // demo_steps)
+        for arm in ARMS[2:]:
+            done[arm] = rl_arm(args, root, task, base, arm, seed, stage_steps)
+        done["sft"] = sft(root / "sft", f"seed{seed}", task, steps, args.test_problems, model=base, seed=seed)
+        for arm in ARMS:
+            s = done[arm]
+            rows.append({"arm": arm, "task": task["name"], "seed": seed, "accuracy": s["accuracy"],
+                         "tokens": int(s.get("sampled_tokens", 0)), "seconds": s["train_seconds"], "steps": s["steps"],
+                         "run_dir": str(Path(s["model"]).parent)})
+            log(f"{task['name']} seed {seed} {arm}: {s['accuracy']:.1%} after {s['steps']} steps, "
+                f"{int(s.get('sampled_tokens', 0)):,} tokens, {s['train_seconds']:.0f}s")
+    rows.insert(0, {"arm": "base (SFT)", "task": task["name"], "seed": None, "accuracy": base_summary["accuracy"],
+                    "tokens": 0, "seconds": base_summary["train_seconds"], "steps": 0, "run_dir": str(root / "base")})
+    return rows
+
+
+def stderr(values: list[float]) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+
+
+def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: list[dict[str, Any]], length: int,
+           seconds: float) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    table = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        for arm in ("base (SFT)", *ARMS):
+            mine = [r for r in rows if r["task"] == task and r["arm"] == arm]
+            if not mine:
+                continue
+            acc = [r["accuracy"] for r in mine]
+            per_seed = ", ".join(f"{100 * r['accuracy']:.1f}" for r in mine)
+            mean = f"{100 * statistics.fmean(acc):.1f}" + (f" ± {100 * stderr(acc):.1f}" if len(acc) > 1 else "")
+            table.append([task, arm, mean, per_seed, f"{statistics.fmean(r['tokens'] for r in mine):,.0f}",
+                          f"{statistics.fmean(r['steps'] for r in mine):.0f}", f"{statistics.fmean(r['seconds'] for r in mine):.0f}"])
+    verdicts = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        for seed in args.seeds:
+            acc = {r["arm"]: r["accuracy"] for r in rows if r["task"] == task and r["seed"] == seed}
+            if {"r3-mixed", "rl", "sft"} <= acc.keys():
+                verdicts.append(f"- {task}, seed {seed}: R^3 mixed {100 * acc['r3-mixed']:.1f} vs RL {100 * acc['rl']:.1f} "
+                                f"({100 * (acc['r3-mixed'] - acc['rl']):+.1f}) vs SFT {100 * acc['sft']:.1f}: paper's order "
+                                f"(mixed > RL > SFT) {'held' if acc['r3-mixed'] > acc['rl'] > acc['sft'] else 'did not hold'}")
+    md = [f"# R^3 against RL from s_0 and SFT (tiny model; {seconds / 60:.0f} min of wall time)\n",
+          f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py {' '.join(sys.argv[1:])}`. Same SFT base per task, "
+          f"{args.budget:,} sampled tokens per RL arm, seeds {args.seeds}, greedy accuracy on {args.test_problems} held-out "
+          f"problems (mean ± standard error over seeds, then per seed). Chain length {length} from the sweep below.\n",
+          markdown_table(["task", "arm", "accuracy %", "per seed", "sampled tokens", "steps", "seconds"], table),
+          "\n## Paper's direction per seed\n", "\n".join(verdicts) + "\n",
+          "\n## Chain length sweep (SFT only)\n",
+          markdown_table(["steps per chain", "SFT greedy %"], [[r["num_steps"], f"{100 * r['sft_accuracy']:.1f}"] for r in sweep_rows])]
+    (RESULTS / "r3.md").write_text("\n".join(md))
+    setup = {"tasks": [chain(length), COUNTDOWN], "budget": args.budget, "seeds": args.seeds, "pool": args.pool,
+             "stage_steps": args.stage_steps or "RL's steps / demonstration steps", "lr": args.lr, "sft_steps": args.sft_steps, "test_problems": args.test_problems,
+             "ppo": "gae, gamma 1, lambda 0.95, clip 0.2, vf_coef 5, 2 epochs, KL 0.05 (k1) in the reward, value head",
+             "sweep": sweep_rows, "chain_steps": length, "wall_seconds": round(seconds)}
+    (RESULTS / "r3.json").write_text(json.dumps({"rows": [{k: r[k] for k in ("arm", "task", "seed", "accuracy", "tokens", "seconds")}
+                                                          for r in rows], "setup": setup}, indent=2))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(2, len(tasks), figsize=(6 * len(tasks), 7), squeeze=False)
+    for col, task in enumerate(tasks):
+        for arm in ARMS[1:]:
+            runs = [r for r in rows if r["task"] == task and r["arm"] == arm]
+            if not runs:
+                continue
+            metrics = read_metrics(Path(runs[0]["run_dir"]) / "metrics.jsonl")
+            evals = [(m["train/sampled_tokens_total"], m["eval/accuracy"]) for m in metrics if "eval/accuracy" in m]
+            if evals:
+                axes[0][col].plot(*zip(*evals), marker="o", label=arm)
+            ks = [(m["train/sampled_tokens_total"], m["train/k_mean"]) for m in metrics if "train/k_mean" in m]
+            if ks:
+                axes[1][col].plot(*zip(*ks), label=arm)
+        axes[0][col].set_title(f"{task}: held-out greedy accuracy (seed {args.seeds[0]})")
+        axes[1][col].set_title(f"{task}: mean start state k trained on")
+        for ax in axes[:, col]:
+            ax.set_xlabel("sampled tokens")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    save_figure(fig, RESULTS / "r3.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run-dir", default="runs/r3-bench")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--sweep", type=int, nargs="+", default=[4, 6, 8, 10])
+    p.add_argument("--sweep-steps", type=int, default=300)
+    p.add_argument("--sweep-problems", type=int, default=200)
+    p.add_argument("--min-sft-accuracy", type=float, default=0.15)
+    p.add_argument("--sft-steps", type=int, default=600)
+    p.add_argument("--budget", type=int, default=150_000)
+    p.add_argument("--pool", type=int, default=512)
+    p.add_argument("--stage-steps", type=int, default=0, help="staged: steps per stage (0: RL's steps / demonstration steps)")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--test-problems", type=int, default=500)
+    p.add_argument("--tasks", nargs="+", default=["chain", "countdown"], choices=["chain", "countdown"])
+    p.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes everywhere")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sweep, args.sweep_steps, args.sweep_problems, args.sft_steps = [4, 6], 30, 20, 40
+        args.budget, args.pool, args.test_problems, args.seeds, args.eval_every = 4000, 16, 20, [0], 2
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    root = Path(args.run_dir)
+    length, sweep_rows = sweep(args, root) if "chain" in args.tasks else (0, [])
+    rows: list[dict[str, Any]] = []
+    for name in args.tasks:
+        task = chain(length) if name == "chain" else COUNTDOWN
+        rows += run_task(args, root / name, task)
+    report(args, rows, sweep_rows, length, time.time() - BEGAN)
+    log(f"wrote {RESULTS / 'r3.md'}, r3.json and r3.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
