@@ -233,7 +233,7 @@ def stage_tune(args: argparse.Namespace, root: Path, policy_dir: Path, critics: 
     from selfimprove.search.mcts import MCTSConfig, mcts_search
     from selfimprove.search.best_of_n import BestOfNConfig, best_of_n_search
     from selfimprove.search.vote import VoteConfig, majority_vote_search
-    from selfimprove.tasks.base import make_task
+    from selfimprove.tasks.plugins import make_task
 
     out = root / "tune.jsonl"
     done = {}

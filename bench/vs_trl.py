@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from selfimprove.eval.evaluate import evaluate
     from selfimprove.policy.hf import HFPolicy
-    from selfimprove.tasks.base import make_task
+    from selfimprove.tasks.plugins import make_task
     from selfimprove.methods.rl import run_rl
     from selfimprove.methods.sft import run_sft
 

@@ -367,3 +367,30 @@ def test_rloo_turns_by_hand() -> None:
     assert est.returns.tolist() == [[1.0, 1.0, 0.0, 11.0], [0.0, 0.0, -9.0, -9.0]]
     with pytest.raises(ValueError, match="turn"):
         ADVANTAGES.get("rloo_turns")(EstimatorInputs(turn_rewards[:, 1], groups, mask))
+
+
+def test_grpo_scale_rewards_group_batch_none_by_hand() -> None:
+    # TRL's scale_rewards: rewards [1, 0 | 0, 1], groups of two; centred rewards are +-0.5.
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    groups = torch.tensor([0, 0, 1, 1])
+    mask = torch.ones(4, 2)
+    group = grpo(rewards, groups, mask, eps=1e-4, scale="group")[:, 0]  # group std sqrt(0.5)
+    batch = grpo(rewards, groups, mask, eps=1e-4, scale="batch")[:, 0]  # batch std sqrt(1/3)
+    none = grpo(rewards, groups, mask, eps=1e-4, scale="none")[:, 0]
+    expected_group = 0.5 / (0.5**0.5 + 1e-4)
+    expected_batch = 0.5 / ((1 / 3) ** 0.5 + 1e-4)
+    assert torch.allclose(group, torch.tensor([1, -1, -1, 1]) * expected_group, atol=1e-6)
+    assert torch.allclose(batch, torch.tensor([1, -1, -1, 1]) * expected_batch, atol=1e-6)
+    assert torch.allclose(none, torch.tensor([0.5, -0.5, -0.5, 0.5]))
+    with pytest.raises(ValueError, match="group, batch or none"):
+        grpo(rewards, groups, mask, scale="sometimes")
+
+
+def test_loss_config_passes_scale_and_eps_to_the_estimator() -> None:
+    from selfimprove.config import LossConfig
+
+    loss = LossConfig(scale_rewards="batch", std_eps=1e-4)
+    assert (loss.scale_rewards, loss.std_eps) == ("batch", 1e-4)
+    x = EstimatorInputs(rewards=torch.tensor([1.0, 0.0]), groups=torch.tensor([0, 0]), mask=torch.ones(2, 1),
+                        eps=loss.std_eps, scale="none")
+    assert torch.allclose(ADVANTAGES.get("grpo")(x).advantages[:, 0], torch.tensor([0.5, -0.5]))

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from selfimprove.search.vote import majority_vote
-from selfimprove.tasks.base import make_task
+from selfimprove.tasks.plugins import make_task
 from selfimprove.tasks.function_call import calls_key
 
 

@@ -18,6 +18,7 @@ from selfimprove.tasks.answers import (
     format_number,
     judge_numeric,
     numbers_match,
+    numeric_tolerance,
     parse_number,
 )
 from selfimprove.tasks.base import TaskConfig, Verdict
@@ -257,7 +258,7 @@ def test_numbers_match() -> None:
         ("#### 72", 72.0, "correct"),
         ("The answer is $1,234.", 1234.0, "correct"),
         ("so \\boxed{\\frac{3}{4}}", 0.75, "correct"),
-        ("answer: 0.749", 0.75, "correct"),  # within 1e-2
+        ("answer: 0.75000001", 0.75, "correct"),  # within the relative tolerance 1e-6
         ("It drops to -4 degrees.", -4.0, "correct"),
         ("about 50% of them", 50.0, "correct"),
         ("#### 8.75", 8.75, "correct"),
@@ -265,6 +266,30 @@ def test_numbers_match() -> None:
 )
 def test_judge_numeric_right(text: str, gold: float, reason: str) -> None:
     assert judge_numeric(text, gold) == Verdict.right(reason)
+
+
+def test_judge_numeric_tolerance_is_exact_for_integer_golds_and_relative_otherwise() -> None:
+    # The peer-found defects: an absolute 1e-2 accepted 0.12 for 0.125 and 0.495 for 0.5.
+    assert not judge_numeric("#### 0.12", 0.125).correct
+    assert not judge_numeric("#### 0.495", 0.5).correct
+    assert not judge_numeric("#### 72.005", 72.0).correct  # integer gold: exact
+    assert judge_numeric("#### 72.0", 72.0).correct
+    assert judge_numeric("#### 0.3333333", 1 / 3).correct  # 1e-7 relative: float noise
+    assert not judge_numeric("#### 0.333", 1 / 3).correct
+    # R^3's absolute tolerance stays available.
+    assert judge_numeric("#### 0.495", 0.5, abs_tol=1e-2).correct
+    assert judge_numeric("answer: 0.749", 0.75, abs_tol=1e-2).correct
+    assert numeric_tolerance(3.0, None, 1e-6) == 0.0
+    assert numeric_tolerance(0.5, None, 1e-6) == pytest.approx(5e-7)
+    assert numeric_tolerance(0.5, 0.01, 1e-6) == 0.01
+
+
+def test_an_expression_after_the_hashes_is_refused_as_an_expression() -> None:
+    verdict = judge_numeric("#### 3+5", 8.0)
+    assert not verdict.correct and "expression" in verdict.reason and "wrong answer 3" not in verdict.reason
+    assert "expression" in judge_numeric("#### 4 * 2", 8.0).reason
+    assert judge_numeric("#### 18 dollars, since 9*2=18", 18.0).correct  # a number first, then words
+    assert judge_numeric("#### 3/4", 0.75).correct  # a fraction is a number
 
 
 def test_judge_numeric_partial_reward() -> None:
@@ -304,7 +329,7 @@ def test_judge_numeric_never_raises(text: str) -> None:
 def test_numeric_config() -> None:
     cfg = NumericConfig()
     assert isinstance(cfg, TaskConfig)
-    assert (cfg.abs_tol, cfg.partial_reward) == (1e-2, 0.0)
+    assert (cfg.abs_tol, cfg.rel_tol, cfg.partial_reward) == (None, 1e-6, 0.0)
     assert NumericConfig(partial_reward=0.2).partial_reward == 0.2
     for bad in ({"partial_reward": 1.5}, {"partial_reward": -0.1}, {"abs_tol": -1.0}, {"abs_tol": float("nan")}):
         with pytest.raises(ValidationError, match=re.escape(next(iter(bad)))):

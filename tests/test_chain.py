@@ -29,7 +29,7 @@ def _task(**params: Any) -> ChainTask:
 def test_config_defaults() -> None:
     cfg = ChainConfig()
     assert (cfg.num_steps, cfg.min_number, cfg.max_number, cfg.max_value) == (4, 1, 9, 999)
-    assert (cfg.ops, cfg.allow_negative, cfg.abs_tol, cfg.partial_reward) == ("+-*", False, 0.0, 0.0)
+    assert (cfg.ops, cfg.allow_negative, cfg.abs_tol, cfg.partial_reward) == ("+-*", False, None, 0.0)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ def task() -> CodeTask:
 
 
 def _all(task: CodeTask):
-    return [task.problem(s, i) for s in ("train", "test") for i in range(task.split_size(s))]
+    return [task.problem(s, i) for s in ("train", "test") for i in range(task.size(s))]
 
 
 def test_registered_and_built_from_settings():
@@ -36,8 +36,8 @@ def test_registered_and_built_from_settings():
 
 
 def test_builtin_sample_splits_are_disjoint_and_deterministic(task):
-    train = {task.problem("train", i).metadata["key"] for i in range(task.split_size("train"))}
-    test = {task.problem("test", i).metadata["key"] for i in range(task.split_size("test"))}
+    train = {task.problem("train", i).metadata["key"] for i in range(task.size("train"))}
+    test = {task.problem("test", i).metadata["key"] for i in range(task.size("test"))}
     assert len(train) + len(test) == 24
     assert train and test and not train & test
     again = CodeTask(CodeConfig(**FAST))
@@ -48,13 +48,13 @@ def test_builtin_sample_splits_are_disjoint_and_deterministic(task):
 
 
 def test_random_access_wraps_around(task):
-    n = task.split_size("train")
+    n = task.size("train")
     assert task.problem("train", n + 2).prompt == task.problem("train", 2).prompt
     with pytest.raises(ValueError):
         task.problem("train", -1)
     with pytest.raises(ValueError):
         task.problem("valid", 0)  # type: ignore[arg-type]
-    assert len(task.distinct_problems("test", task.split_size("test"))) == task.split_size("test")
+    assert len(task.distinct_problems("test", task.size("test"))) == task.size("test")
 
 
 def test_prompt_shows_the_text_and_a_test(task):
@@ -171,7 +171,7 @@ HUMANEVAL = [
 def test_mbpp_file(tmp_path):
     path = _write_jsonl(tmp_path / "mbpp.jsonl", MBPP)
     t = CodeTask(CodeConfig(path=path, test_fraction=0.0, **FAST))
-    assert t.split_size("train") == 2 and t.split_size("test") == 0
+    assert t.size("train") == 2 and t.size("test") == 0
     problems = [t.problem("train", i) for i in range(2)]
     assert all(t.verify(p, t.target_text(p)).correct for p in problems)
     occ = next(p for p in problems if "remove_Occ" in p.answer)

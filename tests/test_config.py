@@ -61,6 +61,14 @@ SCHEMAS = {
     "alphallm-countdown.yaml": AlphaLLMRecipe,
     "chain-sft.yaml": SFTRecipe,
     "r3-chain.yaml": R3Recipe,
+    "dataset-sft.yaml": SFTRecipe,
+    "dataset-grpo.yaml": RLRecipe,
+    "own-task-sft.yaml": SFTRecipe,
+    "gsm8k-grpo.yaml": RLRecipe,
+    "math-grpo.yaml": RLRecipe,
+    "function-call-grpo.yaml": RLRecipe,
+    "code-grpo.yaml": RLRecipe,
+    "rgym-sft.yaml": SFTRecipe,
 }
 
 

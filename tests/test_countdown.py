@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from selfimprove.tasks import TASKS, Problem, Verdict, make_task
-from selfimprove.tasks.arith import ArithError, BinOp, Node, Num, evaluate, format_expr
+from selfimprove.tasks.arith import ArithError, BinOp, Node, Num, evaluate, format_expr, parse
 from selfimprove.tasks.base import split_of
 from selfimprove.tasks.countdown import (
     CountdownConfig,
     CountdownTask,
+    judge_answer,
     problem_key,
     reachable_targets,
     solution_steps,
@@ -282,7 +283,7 @@ def test_expression_answers_accepted(text: str) -> None:
         (EXPR, "9" * 50, "number too long"),
         (EXPR, "-2+20+9-5", "unparsable: unary"),
         (EXPR, "20+9-2", "value 27 != target 22"),
-        (EXPR, "20+9/2", "value 49/2 != target 22"),
+        (EXPR, "20+9/2", "intermediate result 9/2 = 9/2 is not a whole number (every step must give a whole number >= 0)"),
         (EXPR, "(20-9)*2=23", "claims 23 but the expression gives 22"),
         (EXPR, "20+9-2=22", "claims 22 but the expression gives 27"),
         (EXPR, "(20-9)*2=22=22", "unparsable"),
@@ -406,7 +407,32 @@ def test_expression_verdict_agrees_with_exact_value(data: st.DataObject, problem
     except ArithError:
         assert "division by zero" in verdict.reason
         return
-    assert verdict.correct == (value == problem.metadata["target"])
+    written = parse(format_expr(node))  # the text's own tree: 18+(8-13) is written 18+8-13
+    assert verdict.correct == (value == problem.metadata["target"] and _whole_steps(written))
+
+
+def _whole_steps(node: Node) -> bool:
+    """Every intermediate result a whole number >= 0 (the rule of both formats)."""
+    if isinstance(node, Num):
+        return True
+    value = evaluate(node)
+    return value >= 0 and value.denominator == 1 and _whole_steps(node.left) and _whole_steps(node.right)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("7-13+20", "intermediate result 7-13 = -6 is negative"),
+        ("12/19*19", "intermediate result 12/19 = 12/19 is not a whole number"),
+        ("16-(8-10)", "intermediate result 8-10 = -2 is negative"),
+    ],
+)
+def test_one_rule_for_both_formats_negative_and_fractional_intermediates(text: str, reason: str) -> None:
+    # Peer-found defect: the expression verifier accepted these although the steps format cannot write them.
+    numbers = [int(n) for n in re.findall(r"[0-9]+", text)]
+    value = evaluate(parse(text))
+    verdict = judge_answer(text, numbers, int(value), "expression")
+    assert not verdict.correct and verdict.reason.startswith(reason)
 
 
 @settings(max_examples=300, deadline=None)

@@ -22,7 +22,8 @@ from selfimprove.critics.verifier import VerifierCritic
 from selfimprove.policy.base import Completion, SamplingParams
 from selfimprove.rollout.budget import Budget
 from selfimprove.rollout.state import State, StepRule
-from selfimprove.tasks.base import Problem, Task, Verdict, make_task
+from selfimprove.tasks.base import Problem, Task, Verdict
+from selfimprove.tasks.plugins import make_task
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 EOS = 0

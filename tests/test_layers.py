@@ -31,10 +31,10 @@ def test_the_contract_names_every_package() -> None:
 
 
 def test_the_code_lints_clean_including_the_sandbox_programs() -> None:
-    """pyflakes over src/, tests/ and bench/ (`[tool.ruff]`): undefined names and unused imports. The
+    """pyflakes over src/, tests/, bench/ and examples/ (`[tool.ruff]`): undefined names and unused imports. The
     sandbox's child program and test harness are real files, so they are linted too."""
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    done = subprocess.run([ruff, "check", "src", "tests", "bench"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([ruff, "check", "src", "tests", "bench", "examples"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

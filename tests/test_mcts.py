@@ -344,7 +344,7 @@ class LengthCritic:
 def test_mcts_search_on_the_small_policy_counts_every_token(small_policy):
     from selfimprove.critics.verifier import VerifierCritic
     from selfimprove.search.mcts import mcts_search, mcts_trees
-    from selfimprove.tasks.base import make_task
+    from selfimprove.tasks.plugins import make_task
 
     generated = []
     original = small_policy.generate_ids

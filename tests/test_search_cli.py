@@ -244,7 +244,8 @@ def test_cli_errors_exit_2_before_anything_is_written(tmp_path: Path, capsys: py
     assert main(["search", str(RECIPE), "--set", f"run_dir={tmp_path / 'r'}", "--set", "search.params.nn=1"]) == 2
     assert "config error: search.params.nn: unknown field" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
-    assert main(["search", str(RECIPE), "--set", f"run_dir={tmp_path / 'r'}", "--set", f"critics.orm={tmp_path / 'none'}"]) == 2
+    assert main(["search", str(RECIPE), "--set", f"run_dir={tmp_path / 'r'}", "--set", "model.path=tiny:small",
+                 "--set", f"critics.orm={tmp_path / 'none'}"]) == 2
     assert "is not a critic folder" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "has no summary.json" in capsys.readouterr().err

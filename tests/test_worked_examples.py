@@ -18,7 +18,8 @@ from selfimprove.rollout.single import demonstration_episode
 from selfimprove.search.best_of_n import BestOfNConfig, scored_candidates
 from selfimprove.search.registry import SEARCHES, register_search, run_search
 from selfimprove.search.result import make_results
-from selfimprove.tasks.base import TASKS, GeneratedTask, Problem, TaskConfig, Verdict, make_task, register_task
+from selfimprove.tasks.base import TASKS, GeneratedTask, Problem, TaskConfig, Verdict, register_task
+from selfimprove.tasks.plugins import make_task
 from selfimprove.train.objectives import sft_objective
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from selfimprove.errors import ConfigError
+from selfimprove.registry import full_checks, light_validation
+
+__all__ = ["ConfigError", "full_checks", "light_validation"]  # and the schemas below
+
 if TYPE_CHECKING:
     from selfimprove.algos.advantages import Estimator
     from selfimprove.policy.base import SamplingParams
-
-
-class ConfigError(ValueError):
-    """A recipe problem the user can fix; the message names the field."""
 
 
 class Strict(BaseModel):
@@ -49,6 +50,8 @@ class EngineConfig(Strict):
     @field_validator("kind")
     @classmethod
     def _known_engine(cls, v: str) -> str:
+        if not full_checks():
+            return v
         from selfimprove.policy.load import ENGINES
 
         return ENGINES.require(v)
@@ -105,7 +108,9 @@ class LoraConfig(Strict):
     r: int = Field(8, ge=1)
     alpha: float = Field(16.0, gt=0.0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] | str = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # "auto": PEFT's default modules for the model's architecture (Llama/Qwen: q_proj, v_proj; GPT-2:
+    # c_attn), or every linear layer for an architecture PEFT has no default for; "all-linear"; or names.
+    target_modules: list[str] | str = "auto"
     save_merged: bool = False  # also write merged full weights next to the adapter
 
 
@@ -126,6 +131,10 @@ class LossConfig(Strict):
     minibatches: int = Field(1, ge=1)  # optimizer steps per pass
     gamma: float = Field(1.0, ge=0.0, le=1.0)  # GAE / REINFORCE++ discount
     lam: float = Field(0.95, ge=0.0, le=1.0)  # GAE lambda
+    # GRPO's std scaling (TRL's scale_rewards): by the group's std, the batch's, or none; and the epsilon
+    # added to the std (also REINFORCE++'s and GAE's whitening). TRL uses 1e-4.
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    std_eps: float = Field(1e-6, gt=0.0)
     vf_coef: float = Field(0.5, ge=0.0)
     value_clip: float | None = Field(0.2, ge=0.0)
     entropy_coef: float = Field(0.0, ge=0.0)
@@ -150,6 +159,8 @@ class LossConfig(Strict):
     @field_validator("estimator")
     @classmethod
     def _known_estimator(cls, v: str) -> str:
+        if not full_checks():
+            return v
         from selfimprove.algos.advantages import ADVANTAGES
 
         return ADVANTAGES.require(v, "estimator")
@@ -157,6 +168,8 @@ class LossConfig(Strict):
     @field_validator("policy_loss")
     @classmethod
     def _known_policy_loss(cls, v: str) -> str:
+        if not full_checks():
+            return v
         from selfimprove.algos.policy_losses import POLICY_LOSSES
 
         return POLICY_LOSSES.require(v)
@@ -185,6 +198,9 @@ class Schedule(Strict):
     checkpoint_every: int = Field(50, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     eval_problems: int = Field(100, ge=1)  # held-out problems for the periodic evaluation
+    # Keep every trained episode (prompt, completion, reward) in RUN_DIR/buffers/rollouts.jsonl and
+    # DPO's pairs in pairs.jsonl, for `selfimprove export` (TRL's column names).
+    save_rollouts: bool = True
 
 
 # --------------------------------------------------------------------------------------- recipes
@@ -253,6 +269,8 @@ class RLRecipe(Recipe):
 
     @model_validator(mode="after")
     def _critic_matches_the_estimator(self) -> "RLRecipe":
+        if not full_checks():
+            return self
         needs = self.loss.spec.needs_critic
         if needs and self.value.kind == "none":
             raise ValueError(f"estimator {self.loss.estimator!r} needs a value model: set value.kind to 'head' or 'separate'")
@@ -352,14 +370,11 @@ def validate(schema: type[R], data: dict[str, Any], prefix: str = "") -> R:
 
 
 def validate_task(spec: TaskSpec, prefix: str = "task") -> None:
-    """Check a task's name and params against the task's own schema (so typos fail at load)."""
-    from selfimprove.tasks.base import TASKS, make_task  # noqa: F401
+    """Check a task's name (registered, `package.module:Class`, or an entry point) and its params
+    against the task's own schema, so typos fail at load."""
+    from selfimprove.tasks.plugins import resolve_task
 
-    import selfimprove.tasks  # noqa: F401  (registers built-in tasks)
-
-    if spec.name not in TASKS:
-        raise ConfigError(f"{prefix}.name: unknown task {spec.name!r} (known: {', '.join(TASKS.names())})")
-    validate(TASKS.get(spec.name).Config, spec.params, f"{prefix}.params")
+    validate(resolve_task(spec.name, f"{prefix}.name").Config, spec.params, f"{prefix}.params")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -377,8 +392,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def load_recipe(schema: type[R], path: str | Path | None, overrides: Sequence[str] = ()) -> R:
     """Read YAML (or start empty), apply `--set` overrides, validate everything."""
-    data = read_yaml(path) if path is not None else {}
-    recipe = validate(schema, apply_overrides(data, overrides))
+    data = apply_overrides(read_yaml(path) if path is not None else {}, overrides)
+    with light_validation():  # names, types and ranges first, before the registries load torch
+        validate(schema, data)
+    recipe = validate(schema, data)
     if isinstance(recipe, (Recipe, DemoRecipe)):
         validate_task(recipe.task)
     if isinstance(recipe, DemoRecipe):

@@ -60,6 +60,7 @@ class EstimatorInputs:
     gamma: float = 1.0
     lam: float = 0.95
     eps: float = 1e-6
+    scale: str = "group"  # GRPO's std scaling: group, batch or none (TRL's scale_rewards)
     turn_rewards: Tensor | None = None  # [B, K] the reward of each turn (trainable rewarded segment)
     turn_masks: Tensor | None = None  # [B, K, T] the target tokens of each turn
 
@@ -91,14 +92,25 @@ ADVANTAGES: Registry[Estimator] = Registry("advantage estimator")
 
 
 # ------------------------------------------------------------------------------ group estimators
-def grpo(rewards: Tensor, groups: Tensor, mask: Tensor, *, eps: float = 1e-6) -> Tensor:
-    """GRPO: A_i = (r_i - mean_g r) / (std_g r + eps) on every trainable token of episode i.
+def grpo(rewards: Tensor, groups: Tensor, mask: Tensor, *, eps: float = 1e-6, scale: str = "group") -> Tensor:
+    """GRPO: A_i = (r_i - mean_g r) / (std + eps) on every trainable token of episode i.
 
-    std is the unbiased (n - 1) estimate, matching TRL's ``torch.std``. A group whose rewards are all
-    equal, and a group of one episode, carries no signal and gets advantage 0.
+    `scale` is TRL's `scale_rewards`: `group` divides by the group's std (GRPO), `batch` by the std of
+    all the batch's rewards (robust when a group's std is tiny), `none` not at all (Dr.GRPO's
+    numerator). std is the unbiased (n - 1) estimate, matching TRL's ``torch.std``; TRL's eps is 1e-4
+    (`loss.std_eps`). A group whose rewards are all equal, and a group of one episode, carries no
+    signal and gets advantage 0.
     """
     mean, std, _ = group_stats(rewards, groups, unbiased=True)
-    return broadcast_on_mask((rewards.to(mean.dtype) - mean) / (std + eps), rewards, mask)
+    centred = rewards.to(mean.dtype) - mean
+    if scale == "group":
+        centred = centred / (std + eps)
+    elif scale == "batch":
+        batch_std = rewards.to(mean.dtype).std() if rewards.numel() > 1 else torch.zeros((), dtype=mean.dtype)
+        centred = centred / (batch_std + eps)
+    elif scale != "none":
+        raise ValueError(f"scale must be group, batch or none, got {scale!r}")
+    return broadcast_on_mask(centred, rewards, mask)
 
 
 def dr_grpo(rewards: Tensor, groups: Tensor, mask: Tensor) -> Tensor:
@@ -153,7 +165,7 @@ def register_estimator(
 
 @register_estimator("grpo")
 def _grpo(x: EstimatorInputs) -> Estimate:
-    return Estimate(grpo(x.rewards, x.groups, x.mask, eps=x.eps), _outcome_returns(x))
+    return Estimate(grpo(x.rewards, x.groups, x.mask, eps=x.eps, scale=x.scale), _outcome_returns(x))
 
 
 @register_estimator("dr_grpo")

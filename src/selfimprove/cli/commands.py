@@ -20,10 +20,16 @@ if TYPE_CHECKING:
 def train_method(method_cls: "type[Method[Any]]", args: argparse.Namespace) -> int:
     """Every method's command: validate the recipe, run with a progress bar, report."""
     from selfimprove.methods.base import load_method_recipe
-    from selfimprove.progress import console, step_bar
 
-    method = method_cls(load_method_recipe(method_cls, args.recipe, args.set))
-    summary = method.execute(step_bar)
+    recipe = load_method_recipe(method_cls, args.recipe, args.set)  # before torch loads (below)
+    from selfimprove.progress import console, step_bar
+    from selfimprove.train.preflight import preflight
+    from selfimprove.train.run_dir import allow_changed_recipe
+
+    preflight(recipe)
+    method = method_cls(recipe)
+    with allow_changed_recipe(bool(getattr(args, "allow_changed_recipe", False))):
+        summary = method.execute(step_bar)
     for line in method.report(summary):
         console.print(line, soft_wrap=True, markup=False)
     return 0
@@ -37,10 +43,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_init_model(args: argparse.Namespace) -> int:
+    recipe = load_recipe(InitRecipe, args.recipe, args.set)  # before torch loads (below)
     from selfimprove.policy.tiny import write_tiny_model
     from selfimprove.progress import console
 
-    recipe = load_recipe(InitRecipe, args.recipe, args.set)
     out = write_tiny_model(args.out, recipe.preset, recipe.seed, **recipe.overrides())
     params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(out).parameters())
     console.print(f"wrote the built-in tiny model ({recipe.preset}, {params / 1e6:.2f}M parameters) to {out}")
@@ -49,12 +55,14 @@ def cmd_init_model(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Self-correction methods from one base model at one sampled-token budget: summary.json + table."""
-    from selfimprove.config import validate_task
-    from selfimprove.methods.compare import CompareRecipe, run_compare
-    from selfimprove.progress import console, step_bar
+    from selfimprove.methods.compare import CompareRecipe
 
-    recipe = load_recipe(CompareRecipe, args.recipe, args.set)
-    validate_task(recipe.task)
+    recipe = load_recipe(CompareRecipe, args.recipe, args.set)  # before torch loads (below)
+    from selfimprove.methods.compare import run_compare
+    from selfimprove.progress import console, step_bar
+    from selfimprove.train.preflight import preflight
+
+    preflight(recipe)
     run_compare(recipe, bar=step_bar)
     root = Path(recipe.run_dir)
     console.print((root / "summary.md").read_text(), soft_wrap=True, markup=False)
@@ -63,16 +71,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from selfimprove.eval.evaluate import evaluate
-    from selfimprove.progress import console, step_bar
-    from selfimprove.tasks.base import make_task
-    from selfimprove.train.models import load_policy
-
     if args.self_refine and args.attempts == 1:
         print("selfimprove: --self-refine makes two attempts; it cannot go with --attempts 1", file=sys.stderr)
         return 2
-    recipe = load_recipe(EvalRecipe, args.recipe, args.set)
-    task = make_task(recipe.task.name, recipe.task.params)
+    recipe = load_recipe(EvalRecipe, args.recipe, args.set)  # before torch loads (below)
+    from selfimprove.eval.evaluate import evaluate
+    from selfimprove.progress import console, step_bar
+    from selfimprove.train.models import load_policy
+    from selfimprove.train.preflight import preflight
+
+    task = preflight(recipe)
+    assert task is not None
     policy = load_policy(recipe.model, engine=recipe.engine, seed=recipe.seed)
     e = recipe.eval
     problems = task.distinct_problems(e.split, e.num_problems)
@@ -148,12 +157,14 @@ def _eval_self_correction(
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    recipe = load_recipe(DemoRecipe, args.recipe, args.set)  # before torch loads (below)
     from rich.table import Table
 
     from selfimprove.methods.demo import run_demo
     from selfimprove.progress import console, step_bar
+    from selfimprove.train.preflight import preflight
 
-    recipe = load_recipe(DemoRecipe, args.recipe, args.set)
+    preflight(recipe)
     s = run_demo(recipe, resume=args.resume, bar=step_bar)
     table = Table(title=f"{s['task']}: held-out greedy accuracy on {s['eval_problems']} {s['eval_split']} problems")
     for column in ("stage", "steps", "seconds", "accuracy"):
@@ -167,14 +178,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    """`selfimprove tasks`: every task (registered and from entry points) with an example problem;
+    `--params NAME` (a name or `package.module:Class`): every parameter with its type, default and doc."""
     from rich.console import Console
 
-    from selfimprove.tasks.base import TASKS, make_task
+    from selfimprove.tasks.base import TASKS
+    from selfimprove.tasks.plugins import make_task, plugin_names, resolve_task
 
     console = Console()
-    for name in TASKS.names():
-        task = make_task(name)
-        problem = task.problem("train", 0)
+    if args.params:
+        return _print_params(console, resolve_task(args.params))
+    for name in TASKS.names() + [n for n in plugin_names() if n not in TASKS]:
+        try:
+            task = make_task(name)
+            problem = task.problem("train", 0)
+        except Exception as err:  # a task that needs params (a file) still gets listed
+            console.print(f"[bold]{name}[/bold]: (needs parameters: {str(err).splitlines()[0] if str(err) else type(err).__name__})")
+            continue
         console.print(f"[bold]{name}[/bold]: {task.describe()}")
         console.print(f"  prompt: {problem.prompt!r}")
         if problem.demonstration:
@@ -182,6 +202,46 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             console.print(f"  demonstration: {demo!r} -> {task.verify(problem, demo).reason}")
         else:
             console.print("  (no demonstration)")
+    console.print("parameters of a task: selfimprove tasks --params NAME")
+    return 0
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    return text or str(annotation).replace("typing.", "")
+
+
+def _print_params(console: Any, cls: Any) -> int:
+    """One line per parameter (`name: type = default`) and its description under it: plain text, so it
+    reads the same in a narrow terminal, a pipe or a file."""
+    from pydantic_core import PydanticUndefined
+
+    console.print(f"task.params of {cls.name} ({cls.__module__}.{cls.__qualname__}):", markup=False, highlight=False)
+    for field_name, field in cls.Config.model_fields.items():
+        if field.default is PydanticUndefined:
+            default = "(empty)" if field.default_factory is not None else "(required)"
+        else:
+            default = repr(field.default)
+        console.print(f"  {field_name}: {_type_name(field.annotation)} = {default}", markup=False, highlight=False, soft_wrap=True)
+        if field.description:
+            console.print(f"      {field.description}", markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """`selfimprove export RUN_DIR --to DIR` (see `cli.export`)."""
+    from selfimprove.cli.export import export_run
+    from selfimprove.progress import console
+
+    index = export_run(args.run_dir, args.to)
+    for entry in index:
+        if "skipped" in entry:
+            console.print(f"skipped {entry['source']}: {entry['skipped']}", markup=False)
+        else:
+            console.print(f"{entry['kind']:12s} {entry['rows']:7d} rows  {entry['source']} -> {entry['path']}", markup=False)
+    if not any("path" in e for e in index):
+        console.print(f"nothing to export under {args.run_dir} (no rollouts, pairs, kept paths or search results)")
+    console.print(f"index: {Path(args.to) / 'index.json'}  (read a dataset back with datasets.load_from_disk)", markup=False)
     return 0
 
 

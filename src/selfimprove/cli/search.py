@@ -10,13 +10,16 @@ from selfimprove.config import load_recipe
 
 def cmd_critic_train(args: argparse.Namespace) -> int:
     """Label the policy's rollouts by Monte Carlo, train value/PRM/ORM critics, print held-out metrics."""
+    from selfimprove.critics.recipe import CriticRecipe
+
+    recipe = load_recipe(CriticRecipe, args.recipe, args.set)  # before torch loads (below)
     from rich.table import Table
 
-    from selfimprove.critics.recipe import CriticRecipe
     from selfimprove.critics.run import run_critic_training
     from selfimprove.progress import console, step_bar
+    from selfimprove.train.preflight import preflight
 
-    recipe = load_recipe(CriticRecipe, args.recipe, args.set)
+    preflight(recipe)
     summary = run_critic_training(recipe, bar=step_bar)
     table = Table(title=f"critics of {summary['model']} on held-out {summary['task']} problems")
     for column in ("critic", "examples", "positive", "precision", "recall", "accuracy", "AUROC", "within AUROC", "ECE", "Brier"):
@@ -33,13 +36,16 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Run a search (or a sweep) on held-out problems; print accuracy and spend per point."""
+    from selfimprove.search.recipe import SearchRecipe
+
+    recipe = load_recipe(SearchRecipe, args.recipe, args.set)  # before torch loads (below)
     from rich.table import Table
 
     from selfimprove.progress import console, step_bar
-    from selfimprove.search.recipe import SearchRecipe
     from selfimprove.search.run import run_search_eval
+    from selfimprove.train.preflight import preflight
 
-    recipe = load_recipe(SearchRecipe, args.recipe, args.set)
+    preflight(recipe)
     summary = run_search_eval(recipe, bar=step_bar)
     table = Table(title=f"{summary['search']} on {summary['num_problems']} {summary['split']} {summary['task']} problems")
     for column in ("setting", "accuracy", "tokens/problem", "policy calls", "critic calls", "seconds"):

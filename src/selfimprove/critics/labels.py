@@ -34,7 +34,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from selfimprove.critics.model import Kind, KINDS, critic_input
+from selfimprove.critics.model import critic_input
+from selfimprove.critics.recipe import KINDS, Kind
 from selfimprove.critics.recipe import LabelsConfig
 from selfimprove.policy.base import Sampler, SamplingParams
 from selfimprove.rollout.expand import split_ids

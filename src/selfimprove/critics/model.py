@@ -39,8 +39,7 @@ from selfimprove.policy.value import ValueModel
 from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem
 
-Kind = Literal["value", "prm", "orm"]
-KINDS: tuple[Kind, ...] = ("value", "prm", "orm")
+from selfimprove.critics.recipe import Kind  # noqa: E402  (the names live with the schema)
 Loss = Literal["mse", "bce"]
 
 CRITIC_FILE = "critic.json"

@@ -12,8 +12,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from selfimprove.config import OptimConfig, Recipe, Strict
-from selfimprove.critics.model import KINDS, Kind
 from selfimprove.rollout.state import StepRuleConfig  # the search's own section: labels split steps as it does
+
+Kind = Literal["value", "prm", "orm"]
+KINDS: tuple[Kind, ...] = ("value", "prm", "orm")  # the learned critics (critics/model.py)
 
 
 class LabelsConfig(Strict):

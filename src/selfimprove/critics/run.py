@@ -24,7 +24,7 @@ from selfimprove.critics.labels import Example, build_labels, load_labels, save_
 from selfimprove.critics.model import CRITICS
 from selfimprove.critics.recipe import CriticRecipe
 from selfimprove.critics.train import split_examples, total_steps, train_critic
-from selfimprove.tasks.base import make_task
+from selfimprove.tasks.plugins import make_task
 from selfimprove.train.models import load_policy
 from selfimprove.train.runlog import RunLog
 from selfimprove.policy.base import CountingSampler

@@ -21,27 +21,25 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from selfimprove.config import Recipe, Strict, validate
+from selfimprove.config import Recipe, Strict, full_checks, validate
 from selfimprove.critics.combined import CombinedCritic
-from selfimprove.critics.model import load_critic
+if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
+    from selfimprove.search.mcts import MCTSConfig
 from selfimprove.critics.recipe import CriticRecipe
-from selfimprove.critics.run import run_critic_training
 from selfimprove.critics.tool import ToolCritic
-from selfimprove.eval.evaluate import evaluate
 from selfimprove.methods.base import Method, register_method
 from selfimprove.methods.offline import OfflineDPO, OfflineDPORecipe, OfflineSFT, OfflineSFTRecipe, dpo_record, sft_record
 from selfimprove.policy.base import CountingSampler
 from selfimprove.progress import StageBar, no_bar
 from selfimprove.rollout.imagine import ImagineConfig, imagine
-from selfimprove.search.mcts import MCTSConfig, mcts_search
 from selfimprove.search.self_training import DataConfig, collect_self_data
-from selfimprove.tasks.base import Problem, Task, make_task
+from selfimprove.tasks.base import Problem, Task
+from selfimprove.tasks.plugins import make_task
 from selfimprove.train.job import Job, StepCallback
-from selfimprove.train.models import load_policy
 
 SUMMARY = "summary.json"
 
@@ -75,6 +73,8 @@ class AlphaLLMRecipe(Recipe):
 
     @model_validator(mode="after")
     def _parts_are_valid(self) -> "AlphaLLMRecipe":
+        if not full_checks():
+            return self
         self.mcts_config()
         critic_recipe(self, Path(self.run_dir) / "check", self.model.path, 0)
         if self.data.source == "mcts" and "value" not in critic_recipe(self, Path("-"), "-", 0).critics:
@@ -82,6 +82,8 @@ class AlphaLLMRecipe(Recipe):
         return self
 
     def mcts_config(self) -> MCTSConfig:
+        from selfimprove.search.mcts import MCTSConfig
+
         return validate(MCTSConfig, {"seed": self.seed, **self.search}, "search")
 
 
@@ -126,16 +128,22 @@ class Loop:
         self.search = recipe.mcts_config()
 
     def _policy(self, path: str, seed: int = 0):  # type: ignore[no-untyped-def]
+        from selfimprove.train.models import load_policy
+
         r = self.recipe
         return load_policy(r.model.model_copy(update={"path": path}), engine=r.engine, seed=seed)
 
     def critics(self, out: Path, policy: str, round_index: int) -> dict[str, Any]:
+        from selfimprove.critics.run import run_critic_training
+
         if (out / SUMMARY).is_file():
             return json.loads((out / SUMMARY).read_text())
         return run_critic_training(critic_recipe(self.recipe, out, policy, round_index), bar=self.bar)
 
     def critic_pair(self, critics_dir: Path):  # type: ignore[no-untyped-def]
         """(value critic, outcome critic): learned, each combined with the tool critic when `tool`."""
+        from selfimprove.critics.model import load_critic
+
         value = load_critic(critics_dir / "value")
         outcome = load_critic(critics_dir / "orm") if (critics_dir / "orm").is_dir() else value
         if self.recipe.tool:
@@ -207,6 +215,9 @@ class Loop:
 
     def evaluate(self, out: Path, policy_path: str, critics_dir: Path) -> dict[str, Any]:
         """Greedy and eta-MCTS accuracy on the held-out problems (learned critics; no gold answer)."""
+        from selfimprove.eval.evaluate import evaluate
+        from selfimprove.search.mcts import mcts_search
+
         if (out / "eval.json").is_file():
             return json.loads((out / "eval.json").read_text())
         e = self.recipe.eval

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from selfimprove.config import ConfigError, Recipe, load_recipe, read_yaml
-from selfimprove.policy.base import TrainableModel
-from selfimprove.policy.value import ValueModel
 from selfimprove.progress import StageBar, no_bar
 from selfimprove.registry import Registry
-from selfimprove.train.driver import run_training
-from selfimprove.train.job import Job, MethodState, StepCallback
+from selfimprove.train.job import MethodState
 from selfimprove.train.stream import ProblemStream, SequentialStream
+
+if TYPE_CHECKING:  # the engines (torch) load when a run starts, not when a recipe is validated
+    from selfimprove.policy.base import TrainableModel
+    from selfimprove.policy.value import ValueModel
+    from selfimprove.train.job import Job, StepCallback
 
 __all__ = ["METHODS", "Method", "find_method", "load_method_recipe", "register_method", "run_recipe"]
 
@@ -87,6 +89,8 @@ class Method(ABC, Generic[R]):
         return []
 
     def run(self, on_step: StepCallback | None = None) -> dict[str, Any]:
+        from selfimprove.train.driver import run_training
+
         return run_training(self, on_step)
 
     def execute(self, bar: StageBar = no_bar) -> dict[str, Any]:

@@ -35,15 +35,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from selfimprove.config import InitRecipe, ModelConfig, SFTRecipe, Strict, TaskSpec, validate
+from selfimprove.config import full_checks, InitRecipe, ModelConfig, SFTRecipe, Strict, TaskSpec, validate
 from selfimprove.eval.report import markdown_table
 from selfimprove.eval.selfcorrect import evaluate_self_refine, evaluate_two_attempts
 from selfimprove.methods.base import Method, find_method
 from selfimprove.methods.sft import SFT
 from selfimprove.methods.warmup import Warmup, WarmupRecipe
-from selfimprove.policy.tiny import write_tiny_model
-from selfimprove.tasks.base import make_task
-from selfimprove.train.models import load_policy
+from selfimprove.tasks.plugins import make_task
 from selfimprove.progress import StageBar, no_bar
 
 METRICS = ("acc_t1", "acc_t2", "delta", "delta_i_to_c", "delta_c_to_i", "edit_distance_ratio")
@@ -131,6 +129,8 @@ class CompareRecipe(Strict):
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arm names repeat: {names}")
+        if not full_checks():
+            return self
         # Build every stage's recipe once now, so a bad field fails before hours of training.
         plan(self, self.seeds[0])
         base_recipes(self)
@@ -230,6 +230,8 @@ def evaluated_model(stages: list[Stage], base: str, summaries: list[dict[str, An
 
 
 def build_base(recipe: CompareRecipe, bar: StageBar = no_bar) -> str:
+    from selfimprove.policy.tiny import write_tiny_model
+
     root = Path(recipe.run_dir)
     sft, warm = base_recipes(recipe)
     if sft is not None:
@@ -241,6 +243,8 @@ def build_base(recipe: CompareRecipe, bar: StageBar = no_bar) -> str:
 
 
 def _evaluate(recipe: CompareRecipe, arm: ArmSpec, model: str, out: Path, bar: StageBar) -> dict[str, float]:
+    from selfimprove.train.models import load_policy
+
     if out.exists():
         return json.loads(out.read_text())["metrics"]
     task = make_task(recipe.task.name, recipe.task.params)

@@ -16,7 +16,6 @@ from selfimprove.config import DemoRecipe, RLRecipe, SFTRecipe, validate
 from selfimprove.eval.report import learning_curve, markdown_table
 from selfimprove.methods.rl import RL
 from selfimprove.methods.sft import SFT
-from selfimprove.policy.tiny import write_tiny_model
 from selfimprove.train.runlog import read_metrics
 from selfimprove.progress import StageBar, no_bar
 
@@ -33,6 +32,8 @@ def stage_recipes(recipe: DemoRecipe) -> tuple[SFTRecipe, RLRecipe]:
 
 
 def run_demo(recipe: DemoRecipe, *, resume: bool = False, bar: StageBar = no_bar) -> dict[str, Any]:
+    from selfimprove.policy.tiny import write_tiny_model
+
     root = Path(recipe.run_dir)
     if not resume:
         shutil.rmtree(root, ignore_errors=True)

@@ -7,14 +7,14 @@ answer, and makes (right, wrong) the (chosen, rejected) pair. The reference is t
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from selfimprove.config import DPORecipe
 from selfimprove.methods.base import Method, register_method
-from selfimprove.methods.rl import collect
-from selfimprove.rollout.episode import Episode, collate
+from selfimprove.methods.rl import PAIRS, collect
+if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
+    from selfimprove.rollout.episode import Episode
 from selfimprove.train.job import Job, StepCallback
-from selfimprove.train.objectives import DPOObjective
 
 
 def preference_pairs(episodes: Sequence[Episode]) -> list[tuple[Episode, Episode]]:
@@ -35,6 +35,8 @@ class DPO(Method[DPORecipe]):
     Recipe = DPORecipe
 
     def __init__(self, recipe: DPORecipe) -> None:
+        from selfimprove.train.objectives import DPOObjective
+
         if recipe.optim.micro_batch_size % 2:  # micro-batches must hold whole (chosen, rejected) pairs
             recipe = recipe.model_copy(update={"optim": recipe.optim.model_copy(update={"micro_batch_size": recipe.optim.micro_batch_size + 1})})
         super().__init__(recipe)
@@ -50,17 +52,28 @@ class DPO(Method[DPORecipe]):
         return self.recipe.sampling.temperature or 1.0
 
     def step(self, job: Job, step: int) -> dict[str, Any]:
+        from selfimprove.rollout.episode import collate
+
         episodes, metrics = collect(job, self.recipe, self.params)
         pairs = preference_pairs(episodes)[: self.recipe.prompts_per_step]
         metrics["train/pairs"] = float(len(pairs))
         if not pairs:
             return metrics
+        if self.recipe.schedule.save_rollouts:
+            job.buffer(PAIRS).extend(pair_record(chosen, rejected, step) for chosen, rejected in pairs)
         rows = [e for pair in pairs for e in pair]  # chosen, rejected, chosen, rejected, ...
         batch = collate(rows, job.policy.pad_id)
         job.learner.add_reference_logprobs(batch)
         stats = job.learner.step(batch, self.objective)
         metrics.update({f"train/{k}": v for k, v in stats.items()})
         return metrics
+
+
+def pair_record(chosen: Episode, rejected: Episode, step: int) -> dict[str, Any]:
+    """A preference pair in TRL's column names (`prompt`, `chosen`, `rejected`)."""
+    prompt, good = chosen.texts()
+    return {"step": step, "problem_id": chosen.problem_id, "prompt": prompt, "chosen": good,
+            "rejected": rejected.texts()[1]}
 
 
 def run_dpo(recipe: DPORecipe, on_step: StepCallback | None = None) -> dict[str, Any]:

@@ -12,25 +12,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pydantic import Field
 
 from selfimprove.config import DPORecipe, SFTRecipe
 from selfimprove.methods.base import Method, register_method
-from selfimprove.rollout.episode import Episode, Segment, collate
+if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
+    from selfimprove.rollout.episode import Episode
 from selfimprove.train.job import Job, StepCallback
-from selfimprove.train.objectives import DPOObjective, sft_objective
 from selfimprove.train.stream import pool_index
 
 __all__ = ["OfflineDPO", "OfflineDPORecipe", "OfflineSFT", "OfflineSFTRecipe", "dpo_record", "read_records", "sft_record"]
 
 
 def sft_record(episode: Episode) -> dict[str, Any]:
-    """An episode with a context and one trainable tail as an SFT record."""
+    """An episode with a context and one trainable tail as an SFT record: token ids (what training reads)
+    and the text in TRL's column names (`prompt`, `completion`: what `selfimprove export` writes)."""
     trained = [t for s in episode.segments if s.trainable for t in s.token_ids]
     context = [t for s in episode.segments if not s.trainable for t in s.token_ids]
-    return {"prompt_ids": context, "completion_ids": trained, "problem_id": episode.problem_id}
+    prompt, completion = episode.texts()
+    return {"prompt_ids": context, "completion_ids": trained, "problem_id": episode.problem_id,
+            "prompt": prompt, "completion": completion}
 
 
 def dpo_record(chosen: Episode, rejected: Episode) -> dict[str, Any]:
@@ -39,7 +42,7 @@ def dpo_record(chosen: Episode, rejected: Episode) -> dict[str, Any]:
     if a["prompt_ids"] != b["prompt_ids"]:
         raise ValueError("a preference pair must share its context")
     return {"prompt_ids": a["prompt_ids"], "chosen_ids": a["completion_ids"], "rejected_ids": b["completion_ids"],
-            "problem_id": chosen.problem_id}
+            "problem_id": chosen.problem_id, "prompt": a["prompt"], "chosen": a["completion"], "rejected": b["completion"]}
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -50,6 +53,8 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _episode(prompt: Sequence[int], completion: Sequence[int], group: int, problem_id: str) -> Episode:
+    from selfimprove.rollout.episode import Episode, Segment
+
     return Episode([Segment("prompt", list(prompt)), Segment("completion", list(completion), trainable=True, reward=1.0)],
                    group=group, problem_id=problem_id)
 
@@ -89,6 +94,9 @@ class OfflineSFT(Method[OfflineSFTRecipe]):
         self.data = _FromFile(recipe.data)
 
     def step(self, job: Job, step: int) -> dict[str, Any]:
+        from selfimprove.rollout.episode import collate
+        from selfimprove.train.objectives import sft_objective
+
         rows = self.data.batch(step, self.recipe.batch_size, self.recipe.seed)
         episodes = [_episode(r["prompt_ids"], r["completion_ids"], i, str(r.get("problem_id", ""))) for i, r in rows]
         stats = job.learner.step(collate(episodes, job.policy.pad_id), sft_objective)
@@ -110,6 +118,8 @@ class OfflineDPO(Method[OfflineDPORecipe]):
     Recipe = OfflineDPORecipe
 
     def __init__(self, recipe: OfflineDPORecipe) -> None:
+        from selfimprove.train.objectives import DPOObjective
+
         if recipe.optim.micro_batch_size % 2:  # micro-batches must hold whole (chosen, rejected) pairs
             recipe = recipe.model_copy(update={"optim": recipe.optim.model_copy(update={"micro_batch_size": recipe.optim.micro_batch_size + 1})})
         super().__init__(recipe)
@@ -121,6 +131,8 @@ class OfflineDPO(Method[OfflineDPORecipe]):
         return True
 
     def step(self, job: Job, step: int) -> dict[str, Any]:
+        from selfimprove.rollout.episode import collate
+
         rows = self.data.batch(step, self.recipe.batch_size, self.recipe.seed)
         episodes = []
         for i, r in rows:  # chosen, rejected, chosen, rejected, ...

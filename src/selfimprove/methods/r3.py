@@ -12,15 +12,15 @@ does (gamma 1, lambda 0.95, clip 0.2, vf_coef 5, 2 epochs, KL 0.05 in the reward
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
 from selfimprove.config import LossConfig, RLRecipe, Strict, ValueConfig
 from selfimprove.methods.base import register_method
 from selfimprove.methods.rl import PolicyGradientMethod, solved_groups
-from selfimprove.rollout.start_states import start_state_episodes
-from selfimprove.train.curriculum import Curriculum, DrawnStates
+if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
+    from selfimprove.train.curriculum import DrawnStates
 from selfimprove.train.job import Job, StepCallback
 from selfimprove.train.stream import ProblemStream
 
@@ -62,12 +62,16 @@ class R3(PolicyGradientMethod):
         return f"R^3 ({self.recipe.r3.curriculum})"
 
     def make_stream(self) -> ProblemStream:
+        from selfimprove.train.curriculum import Curriculum
+
         c = self.recipe.r3
         return Curriculum(c.curriculum, first=self.recipe.first_problem, pool=c.pool, seed=self.recipe.seed,
                           per_step=self.recipe.prompts_per_step, stage_steps=c.stage_steps, advance_at=c.advance_at,
                           retreat_at=c.retreat_at)
 
     def step(self, job: Job, step: int) -> dict[str, Any]:
+        from selfimprove.rollout.start_states import start_state_episodes
+
         drawn: DrawnStates = job.stream.take(job.task, self.recipe.prompts_per_step)  # type: ignore[assignment]
         episodes = start_state_episodes(job.policy, job.task, drawn.states, self.params, group_offset=drawn.start)
         n = len(episodes)

@@ -9,19 +9,20 @@ sampling and soft overlong penalty. `collect` is shared with online DPO.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from selfimprove.config import DPORecipe, RLRecipe
 from selfimprove.methods.base import Method, register_method
-from selfimprove.policy.base import SamplingParams
-from selfimprove.policy.base import TrainableModel
-from selfimprove.policy.value import ValueModel
-from selfimprove.rollout.episode import Episode, collate
-from selfimprove.rollout.single import sample_episodes
-from selfimprove.train.job import Job, StepCallback
-from selfimprove.train.models import value_model
-from selfimprove.train.objectives import PolicyGradientObjective
-from selfimprove.train.update import prepare, shape_rewards, update
+
+if TYPE_CHECKING:  # loaded when a run starts (see methods/__init__.py)
+    from selfimprove.policy.base import SamplingParams, TrainableModel
+    from selfimprove.policy.value import ValueModel
+    from selfimprove.rollout.episode import Episode
+    from selfimprove.train.job import Job, StepCallback
+
+
+ROLLOUTS = "rollouts"  # the buffer of every trained episode (`selfimprove export` reads it)
+PAIRS = "preference_pairs"  # the buffer of preference pairs (online DPO)
 
 
 def informative(episodes: Sequence[Episode]) -> list[Episode]:
@@ -43,6 +44,8 @@ def solved_groups(episodes: Sequence[Episode]) -> float:
 def collect(job: Job, recipe: RLRecipe | DPORecipe, params: SamplingParams) -> tuple[list[Episode], dict[str, float]]:
     """Sample `prompts_per_step` groups from the job's stream (a group's id is its stream position);
     with dynamic sampling, refill until that many groups have mixed rewards."""
+    from selfimprove.rollout.single import sample_episodes
+
     per_step = recipe.prompts_per_step
     episodes: list[Episode] = []
     sampled: list[Episode] = []
@@ -77,6 +80,8 @@ class PolicyGradientMethod(Method[RLRecipe]):
     Recipe = RLRecipe
 
     def __init__(self, recipe: RLRecipe) -> None:
+        from selfimprove.train.objectives import PolicyGradientObjective
+
         super().__init__(recipe)
         self.params = recipe.sampling.params()
         self.objective = PolicyGradientObjective(self.loss, max_len=recipe.sampling.max_new_tokens)
@@ -98,10 +103,18 @@ class PolicyGradientMethod(Method[RLRecipe]):
         return self.loss.epochs * self.loss.minibatches
 
     def value_model(self, policy: TrainableModel) -> ValueModel | None:
+        from selfimprove.train.models import value_model
+
         return value_model(self.recipe.value, self.recipe.model, policy)
 
     def learn(self, job: Job, episodes: Sequence[Episode], step: int) -> dict[str, float]:
-        """Shape rewards, prepare the batch (the registered estimator) and update: the shared tail of a step."""
+        """Shape rewards, prepare the batch (the registered estimator) and update: the shared tail of a step.
+        The step's episodes go to the run's `rollouts` buffer first (`schedule.save_rollouts`)."""
+        from selfimprove.rollout.episode import collate
+        from selfimprove.train.update import prepare, shape_rewards, update
+
+        if self.recipe.schedule.save_rollouts:
+            job.buffer(ROLLOUTS).extend(e.record(step) for e in episodes)
         shape_rewards(episodes, self.loss, self.recipe.sampling.max_new_tokens)
         batch = collate(episodes, job.policy.pad_id)
         prepare(job.learner, batch, self.loss)

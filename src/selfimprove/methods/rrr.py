@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import torch
 from pydantic import Field, field_validator
 
 from selfimprove.config import RLRecipe, Strict
@@ -106,7 +105,6 @@ class RRR(PolicyGradientMethod):
         return {k: v for k, v in (("rrr_before", state.rrr_before), ("rrr_after", state.rrr_after)) if v is not None}
 
 
-@torch.no_grad()
 def evaluate_rrr(
     policy: Sampler,
     task: Task,
@@ -122,25 +120,28 @@ def evaluate_rrr(
     failed, its retry was right (the paper's inference protocol). `fixed` is the fraction of failures
     the retry fixed.
     """
-    config = config or RRRConfig()
-    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
-    first_right = fixed = failed_total = 0
-    for i in range(0, len(problems), batch_size):
-        chunk = list(problems[i : i + batch_size])
-        attempts = policy.generate([p.prompt for p in chunk], greedy)
-        right = [task.verify(chunk[a.prompt_index], a.text).correct for a in attempts]
-        first_right += sum(right)
-        failed = [(chunk[a.prompt_index], a) for a, ok in zip(attempts, right) if not ok]
-        failed_total += len(failed)
-        episodes = episodes_for_failures(policy, task, failed, greedy, feedback=config.feedback, retry_prompt=config.retry_prompt)
-        fixed += sum(bool(e.info["correct_retry"]) for e in episodes)
-    n = max(1, len(problems))
-    return {
-        "first_accuracy": first_right / n,
-        "retry_accuracy": (first_right + fixed) / n,
-        "fixed": fixed / max(1, failed_total),
-        "num_problems": float(len(problems)),
-    }
+    import torch
+
+    with torch.no_grad():  # sampling only
+        config = config or RRRConfig()
+        greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+        first_right = fixed = failed_total = 0
+        for i in range(0, len(problems), batch_size):
+            chunk = list(problems[i : i + batch_size])
+            attempts = policy.generate([p.prompt for p in chunk], greedy)
+            right = [task.verify(chunk[a.prompt_index], a.text).correct for a in attempts]
+            first_right += sum(right)
+            failed = [(chunk[a.prompt_index], a) for a, ok in zip(attempts, right) if not ok]
+            failed_total += len(failed)
+            episodes = episodes_for_failures(policy, task, failed, greedy, feedback=config.feedback, retry_prompt=config.retry_prompt)
+            fixed += sum(bool(e.info["correct_retry"]) for e in episodes)
+        n = max(1, len(problems))
+        return {
+            "first_accuracy": first_right / n,
+            "retry_accuracy": (first_right + fixed) / n,
+            "fixed": fixed / max(1, failed_total),
+            "num_problems": float(len(problems)),
+        }
 
 
 def run_rrr(recipe: RRRRecipe, on_step: StepCallback | None = None) -> dict[str, Any]:

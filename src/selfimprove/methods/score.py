@@ -31,19 +31,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-import torch
+if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
+    from selfimprove.rollout.episode import Episode
+    from torch import Tensor
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from torch import Tensor
 
 from selfimprove.config import LossConfig, RLRecipe
 from selfimprove.methods.base import register_method
 from selfimprove.methods.rl import PolicyGradientMethod
-from selfimprove.policy.lora import save_policy
 from selfimprove.rollout.correct import SHORT_INSTRUCTION, TURN1, TURN2, TurnWeights, two_attempt_episodes
-from selfimprove.rollout.episode import Episode
-from selfimprove.rollout.single import sample_episodes
 from selfimprove.train.job import Job, MethodState, StepCallback
 
 __all__ = [
@@ -115,6 +113,8 @@ def turn_rewards(r1: Tensor, r2: Tensor, config: ScoreConfig) -> tuple[Tensor, T
     Stage I: (0, r2). Stage II: (r1, r2 + alpha (r2 - r1)), or (r1, r2) without shaping. The
     single-turn ablation has no turn 2: (r1, 0).
     """
+    import torch
+
     r1 = r1.float()
     r2 = r2.float()
     if config.stage == "I":
@@ -149,6 +149,8 @@ def _segment_reward(e: Episode, kind: str) -> float:
 def set_turn_rewards(episodes: Sequence[Episode], config: ScoreConfig) -> tuple[Tensor, Tensor]:
     """Replace each attempt's verifier score by the reward SCoRe credits to that turn (`turn_rewards`);
     return the two turns' rewards [B]."""
+    import torch
+
     r1 = torch.tensor([_segment_reward(e, TURN1) for e in episodes], dtype=torch.float32)
     r2 = torch.tensor([_segment_reward(e, TURN2) for e in episodes], dtype=torch.float32)
     t1, t2 = turn_rewards(r1, r2, config)
@@ -194,6 +196,8 @@ class Score(PolicyGradientMethod):
         return f"SCoRe stage {self.recipe.score.stage}"
 
     def _episodes(self, job: Job) -> list[Episode]:
+        from selfimprove.rollout.single import sample_episodes
+
         config = self.recipe.score
         drawn = job.stream.take(job.task, self.recipe.prompts_per_step)
         if not config.single_turn:
@@ -222,6 +226,8 @@ class Score(PolicyGradientMethod):
 
     def _track_best(self, job: Job, done: int, reward: float) -> float:
         """Running mean of train/reward over the last `best_window` steps; save `best/` when it improves."""
+        from selfimprove.policy.lora import save_policy
+
         state: ScoreState = job.state  # type: ignore[assignment]
         window = self.recipe.score.best_window
         recent = state.recent_rewards[-(window - 1):] if window > 1 else []

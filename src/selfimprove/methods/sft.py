@@ -5,14 +5,14 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from selfimprove.config import SFTRecipe
 from selfimprove.methods.base import Method, register_method
-from selfimprove.rollout.episode import collate
-from selfimprove.rollout.imagine import imagine_episodes
-from selfimprove.rollout.single import demonstration_episode
-from selfimprove.train.job import Job, StepCallback
-from selfimprove.train.objectives import sft_objective
 from selfimprove.train.stream import PoolStream, ProblemStream
+
+if TYPE_CHECKING:
+    from selfimprove.train.job import Job, StepCallback
 
 
 @register_method
@@ -29,6 +29,11 @@ class SFT(Method[SFTRecipe]):
         return PoolStream(self.recipe.num_problems, self.recipe.seed)
 
     def step(self, job: Job, step: int) -> dict[str, Any]:
+        from selfimprove.rollout.episode import collate
+        from selfimprove.rollout.imagine import imagine_episodes
+        from selfimprove.rollout.single import demonstration_episode
+        from selfimprove.train.objectives import sft_objective
+
         drawn = job.stream.take(job.task, self.recipe.batch_size)
         episodes = [demonstration_episode(job.policy, job.task, p, group=i) for i, p in enumerate(drawn.problems)]
         layout = self.recipe.imagine

@@ -42,7 +42,7 @@ The trace-and-SFT machinery is shared with Pair-SFT (`methods/traces.py`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pydantic import Field, model_validator
 
@@ -51,7 +51,8 @@ from selfimprove.eval.metrics import self_correction_metrics
 from selfimprove.methods.base import register_method
 from selfimprove.methods.traces import CorrectionTrace, SampledSFTRecipe, TraceSFTMethod, attempt_tokens, sft_on_traces
 from selfimprove.rollout.correct import SHORT_INSTRUCTION, TURN1, TURN2, two_attempt_episodes
-from selfimprove.rollout.episode import Episode
+if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
+    from selfimprove.rollout.episode import Episode
 from selfimprove.train.job import Job, MethodState, StepCallback
 
 __all__ = [

@@ -8,16 +8,16 @@ Traces are JSON records in a run buffer (`Job.buffer`), so a checkpoint holds th
 
 from __future__ import annotations
 
-from typing import Sequence, TypedDict
+from typing import TYPE_CHECKING, Sequence, TypedDict
 
 from pydantic import Field, model_validator
 
 from selfimprove.config import OptimConfig, SamplingConfig, SFTRecipe
 from selfimprove.methods.base import Method
 from selfimprove.rollout.correct import TURN1, TURN2
-from selfimprove.rollout.episode import Episode, Segment, collate
+if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
+    from selfimprove.rollout.episode import Episode
 from selfimprove.train.job import Job
-from selfimprove.train.objectives import sft_objective
 from selfimprove.train.stream import pool_index
 
 __all__ = ["CorrectionTrace", "SampledSFTRecipe", "TraceSFTMethod", "attempt_tokens", "correction_episode", "sft_on_traces"]
@@ -60,6 +60,8 @@ class SampledSFTRecipe(SFTRecipe):
 
 def correction_episode(trace: CorrectionTrace, instruction_ids: Sequence[int], group: int) -> Episode:
     """prompt | attempt 1 | instruction | ATTEMPT 2: only the second attempt is trainable."""
+    from selfimprove.rollout.episode import Episode, Segment
+
     return Episode(
         segments=[
             Segment("prompt", list(trace["prompt"])),
@@ -79,6 +81,9 @@ def sft_on_traces(
     """One SFT step on `batch_size` traces taken at stream `position` of the pool, reshuffled per epoch
     (a function of `seed` and the position, so a resumed run draws the same batches). No traces: no
     update and no loss (the model has not produced a usable trace yet)."""
+    from selfimprove.rollout.episode import collate
+    from selfimprove.train.objectives import sft_objective
+
     if not traces:
         return {"train/batch_traces": 0.0}
     picked = [pool_index(i, len(traces), seed) for i in range(position, position + batch_size)]

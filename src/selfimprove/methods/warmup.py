@@ -24,7 +24,7 @@ noise that sharpened the model into a collapse (every answer `777...`, Acc@t1 an
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from pydantic import Field
 
@@ -33,11 +33,11 @@ from selfimprove.methods.base import register_method
 from selfimprove.methods.sft import SFT
 from selfimprove.policy.base import Sampler, SamplingParams
 from selfimprove.rollout.correct import SHORT_INSTRUCTION
-from selfimprove.rollout.episode import Episode, Segment, collate
+if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
+    from selfimprove.rollout.episode import Episode
 from selfimprove.rollout.reflect import FAILED_FEEDBACK, RETRY_PROMPT, REVIEW_FEEDBACK
 from selfimprove.tasks.base import Problem, Task
 from selfimprove.train.job import Job, StepCallback
-from selfimprove.train.objectives import sft_objective
 
 Layout = Literal["single", "two_attempt", "reflect_retry", "self_refine"]
 
@@ -61,6 +61,8 @@ def warmup_episodes(
     policy: Sampler, task: Task, problems: Sequence[Problem], config: WarmupConfig, *, group_offset: int = 0
 ) -> list[Episode]:
     """One trace per problem and layout; the first attempts are samples of `policy`, the second the demonstration."""
+    from selfimprove.rollout.episode import Episode, Segment
+
     needs_attempt = any(layout != "single" for layout in config.layouts)
     params = SamplingParams(n=1, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
     samples = policy.generate([p.prompt for p in problems], params) if needs_attempt else []
@@ -103,6 +105,9 @@ class Warmup(SFT):
         return "format warm-up"
 
     def step(self, job: Job, step: int) -> dict[str, Any]:
+        from selfimprove.rollout.episode import collate
+        from selfimprove.train.objectives import sft_objective
+
         drawn = job.stream.take(job.task, self.recipe.batch_size)
         episodes = warmup_episodes(job.policy, job.task, drawn.problems, self.recipe.warmup, group_offset=drawn.start)
         stats = job.learner.step(collate(episodes, job.policy.pad_id), sft_objective)

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # annotations only: the CLI validates recipes without loading torch
+    import torch
+    from torch import Tensor
 
 FinishReason = Literal["eos", "stop", "length"]
 

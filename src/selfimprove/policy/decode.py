@@ -16,10 +16,11 @@ What keeps it fast (bench/generate.py measures it against `model.generate`):
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
+    from transformers import DynamicCache, PreTrainedModel
 
 from selfimprove.policy.base import Completion, SamplingParams
 
@@ -152,6 +153,8 @@ if DynamicLayer is not None:
 def make_cache(model: PreTrainedModel, capacity: int) -> DynamicCache:
     """A KV cache for `capacity` positions: preallocated when every layer is plain full attention,
     otherwise (sliding-window, linear-attention or hybrid models) the model's own `DynamicCache`."""
+    from transformers import DynamicCache
+
     config = getattr(model, "config", None)
     try:
         reference = DynamicCache(config=config) if config is not None else DynamicCache()

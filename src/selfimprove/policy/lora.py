@@ -16,6 +16,7 @@ import peft
 from peft import PeftModel
 from transformers import PreTrainedModel
 
+from selfimprove.errors import ModelError
 from selfimprove.policy.hf import HFPolicy
 
 class LoraSettings(Protocol):
@@ -66,6 +67,45 @@ def _record_base(model: PeftModel) -> None:
         cfg.base_model_name_or_path = source
 
 
+def resolve_targets(model: PreTrainedModel, targets: Sequence[str] | str) -> list[str] | str:
+    """`auto` -> PEFT's default target modules for the model's architecture (what `peft` itself would
+    pick), or `all-linear` when PEFT has none for it; names are checked against the model's modules."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    if isinstance(targets, str):
+        if targets != "auto":
+            return targets
+        return list(DEFAULTS.get(getattr(model.config, "model_type", ""), [])) or "all-linear"
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    unknown = [t for t in targets if t not in names]
+    if unknown:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+        raise ModelError(
+            f"lora.target_modules: {', '.join(unknown)} not in this model (its linear layers: {', '.join(linear)}); "
+            f"use auto or all-linear"
+        )
+    return list(targets)
+
+
+def check_lora_targets(source: str, targets: Sequence[str] | str) -> None:
+    """Check named target modules against the model's architecture, built on the meta device (no weights
+    are read), so a wrong name fails before a run writes anything."""
+    if isinstance(targets, str):
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from selfimprove.policy.tiny import build_config, build_tokenizer
+
+    if source.startswith("tiny"):
+        config = build_config(build_tokenizer(), "small" if source == "tiny:small" else "default")
+    else:
+        config = AutoConfig.from_pretrained(source)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    resolve_targets(model, targets)
+
+
 def apply_lora(policy: HFPolicy, config: LoraSettings) -> None:
     """Wrap `policy.model` in a fresh LoRA adapter; only adapter weights stay trainable.
 
@@ -77,7 +117,7 @@ def apply_lora(policy: HFPolicy, config: LoraSettings) -> None:
         r=config.r,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules),
+        target_modules=resolve_targets(policy.model, config.target_modules),
         task_type="CAUSAL_LM",
     )
     with _quiet():

@@ -7,10 +7,13 @@ state after token t, i.e. before the token at t+1 is generated (aligned with tar
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoModel, PreTrainedModel
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class ValueHead(nn.Module):
@@ -45,6 +48,8 @@ class ValueModel(nn.Module):
 
     @classmethod
     def separate(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> "ValueModel":
+        from transformers import AutoModel
+
         trunk = AutoModel.from_pretrained(path, dtype=dtype)
         return cls(trunk.config.hidden_size, trunk)
 

@@ -9,12 +9,14 @@ method turns them into per-turn advantages without a second episode type.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from selfimprove.policy.base import SamplingParams
 from selfimprove.policy.base import Sampler
-from selfimprove.rollout.episode import Episode, Segment
 from selfimprove.tasks.base import Problem, Task
+
+if TYPE_CHECKING:
+    from selfimprove.rollout.episode import Episode
 
 # The paper's instruction, and a short one the character-level tiny model can learn as a layout.
 PAPER_INSTRUCTION = (
@@ -51,6 +53,8 @@ def two_attempt_episodes(
     The second attempt is sampled once per first attempt with the same settings. `Episode.reward` is
     the second attempt's score; segment rewards hold each turn's own score for per-turn shaping.
     """
+    from selfimprove.rollout.episode import Episode, Segment
+
     first = policy.generate([p.prompt for p in problems], params)
     instruction_ids = policy.encode_completion(instruction, add_eos=False)
     eos = policy.eos_ids

@@ -92,6 +92,18 @@ class Episode:
     def num_trainable(self) -> int:
         return sum(len(s.token_ids) for s in self.segments if s.trainable)
 
+    def texts(self) -> tuple[str, str]:
+        """(prompt, completion) as text: the segments before the first trainable one, and the rest."""
+        first = next((i for i, s in enumerate(self.segments) if s.trainable), len(self.segments))
+        return "".join(s.text for s in self.segments[:first]), "".join(s.text for s in self.segments[first:])
+
+    def record(self, step: int) -> dict[str, Any]:
+        """The episode as one row of a run's `rollouts` buffer, in TRL's column names (`prompt`,
+        `completion`, `reward`) plus what identifies it (`selfimprove export` reads these)."""
+        prompt, completion = self.texts()
+        return {"step": step, "problem_id": self.problem_id, "group": self.group, "prompt": prompt,
+                "completion": completion, "reward": self.reward, "correct": bool(self.info.get("correct", False))}
+
     def segment(self, kind: str) -> Segment:
         for s in self.segments:
             if s.kind == kind:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 from pydantic import Field
 
 from selfimprove.config import Strict
 from selfimprove.policy.base import Sampler, SamplingParams
-from selfimprove.rollout.episode import Episode, Segment
+if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
+    from selfimprove.rollout.episode import Episode
 from selfimprove.tasks.base import Problem, Task
 
 __all__ = ["IMAGINE_MARKER", "ImagineConfig", "ImagineStats", "imagine", "imagine_episodes", "imagine_prompt"]
@@ -71,6 +72,8 @@ def imagine_episodes(sampler: Sampler, problems: Sequence[Problem], rng: random.
     """SFT episodes that teach the imagination layout: `seeds_in_prompt` pool problems as context, one
     more pool problem's prompt as the (trainable) proposal. The proposals are real problems, so the model
     learns the format and the valid ranges, not new answers."""
+    from selfimprove.rollout.episode import Episode, Segment
+
     out = []
     for k, target in enumerate(problems):
         others = [p for p in problems if p.prompt != target.prompt] or list(problems)

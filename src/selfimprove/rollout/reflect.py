@@ -11,12 +11,14 @@ retry is right, else 0.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from selfimprove.policy.base import Completion, SamplingParams
 from selfimprove.policy.base import Sampler
-from selfimprove.rollout.episode import Episode, Segment
 from selfimprove.tasks.base import Problem, Task
+
+if TYPE_CHECKING:
+    from selfimprove.rollout.episode import Episode
 
 # What the verifier tells the model: only that the attempt failed. A short one the character-level tiny
 # model can learn as a layout, and a longer paper-like one (the paper's prompts are not public).
@@ -123,6 +125,8 @@ def reflect_retry_episodes(
     of the reflection alone and GRPO's comparison of reflections is not drowned by retry noise). The feedback is the same fixed text for every problem, so it can never reveal
     the answer or the verifier's reason.
     """
+    from selfimprove.rollout.episode import Episode, Segment
+
     eos = policy.eos_ids
     feedback_ids = policy.encode_completion(feedback, add_eos=False)
     retry_ids = policy.encode_completion(retry_prompt, add_eos=False)

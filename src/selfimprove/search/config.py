@@ -6,9 +6,10 @@ recipe's `search:` block names one search and its settings, and `registry.SEARCH
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
+if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
+    import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfimprove.policy.base import Sampler, SamplingParams

@@ -2,7 +2,7 @@
 
 All searches share one signature: `fn(policy, task, problems, config, critic=None, budgets=None) ->
 list[SearchResult]`. A search registers itself where it is defined, `@register_search(name, Config)`;
-the package's `__init__` imports the built-in ones.
+`builtin.py` imports the built-in ones on the registry's first lookup.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class SearchSpec:
     run: SearchFn
 
 
-SEARCHES: Registry[SearchSpec] = Registry("search")
+SEARCHES: Registry[SearchSpec] = Registry("search", load="selfimprove.search.builtin")
 F = TypeVar("F", bound=SearchFn)
 
 

@@ -40,7 +40,8 @@ from selfimprove.policy.base import Sampler
 from selfimprove.search.recipe import TOOL, VERIFIER, SearchRecipe, takes
 from selfimprove.search.registry import SEARCHES
 from selfimprove.search.result import SearchResult
-from selfimprove.tasks.base import Problem, Task, make_task
+from selfimprove.tasks.base import Problem, Task
+from selfimprove.tasks.plugins import make_task
 from selfimprove.train.models import load_policy
 from selfimprove.progress import StageBar, no_bar
 

@@ -15,18 +15,17 @@ task's verifier only reports, afterwards, how many kept paths are right.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from pydantic import Field
 
 from selfimprove.config import Strict
 from selfimprove.critics.base import Critic
 from selfimprove.policy.base import Sampler
-from selfimprove.rollout.episode import Episode, Segment
+if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
+    from selfimprove.rollout.episode import Episode
+    from selfimprove.search.mcts import MCTSConfig
 from selfimprove.rollout.state import State
-from selfimprove.search.best_of_n import BestOfNConfig, scored_candidates
-from selfimprove.search.mcts import MCTSConfig, mcts_trees
-from selfimprove.search.training_data import dpo_pairs, sft_episodes
 from selfimprove.tasks.base import Problem, Task
 
 __all__ = ["DataConfig", "SelfData", "collect_self_data"]
@@ -58,6 +57,8 @@ class SelfData:
 
 
 def _path_episode(state: State, problem: Problem, score: float, group: int) -> Episode:
+    from selfimprove.rollout.episode import Episode, Segment
+
     return Episode([Segment("prompt", list(state.prompt_ids)),
                     Segment("completion", state.completion_ids, trainable=True, reward=score, text=state.answer)],
                    group=group, problem_id=problem.id, reward=score, info={"source": "samples"})
@@ -77,6 +78,10 @@ def collect_self_data(
     on_batch: Any = None,
 ) -> SelfData:
     """Kept paths and preference pairs for `problems` at `budget_tokens` in all (see the module doc)."""
+    from selfimprove.search.best_of_n import BestOfNConfig, scored_candidates
+    from selfimprove.search.mcts import mcts_trees
+    from selfimprove.search.training_data import dpo_pairs, sft_episodes
+
     out = SelfData(prompts=len(problems))
     per_problem = max(1, budget_tokens // max(1, len(problems)))
     for start in range(0, len(problems), config.problems_per_batch):

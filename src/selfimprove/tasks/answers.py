@@ -259,22 +259,40 @@ def format_number(value: float) -> str:
     return f"{value:.6g}"
 
 
-def judge_numeric(text: str, gold: float, *, abs_tol: float = 1e-2, partial: float = 0.0) -> Verdict:
+def numeric_tolerance(gold: float, abs_tol: float | None, rel_tol: float) -> float:
+    """How far an answer may be from `gold`: `abs_tol` when given (R^3's 1e-2); otherwise 0 for an
+    integer gold (GSM8K's golds: 0.12 must not pass for 0.125, nor 0.495 for 0.5) and `rel_tol` x |gold|
+    for a fractional one (float noise in `1/3` written as 0.333333)."""
+    if abs_tol is not None:
+        return abs_tol
+    return 0.0 if float(gold).is_integer() else rel_tol * abs(gold)
+
+
+_EXPRESSION = re.compile(r"^\s*[-+]?\$?\d[\d,.]*\s*[-+*/x\u00d7^]\s*[-+(]?\d")
+
+
+def judge_numeric(text: str, gold: float, *, abs_tol: float | None = None, rel_tol: float = 1e-6,
+                  partial: float = 0.0) -> Verdict:
     """Score free text against a numeric gold answer (SPECS §4 with `partial` = 0.2 for R^3).
 
     Correct -> 1; a number found but wrong -> `partial` (never counted as correct); nothing usable
-    -> 0. The reason names what was found but never the gold answer, so it can be shown to a model.
+    -> 0. An arithmetic expression where the number should be (`#### 3+5`) is refused as such. The
+    tolerance is `numeric_tolerance`. The reason names what was found but never the gold answer, so it
+    can be shown to a model.
     """
     if not isinstance(text, str):
         return Verdict.wrong("not text")
     answer = extract_answer(text)
     if answer is None:
         return Verdict.wrong("no answer found")
+    shown = answer if len(answer) <= 40 else answer[:37] + "..."
+    if parse_number(answer) is None and _EXPRESSION.match(answer):
+        return Verdict.wrong(f"answer {shown!r} is an expression, not a number (write its value)")
     value = answer_value(answer)
     if value is None:
-        shown = answer if len(answer) <= 40 else answer[:37] + "..."
         return Verdict.wrong(f"answer {shown!r} is not a number")
-    if numbers_match(value, float(gold), abs_tol=abs_tol):
+    gold = float(gold)
+    if numbers_match(value, gold, abs_tol=numeric_tolerance(gold, abs_tol, rel_tol)):
         return Verdict.right()
     return Verdict.wrong(f"wrong answer {format_number(value)}", score=partial)
 
@@ -282,5 +300,14 @@ def judge_numeric(text: str, gold: float, *, abs_tol: float = 1e-2, partial: flo
 class NumericConfig(TaskConfig):
     """Settings of tasks judged by a number: tolerance and R^3's optional partial reward."""
 
-    abs_tol: float = Field(1e-2, ge=0.0, allow_inf_nan=False)
+    abs_tol: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    """Absolute tolerance; None: exact for integer golds, `rel_tol` for others (R^3 uses 0.01)."""
+    rel_tol: float = Field(1e-6, ge=0.0, lt=1.0)
+    """Relative tolerance for a non-integer gold when abs_tol is None."""
     partial_reward: float = Field(0.0, ge=0.0, le=1.0)
+    """Score of a readable but wrong number (R^3: 0.2); it never counts as correct."""
+
+    def tolerance_text(self) -> str:
+        if self.abs_tol is not None:
+            return f"absolute tolerance {self.abs_tol:g}"
+        return f"exact for integer answers, relative tolerance {self.rel_tol:g} otherwise"

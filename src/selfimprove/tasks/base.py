@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from abc import ABC
-from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
+from typing import Callable, ClassVar, Mapping, Sequence, TypeVar
 
 from selfimprove.registry import Registry
 from selfimprove.tasks.arith import check_equations
@@ -47,7 +47,6 @@ __all__ = [
     "Task",
     "TaskConfig",
     "Verdict",
-    "make_task",
     "register_task",
     "seeded_rng",
     "split_of",
@@ -88,6 +87,10 @@ class Task(ABC):
 
     def problems(self, split: Split, n: int, start: int = 0) -> list[Problem]:
         return [self.problem(split, i) for i in range(start, start + n)]
+
+    def size(self, split: Split) -> int | None:
+        """How many distinct problems a split holds (finite data), or None for an unbounded generator."""
+        return None
 
     def distinct_problems(self, split: Split, n: int) -> list[Problem]:
         """The first `n` problems of a split with distinct prompts: held-out sets should not repeat.
@@ -255,11 +258,3 @@ def register_task(name: str) -> Callable[[T], T]:
         return TASKS.register(name)(cls)
 
     return wrap
-
-
-def make_task(name: str, params: Mapping[str, Any] | None = None) -> Task:
-    """Build a registered task from plain settings, validated by the task's own `Config`."""
-    import selfimprove.tasks  # noqa: F401  (registers the built-in tasks)
-
-    cls = TASKS.get(name)
-    return cls(cls.Config.model_validate(dict(params or {})))

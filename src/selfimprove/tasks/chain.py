@@ -27,12 +27,17 @@ class ChainConfig(NumericConfig):
     """Chain settings: steps, operand range, allowed operations and the bound on intermediate values."""
 
     num_steps: int = Field(4, ge=3, le=12)
+    """Operations per problem (the chain's length)."""
     min_number: int = Field(1, ge=1, le=999)
+    """Smallest operand."""
     max_number: int = Field(9, ge=1, le=999)
+    """Largest operand."""
     max_value: int = Field(999, ge=10, le=10**6)
+    """Bound on every intermediate value (problems that exceed it are redrawn)."""
     ops: str = "+-*"
+    """Allowed operations, as characters."""
     allow_negative: bool = False
-    abs_tol: float = Field(0.0, ge=0.0, allow_inf_nan=False)  # integers: exact by default
+    """Whether intermediate values may be negative."""
 
     @field_validator("ops")
     @classmethod
@@ -168,7 +173,7 @@ class ChainTask(GeneratedTask):
             return Verdict.wrong("empty answer")
         final = last.rpartition("=")[2] if "=" in last else last
         cfg = self.config
-        return judge_numeric(final, float(problem.answer), abs_tol=cfg.abs_tol, partial=cfg.partial_reward)
+        return judge_numeric(final, float(problem.answer), abs_tol=cfg.abs_tol, rel_tol=cfg.rel_tol, partial=cfg.partial_reward)
 
     def rewrite(self, problem: Problem, rng: random.Random, name: str) -> Problem | None:
         """Redraw the seed's operands (same operations, same length), keeping every value in bounds."""

@@ -28,6 +28,7 @@ from pydantic import Field
 
 from selfimprove.tasks.base import SPLITS, UNDECIDED, Problem, Split, Task, TaskConfig, Verdict, register_task, split_of
 from selfimprove.sandbox import Limits, run_tests
+from selfimprove.tasks.files import read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +44,26 @@ _PYTHON_TAGS = {"", "python", "python3", "py"}
 class CodeConfig(TaskConfig):
     """Where the problems come from, how they are shown, and the sandbox limits for checking answers."""
 
-    path: str | None = None  # a JSONL file; None = the built-in sample
+    path: str | None = None
+    """A JSONL file of MBPP- or HumanEval-style problems; None: the built-in sample."""
     format: CodeFormat = "auto"
-    test_fraction: float = Field(0.25, ge=0.0, le=1.0)  # the built-in sample is small
-    show_tests: int = Field(1, ge=0, le=20)  # MBPP: how many of the tests the prompt shows as a hint
-    timeout_seconds: float = Field(5.0, gt=0.0, le=600.0)  # wall clock per answer (candidate + tests)
-    cpu_seconds: float | None = Field(None, gt=0.0, le=600.0)  # default: timeout_seconds
+    """Record format: mbpp, humaneval, or auto (by the columns)."""
+    test_fraction: float = Field(0.25, ge=0.0, le=1.0)
+    """Share of problems held out for the test split (the built-in sample is small)."""
+    show_tests: int = Field(1, ge=0, le=20)
+    """MBPP: how many of the tests the prompt shows as a hint."""
+    timeout_seconds: float = Field(5.0, gt=0.0, le=600.0)
+    """Wall-clock seconds per answer (candidate and tests)."""
+    cpu_seconds: float | None = Field(None, gt=0.0, le=600.0)
+    """CPU seconds per answer; None: timeout_seconds."""
     memory_mb: int = Field(512, ge=64, le=65536)
+    """Memory limit of the sandbox, MB."""
     max_processes: int = Field(16, ge=1, le=4096)
+    """Process limit of the sandbox."""
     max_output_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
+    """Output kept from the sandbox, bytes."""
     max_answer_chars: int = Field(20000, ge=100, le=10_000_000)
+    """Longer answers are wrong without running them."""
 
     def limits(self) -> Limits:
         return Limits(
@@ -141,7 +152,7 @@ def load_problems(path: str | Path | None, fmt: CodeFormat = "auto") -> list[Cod
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"code task: no such file {str(p)!r}")
-        text, name = p.read_text(encoding="utf-8"), str(p)
+        text, name = read_utf8(p), str(p)
     problems: list[CodeProblem] = []
     seen: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):
@@ -200,7 +211,7 @@ class CodeTask(Task):
             items.sort(key=lambda p: _order_key(cfg.seed, p.key))
         self._limits = cfg.limits()
 
-    def split_size(self, split: Split) -> int:
+    def size(self, split: Split) -> int:
         return len(self._splits[split])
 
     def make_problem(self, split: Split, index: int) -> Problem:
@@ -300,7 +311,7 @@ class CodeTask(Task):
         source = cfg.path or f"the built-in sample ({SAMPLE_FILE})"
         return (
             f"Code: write a Python function that passes unit tests; problems from {source} "
-            f"({self.split_size('train')} train / {self.split_size('test')} test). Answers (a ```python block "
+            f"({self.size('train')} train / {self.size('test')} test). Answers (a ```python block "
             f"or bare code) run with the tests in a sandbox (timeout {cfg.timeout_seconds:g}s, "
             f"{cfg.memory_mb} MiB, no network, stdlib only); score 1 only if every test passes."
         )

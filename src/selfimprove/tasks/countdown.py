@@ -48,11 +48,17 @@ class CountdownConfig(TaskConfig):
     """Countdown settings (SPECS §7 defaults: 3 numbers in 1..20, targets 10..50)."""
 
     num_numbers: int = Field(3, ge=2, le=6)
+    """How many numbers each problem gives."""
     min_number: int = Field(1, ge=1, le=9999)
+    """Smallest number drawn."""
     max_number: int = Field(20, ge=1, le=9999)
+    """Largest number drawn."""
     min_target: int = Field(10, ge=0, lt=MAX_VALUE)
+    """Smallest target."""
     max_target: int = Field(50, ge=0, lt=MAX_VALUE)
+    """Largest target."""
     format: CountdownFormat = "expression"
+    """Answer format: one expression `(20-9)*2`, or `steps`, one `a op b=c` per line."""
 
     @model_validator(mode="after")
     def _check_ranges(self) -> "CountdownConfig":
@@ -207,6 +213,26 @@ def _arith_reason(error: ArithError) -> str:
     return f"unparsable: {error}" if error.kind == "syntax" else str(error)
 
 
+def _intermediate_problem(node: Node) -> str | None:
+    """The first operation (children first, left to right) whose result is negative or not whole, or
+    None. One rule for both formats: every intermediate result is a whole number >= 0, as a step line
+    (`a op b=c`, c a whole number) must be, so `7-13+20` and `12/19*19` are refused in both."""
+    found: list[str] = []
+
+    def walk(n: Node) -> Fraction:
+        if isinstance(n, Num):
+            return Fraction(n.value)
+        a, b = walk(n.left), walk(n.right)
+        value = apply_op(n.op, a, b)
+        if not found and (value < 0 or value.denominator != 1):
+            shown = f"{a}{n.op}{b}"
+            found.append(f"{shown} = {value} is negative" if value < 0 else f"{shown} = {value} is not a whole number")
+        return value
+
+    walk(node)
+    return f"intermediate result {found[0]} (every step must give a whole number >= 0)" if found else None
+
+
 def _judge_expression(line: str, numbers: Sequence[int], target: int) -> Verdict:
     expr, has_claim, claim = line.partition("=")
     if has_claim and not _CLAIM_RE.fullmatch(claim.strip()):
@@ -219,6 +245,9 @@ def _judge_expression(line: str, numbers: Sequence[int], target: int) -> Verdict
     usage = _usage_problem(literals(node), numbers)
     if usage is not None:
         return Verdict.wrong(usage)
+    intermediate = _intermediate_problem(node)
+    if intermediate is not None:
+        return Verdict.wrong(intermediate)
     if has_claim and value != int(claim.strip()):
         return Verdict.wrong(f"claims {claim.strip()} but the expression gives {value}")
     if value != target:
@@ -456,7 +485,8 @@ class CountdownTask(GeneratedTask):
         shape = "one expression" if cfg.format == "expression" else "one operation per line (a op b=c)"
         return (
             f"Countdown: combine {cfg.num_numbers} numbers drawn from {cfg.min_number}..{cfg.max_number} "
-            f"with + - * / (each number exactly once, whole non-negative intermediate results) to reach a "
+            f"with + - * / (each number exactly once; every intermediate result a whole number >= 0, in both "
+            f"formats) to reach a "
             f"target in {cfg.min_target}..{cfg.max_target}. The answer is {shape}, checked exactly by a "
             f"safe evaluator; every problem has a demonstration from an exact solver."
         )

@@ -21,6 +21,7 @@ from pydantic import Field
 from selfimprove.tasks.answers import last_boxed
 from selfimprove.tasks.base import SPLITS, Problem, Split, Task, TaskConfig, Verdict, register_task, split_of
 from selfimprove.tasks.math_pool import DEFAULT_TIMEOUT, MAX_ANSWER_CHARS, MAX_TIMEOUT, MathVerifierPool, clean_gold, math_equal
+from selfimprove.tasks.files import read_utf8
 
 __all__ = ["MAX_ANSWER_CHARS", "MathConfig", "MathTask", "MathVerifierPool", "last_boxed", "math_equal"]
 
@@ -36,9 +37,12 @@ _BUILTIN_DATA = "math_sample.jsonl"
 class MathConfig(TaskConfig):
     """Where the problems come from and how answers are judged."""
 
-    path: str | None = None  # JSONL / JSON / parquet with `problem` and `solution` and/or `answer`
-    timeout: float = Field(DEFAULT_TIMEOUT, gt=0.0, le=MAX_TIMEOUT)  # seconds per comparison
-    require_boxed: bool = True  # an answer without \boxed{} is wrong
+    path: str | None = None
+    """JSONL / JSON / parquet with `problem` and `solution` and/or `answer` columns; None: the built-in sample."""
+    timeout: float = Field(DEFAULT_TIMEOUT, gt=0.0, le=MAX_TIMEOUT)
+    """Seconds per math-verify comparison."""
+    require_boxed: bool = True
+    """An answer without \\boxed{} is wrong."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ def _read_rows(path: Path) -> list[Mapping[str, Any]]:
         except ImportError as error:
             raise ImportError(f"math: reading {path} needs pyarrow (pip install pyarrow)") from error
         return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     if suffix == ".json" and text.lstrip().startswith("["):
         rows = json.loads(text)
         if not isinstance(rows, list):

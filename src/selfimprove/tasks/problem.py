@@ -54,10 +54,12 @@ class Verdict:
 class TaskConfig(BaseModel):
     """Settings every task has; each task extends this with its own fields."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     seed: int = 0
+    """Seed of the problem generator and of the train/test split."""
     test_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    """Share of problems held out for the test split (by a hash of each problem)."""
 
 
 def seeded_rng(*parts: object) -> random.Random:

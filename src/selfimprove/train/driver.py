@@ -29,12 +29,16 @@ import torch
 from selfimprove.config import EvalConfig
 from selfimprove.eval.evaluate import EvalResult, evaluate
 from selfimprove.policy.lora import apply_lora, load_adapter, save_policy
-from selfimprove.tasks.base import Task, make_task
-from selfimprove.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from selfimprove.tasks.base import Task
+from selfimprove.tasks.plugins import make_task
+from selfimprove.errors import Terminated
+from selfimprove.train.checkpoint import clean_leftovers, latest_intact_checkpoint, load_checkpoint, save_checkpoint
 from selfimprove.train.job import BUFFERS, Job, StepCallback, TrainingPlan, lora_of
 from selfimprove.train.learner import Learner
 from selfimprove.train.models import load_policy
+from selfimprove.train.run_dir import check_run_dir, check_same_recipe, run_lock
 from selfimprove.train.runlog import RunLog
+from selfimprove.train.signals import stop_at_step_end
 
 SUMMARY = "summary.json"
 
@@ -101,8 +105,9 @@ def _restore(job: Job, saved: dict[str, Any]) -> None:
         job.buffer(name).truncate(int(lengths.get(name, 0)))
 
 
-def job_state(job: Job) -> dict[str, Any]:
+def job_state(job: Job, seconds: float) -> dict[str, Any]:
     return {
+        "seconds": round(seconds, 3),
         "sampled_tokens": job.sampled_tokens,
         "stream": job.stream.state_dict(),
         "method": job.state.to_dict(),
@@ -111,45 +116,60 @@ def job_state(job: Job) -> dict[str, Any]:
 
 
 def run_training(plan: TrainingPlan, on_step: StepCallback | None = None) -> dict[str, Any]:
-    """Train `recipe.steps` steps (resuming from the newest checkpoint if any); write and return the summary."""
+    """Train `recipe.steps` steps (resuming from the newest intact checkpoint if any); write and return
+    the summary. The run folder is checked before anything is written and locked while the run lasts."""
+    run_dir = Path(plan.recipe.run_dir)
+    check_run_dir(run_dir)
+    with run_lock(run_dir):
+        return _run_locked(plan, run_dir, on_step)
+
+
+def _run_locked(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None) -> dict[str, Any]:
     recipe = plan.recipe
-    run_dir = Path(recipe.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     seed_everything(recipe.seed)
     task = make_task(recipe.task.name, recipe.task.params)
-    resume = latest_checkpoint(ckpt_dir)
+    clean_leftovers(ckpt_dir)
+    resume = latest_intact_checkpoint(ckpt_dir)
     if resume is None:
         shutil.rmtree(run_dir / BUFFERS, ignore_errors=True)  # left by a run that never checkpointed
+    else:
+        check_same_recipe(run_dir, recipe.model_dump(mode="json"))
     job = _build(plan, resume, task, run_dir)
-    start = 0
+    start, elapsed = 0, 0.0
     if resume is not None:
         saved = load_checkpoint(resume, job.policy, job.learner)
         start = int(saved["step"])
+        elapsed = float(saved.get("job", {}).get("seconds", 0.0))
         _restore(job, saved)
-    log = RunLog(run_dir, recipe, resume_step=start if resume is not None else None)
+    log = RunLog(run_dir, recipe, resume_step=start if resume is not None else None, elapsed=elapsed)
     schedule = recipe.schedule
-    began = time.time()
+    began = time.time() - elapsed
     budget = getattr(recipe, "max_sampled_tokens", None) if plan.budget_ends_run else None
     done = start
     try:
-        for step in range(start, recipe.steps):
-            if budget is not None and job.sampled_tokens >= budget:
-                break  # resumed after the budget was spent
-            metrics = plan.step(job, step)
-            done = step + 1
-            job.sampled_tokens += int(metrics.get("train/sampled_tokens", 0))
-            metrics["train/sampled_tokens_total"] = job.sampled_tokens
-            last = done == recipe.steps or (budget is not None and job.sampled_tokens >= budget)
-            if schedule.eval_every and done % schedule.eval_every == 0 and not last:
-                metrics.update(run_eval(job, recipe.eval, schedule.eval_problems, recipe.seed).metrics())
-            metrics["seconds"] = round(time.time() - began, 3)
-            log.log(done, metrics)
-            if on_step is not None:
-                on_step(done, metrics)
-            if done % schedule.checkpoint_every == 0 or last:
-                save_checkpoint(ckpt_dir, done, job.policy, job.learner, {"job": job_state(job)}, keep=schedule.keep_checkpoints)
-            if last:
-                break
+        with stop_at_step_end() as stop:
+            for step in range(start, recipe.steps):
+                if budget is not None and job.sampled_tokens >= budget:
+                    break  # resumed after the budget was spent
+                metrics = plan.step(job, step)
+                done = step + 1
+                job.sampled_tokens += int(metrics.get("train/sampled_tokens", 0))
+                metrics["train/sampled_tokens_total"] = job.sampled_tokens
+                last = done == recipe.steps or (budget is not None and job.sampled_tokens >= budget)
+                if schedule.eval_every and done % schedule.eval_every == 0 and not last:
+                    metrics.update(run_eval(job, recipe.eval, schedule.eval_problems, recipe.seed).metrics())
+                metrics["seconds"] = round(time.time() - began, 3)
+                log.log(done, metrics)
+                if on_step is not None:
+                    on_step(done, metrics)
+                if done % schedule.checkpoint_every == 0 or last or stop.requested:
+                    save_checkpoint(ckpt_dir, done, job.policy, job.learner, {"job": job_state(job, time.time() - began)},
+                                    keep=schedule.keep_checkpoints)
+                if stop.requested:
+                    raise Terminated()  # SIGTERM: the step is finished and saved
+                if last:
+                    break
         final = run_eval(job, recipe.eval, recipe.eval.num_problems, recipe.seed)
         log.log(done, {f"final/{k.split('/', 1)[1]}": v for k, v in final.metrics().items()})
     finally:

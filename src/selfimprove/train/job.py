@@ -12,13 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol, TypeVar
 
+from typing import TYPE_CHECKING
+
 from selfimprove.config import EvalConfig, LoraConfig, ModelConfig, OptimConfig, Schedule, TaskSpec
-from selfimprove.policy.base import Engine, TrainableModel
-from selfimprove.policy.value import ValueModel
-from selfimprove.tasks.base import Task
 from selfimprove.train.buffer import JsonlBuffer
-from selfimprove.train.learner import Learner
 from selfimprove.train.stream import ProblemStream
+
+if TYPE_CHECKING:  # annotations only: method modules (and the CLI's recipe checks) need no torch
+    from selfimprove.policy.base import Engine, TrainableModel
+    from selfimprove.policy.value import ValueModel
+    from selfimprove.tasks.base import Task
+    from selfimprove.train.learner import Learner
 
 StepCallback = Callable[[int, dict[str, Any]], None]
 S = TypeVar("S", bound="MethodState")

@@ -9,13 +9,17 @@ saving is the prompt share of the batch (40% on Countdown).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
-from transformers import DynamicCache, PreTrainedModel
 
 from selfimprove.policy.logprobs import token_entropy, token_logprobs
 from selfimprove.policy.decode import accepts_logits_to_keep
 from selfimprove.rollout.episode import TokenBatch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def prefix_lengths(batch: TokenBatch) -> Tensor:
@@ -59,6 +63,8 @@ def shared_prefix_forward(
         p_ids[u, width - len(p) :] = torch.tensor(p, device=device)
         p_mask[u, width - len(p) :] = 1
     p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+    from transformers import DynamicCache
+
     cache = DynamicCache()
     keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, past_key_values=cache, use_cache=True, **keep)

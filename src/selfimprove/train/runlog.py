@@ -1,11 +1,14 @@
 """A run directory's record: the resolved config, metrics.jsonl and TensorBoard events.
 
-On resume, metric lines after the resumed step are dropped so the log reads as one clean run.
+On resume, metric lines after the resumed step are dropped so the log reads as one clean run, and a
+torn last line (a kill in the middle of a write) is dropped too. `time` continues from the resumed
+step's value (`elapsed`), so wall-time columns read as one run across restarts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -15,9 +18,20 @@ from pydantic import BaseModel
 
 from selfimprove.config import dump_yaml
 
+logger = logging.getLogger(__name__)
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
+
 
 class RunLog:
-    def __init__(self, run_dir: str | Path, config: BaseModel | None = None, *, resume_step: int | None = None) -> None:
+    def __init__(self, run_dir: str | Path, config: BaseModel | None = None, *, resume_step: int | None = None,
+                 elapsed: float = 0.0) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.dir = Path(run_dir)
@@ -28,11 +42,19 @@ class RunLog:
         if resume_step is None:
             self.metrics_path.write_text("")
         elif self.metrics_path.exists():
-            kept = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= resume_step]
+            kept = []
+            for number, line in enumerate(self.metrics_path.read_text(errors="replace").splitlines(), start=1):
+                row = _parse(line) if line.strip() else None
+                if row is None:
+                    if line.strip():
+                        logger.warning("%s: dropped unreadable line %d (a torn write)", self.metrics_path, number)
+                    continue
+                if row.get("step", 0) <= resume_step:
+                    kept.append(line)
             self.metrics_path.write_text("".join(line + "\n" for line in kept))
         purge = None if resume_step is None else resume_step + 1
         self.writer = SummaryWriter(str(self.dir / "tb"), purge_step=purge)
-        self.started = time.time()
+        self.started = time.time() - elapsed
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         row = {"step": step, "time": round(time.time() - self.started, 3), **metrics}
@@ -51,4 +73,5 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = (_parse(line) for line in path.read_text(errors="replace").splitlines() if line.strip())
+    return [row for row in rows if row is not None]  # a torn line (a killed write) is skipped

@@ -57,6 +57,8 @@ def prepare(learner: Learner, batch: TokenBatch, loss: LossConfig) -> None:
         kl_coef=loss.kl_coef if kl is not None else 0.0,
         gamma=loss.gamma,
         lam=loss.lam,
+        eps=loss.std_eps,
+        scale=loss.scale_rewards,
         turn_rewards=batch.turn_rewards,
         turn_masks=batch.turn_masks,
     ))

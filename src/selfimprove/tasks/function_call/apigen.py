@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from selfimprove.tasks.function_call.judge import Call, coerce_calls, tool_names, type_name
+from selfimprove.tasks.files import read_utf8
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,7 @@ def load_apigen(path: str | Path) -> list[ApigenItem]:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"function_call: APIGen file not found: {file}")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"{file}: cannot read: {error}") from None
+    text = read_utf8(file)
     stripped = text.lstrip()
     if not stripped:
         raise ValueError(f"{file}: empty file, no APIGen items")

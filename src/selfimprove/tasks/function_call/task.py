@@ -17,10 +17,14 @@ from selfimprove.tasks.function_call.tools import TOOL_LIBRARY, TOOLS_BY_NAME, c
 class FunctionCallConfig(TaskConfig):
     """Function-calling settings. `path` None means the seeded generator."""
 
-    path: str | None = None  # a local APIGen JSON (a list) or JSONL file
-    num_tools: int = Field(2, ge=1, le=12)  # tools shown per generated problem (at least those needed)
-    compact: bool = True  # short prompts for the character-level model (generated problems only)
-    two_call_fraction: float = Field(0.2, ge=0.0, le=1.0)  # generated problems that need two calls
+    path: str | None = None
+    """A local APIGen JSON (a list) or JSONL file; None: the seeded generator."""
+    num_tools: int = Field(2, ge=1, le=12)
+    """Tools shown per generated problem (at least those needed)."""
+    compact: bool = True
+    """Short prompts for the character-level model (generated problems only)."""
+    two_call_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    """Share of generated problems that need two calls."""
 
     @model_validator(mode="after")
     def _check_path(self) -> "FunctionCallConfig":

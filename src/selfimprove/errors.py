@@ -1,0 +1,50 @@
+"""The errors a user can fix. Each carries one line that names the file or field and the fix; the CLI
+prints it and exits with code 2 before anything is written (`cli.main`). Anything else is a bug or
+an accident of the machine: it ends with one line and the path of a log file holding the traceback.
+
+They sit at the bottom of the layers so every part (tasks reading data, engines checking a model
+folder, the driver checking its run folder) can raise them.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's inputs: one line (`str(err)`), exit code 2."""
+
+    kind = "error"
+
+
+class ConfigError(UserError, ValueError):
+    """A recipe problem; each line of the message names a field."""
+
+    kind = "config error"
+
+
+class DataError(UserError, ValueError):
+    """A data file problem: names the file (and the line or record) and what to change."""
+
+    kind = "data error"
+
+
+class ModelError(UserError, ValueError):
+    """A model folder problem (config, weights, tokenizer, chat template, device)."""
+
+    kind = "model error"
+
+
+class RunDirError(UserError):
+    """The run folder cannot be used: not writable, a file, locked by another run, or made by another recipe."""
+
+    kind = "run_dir error"
+
+
+class DiskFullError(UserError, OSError):
+    """The disk filled up while writing; rerunning the same command resumes (old checkpoints are pruned
+    first)."""
+
+    kind = "disk full"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption): handled like Ctrl-C, after the driver wrote a checkpoint."""

@@ -1,0 +1,238 @@
+"""`dataset`: any table of prompts and answers as a task, without writing a class.
+
+The data is a JSONL / JSON / CSV / parquet file or a `save_to_disk` folder (`tasks.files`), loaded
+into a `datasets.Dataset`. Each row gives a prompt (`prompt_field`, or `prompt_template` filled from
+the row's columns, or chat `messages`), a gold answer (`answer_field`) and optionally a worked
+solution (`demonstration_field`, or the last assistant message) for SFT. Rows are checked once at load
+(the columns exist, the gold suits the verifier), so a bad row fails before a run starts, naming it.
+
+Splits: a saved `DatasetDict`'s train/test, a test file (`test_path`), a column (`split_field`), or
+carved by a hash of the prompt (`test_fraction`); a carved test split smaller than
+`min_test_problems` is refused with the parameters to change.
+
+Scoring: a verifier by name (`verifier`: numeric, exact, math, function_call, code), or a TRL-style
+reward function (`reward: package.module:function`), see `tasks.rewards`.
+
+Chat messages (`messages_field`: a list of `{role, content}`): a final assistant message is the
+demonstration; the prompt is the last user message, with a system message's content before it
+(earlier turns are written `role: content` lines above it). Prompts are text; with `model.chat: true`
+the engine wraps them in the tokenizer's chat template as one user turn.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any, Mapping
+
+from pydantic import Field, model_validator
+
+from selfimprove.errors import DataError
+from selfimprove.tasks.base import SPLITS, Problem, Split, SplitPositions, Task, TaskConfig, Verdict, register_task
+from selfimprove.tasks.files import read_tables
+from selfimprove.tasks.rewards import VerifierName, call_reward, check_gold, judge_by_name
+
+__all__ = ["DatasetConfig", "DatasetTask"]
+
+
+class DatasetConfig(TaskConfig):
+    """Where the rows are, which columns mean what, how to split, and how to score."""
+
+    path: str = ""
+    """The data: .jsonl / .json / .csv / .parquet, or a folder written by save_to_disk (required)."""
+    test_path: str | None = None
+    """A separate test file; otherwise a split column, a saved train/test split, or a hash split."""
+    split_field: str | None = None
+    """A column holding `train` or `test` per row."""
+    prompt_field: str = "prompt"
+    """The column with the prompt text (unused with prompt_template or messages_field)."""
+    prompt_template: str | None = None
+    """A template filled from the row's columns, e.g. `{question}\\nAnswer:`; None: the prompt column."""
+    messages_field: str | None = None
+    """A column of chat messages ([{role, content}]); a final assistant message is the demonstration."""
+    answer_field: str = "answer"
+    """The column with the gold answer (for code: the tests; for function_call: the expected calls)."""
+    demonstration_field: str | None = None
+    """A column with a worked solution for SFT (one step per line)."""
+    tools_field: str | None = None
+    """function_call: a column with the tools offered (names or JSON schemas)."""
+    verifier: VerifierName | None = None
+    """How to judge an answer against the gold: numeric (default), exact, math, function_call, code."""
+    reward: str | None = None
+    """A reward function `package.module:function` with TRL's signature; replaces the verifier."""
+    reward_threshold: float = 1.0
+    """With a reward function: a reward at or above this counts as a correct answer."""
+    abs_tol: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    """numeric: absolute tolerance; None: exact for integers, rel_tol otherwise."""
+    rel_tol: float = Field(1e-6, ge=0.0, lt=1.0)
+    """numeric: relative tolerance for a non-integer gold."""
+    min_test_problems: int = Field(10, ge=1)
+    """A carved test split smaller than this is an error (raise test_fraction, or give test_path)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "DatasetConfig":
+        if not self.path:
+            raise ValueError("path is required: the data file or saved dataset folder")
+        if self.reward is not None and self.verifier is not None:
+            raise ValueError("give a verifier or a reward function, not both")
+        if self.reward is not None and ":" not in self.reward:
+            raise ValueError(f"reward must be package.module:function, got {self.reward!r}")
+        if self.test_path is not None and self.split_field is not None:
+            raise ValueError("set test_path or split_field, not both")
+        if self.prompt_template is not None and self.messages_field is not None:
+            raise ValueError("set prompt_template or messages_field, not both")
+        if self.prompt_template is not None:
+            names = [n for _, n, _, _ in string.Formatter().parse(self.prompt_template) if n is not None]
+            if not names:
+                raise ValueError("prompt_template must use at least one {column}")
+        return self
+
+
+def _messages_prompt(messages: Any, where: str) -> tuple[str, tuple[str, ...] | None]:
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) and "content" in m for m in messages):
+        raise DataError(f"{where}: messages must be a non-empty list of {{role, content}} objects")
+    turns = [(str(m.get("role", "user")), str(m["content"])) for m in messages]
+    demonstration = None
+    if turns[-1][0] == "assistant":
+        demonstration = tuple(turns[-1][1].splitlines()) or None
+        turns = turns[:-1]
+    if not turns or turns[-1][0] != "user":
+        raise DataError(f"{where}: the messages must end with a user turn (or a user turn and the assistant's answer)")
+    system = [c for r, c in turns if r == "system"]
+    history = [f"{r}: {c}" for r, c in turns[:-1] if r != "system"]
+    prompt = "\n\n".join(system + ["\n".join(history)] * bool(history) + [turns[-1][1]])
+    return prompt, demonstration
+
+
+@register_task("dataset")
+class DatasetTask(Task):
+    """Your own data: prompts and answers from a file or a saved dataset, a verifier by name or a reward function."""
+
+    Config = DatasetConfig
+    config: DatasetConfig
+
+    def __init__(self, config: DatasetConfig | None = None) -> None:
+        super().__init__(config)
+        cfg = self.config
+        self._reward = None
+        if cfg.reward is not None:
+            from selfimprove.tasks.plugins import import_object
+
+            self._reward = import_object(cfg.reward, "task.params.reward")
+            if not callable(self._reward):
+                raise DataError(f"task.params.reward: {cfg.reward!r} is not a function")
+        self.verifier: VerifierName = cfg.verifier or "numeric"
+        tables = read_tables(cfg.path)
+        self.source = cfg.path
+        if cfg.test_path is not None:
+            test = read_tables(cfg.test_path, "task.params.test_path")
+            tables = {"train": self._single(tables, cfg.path), "test": self._single(test, cfg.test_path)}
+            self.source = f"{cfg.path} + {cfg.test_path}"
+        rows: list[dict[str, Any]] = []
+        labels: list[str | None] = []
+        for label, table in tables.items():
+            self._check_columns(table, cfg.path if label != "test" or cfg.test_path is None else cfg.test_path)
+            for row in table:
+                rows.append(dict(row))
+                labels.append(label if label in SPLITS else None)
+        self._rows = [self._parse(row, number) for number, row in enumerate(rows)]
+        self._splits = self._split(labels)
+
+    # ------------------------------------------------------------------ loading
+    @staticmethod
+    def _single(tables: Mapping[str, Any], path: str) -> Any:
+        if "all" not in tables:
+            raise DataError(f"{path}: holds train and test splits already; do not also give test_path")
+        return tables["all"]
+
+    def _check_columns(self, table: Any, path: str) -> None:
+        cfg = self.config
+        needed = [cfg.answer_field]
+        if cfg.messages_field:
+            needed.append(cfg.messages_field)
+        elif cfg.prompt_template is None:
+            needed.append(cfg.prompt_field)
+        else:
+            needed += [n for _, n, _, _ in string.Formatter().parse(cfg.prompt_template) if n]
+        for optional in (cfg.demonstration_field, cfg.tools_field, cfg.split_field):
+            if optional:
+                needed.append(optional)
+        missing = [c for c in dict.fromkeys(needed) if c not in table.column_names]
+        if missing:
+            raise DataError(
+                f"{path}: no column {', '.join(map(repr, missing))} (columns: {', '.join(table.column_names)}); "
+                f"set task.params.prompt_field / answer_field / ... to the right names"
+            )
+
+    def _parse(self, row: dict[str, Any], number: int) -> dict[str, Any]:
+        cfg = self.config
+        where = f"{self.source}: row {number + 1}"
+        demonstration = None
+        if cfg.messages_field:
+            prompt, demonstration = _messages_prompt(row[cfg.messages_field], where)
+        elif cfg.prompt_template is not None:
+            prompt = cfg.prompt_template.format(**{k: "" if v is None else v for k, v in row.items()})
+        else:
+            prompt = "" if row[cfg.prompt_field] is None else str(row[cfg.prompt_field])
+        if not prompt.strip():
+            raise DataError(f"{where}: the prompt is empty")
+        if self._reward is None:
+            problem = check_gold(self.verifier, row[cfg.answer_field])
+            if problem is not None:
+                raise DataError(f"{where}: {problem}")
+        if cfg.demonstration_field and row.get(cfg.demonstration_field):
+            demonstration = tuple(str(row[cfg.demonstration_field]).splitlines())
+        return {"prompt": prompt, "demonstration": demonstration, "row": row}
+
+    def _split(self, labels: list[str | None]) -> SplitPositions:
+        cfg = self.config
+        if cfg.split_field:
+            labels = [str(r["row"][cfg.split_field]).strip().lower() for r in self._rows]
+            odd = sorted({label for label in labels if label not in SPLITS})
+            if odd:
+                raise DataError(f"{self.source}: column {cfg.split_field!r} holds {odd[:3]}; use train or test")
+        if any(label is not None for label in labels):
+            positions = {s: [i for i, label in enumerate(labels) if label == s] for s in SPLITS}
+            how = f"the {cfg.split_field!r} column" if cfg.split_field else "the data's own train/test split"
+            return SplitPositions(self.name, self.source, positions, how)  # type: ignore[arg-type]
+        splits = SplitPositions.by_hash(self.name, self.source, [r["prompt"] for r in self._rows], cfg.seed,
+                                        cfg.test_fraction, key_name="prompt")
+        test = splits.size("test")
+        if cfg.test_fraction > 0 and test < cfg.min_test_problems:
+            raise DataError(
+                f"task.params.test_fraction: {self.source} has {len(self._rows)} rows, so test_fraction "
+                f"{cfg.test_fraction} holds out only {test} test problem{'s' * (test != 1)} (min_test_problems "
+                f"{cfg.min_test_problems}): raise test_fraction, give test_path, or lower min_test_problems"
+            )
+        return splits
+
+    # ------------------------------------------------------------------ the task
+    def size(self, split: Split) -> int:
+        return self._splits.size(split)
+
+    def make_problem(self, split: Split, index: int) -> Problem:
+        position, offset = self._splits.locate(split, index)
+        parsed = self._rows[position]
+        answer = parsed["row"][self.config.answer_field]
+        return Problem(
+            id=f"dataset-{split}-{offset}",
+            prompt=parsed["prompt"],
+            answer=answer if isinstance(answer, str) else repr(answer),
+            demonstration=parsed["demonstration"],
+            metadata={"position": position},
+        )
+
+    def judge(self, problem: Problem, text: str) -> Verdict:
+        cfg = self.config
+        row = self._rows[int(problem.metadata["position"])]["row"]
+        if self._reward is not None:
+            columns = {k: v for k, v in row.items() if k != cfg.prompt_field}
+            return call_reward(self._reward, problem.prompt, text, columns, threshold=cfg.reward_threshold)
+        tools = row.get(cfg.tools_field) if cfg.tools_field else None
+        return judge_by_name(self.verifier, text, row[cfg.answer_field], tools=tools, abs_tol=cfg.abs_tol, rel_tol=cfg.rel_tol)
+
+    def describe(self) -> str:
+        scoring = f"the reward function {self.config.reward}" if self._reward is not None else f"the {self.verifier} verifier"
+        return (
+            f"Your own data from {self.source}: {self.size('train')} train and {self.size('test')} test problems "
+            f"(split by {self._splits.split_by}), scored by {scoring}."
+        )
