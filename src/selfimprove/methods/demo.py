@@ -7,7 +7,6 @@ verifier's reward, evaluate the same held-out problems again, and write a table,
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,21 @@ def stage_recipes(recipe: DemoRecipe) -> tuple[SFTRecipe, RLRecipe]:
 
 
 def run_demo(recipe: DemoRecipe, *, resume: bool = False, bar: StageBar = no_bar) -> dict[str, Any]:
+    """The demo in `recipe.run_dir` (emptied first unless `resume`), locked against a second demo there."""
+    from selfimprove.train.run_dir import check_run_dir, run_lock
+
+    check_run_dir(recipe.run_dir)
+    with run_lock(recipe.run_dir):
+        return _run_demo(recipe, resume=resume, bar=bar)
+
+
+def _run_demo(recipe: DemoRecipe, *, resume: bool, bar: StageBar) -> dict[str, Any]:
     from selfimprove.policy.tiny import write_tiny_model
+    from selfimprove.train.run_dir import clear_run_dir
 
     root = Path(recipe.run_dir)
     if not resume:
-        shutil.rmtree(root, ignore_errors=True)
+        clear_run_dir(root)
     root.mkdir(parents=True, exist_ok=True)
     began = time.time()
     if not (root / "init" / "config.json").exists():

@@ -1,0 +1,53 @@
+"""Your own model folder, no code change: a GPT-2 architecture with a byte-level BPE tokenizer (vocab.json +
+merges.txt, no pad token) trains with SFT and with LoRA on PEFT's default target modules (`c_attn`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from selfimprove.cli import main
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    folder = tmp_path_factory.mktemp("gpt2") / "model"
+    folder.mkdir()
+    bpe = ByteLevelBPETokenizer()
+    text = [f"{a} {b} {c} -> {a + b}: {a}+{b}={a + b}" for a in range(20) for b in range(20) for c in range(3)]
+    bpe.train_from_iterator(text, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(folder))  # vocab.json + merges.txt: the GPT-2 layout
+    tokenizer = GPT2TokenizerFast.from_pretrained(folder, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                                  unk_token="<|endoftext|>")
+    assert len(tokenizer) > 100 and tokenizer.pad_token is None  # a real BPE vocabulary, no pad token (GPT-2's case)
+    tokenizer.save_pretrained(folder)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=1, n_head=2,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+def _recipe(tmp_path: Path, model: Path, **extra: object) -> Path:
+    recipe = {"run_dir": str(tmp_path / "run"), "model": {"path": str(model)}, "steps": 2, "batch_size": 4,
+              "task": {"name": "countdown", "params": {"num_numbers": 2, "max_number": 9, "min_target": 1, "max_target": 18}},
+              "eval": {"num_problems": 2, "max_new_tokens": 4}, **extra}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_a_gpt2_bpe_model_runs_sft(gpt2_dir: Path, tmp_path: Path) -> None:
+    assert main(["sft", str(_recipe(tmp_path, gpt2_dir))]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
+
+
+def test_lora_defaults_to_pefts_targets_for_the_architecture(gpt2_dir: Path, tmp_path: Path) -> None:
+    assert main(["sft", str(_recipe(tmp_path, gpt2_dir, lora={"r": 4, "alpha": 8}))]) == 0
+    adapter = json.loads((tmp_path / "run" / "final" / "adapter_config.json").read_text())
+    assert adapter["target_modules"] == ["c_attn"] or set(adapter["target_modules"]) == {"c_attn"}
