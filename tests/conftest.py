@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -24,3 +25,15 @@ def small_policy(small_model_dir: Path):
     from selfimprove.policy.hf import HFPolicy
 
     return HFPolicy.load(small_model_dir, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray cluster per test session (2 CPUs, a small object store, auth off: nothing under the
+    home folder); tests that use it start their pools on it and close them."""
+    ray = pytest.importorskip("ray")
+    from selfimprove.policy.ray_engine import ensure_ray
+
+    ensure_ray(None, 2)
+    yield
+    ray.shutdown()

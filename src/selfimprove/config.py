@@ -43,9 +43,25 @@ class ModelConfig(Strict):
 
 
 class EngineConfig(Strict):
-    """Which engine samples (and, for `hf`, trains): a name from `policy.load.ENGINES`."""
+    """Which engine samples (and, for `hf`, trains): a name from `policy.load.ENGINES`. `ray`: the learner
+    trains in this process and `workers` Ray actors sample and verify (`policy/ray_engine.py`)."""
 
     kind: str = "hf"
+    workers: int = Field(2, ge=1)  # ray: rollout workers (one torch thread each by default)
+    address: str | None = None  # ray: a running cluster (`auto` after `ray start --head`); None starts one here
+    cpus_per_worker: float = Field(1.0, gt=0.0)  # ray: CPUs (and torch threads) per worker
+
+    @model_validator(mode="after")
+    def _options_fit_the_kind(self) -> "EngineConfig":
+        if self.kind == "hf" and self.model_fields_set & {"workers", "address", "cpus_per_worker"}:
+            raise ValueError("workers, address and cpus_per_worker are options of engine.kind ray")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """Keyword options for the engine's factory."""
+        if self.kind == "ray":
+            return {"workers": self.workers, "address": self.address, "cpus_per_worker": self.cpus_per_worker}
+        return {}
 
     @field_validator("kind")
     @classmethod

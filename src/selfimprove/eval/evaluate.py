@@ -11,6 +11,7 @@ from selfimprove.eval.metrics import accuracy, mean_pass_at_k
 from selfimprove.policy.base import SamplingParams
 from selfimprove.policy.base import Sampler
 from selfimprove.tasks.base import Problem, Task
+from selfimprove.rollout.verify import verify_all
 
 
 @dataclass
@@ -46,9 +47,10 @@ def evaluate(
     tokens = 0
     for start in range(0, len(problems), batch_size):
         chunk = problems[start : start + batch_size]
-        for c in policy.generate([p.prompt for p in chunk], greedy):
+        completions = policy.generate([p.prompt for p in chunk], greedy)
+        verdicts = verify_all(policy, task, [chunk[c.prompt_index] for c in completions], [c.text for c in completions])
+        for c, v in zip(completions, verdicts):
             p = chunk[c.prompt_index]
-            v = task.verify(p, c.text)
             tokens += c.num_tokens
             records.append({"id": p.id, "prompt": p.prompt, "answer": p.answer, "text": c.text, "correct": v.correct, "reason": v.reason})
         if on_batch:
@@ -62,8 +64,10 @@ def evaluate(
         for start in range(0, len(problems), per_batch):
             chunk = problems[start : start + per_batch]
             right = [0] * len(chunk)
-            for c in policy.generate([p.prompt for p in chunk], params, generator=generator):
-                right[c.prompt_index] += task.verify(chunk[c.prompt_index], c.text).correct
+            completions = policy.generate([p.prompt for p in chunk], params, generator=generator)
+            verdicts = verify_all(policy, task, [chunk[c.prompt_index] for c in completions], [c.text for c in completions])
+            for c, v in zip(completions, verdicts):
+                right[c.prompt_index] += v.correct
                 result.generated_tokens += c.num_tokens
             counts.extend((samples, r) for r in right)
         result.pass_at_k = {k: mean_pass_at_k(counts, k) for k in pass_k}

@@ -37,6 +37,17 @@ def load_hf(source: str, *, device: str = "cpu", dtype: str = "float32", chat: b
     return HFPolicy.load(Path(source), device=device, dtype=dtype, chat=chat, seed=seed)
 
 
+@ENGINES.register("ray")
+def load_ray(source: str, *, device: str = "cpu", dtype: str = "float32", chat: bool = False, seed: int = 0,
+             workers: int = 2, address: str | None = None, cpus_per_worker: float = 1.0) -> Any:
+    """The learner's HF model in this process, sampling and verification on `workers` Ray actors."""
+    from selfimprove.policy.ray_engine import RayEngine
+
+    local = load_hf(source, device=device, dtype=dtype, chat=chat, seed=seed)
+    return RayEngine(local, workers=workers, seed=seed, address=address, cpus_per_worker=cpus_per_worker,
+                     device=device, dtype=dtype)
+
+
 def load_engine(kind: str, source: str | Path, *, device: str = "cpu", dtype: str = "float32", chat: bool = False,
                 seed: int = 0, **options: Any) -> HFPolicy:
     """Build the named engine on `source`."""

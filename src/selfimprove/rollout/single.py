@@ -7,6 +7,7 @@ from typing import Sequence
 from selfimprove.policy.base import SamplingParams
 from selfimprove.policy.base import Sampler
 from selfimprove.rollout.episode import Episode, Segment
+from selfimprove.rollout.verify import verify_all
 from selfimprove.tasks.base import Problem, Task
 
 
@@ -20,10 +21,10 @@ def sample_episodes(
 ) -> list[Episode]:
     """Sample `params.n` answers per problem and score them; the answers of one problem form a group."""
     completions = policy.generate([p.prompt for p in problems], params)
+    verdicts = verify_all(policy, task, [problems[c.prompt_index] for c in completions], [c.text for c in completions])
     episodes = []
-    for c in completions:
+    for c, verdict in zip(completions, verdicts):
         problem = problems[c.prompt_index]
-        verdict = task.verify(problem, c.text)
         episodes.append(
             Episode(
                 segments=[

@@ -79,7 +79,7 @@ def _build(plan: TrainingPlan, resume: Path | None, task: Task, run_dir: Path) -
         policy = load_policy(recipe.model, engine=engine, seed=recipe.seed, path=resume / "model" if resume else None)
     reference = None
     if plan.use_reference and lora is None:
-        reference = load_policy(recipe.model, engine=engine, seed=recipe.seed)
+        reference = load_policy(recipe.model, seed=recipe.seed)  # frozen and only scored: in-process
     learner = Learner(
         policy,
         recipe.optim,
@@ -174,6 +174,9 @@ def _run_locked(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None)
         log.log(done, {f"final/{k.split('/', 1)[1]}": v for k, v in final.metrics().items()})
     finally:
         log.close()
+        close = getattr(job.policy, "close", None)  # a pool of workers (engine.kind ray) frees its CPUs
+        if close is not None:
+            close()
     lora = lora_of(recipe)
     save_policy(job.policy, run_dir / "final", merged=bool(lora and lora.save_merged))
     if job.learner.value_model is not None:  # PPO's critic, for reuse (e.g. as a search value function)

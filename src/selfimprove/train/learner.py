@@ -192,7 +192,15 @@ class Learner:
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + (1.0 if k.endswith("loss") else share) * float(v)
         totals.update(self._apply())
+        self._publish()
         return totals
+
+    def _publish(self) -> None:
+        """Tell the engine its weights changed, with the learner's step as their version: a pool of
+        samplers pushes them before it samples again, and completions record the version they used."""
+        load = getattr(self.policy, "load_weights", None)
+        if load is not None:
+            load(self.policy.weight_state(), self.step_count)
 
     def step_on(self, micro_batches: Sequence[M], loss_of: Callable[[M], Tensor]) -> dict[str, float]:
         """One optimizer step on losses the caller computes per micro-batch, each already normalised by

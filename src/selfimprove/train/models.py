@@ -15,9 +15,10 @@ from selfimprove.policy.value import ValueModel
 def load_policy(model: ModelConfig, *, engine: EngineConfig | None = None, seed: int = 0,
                 path: str | Path | None = None) -> HFPolicy:
     """The recipe's engine on `model.path` (or on `path`, e.g. a checkpoint's model folder)."""
-    kind = (engine or EngineConfig()).kind
+    config = engine or EngineConfig()
     source = str(path) if path is not None else model.path
-    return load_engine(kind, source, device=model.device, dtype=model.dtype, chat=model.chat, seed=seed)
+    return load_engine(config.kind, source, device=model.device, dtype=model.dtype, chat=model.chat, seed=seed,
+                       **config.options())
 
 
 def value_model(value: ValueConfig, model: ModelConfig, policy: TrainableModel) -> ValueModel | None:
