@@ -5,7 +5,7 @@ so an interrupted run resumes (every training run also resumes from its checkpoi
 
 1. **Sweep** (chain only): the tiny model after `--sweep-steps` SFT steps on chains of 4, 6, 8 and 10
    steps; greedy accuracy on held-out chains. The bench's chain length is the longest whose SFT
-   accuracy is still at least `--min-sft-accuracy` (RL needs some successes to learn from, and the
+   accuracy is still at least `--min-sft-accuracy` (10%: RL needs some successes to learn from, and the
    longer the chain the harder exploration from s_0 is: where R^3 should help).
 2. **Base** per task: SFT on a pool of 2,000 demonstrations (`--sft-steps`).
 3. **Arms**, for every seed, from the same base, each until `--budget` sampled tokens:
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep", type=int, nargs="+", default=[4, 6, 8, 10])
     p.add_argument("--sweep-steps", type=int, default=300)
     p.add_argument("--sweep-problems", type=int, default=200)
-    p.add_argument("--min-sft-accuracy", type=float, default=0.15)
+    p.add_argument("--min-sft-accuracy", type=float, default=0.10)
     p.add_argument("--sft-steps", type=int, default=600)
     p.add_argument("--budget", type=int, default=150_000)
     p.add_argument("--pool", type=int, default=512)
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for name in args.tasks:
         task = chain(length) if name == "chain" else COUNTDOWN
-        rows += run_task(args, root / name, task)
+        rows += run_task(args, root / (f"chain{length}" if name == "chain" else name), task)  # a length has its own base
     report(args, rows, sweep_rows, length, time.time() - BEGAN)
     log(f"wrote {RESULTS / 'r3.md'}, r3.json and r3.png")
     return 0
