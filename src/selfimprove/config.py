@@ -7,7 +7,7 @@ before any model is built or any file is written. `--set a.b=value` overrides ar
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -50,18 +50,26 @@ class EngineConfig(Strict):
     workers: int = Field(2, ge=1)  # ray: rollout workers (one torch thread each by default)
     address: str | None = None  # ray: a running cluster (`auto` after `ray start --head`); None starts one here
     cpus_per_worker: float = Field(1.0, gt=0.0)  # ray: CPUs (and torch threads) per worker
+    gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)  # vllm: its share of the GPU (training needs the rest)
+    sleep: bool = False  # vllm: sleep (weights offloaded, KV cache freed) between sampling calls
+
+    OPTIONS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "hf": (), "ray": ("workers", "address", "cpus_per_worker"), "vllm": ("gpu_memory_utilization", "sleep")}
 
     @model_validator(mode="after")
     def _options_fit_the_kind(self) -> "EngineConfig":
-        if self.kind == "hf" and self.model_fields_set & {"workers", "address", "cpus_per_worker"}:
-            raise ValueError("workers, address and cpus_per_worker are options of engine.kind ray")
+        allowed = set(self.OPTIONS.get(self.kind, ()))
+        fields = type(self).model_fields
+        # Another kind's option at a value other than its default (a resolved recipe holds them all).
+        foreign = sorted(n for n in fields if n != "kind" and n not in allowed and getattr(self, n) != fields[n].default)
+        if foreign and self.kind in self.OPTIONS:
+            owners = [k for k, names in self.OPTIONS.items() if set(foreign) & set(names)]
+            raise ValueError(f"{', '.join(foreign)}: options of engine.kind {' / '.join(owners)}, not {self.kind}")
         return self
 
     def options(self) -> dict[str, Any]:
         """Keyword options for the engine's factory."""
-        if self.kind == "ray":
-            return {"workers": self.workers, "address": self.address, "cpus_per_worker": self.cpus_per_worker}
-        return {}
+        return {name: getattr(self, name) for name in self.OPTIONS.get(self.kind, ())}
 
     @field_validator("kind")
     @classmethod
@@ -267,8 +275,18 @@ class SFTRecipe(Recipe):
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
+class AsyncConfig(Strict):
+    """Asynchronous rollouts (`train/async_rollouts.py`): step t+1's episodes are sampled while step t
+    trains, from weights at most `max_staleness` steps old; 0 is the synchronous loop."""
+
+    max_staleness: int = Field(1, ge=0)
+
+
 class RLRecipe(Recipe):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
     lora: LoraConfig | None = None
+    asynchronous: AsyncConfig | None = Field(None, alias="async")
     value: ValueConfig = Field(default_factory=ValueConfig)
     steps: int = Field(200, ge=1)
     prompts_per_step: int = Field(16, ge=1)
@@ -285,6 +303,8 @@ class RLRecipe(Recipe):
 
     @model_validator(mode="after")
     def _critic_matches_the_estimator(self) -> "RLRecipe":
+        if self.asynchronous is not None and self.asynchronous.max_staleness > 0 and self.sampling.dynamic:
+            raise ValueError("async rollouts draw the next step's problems ahead: they do not combine with sampling.dynamic")
         if not full_checks():
             return self
         needs = self.loss.spec.needs_critic

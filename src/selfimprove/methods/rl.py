@@ -9,13 +9,13 @@ sampling and soft overlong penalty. `collect` is shared with online DPO.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from selfimprove.config import DPORecipe, RLRecipe
+from selfimprove.config import ConfigError, DPORecipe, RLRecipe
 from selfimprove.methods.base import Method, register_method
 
 if TYPE_CHECKING:  # loaded when a run starts (see methods/__init__.py)
-    from selfimprove.policy.base import SamplingParams, TrainableModel
+    from selfimprove.policy.base import Sampler, SamplingParams, TrainableModel
     from selfimprove.policy.value import ValueModel
     from selfimprove.rollout.episode import Episode
     from selfimprove.train.job import Job, StepCallback
@@ -60,7 +60,12 @@ def collect(job: Job, recipe: RLRecipe | DPORecipe, params: SamplingParams) -> t
         episodes += informative(fresh) if recipe.sampling.dynamic else fresh
     if not episodes:  # every group was uniform: train on the last round anyway (zero advantages)
         episodes = sampled[-per_step * params.n :]
-    stats = {
+    return episodes, rollout_stats(sampled)
+
+
+def rollout_stats(sampled: Sequence[Episode]) -> dict[str, float]:
+    """What a step logs about the episodes it sampled."""
+    return {
         "train/reward": sum(e.reward for e in sampled) / len(sampled),
         "train/accuracy": sum(bool(e.info["correct"]) for e in sampled) / len(sampled),
         "train/solved_groups": solved_groups(sampled),
@@ -69,7 +74,24 @@ def collect(job: Job, recipe: RLRecipe | DPORecipe, params: SamplingParams) -> t
         "train/sampled_tokens": float(sum(e.num_trainable for e in sampled)),
         "train/truncated": sum(e.info["finish_reason"] == "length" for e in sampled) / len(sampled),
     }
-    return episodes, stats
+
+
+def ahead(job: Job, recipe: RLRecipe, params: SamplingParams) -> Callable[[Sampler], Callable[[], tuple[list[Episode], dict[str, float]]]]:
+    """For asynchronous rollouts: draw a step's problems now (main thread), sample them later with the
+    given sampler (the rollout thread)."""
+
+    def submit(sampler: Sampler) -> Callable[[], tuple[list[Episode], dict[str, float]]]:
+        from selfimprove.rollout.single import sample_episodes
+
+        drawn = job.stream.take(job.task, recipe.prompts_per_step)
+
+        def run() -> tuple[list[Episode], dict[str, float]]:
+            episodes = sample_episodes(sampler, job.task, drawn.problems, params, group_offset=drawn.start)
+            return episodes, rollout_stats(episodes)
+
+        return run
+
+    return submit
 
 
 class PolicyGradientMethod(Method[RLRecipe]):
@@ -78,13 +100,18 @@ class PolicyGradientMethod(Method[RLRecipe]):
     `epochs x minibatches` learner steps per driver step."""
 
     Recipe = RLRecipe
+    supports_async = False  # a method whose steps sample through `ahead` may set it
 
     def __init__(self, recipe: RLRecipe) -> None:
         from selfimprove.train.objectives import PolicyGradientObjective
 
         super().__init__(recipe)
         self.params = recipe.sampling.params()
-        self.objective = PolicyGradientObjective(self.loss, max_len=recipe.sampling.max_new_tokens)
+        off_policy = recipe.asynchronous is not None and recipe.asynchronous.max_staleness > 0
+        if off_policy and not self.supports_async:
+            raise ConfigError(f"async: {self.name} samples in its own way; asynchronous rollouts are for `selfimprove train` (rl)")
+        self.objective = PolicyGradientObjective(self.loss, max_len=recipe.sampling.max_new_tokens, off_policy=off_policy)
+        self.rollouts: Any = None  # asynchronous rollouts (RL only), started on the first step
 
     @property
     def loss(self):  # type: ignore[no-untyped-def]
@@ -127,15 +154,30 @@ class PolicyGradientMethod(Method[RLRecipe]):
 class RL(PolicyGradientMethod):
     name = "rl"
     command = "train"
+    supports_async = True
     help = "RL on a task's verifier: GRPO, Dr.GRPO, RLOO, REINFORCE++, PPO, DAPO options"
 
     def label(self) -> str:
         return self.recipe.loss.estimator
 
     def step(self, job: Job, step: int) -> dict[str, Any]:
-        episodes, metrics = collect(job, self.recipe, self.params)
+        config = self.recipe.asynchronous
+        if config is None or config.max_staleness == 0:
+            episodes, metrics = collect(job, self.recipe, self.params)
+        else:
+            from selfimprove.train.async_rollouts import AsyncRollouts
+
+            if self.rollouts is None:
+                self.rollouts = AsyncRollouts(job.policy, config.max_staleness, self.recipe.seed)
+            (episodes, metrics), staleness = self.rollouts.next(step, ahead(job, self.recipe, self.params))
+            metrics["train/staleness"] = float(staleness)
         metrics.update(self.learn(job, episodes, step))
         return metrics
+
+    def summarise(self, job: Job) -> dict[str, Any]:
+        if self.rollouts is not None:
+            self.rollouts.close()
+        return {}
 
 
 def run_rl(recipe: RLRecipe, on_step: StepCallback | None = None) -> dict[str, Any]:

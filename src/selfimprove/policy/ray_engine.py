@@ -123,6 +123,7 @@ class RayEngine:
         ray.get([a.ping.remote() for a in self.actors], timeout=600)
         self._pushed = local.weights_version  # they loaded these weights from the folder
         self.restarts = 0
+        self.auto_push = True  # False: asynchronous rollouts push at their own refresh points
 
     def _start(self) -> Any:
         return self._actor_cls.remote(str(self._folder), **self._options)
@@ -150,7 +151,8 @@ class RayEngine:
         """The learner's new weights: in place locally; pushed to the workers before the next sample."""
         self.local.load_weights(weights, version)
 
-    def _push(self) -> None:
+    def push(self) -> None:
+        """Send the learner's weights to the workers if they changed since the last push."""
         import ray
 
         version = self.local.weights_version
@@ -169,7 +171,8 @@ class RayEngine:
                      generator: "torch.Generator | None" = None) -> list[Completion]:
         if not prompt_ids:
             return []
-        self._push()
+        if self.auto_push:
+            self.push()
         if generator is None:
             base = (self.seed, self._calls)
             self._calls += 1

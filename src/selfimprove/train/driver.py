@@ -32,12 +32,13 @@ from selfimprove.policy.lora import apply_lora, load_adapter, save_policy
 from selfimprove.tasks.base import Task
 from selfimprove.tasks.plugins import make_task
 from selfimprove.errors import Terminated
-from selfimprove.train.checkpoint import clean_leftovers, latest_intact_checkpoint, load_checkpoint, save_checkpoint
+from selfimprove.train import distributed
+from selfimprove.train.checkpoint import clean_leftovers, latest_checkpoint, latest_intact_checkpoint, load_checkpoint, save_checkpoint
 from selfimprove.train.job import BUFFERS, Job, StepCallback, TrainingPlan, lora_of
 from selfimprove.train.learner import Learner
 from selfimprove.train.models import load_policy
 from selfimprove.train.run_dir import check_run_dir, check_same_recipe, run_lock
-from selfimprove.train.runlog import RunLog
+from selfimprove.train.runlog import NullLog, RunLog
 from selfimprove.train.signals import stop_at_step_end
 
 SUMMARY = "summary.json"
@@ -117,32 +118,50 @@ def job_state(job: Job, seconds: float) -> dict[str, Any]:
 
 def run_training(plan: TrainingPlan, on_step: StepCallback | None = None) -> dict[str, Any]:
     """Train `recipe.steps` steps (resuming from the newest intact checkpoint if any); write and return
-    the summary. The run folder is checked before anything is written and locked while the run lasts."""
+    the summary. The run folder is checked before anything is written and locked while the run lasts.
+    Under torchrun every rank runs this; rank 0 writes (`train/distributed.py`)."""
     run_dir = Path(plan.recipe.run_dir)
+    ranks = distributed.setup()
+    if not ranks.is_main:
+        return _run(plan, run_dir, on_step, ranks)
     check_run_dir(run_dir)
     with run_lock(run_dir):
-        return _run_locked(plan, run_dir, on_step)
+        return _run(plan, run_dir, on_step, ranks)
 
 
-def _run_locked(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None) -> dict[str, Any]:
+def _resume_point(run_dir: Path, ranks: distributed.Ranks) -> Path | None:
+    """The checkpoint to resume from: rank 0 cleans up and picks the newest intact one, the others
+    wait for it and take the same."""
+    ckpt_dir = run_dir / "checkpoints"
+    if ranks.is_main:
+        clean_leftovers(ckpt_dir)
+        resume = latest_intact_checkpoint(ckpt_dir)
+    ranks.barrier()
+    if not ranks.is_main:
+        resume = latest_checkpoint(ckpt_dir)
+    return resume
+
+
+def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks: distributed.Ranks) -> dict[str, Any]:
     recipe = plan.recipe
     ckpt_dir = run_dir / "checkpoints"
+    job_dir = run_dir if ranks.is_main else run_dir / "ranks" / f"rank{ranks.rank}"  # other ranks' buffers
     seed_everything(recipe.seed)
     task = make_task(recipe.task.name, recipe.task.params)
-    clean_leftovers(ckpt_dir)
-    resume = latest_intact_checkpoint(ckpt_dir)
+    resume = _resume_point(run_dir, ranks)
     if resume is None:
-        shutil.rmtree(run_dir / BUFFERS, ignore_errors=True)  # left by a run that never checkpointed
+        shutil.rmtree(job_dir / BUFFERS, ignore_errors=True)  # left by a run that never checkpointed
     else:
         check_same_recipe(run_dir, recipe.model_dump(mode="json"))
-    job = _build(plan, resume, task, run_dir)
+    job = _build(plan, resume, task, job_dir)
     start, elapsed = 0, 0.0
     if resume is not None:
         saved = load_checkpoint(resume, job.policy, job.learner)
         start = int(saved["step"])
         elapsed = float(saved.get("job", {}).get("seconds", 0.0))
         _restore(job, saved)
-    log = RunLog(run_dir, recipe, resume_step=start if resume is not None else None, elapsed=elapsed)
+    log: RunLog | NullLog = (RunLog(run_dir, recipe, resume_step=start if resume is not None else None, elapsed=elapsed)
+                             if ranks.is_main else NullLog())
     schedule = recipe.schedule
     began = time.time() - elapsed
     budget = getattr(recipe, "max_sampled_tokens", None) if plan.budget_ends_run else None
@@ -163,7 +182,7 @@ def _run_locked(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None)
                 log.log(done, metrics)
                 if on_step is not None:
                     on_step(done, metrics)
-                if done % schedule.checkpoint_every == 0 or last or stop.requested:
+                if (done % schedule.checkpoint_every == 0 or last or stop.requested) and ranks.is_main:
                     save_checkpoint(ckpt_dir, done, job.policy, job.learner, {"job": job_state(job, time.time() - began)},
                                     keep=schedule.keep_checkpoints)
                 if stop.requested:
@@ -178,9 +197,10 @@ def _run_locked(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None)
         if close is not None:
             close()
     lora = lora_of(recipe)
-    save_policy(job.policy, run_dir / "final", merged=bool(lora and lora.save_merged))
-    if job.learner.value_model is not None:  # PPO's critic, for reuse (e.g. as a search value function)
-        torch.save(job.learner.value_model.state_dict(), run_dir / "final" / "value_model.pt")
+    if ranks.is_main:
+        save_policy(job.policy, run_dir / "final", merged=bool(lora and lora.save_merged))
+        if job.learner.value_model is not None:  # PPO's critic, for reuse (e.g. as a search value function)
+            torch.save(job.learner.value_model.state_dict(), run_dir / "final" / "value_model.pt")
     summary = {
         "method": getattr(plan, "name", None),
         "steps": done,
@@ -192,6 +212,8 @@ def _run_locked(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None)
         "model": str(run_dir / "final"),
         **plan.summarise(job),
     }
-    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
-    (run_dir / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in final.records))
+    if ranks.is_main:
+        (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+        (run_dir / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in final.records))
+    ranks.barrier()  # the others return once rank 0 has written the run
     return summary

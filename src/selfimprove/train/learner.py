@@ -21,6 +21,7 @@ from selfimprove.config import OptimConfig
 from selfimprove.policy.base import TrainableModel
 from selfimprove.policy.value import ValueModel
 from selfimprove.rollout.episode import TokenBatch
+from selfimprove.train import distributed
 from selfimprove.train.prefix import shared_prefix_forward
 
 
@@ -181,7 +182,8 @@ class Learner:
         )
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
-        for micro in self._micro_batches(batch):
+        ranks = distributed.current()  # data-parallel: this rank's share of the micro-batches
+        for micro in self._micro_batches(batch)[ranks.rank :: ranks.world]:
             if micro.mask.sum() == 0:
                 continue
             micro = micro.to(self.policy.device)
@@ -191,6 +193,8 @@ class Learner:
             totals["loss"] = totals.get("loss", 0.0) + float(loss.item())
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + (1.0 if k.endswith("loss") else share) * float(v)
+        ranks.sum_gradients(self._parameters())
+        totals = ranks.sum_stats(totals)
         totals.update(self._apply())
         self._publish()
         return totals

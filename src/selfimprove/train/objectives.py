@@ -27,16 +27,17 @@ class PolicyGradientObjective:
     """The recipe's policy-gradient surrogate (`loss.policy_loss`, clipped by default), optional KL to
     the reference, and for PPO the clipped value loss and an entropy bonus (SPECS §1)."""
 
-    def __init__(self, config: LossConfig, *, max_len: int | None = None) -> None:
+    def __init__(self, config: LossConfig, *, max_len: int | None = None, off_policy: bool = False) -> None:
         self.config = config
         self.max_len = max_len  # Dr.GRPO's constant divisor: the generation budget
         self.needs_entropy = config.entropy_coef > 0
+        self.off_policy = off_policy  # asynchronous rollouts: the ratio is against the behaviour log-probs
 
     def __call__(self, out: Forward, batch: TokenBatch, norms: Norms) -> tuple[Tensor, dict[str, Tensor]]:
         if batch.advantages is None:
             raise ValueError("the batch has no advantages: run an estimator first")
         c = self.config
-        exact_on_policy = c.epochs == 1 and c.minibatches == 1
+        exact_on_policy = c.epochs == 1 and c.minibatches == 1 and not self.off_policy
         # One update per rollout batch is exactly on-policy: the ratio is 1 and only its gradient matters.
         old_logp = out.logp.detach() if exact_on_policy else batch.old_logprobs
         kl_in_loss = c.kl_coef > 0 and not c.kl_as_reward

@@ -69,6 +69,16 @@ class RunLog:
         self.writer.close()
 
 
+class NullLog:
+    """What a data-parallel rank other than 0 logs: nothing (rank 0 writes the run's record)."""
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
