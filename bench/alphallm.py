@@ -34,15 +34,13 @@ skipped, so an interrupted run resumes (the loop itself resumes per round and pe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -56,6 +54,7 @@ from selfimprove.methods.sft import SFT  # noqa: E402
 from selfimprove.policy.tiny import write_tiny_model  # noqa: E402
 from selfimprove.search.recipe import SearchRecipe  # noqa: E402
 from selfimprove.search.run import run_search_eval  # noqa: E402
+from common import BEGAN, line_bar, log, stderr  # noqa: E402  (bench/common.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The main bench, and a task where the tool critic is only partial (a calculator: right arithmetic on
@@ -68,26 +67,9 @@ TASKS = {
 TASK, MAX_ANSWER = TASKS["countdown"]
 STEP = {"kind": "newline", "max_step_tokens": 16}
 SFT_POOL = 2000
-BEGAN = time.time()
 
 
-def log(message: str) -> None:
-    print(f"[{time.time() - BEGAN:7.1f}s] {message}", flush=True)
 
-
-@contextlib.contextmanager
-def line_bar(description: str, total: int) -> Iterator[Callable[[int, dict[str, Any]], None]]:
-    """A progress callback that prints a line at most every 30 s (and at the end)."""
-    state = {"last": 0.0}
-    start = time.time()
-
-    def on_step(step: int, metrics: dict[str, Any]) -> None:
-        now = time.time()
-        if now - state["last"] >= 30 or step >= total:
-            state["last"] = now
-            print(f"    {description}: {step}/{total} ({now - start:.0f}s)", flush=True)
-
-    yield on_step
 
 
 def eta_search(args: argparse.Namespace) -> dict[str, Any]:
@@ -182,7 +164,7 @@ def stage_grpo(args: argparse.Namespace, root: Path, base: str, seed: int, share
             "schedule": {"eval_every": 0, "checkpoint_every": 25}, "eval": {"num_problems": 50, "max_new_tokens": MAX_ANSWER}})
         if not (out / "rl" / "summary.json").is_file():
             log(f"grpo seed {seed} round {r}: {args.budget:,} sampled tokens")
-            with line_bar("grpo", 10_000) as on_step:
+            with line_bar("grpo", None) as on_step:
                 RL(recipe).run(on_step)
         spent = json.loads((out / "rl" / "summary.json").read_text())["sampled_tokens"]
         model = str(out / "rl" / "final")
@@ -236,9 +218,6 @@ def best_of_n(args: argparse.Namespace, root: Path, base: str, shared: Path) -> 
     log("best-of-N by the ORM: " + ", ".join(f"n={r['n']} {r['accuracy']:.1%}" for r in rows))
     return rows
 
-
-def stderr(values: list[float]) -> float:
-    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[str, Any]], bon: list[dict[str, Any]],

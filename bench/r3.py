@@ -24,15 +24,13 @@ so an interrupted run resumes (every training run also resumes from its checkpoi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -44,33 +42,16 @@ from selfimprove.methods.r3 import R3, R3Recipe  # noqa: E402
 from selfimprove.methods.sft import SFT  # noqa: E402
 from selfimprove.policy.tiny import write_tiny_model  # noqa: E402
 from selfimprove.train.runlog import read_metrics  # noqa: E402
+from common import BEGAN, line_bar, log, stderr  # noqa: E402  (bench/common.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COUNTDOWN = {"name": "countdown", "params": {"num_numbers": 3, "min_number": 1, "max_number": 20, "min_target": 10,
                                               "max_target": 50, "format": "steps"}}
 SFT_POOL = 2000
 ARMS = ("sft", "rl", "r3-staged", "r3-mixed", "r3-adaptive")
-BEGAN = time.time()
 
 
-def log(message: str) -> None:
-    print(f"[{time.time() - BEGAN:7.1f}s] {message}", flush=True)
 
-
-@contextlib.contextmanager
-def line_bar(description: str, total: int) -> Iterator[Callable[[int, dict[str, Any]], None]]:
-    state = {"last": 0.0}
-    start = time.time()
-
-    def on_step(step: int, metrics: dict[str, Any]) -> None:
-        now = time.time()
-        if now - state["last"] >= 30:
-            state["last"] = now
-            shown = " ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in metrics.items()
-                             if k in ("train/loss", "train/reward", "train/k_mean") and isinstance(v, (int, float)))
-            print(f"    {description}: step {step} ({now - start:.0f}s) {shown}", flush=True)
-
-    yield on_step
 
 
 def chain(steps: int) -> dict[str, Any]:
@@ -125,7 +106,7 @@ def rl_arm(args: argparse.Namespace, root: Path, task: dict[str, Any], base: str
         "r3": {"curriculum": curriculum, "pool": args.pool, "stage_steps": stage_steps}})
     if not (out / "summary.json").is_file():
         log(f"{task['name']} {arm} seed {seed}: until {args.budget:,} sampled tokens")
-        with line_bar(f"{arm} s{seed}", 10_000) as on_step:
+        with line_bar(f"{arm} s{seed}", None, keys=("train/loss", "train/reward", "train/k_mean")) as on_step:
             R3(recipe).run(on_step)
     return json.loads((out / "summary.json").read_text())
 
@@ -155,9 +136,6 @@ def run_task(args: argparse.Namespace, root: Path, task: dict[str, Any]) -> list
                     "tokens": 0, "seconds": base_summary["train_seconds"], "steps": 0, "run_dir": str(root / "base")})
     return rows
 
-
-def stderr(values: list[float]) -> float:
-    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: list[dict[str, Any]], length: int,

@@ -53,14 +53,13 @@ it asks the same against majority vote of 64, the strongest n = 64 baseline here
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -74,42 +73,16 @@ from selfimprove.search.recipe import SearchRecipe  # noqa: E402
 from selfimprove.search.report import accuracy_plot, read_run  # noqa: E402
 from selfimprove.search.run import run_search_eval  # noqa: E402
 from selfimprove.methods.sft import run_sft  # noqa: E402
+from common import BEGAN, line_bar, log  # noqa: E402  (bench/common.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASK_PARAMS = {"num_numbers": 3, "min_number": 1, "max_number": 20, "min_target": 10, "max_target": 50, "format": "steps"}
 SFT_POOL = 2000  # SFT demonstrations: train problems 0..1999 (the critics label problems past them)
 STEP = {"kind": "newline", "max_step_tokens": 16}  # one operation per line
 MAX_ANSWER_TOKENS = 32  # two lines like `20-9=11` and `11*2=22`, and the end token, fit easily
-BEGAN = time.time()
 
 
-def log(message: str) -> None:
-    print(f"[{time.time() - BEGAN:7.1f}s] {message}", flush=True)
 
-
-# ------------------------------------------------------------------------------------- progress
-@contextlib.contextmanager
-def line_bar(description: str, total: int) -> Iterator[Callable[[int, dict[str, Any]], None]]:
-    """A progress callback that prints a line at most every 20 s (and at the end): done/total, ETA."""
-    start = time.time()
-    state = {"last": 0.0, "step": 0, "first": None}
-
-    def on_step(step: int, metrics: dict[str, Any]) -> None:
-        now = time.time()
-        if state["first"] is None:
-            state["first"] = (step, now)  # a resumed stage starts past 0: its ETA counts from here
-        state["step"] = step
-        if now - state["last"] < 20 and step < total:
-            return
-        state["last"] = now
-        first_step, first_time = state["first"]
-        rate = (step - first_step) / max(now - first_time, 1e-9)
-        eta = f", eta {(total - step) / rate:.0f}s" if rate > 0 and step < total else ""
-        shown = " ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in metrics.items()
-                         if k in ("train/loss", "eval/accuracy", "eval/auroc") and isinstance(v, (int, float)))
-        print(f"    {description}: {step}/{total} ({now - start:.0f}s{eta}) {shown}", flush=True)
-
-    yield on_step
 
 
 # ------------------------------------------------------------------------------------- stages

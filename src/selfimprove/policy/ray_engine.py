@@ -21,15 +21,15 @@ dashboard off, nothing written under the home folder) unless `address` names a r
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from selfimprove.policy.base import Completion, SamplingParams
+from selfimprove.policy.wrapped import LocalLearnerEngine, derived_seed
 
 if TYPE_CHECKING:
     import torch
@@ -44,8 +44,8 @@ MAX_RETRIES = 3
 
 
 def shard_seed(*parts: object) -> int:
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+    """Shard k of sampling call c: seeded by (seed, c, k)."""
+    return derived_seed(*parts)
 
 
 def shards(n: int, parts: int) -> list[range]:
@@ -89,7 +89,7 @@ def _free_cpus(needed: float, wait: float = 15.0) -> float:
         time.sleep(0.2)
 
 
-class RayEngine:
+class RayEngine(LocalLearnerEngine):
     """An `Engine`: trainable like the local `HFPolicy` it wraps, sampling on a pool of Ray actors."""
 
     def __init__(self, local: HFPolicy, *, workers: int = 2, seed: int = 0, address: str | None = None,
@@ -103,10 +103,8 @@ class RayEngine:
             raise ValueError("engine.kind ray does not train LoRA adapters yet: use engine.kind hf with lora")
         if workers < 1:
             raise ValueError(f"engine.workers must be >= 1, got {workers}")
-        self.local = local
-        self.seed = seed
+        super().__init__(local, seed)
         self.workers = workers
-        self._calls = 0
         self._pushed = -1
         ensure_ray(address, workers * cpus_per_worker)
         free = _free_cpus(workers * cpus_per_worker)
@@ -136,21 +134,6 @@ class RayEngine:
         self.actors = []
         shutil.rmtree(self._folder, ignore_errors=True)
 
-    # ------------------------------------------------------------------ TrainableModel: the local model
-    def __getattr__(self, name: str) -> Any:
-        # module, device, token_logprobs, save, weight_state, trunk_copy, tokenizer, encode_*, pad_id, ...
-        if name == "local":
-            raise AttributeError(name)
-        return getattr(self.local, name)
-
-    @property
-    def weights_version(self) -> int:
-        return self.local.weights_version
-
-    def load_weights(self, weights: Mapping[str, Any], version: int) -> None:
-        """The learner's new weights: in place locally; pushed to the workers before the next sample."""
-        self.local.load_weights(weights, version)
-
     def push(self) -> None:
         """Send the learner's weights to the workers if they changed since the last push."""
         import ray
@@ -163,23 +146,13 @@ class RayEngine:
         self._pushed = version
 
     # ------------------------------------------------------------------ Sampler: the pool
-    def generate(self, prompts: Sequence[str], params: SamplingParams, *, generator: "torch.Generator | None" = None
-                 ) -> list[Completion]:
-        return self.generate_ids([self.local.encode_prompt(p) for p in prompts], params, generator=generator)
-
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
                      generator: "torch.Generator | None" = None) -> list[Completion]:
         if not prompt_ids:
             return []
         if self.auto_push:
             self.push()
-        if generator is None:
-            base = (self.seed, self._calls)
-            self._calls += 1
-        else:
-            import torch
-
-            base = (int(torch.randint(0, 2**62, (1,), generator=generator)),)
+        base = self.seed_for(generator)
         parts = shards(len(prompt_ids), len(self.actors))
         seeds = [shard_seed(*base, k) for k in range(len(parts))]
         results = self._map(lambda actor, k: actor.generate_ids.remote([list(prompt_ids[i]) for i in parts[k]], params, seeds[k]),
@@ -225,13 +198,3 @@ class RayEngine:
                         ray.get(self.actors[k].load_weights.remote(weights, self._pushed))
                     futures[k] = submit(self.actors[k], k)
         return [results[k] for k in range(count)]
-
-    def make_generator(self, seed: int) -> "torch.Generator":
-        return self.local.make_generator(seed)
-
-    def rng_state(self) -> dict[str, Any]:
-        return {"local": self.local.rng_state(), "calls": self._calls}
-
-    def set_rng_state(self, state: Mapping[str, Any]) -> None:
-        self.local.set_rng_state(state["local"])
-        self._calls = int(state.get("calls", 0))

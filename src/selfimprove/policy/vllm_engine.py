@@ -19,13 +19,13 @@ on CPU; everything else needs CUDA (`tests/test_vllm_engine.py` skips without it
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from selfimprove.policy.base import Completion, FinishReason, SamplingParams
+from selfimprove.policy.wrapped import LocalLearnerEngine, derived_seed
 
 if TYPE_CHECKING:
     import torch
@@ -47,11 +47,7 @@ def completion_from_vllm(prompt_index: int, prompt_ids: Sequence[int], output: A
                       logprobs=logprobs, finish_reason=reason, version=version)
 
 
-def _seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "big")
-
-
-class VLLMEngine:
+class VLLMEngine(LocalLearnerEngine):
     """An `Engine`: trainable like the local `HFPolicy` it wraps, sampling with vLLM on the same GPU."""
 
     def __init__(self, local: HFPolicy, *, seed: int = 0, gpu_memory_utilization: float = 0.3, sleep: bool = False,
@@ -60,10 +56,8 @@ class VLLMEngine:
 
         from selfimprove.policy.lora import is_lora
 
-        self.local = local
-        self.seed = seed
+        super().__init__(local, seed)
         self.sleep = sleep
-        self._calls = 0
         self._folder = Path(tempfile.mkdtemp(prefix="selfimprove-vllm-"))
         self.lora = is_lora(local)
         base = self._folder / "base"
@@ -84,19 +78,6 @@ class VLLMEngine:
         del self.llm
         shutil.rmtree(self._folder, ignore_errors=True)
 
-    # ------------------------------------------------------------------ TrainableModel: the local model
-    def __getattr__(self, name: str) -> Any:
-        if name == "local":
-            raise AttributeError(name)
-        return getattr(self.local, name)
-
-    @property
-    def weights_version(self) -> int:
-        return self.local.weights_version
-
-    def load_weights(self, weights: Mapping[str, Any], version: int) -> None:
-        self.local.load_weights(weights, version)
-
     def push(self) -> None:
         """The learner's current weights into vLLM (or its adapter, hot-loaded), if they changed."""
         version = self.local.weights_version
@@ -115,10 +96,6 @@ class VLLMEngine:
         self._pushed = version
 
     # ------------------------------------------------------------------ Sampler
-    def generate(self, prompts: Sequence[str], params: SamplingParams, *, generator: "torch.Generator | None" = None
-                 ) -> list[Completion]:
-        return self.generate_ids([self.local.encode_prompt(p) for p in prompts], params, generator=generator)
-
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
                      generator: "torch.Generator | None" = None) -> list[Completion]:
         from vllm import SamplingParams as VLLMParams
@@ -129,13 +106,7 @@ class VLLMEngine:
             self.llm.wake_up()
             self._asleep = False
         self.push()
-        if generator is None:
-            seed = _seed(self.seed, self._calls)
-            self._calls += 1
-        else:
-            import torch
-
-            seed = int(torch.randint(0, 2**31, (1,), generator=generator))
+        seed = derived_seed(*self.seed_for(generator, bits=31), bits=31)
         sampling = VLLMParams(n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
                               stop=list(params.stop) or None, logprobs=0, seed=seed)
         requests = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
@@ -155,13 +126,3 @@ class VLLMEngine:
         gaps = [abs(a - b) for c, lp in zip(completions, learner) for a, b in zip(c.logprobs, lp)]
         return {"max_abs_logprob_gap": max(gaps, default=0.0), "mean_abs_logprob_gap": sum(gaps) / max(1, len(gaps)),
                 "tokens": float(len(gaps))}
-
-    def make_generator(self, seed: int) -> "torch.Generator":
-        return self.local.make_generator(seed)
-
-    def rng_state(self) -> dict[str, Any]:
-        return {"local": self.local.rng_state(), "calls": self._calls}
-
-    def set_rng_state(self, state: Mapping[str, Any]) -> None:
-        self.local.set_rng_state(state["local"])
-        self._calls = int(state.get("calls", 0))

@@ -1,0 +1,49 @@
+"""What the long benchmarks share: timestamped log lines, a progress callback that prints a line at
+most every `every` seconds (a log file, not a terminal, is where these runs report), and the standard
+error of a mean over seeds."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+BEGAN = time.time()
+
+__all__ = ["BEGAN", "line_bar", "log", "stderr"]
+
+
+def log(message: str) -> None:
+    print(f"[{time.time() - BEGAN:7.1f}s] {message}", flush=True)
+
+
+@contextlib.contextmanager
+def line_bar(description: str, total: int | None, keys: Sequence[str] = ("train/loss", "train/reward", "eval/accuracy"),
+             every: float = 30.0) -> Iterator[Callable[[int, dict[str, Any]], None]]:
+    """A progress callback: step (of `total`, with an ETA; None for a run that a budget ends), seconds,
+    and the metrics named in `keys`."""
+    start = time.time()
+    state: dict[str, Any] = {"last": 0.0, "first": None}
+
+    def on_step(step: int, metrics: dict[str, Any]) -> None:
+        now = time.time()
+        if state["first"] is None:
+            state["first"] = (step, now)  # a resumed stage starts past 0: its ETA counts from here
+        if now - state["last"] < every and (total is None or step < total):
+            return
+        state["last"] = now
+        first_step, first_time = state["first"]
+        rate = (step - first_step) / max(now - first_time, 1e-9)
+        eta = f", eta {(total - step) / rate:.0f}s" if total is not None and rate > 0 and step < total else ""
+        shown = " ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in metrics.items() if k in keys and isinstance(v, (int, float)))
+        where = f"{step}/{total}" if total is not None else f"step {step}"
+        print(f"    {description}: {where} ({now - start:.0f}s{eta}) {shown}", flush=True)
+
+    yield on_step
+
+
+def stderr(values: Sequence[float]) -> float:
+    """Standard error of the mean (nan for one value)."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
