@@ -220,3 +220,12 @@ def test_a_reflection_is_one_line_and_its_newline_is_dropped(small_policy: HFPol
     assert small_policy.detokenize(body) == " check" and logprobs == [-0.5] * newline
     ended = Completion(0, [], ids[:newline] + [small_policy.eos_ids[0]], " check", [-0.1] * (newline + 1), "eos")
     assert reflection_body(small_policy, ended)[0] == ids[:newline]
+
+
+def test_rrr_with_the_anti_forgetting_options_runs(small_model_dir: Path, tmp_path: Path) -> None:
+    recipe = rrr_recipe(tmp_path / "rrr", small_model_dir, {"name": "countdown", "params": COUNTDOWN}, 8,
+                        failure_samples=2, first_attempt_weight=0.5)
+    recipe = recipe.model_copy(update={"loss": recipe.loss.model_copy(update={"kl_coef": 0.05, "kl_scope": "generated"})})
+    run_rrr(recipe)
+    rows = [r for r in read_metrics(tmp_path / "rrr" / "metrics.jsonl") if "train/failures" in r]
+    assert all(r["train/first_attempt_episodes"] == 6 and "train/kl" in r for r in rows)  # 3 prompts x 2 attempts

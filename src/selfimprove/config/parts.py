@@ -143,6 +143,9 @@ class LossConfig(Strict):
     # KL folded into the reward (-kl_coef * (logp_old - logp_ref) per token) instead of the loss.
     # None: the estimator's own convention (in the reward for reinforce_pp and gae, else in the loss).
     kl_in_reward: bool | None = None
+    # Where the KL in the loss applies: the trained tokens, or every token the policy generated in the
+    # episode (RRR's first attempt and retry too: the anti-forgetting option of issue 15).
+    kl_scope: Literal["trained", "generated"] = "trained"
     epochs: int = Field(1, ge=1)  # passes over each rollout batch
     minibatches: int = Field(1, ge=1)  # optimizer steps per pass
     gamma: float = Field(1.0, ge=0.0, le=1.0)  # GAE / REINFORCE++ discount
@@ -171,6 +174,12 @@ class LossConfig(Strict):
     @property
     def kl_as_reward(self) -> bool:
         return self.kl_coef > 0 and (self.token_level if self.kl_in_reward is None else self.kl_in_reward)
+
+    @model_validator(mode="after")
+    def _kl_scope_needs_a_kl_in_the_loss(self) -> "LossConfig":
+        if self.kl_scope == "generated" and (self.kl_coef == 0 or self.kl_in_reward):
+            raise ValueError("kl_scope 'generated' needs kl_coef > 0 with the KL in the loss (kl_in_reward: false)")
+        return self
 
     @field_validator("estimator")
     @classmethod

@@ -13,13 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from selfimprove.config import RLRecipe, Strict
 from selfimprove.methods.base import register_method
 from selfimprove.methods.rl import PolicyGradientMethod
 from selfimprove.policy.base import Sampler, SamplingParams
-from selfimprove.rollout.reflect import FAILED_FEEDBACK, RETRY_PROMPT, episodes_for_failures, sample_failures
+from selfimprove.rollout.reflect import (
+    FAILED_FEEDBACK,
+    RETRY_PROMPT,
+    attempt_episodes,
+    episodes_for_failures,
+    failures_of,
+    sample_attempts,
+    sample_failures,
+)
 from selfimprove.tasks.base import Problem, Task
 from selfimprove.train.job import Job, MethodState, StepCallback
 
@@ -33,6 +41,10 @@ class RRRConfig(Strict):
     retry_temperature: float | None = Field(0.0, ge=0.0)
     failure_samples: int = Field(1, ge=1)  # first attempts per problem when building the failure set
     eval_problems: int = Field(0, ge=0)  # >0: `evaluate_rrr` on this many held-out problems before and after training
+    # Anti-forgetting (issue 15): also train the first attempts with the verifier's reward, at this per-token
+    # weight, one group per problem of `failure_samples` attempts (0: off, the paper's RRR). With
+    # `loss.kl_scope: generated` and `loss.kl_coef` the attempts and retries are held to the start too.
+    first_attempt_weight: float = Field(0.0, ge=0.0)
 
     @field_validator("feedback", "retry_prompt")
     @classmethod
@@ -44,6 +56,12 @@ class RRRConfig(Strict):
 
 class RRRRecipe(RLRecipe):
     rrr: RRRConfig = Field(default_factory=RRRConfig)
+
+    @model_validator(mode="after")
+    def _first_attempts_need_groups(self) -> "RRRRecipe":
+        if self.rrr.first_attempt_weight > 0 and self.rrr.failure_samples < 2:
+            raise ValueError("rrr.first_attempt_weight needs rrr.failure_samples >= 2 (a group of one attempt has no advantage)")
+        return self
 
 
 @dataclass
@@ -73,7 +91,18 @@ class RRR(PolicyGradientMethod):
         if c.eval_problems and state.rrr_before is None:
             state.rrr_before = self._held_out_eval(job)
             metrics.update({f"eval/rrr_before_{k}": v for k, v in state.rrr_before.items()})
-        failed, first_accuracy, attempt_tokens = sample_failures(job.policy, job.task, drawn.problems, self.params, c.failure_samples)
+        firsts: list[Any] = []
+        if c.first_attempt_weight > 0:
+            completions, verdicts = sample_attempts(job.policy, job.task, drawn.problems, self.params, c.failure_samples)
+            failed = failures_of(drawn.problems, completions, verdicts)
+            first_accuracy = sum(v.correct for v in verdicts) / max(1, len(verdicts))
+            attempt_tokens = sum(x.num_tokens for x in completions)
+            # Group ids past any reflection group's (those are drawn.start + failure index).
+            firsts = attempt_episodes(drawn.problems, completions, verdicts, c.first_attempt_weight,
+                                      group_offset=drawn.start + 10 * recipe.prompts_per_step)
+        else:
+            failed, first_accuracy, attempt_tokens = sample_failures(job.policy, job.task, drawn.problems, self.params,
+                                                                     c.failure_samples)
         episodes = episodes_for_failures(
             job.policy, job.task, failed, self.params, feedback=c.feedback, retry_prompt=c.retry_prompt,
             group_offset=drawn.start, retry_temperature=c.retry_temperature,
@@ -87,7 +116,9 @@ class RRR(PolicyGradientMethod):
             "train/sampled_tokens": float(attempt_tokens + sum(
                 len(s.token_ids) for e in episodes for s in e.segments if s.kind in ("reflection", "retry"))),
         })
-        episodes = [e for e in episodes if e.num_trainable > 0]
+        episodes = [e for e in episodes if e.num_trainable > 0] + firsts
+        if firsts:
+            metrics["train/first_attempt_episodes"] = float(len(firsts))
         if episodes:
             metrics.update(self.learn(job, episodes, step))
         # else: every attempt was right (or no reflection has a token): nothing to learn this step.

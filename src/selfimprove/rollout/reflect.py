@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from selfimprove.policy.base import Completion, SamplingParams
 from selfimprove.policy.base import Sampler
-from selfimprove.tasks.base import Problem, Task
+from selfimprove.tasks.base import Problem, Task, Verdict
 
 if TYPE_CHECKING:
     from selfimprove.rollout.episode import Episode
@@ -82,26 +82,56 @@ def failures(
     return sample_failures(policy, task, problems, params, samples)[0]
 
 
+def sample_attempts(
+    policy: Sampler, task: Task, problems: Sequence[Problem], params: SamplingParams, samples: int
+) -> tuple[list[Completion], list[Verdict]]:
+    """`samples` first attempts per problem (prompt-major) and their verdicts."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if not problems:
+        return [], []
+    completions = policy.generate([p.prompt for p in problems], replace(params, n=samples))
+    return completions, [task.verify(problems[c.prompt_index], c.text) for c in completions]
+
+
+def failures_of(problems: Sequence[Problem], completions: Sequence[Completion], verdicts: Sequence[Verdict]
+                ) -> list[tuple[Problem, Completion]]:
+    """The first failed attempt of each problem that has one (its `prompt_index` renumbered)."""
+    out: list[tuple[Problem, Completion]] = []
+    seen: set[int] = set()
+    for c, v in zip(completions, verdicts):
+        if not v.correct and c.prompt_index not in seen:
+            seen.add(c.prompt_index)
+            out.append((problems[c.prompt_index], replace(c, prompt_index=len(out))))
+    return out
+
+
 def sample_failures(
     policy: Sampler, task: Task, problems: Sequence[Problem], params: SamplingParams, samples: int
 ) -> tuple[list[tuple[Problem, Completion]], float, int]:
     """`failures`, plus the accuracy of all the answers sampled to find them and their token count."""
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    if not problems:
+    completions, verdicts = sample_attempts(policy, task, problems, params, samples)
+    if not completions:
         return [], 0.0, 0
-    completions = policy.generate([p.prompt for p in problems], replace(params, n=samples))
-    out: list[tuple[Problem, Completion]] = []
-    seen: set[int] = set()
-    right = 0
-    for c in completions:
-        problem = problems[c.prompt_index]
-        if task.verify(problem, c.text).correct:
-            right += 1
-        elif c.prompt_index not in seen:
-            seen.add(c.prompt_index)
-            out.append((problem, replace(c, prompt_index=len(out))))
-    return out, right / len(completions), sum(c.num_tokens for c in completions)
+    right = sum(v.correct for v in verdicts)
+    return failures_of(problems, completions, verdicts), right / len(completions), sum(c.num_tokens for c in completions)
+
+
+def attempt_episodes(problems: Sequence[Problem], completions: Sequence[Completion], verdicts: Sequence[Verdict],
+                     weight: float, group_offset: int) -> list[Episode]:
+    """First attempts as episodes of their own, trained with the verifier's reward at per-token loss
+    weight `weight` (one group per problem): RRR's option to keep practising the first attempt while
+    it learns to reflect (issue 15: without it, the shared weights moved the first attempt)."""
+    from selfimprove.rollout.episode import Episode, Segment
+
+    return [
+        Episode([Segment("prompt", list(c.prompt_ids)),
+                 Segment("attempt", list(c.token_ids), trainable=True, reward=v.score, weights=[weight] * len(c.token_ids),
+                         logprobs=c.logprobs, text=c.text)],
+                group=group_offset + c.prompt_index, problem_id=problems[c.prompt_index].id, reward=v.score,
+                info={"correct": v.correct, "reason": v.reason, "finish_reason": c.finish_reason, "first_attempt": True})
+        for c, v in zip(completions, verdicts) if c.token_ids
+    ]
 
 
 def reflect_retry_episodes(
@@ -154,11 +184,11 @@ def reflect_retry_episodes(
             Episode(
                 segments=[
                     Segment("prompt", list(attempt.prompt_ids)),
-                    Segment("attempt", attempt_body, text=attempt.text),
+                    Segment("attempt", attempt_body, text=attempt.text, generated=True),
                     Segment("feedback", feedback_ids, text=feedback),
                     Segment("reflection", body, trainable=True, reward=verdict.score, logprobs=body_lp, text=r.text),
                     Segment("retry_prompt", retry_ids, text=retry_prompt),
-                    Segment("retry", list(retry.token_ids), reward=verdict.score, text=retry.text),
+                    Segment("retry", list(retry.token_ids), reward=verdict.score, text=retry.text, generated=True),
                 ],
                 group=group_offset + k,
                 problem_id=problem.id,

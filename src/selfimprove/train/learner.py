@@ -32,6 +32,7 @@ class Norms:
     num_sequences: int
     num_tokens: float
     max_len: int
+    num_generated_tokens: float = 0.0  # targets the policy generated (trained or not): `loss.kl_scope: generated`
 
 
 @dataclass
@@ -179,12 +180,13 @@ class Learner:
             num_sequences=int((batch.mask.sum(-1) > 0).sum().item()),
             num_tokens=float(batch.mask.sum().item()),
             max_len=int(batch.mask.shape[1]),
+            num_generated_tokens=float(batch.kl_mask.sum().item()),
         )
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         ranks = distributed.current()  # data-parallel: this rank's share of the micro-batches
         for micro in self._micro_batches(batch)[ranks.rank :: ranks.world]:
-            if micro.mask.sum() == 0:
+            if micro.mask.sum() == 0 and micro.kl_mask.sum() == 0:
                 continue
             micro = micro.to(self.policy.device)
             loss, stats = objective(self.forward(micro, with_entropy=with_entropy), micro, norms)

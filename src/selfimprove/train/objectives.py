@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from selfimprove.algos.losses import dpo_loss, entropy_bonus, sequence_logprob, sft_loss, value_loss
+from selfimprove.algos.losses import dpo_loss, entropy_bonus, kl_estimate, sequence_logprob, sft_loss, value_loss
 from selfimprove.algos.policy_losses import policy_loss
 from selfimprove.config import LossConfig
 from selfimprove.rollout.episode import TokenBatch
@@ -21,6 +21,18 @@ class SFTObjective:
 
 
 sft_objective = SFTObjective()
+
+
+def generated_kl(logp: Tensor, batch: TokenBatch, estimator: str, norms: Norms) -> tuple[Tensor, Tensor]:
+    """The KL to the reference on every token the policy generated in the episode (`batch.kl_mask`),
+    weighted per token (`kl_weights`), summed over this micro-batch and divided by the whole batch's
+    generated-token count: a token mean that adds up over micro-batches. Returns (loss, mean KL)."""
+    if batch.ref_logprobs is None:
+        raise ValueError("kl_scope 'generated' needs the reference log-probs in the batch")
+    kl = kl_estimate(logp, batch.ref_logprobs, estimator)  # type: ignore[arg-type]
+    loss = (batch.kl_weights * kl * batch.kl_mask).sum() / max(norms.num_generated_tokens, 1.0)
+    mean = ((kl * batch.kl_mask).sum() / batch.kl_mask.sum().clamp(min=1.0)).detach()
+    return loss, mean
 
 
 class PolicyGradientObjective:
@@ -41,14 +53,15 @@ class PolicyGradientObjective:
         # One update per rollout batch is exactly on-policy: the ratio is 1 and only its gradient matters.
         old_logp = out.logp.detach() if exact_on_policy else batch.old_logprobs
         kl_in_loss = c.kl_coef > 0 and not c.kl_as_reward
+        everywhere = kl_in_loss and c.kl_scope == "generated"  # the KL term below, over generated tokens
         norm_args = dict(num_sequences=norms.num_sequences, num_tokens=norms.num_tokens, max_len=self.max_len or norms.max_len)
         loss, stats = policy_loss(
             out.logp,
             old_logp,
             batch.advantages,
             batch.mask,
-            ref_logp=batch.ref_logprobs if kl_in_loss else None,
-            kl_coef=c.kl_coef if kl_in_loss else 0.0,
+            ref_logp=batch.ref_logprobs if kl_in_loss and not everywhere else None,
+            kl_coef=c.kl_coef if kl_in_loss and not everywhere else 0.0,
             kl_estimator=c.kl_estimator,
             eps_low=c.eps_low,
             eps_high=c.eps_high,
@@ -58,6 +71,10 @@ class PolicyGradientObjective:
             kl_weights=batch.kl_weights,
             **norm_args,
         )
+        if everywhere:
+            kl_loss, kl_mean = generated_kl(out.logp, batch, c.kl_estimator, norms)
+            loss = loss + c.kl_coef * kl_loss
+            stats["kl"] = kl_mean
         if out.values is not None:
             if batch.returns is None or batch.old_values is None:
                 raise ValueError("a value model needs returns and old values in the batch")
