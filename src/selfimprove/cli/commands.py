@@ -245,6 +245,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """`selfimprove reproduce [--quick] ...`: the repository's `bench/reproduce.py` (it drives the benchmarks
+    and recipes of a clone, so it runs from one)."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[3]
+    script = repo / "bench" / "reproduce.py"
+    if not script.is_file():
+        print(f"selfimprove: reproduce runs from a clone of the repository (no {script})", file=sys.stderr)
+        return 2
+    forwarded = (["--quick"] if args.quick else []) + (["--report"] if args.report else []) + ["--jobs", str(args.jobs)]
+    forwarded += (["--only", *args.only] if args.only else []) + (["--run-dir", args.run_dir] if args.run_dir else [])
+    return subprocess.run([sys.executable, str(script), *forwarded], cwd=repo).returncode
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """Convert a pretrained model shipped in a Python package into a normal HF folder (`models smollm2`)."""
     import time

@@ -1,0 +1,165 @@
+"""One command for every comparison the project has, and the report of which seed-paper claims held.
+
+    selfimprove reproduce              # the full run: hours on 2 cores; resumes where it stopped
+    selfimprove reproduce --quick      # a smoke run of the same studies in tiny sizes (~15 min)
+    selfimprove reproduce --report     # only rewrite the report from what has run so far
+
+Studies (each a list of commands that resume themselves; a finished study is marked DONE and skipped):
+demo (SFT vs SFT + GRPO), selfcorrect (SCoRe, STaR, Pair-SFT, self-refine and the ablations, Countdown in
+the step format), rrr-countdown and rrr-function-calling (Reflect-Retry-Reward as in the paper and with
+the anti-forgetting options), search (greedy, votes, best-of-N, beam, MCTS, eta-MCTS at a budget), r3
+(R^3 against RL and SFT), alphallm (AlphaLLM's rounds against sampled-data self-training). Two studies
+run at a time, one torch thread each (two cores). The report is `REPRODUCTION.md` and
+`bench/results/reproduction.json` (`--quick`: under its run folder): for each claim the paper's figure,
+ours (mean ± standard error over seeds), the verdict, and the measured figures behind it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reproduce_claims import write_report  # noqa: E402  (bench/reproduce_claims.py)
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "selfimprove.cli"]
+BENCH = ROOT / "bench"
+
+
+@dataclass
+class Study:
+    name: str
+    commands: list[list[str]]
+    after: tuple[str, ...] = ()  # studies whose outputs this one starts from
+    folder: Path = field(default_factory=Path)
+
+
+def _set(pairs: dict[str, object]) -> list[str]:
+    return [arg for key, value in pairs.items() for arg in ("--set", f"{key}={value}")]
+
+
+def studies(quick: bool, root: Path) -> list[Study]:
+    """The commands of every study, in full or quick sizes."""
+    seeds3, seeds2 = ([0], [0]) if quick else ([0, 1, 2], [0, 1])
+    out: list[Study] = []
+    demo = Study("demo", [], folder=root / "demo")
+    for s in seeds2:
+        small = {"init.preset": "small", "sft.steps": 40, "rl.steps": 6, "eval.num_problems": 30, "sft.schedule.eval_every": 0,
+                 "rl.schedule.eval_every": 0} if quick else {}
+        run = demo.folder / f"seed{s}"
+        demo.commands.append(CLI + ["demo", "recipes/demo.yaml", *_set({"seed": s, "init.seed": s, "run_dir": run, **small}), "--resume"])
+    out.append(demo)
+    sc = root / "selfcorrect"
+    small = {"base.sft.steps": 40, "base.sft.eval.num_problems": 20, "base.warmup.steps": 10, "base.warmup.eval.num_problems": 20,
+             "budget_tokens": 1500, "eval.num_problems": 30, "defaults.score.eval.num_problems": 20,
+             "defaults.star.eval.num_problems": 20, "defaults.pair_sft.eval.num_problems": 20} if quick else {}
+    out.append(Study("selfcorrect", [CLI + ["compare", "recipes/selfcorrect-countdown-steps.yaml",
+                                            *_set({"run_dir": sc, "seeds": seeds3, **small})]], folder=sc))
+    for task, recipe, base_of in (("countdown", "recipes/rrr-countdown.yaml", "selfcorrect"),
+                                  ("function-calling", "recipes/rrr-function-calling.yaml", None)):
+        folder = root / f"rrr-{task}"
+        study = Study(f"rrr-{task}", [], after=(base_of,) if base_of else (), folder=folder)
+        if base_of:
+            base = sc / "base" / "final"
+            task_set = {"task.params.format": "steps", "sampling.max_new_tokens": 32, "eval.max_new_tokens": 32}
+        else:  # its own base: SFT on function calls, then the format warm-up
+            base = folder / "warmup" / "final"
+            sft_small = {"steps": 30, "eval.num_problems": 10, "schedule.eval_every": 0} if quick else {}
+            study.commands.append(CLI + ["sft", "recipes/function-call-sft.yaml", *_set({"run_dir": folder / "sft", **sft_small})])
+            warm_small = {"steps": 10, "eval.num_problems": 10} if quick else {}
+            study.commands.append(CLI + ["warmup", "recipes/function-call-warmup.yaml",
+                                         *_set({"run_dir": folder / "warmup", "model.path": folder / "sft" / "final", **warm_small})])
+            task_set = {}
+        small = {"steps": 3, "prompts_per_step": 4, "rrr.eval_problems": 10, "eval.num_problems": 10, "schedule.eval_every": 0} if quick else {}
+        variants = {"rrr": {}, "rrr-anchored": {"loss.kl_coef": 0.05, "loss.kl_scope": "generated", "rrr.failure_samples": 4,
+                                                 "rrr.first_attempt_weight": 0.5}}
+        for variant, extra in variants.items():
+            for s in seeds3:
+                study.commands.append(CLI + ["rrr", recipe, *_set({"run_dir": folder / variant / f"seed{s}", "seed": s,
+                                                                    "model.path": base, **task_set, **extra, **small})])
+        out.append(study)
+    search = root / "search"
+    quick_search = ["--sft-steps", "40", "--label-problems", "32", "--test-problems", "20", "--simulations", "1", "2",
+                    "--only", "greedy", "majority_vote", "best_of_n-orm", "eta-mcts"] if quick else []
+    out.append(Study("search", [[sys.executable, str(BENCH / "search_budget.py"), "--run-dir", str(search), *quick_search]], folder=search))
+    r3 = root / "r3" if quick else ROOT / "runs" / "r3-bench"
+    out.append(Study("r3", [[sys.executable, str(BENCH / "r3.py"), "--run-dir", str(r3), *(["--quick"] if quick else
+                                                                                          ["--budget", "400000", "--eval-every", "25"])]],
+                     folder=r3))
+    alpha = root / "alphallm" if quick else ROOT / "runs" / "alphallm-bench"
+    out.append(Study("alphallm", [[sys.executable, str(BENCH / "alphallm.py"), "--run-dir", str(alpha),
+                                   *(["--quick"] if quick else ["--gamma", "0.3"])]], folder=alpha))
+    return out
+
+
+def run_study(study: Study, log_dir: Path, env: dict[str, str]) -> float:
+    """Run a study's commands in order (each resumes itself); mark it DONE. Returns its seconds."""
+    marker = log_dir / f"{study.name}.DONE"
+    if marker.is_file():
+        return 0.0
+    began = time.time()
+    with (log_dir / f"{study.name}.log").open("a") as log:
+        for command in study.commands:
+            log.write(f"$ {' '.join(map(str, command))}\n")
+            log.flush()
+            done = subprocess.run(list(map(str, command)), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            if done.returncode != 0:
+                raise RuntimeError(f"study {study.name}: `{' '.join(map(str, command[2:5]))} ...` exited {done.returncode}; "
+                                   f"see {log_dir / (study.name + '.log')}, then rerun to resume")
+    seconds = time.time() - began
+    marker.write_text(f"{seconds:.0f}\n")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run of every study")
+    p.add_argument("--only", nargs="+", default=None, help="run only these studies (then report everything there is)")
+    p.add_argument("--report", action="store_true", help="only rewrite the report")
+    p.add_argument("--jobs", type=int, default=2, help="studies run at once (one torch thread each)")
+    p.add_argument("--run-dir", type=Path, default=None, help="default: runs/reproduce (runs/reproduce-quick with --quick)")
+    args = p.parse_args(argv)
+    root = (args.run_dir or ROOT / "runs" / ("reproduce-quick" if args.quick else "reproduce")).resolve()
+    results = root / "results" if args.quick else BENCH / "results"
+    report = root / "REPRODUCTION.md" if args.quick else ROOT / "REPRODUCTION.md"
+    log_dir = root / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    all_studies = studies(args.quick, root)
+    if not args.report:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "SELFIMPROVE_BENCH_RESULTS": str(results), "TOKENIZERS_PARALLELISM": "false"}
+        wanted = [s for s in all_studies if args.only is None or s.name in args.only]
+        unknown = set(args.only or []) - {s.name for s in all_studies}
+        if unknown:
+            print(f"reproduce: unknown studies {sorted(unknown)} (known: {', '.join(s.name for s in all_studies)})", file=sys.stderr)
+            return 2
+        print(f"reproduce: {len(wanted)} studies, {args.jobs} at a time, logs in {log_dir}", flush=True)
+        pending = {s.name: s for s in wanted}
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            running: dict[str, object] = {}
+            finished: set[str] = {s.name for s in all_studies if (log_dir / f"{s.name}.DONE").is_file()}
+            while pending or running:
+                for name, study in list(pending.items()):
+                    if len(running) < args.jobs and all(d in finished or d not in pending for d in study.after):
+                        print(f"  start {name}", flush=True)
+                        running[name] = pool.submit(run_study, study, log_dir, env)
+                        del pending[name]
+                for name, future in list(running.items()):
+                    if future.done():  # type: ignore[attr-defined]
+                        seconds = future.result()  # type: ignore[attr-defined]
+                        print(f"  done  {name} ({seconds / 60:.0f} min)", flush=True)
+                        finished.add(name)
+                        del running[name]
+                time.sleep(2)
+    claims = write_report(root, results, report, quick=args.quick, studies=[s.name for s in all_studies], log_dir=log_dir)
+    print(f"reproduce: {sum(c['verdict'].startswith('reproduced') for c in claims)} of {len(claims)} claims held; {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""`selfimprove reproduce`: claims checked by hand on made-up results, and the driver's resume and report
+on its quick preset (one study)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from reproduce_claims import write_report  # noqa: E402
+
+
+def _write(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def test_claims_by_hand(tmp_path: Path) -> None:
+    root, results = tmp_path / "runs", tmp_path / "results"
+    for seed, (sft, rl) in enumerate([(0.30, 0.40), (0.32, 0.38)]):
+        _write(root / "demo" / f"seed{seed}" / "summary.json", {"seed": seed, "sft_accuracy": sft, "rl_accuracy": rl})
+
+    def row(seed: int, delta: float) -> dict:
+        return {"seed": seed, "delta": delta, "delta_i_to_c": max(delta, 0), "delta_c_to_i": max(-delta, 0)}
+
+    _write(root / "selfcorrect" / "summary.json", {"methods": {
+        "score": {"per_seed": [row(0, 0.02), row(1, -0.01)]}, "star": {"per_seed": [row(0, 0.01), row(1, 0.0)]},
+        "pair_sft": {"per_seed": [row(0, 0.03), row(1, 0.01)]}, "score_single_turn": {"per_seed": [row(0, -0.1), row(1, -0.2)]}}})
+    _write(results / "r3.json", {"rows": [{"task": "chain", "seed": s, "arm": a, "accuracy": acc}
+                                          for s, accs in enumerate([(0.5, 0.4, 0.3), (0.45, 0.5, 0.3)])
+                                          for a, acc in zip(("r3-mixed", "rl", "sft"), accs)]})
+    claims = {c["claim"]: c for c in write_report(root, results, tmp_path / "R.md", quick=True,
+                                                  studies=["demo", "selfcorrect", "r3", "alphallm"], log_dir=tmp_path)}
+    demo = claims["GRPO after SFT beats SFT alone (points of held-out accuracy)"]
+    assert demo["ours_mean"] == pytest.approx(8.0) and demo["ours_se"] == pytest.approx(2.0)  # gains 10 and 6 points
+    assert demo["verdict"] == "reproduced in direction" and demo["seeds"] == 2
+    score = claims["SCoRe's Delta(t1, t2) > 0 (Countdown, step format)"]
+    assert score["ours_mean"] == pytest.approx(0.5) and score["verdict"] == "reproduced in direction (within noise)"
+    vs = claims["SCoRe's Delta above the best of STaR and Pair-SFT"]
+    assert vs["ours_mean"] == pytest.approx(-1.5) and vs["verdict"].startswith("not reproduced")  # -1 and -2 points
+    assert claims["Single-turn RL's Delta is negative"]["verdict"] == "reproduced in direction"
+    r3 = claims["R^3 (mixed curriculum) beats RL at the same tokens"]
+    assert r3["ours_mean"] == pytest.approx(2.5)  # +10 and -5 points
+    assert claims["Test-time eta-MCTS beats greedy"]["verdict"] == "not run"
+    table = (tmp_path / "R.md").read_text()
+    assert "| GRPO after SFT beats SFT alone (points of held-out accuracy) |" in table and "+8.0 ± 2.0" in table
+    assert json.loads((results / "reproduction.json").read_text())["claims"][0]["claim"] == demo["claim"]
+
+
+def test_the_driver_runs_resumes_and_reports_on_its_quick_preset(tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "bench" / "reproduce.py"), "--quick", "--only", "demo", "--run-dir", str(tmp_path)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (tmp_path / "logs" / "demo.DONE").is_file() and (tmp_path / "demo" / "seed0" / "summary.json").is_file()
+    report = (tmp_path / "REPRODUCTION.md").read_text()
+    assert "GRPO after SFT beats SFT alone" in report and "quick smoke run" in report
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert again.returncode == 0 and "done  demo (0 min)" in again.stdout  # skipped: marked DONE
+    assert json.loads((tmp_path / "results" / "reproduction.json").read_text())["quick"] is True
