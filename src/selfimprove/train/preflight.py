@@ -8,7 +8,6 @@ Works on any recipe by what it has (`run_dir`, `task`, `model`, `eval`, `schedul
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from selfimprove.config import validate_task
@@ -75,12 +74,8 @@ def check_model(model: Any, *, field: str = "model") -> None:
     check_model_folder(model.path, chat=model.chat, device=model.device, field=f"{field}.path")
 
 
-def preflight(recipe: Any, *, model_may_not_exist: bool = False) -> Task | None:
-    """Check the run folder, the task (and its data and split sizes) and the model folder(s) of a recipe.
-
-    `model_may_not_exist`: the model folder is made by an earlier stage of the same command (the demo
-    builds its own model), so only check it if it is already there.
-    """
+def preflight(recipe: Any) -> Task | None:
+    """Check the run folder, the task (and its data and split sizes) and the model folder(s) of a recipe."""
     run_dir = getattr(recipe, "run_dir", None)
     if run_dir:
         check_run_dir(run_dir)
@@ -91,8 +86,7 @@ def preflight(recipe: Any, *, model_may_not_exist: bool = False) -> Task | None:
         check_split_sizes(task, recipe)
     model = getattr(recipe, "model", None)
     if model is not None and hasattr(model, "path"):
-        if not (model_may_not_exist and not is_builtin(model.path) and not Path(model.path).exists()):
-            check_model(model)
+        check_model(model)
     lora = getattr(recipe, "lora", None)
     if lora is not None and model is not None and not isinstance(lora.target_modules, str):
         from selfimprove.policy.lora import check_lora_targets
