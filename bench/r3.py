@@ -12,12 +12,15 @@ so an interrupted run resumes (every training run also resumes from its checkpoi
    `rl` (PPO from s_0: R^3's PPO with the `none` curriculum), `r3-staged`, `r3-mixed` (R^3's method),
    `r3-adaptive`; and `sft` (SFT continued on the same pool's demonstrations for as many steps as `rl`
    took: the same number of updates, no sampling). PPO as R^3 does (SPECS §4): GAE gamma 1, lambda
-   0.95, clip 0.2, vf_coef 5, 2 epochs, KL 0.05 in the reward, a value head on the policy.
+   0.95, clip 0.2, vf_coef 5, 2 epochs, KL 0.05 in the reward, a value head on the policy; the step
+   size (`--lr` 1e-5) is the tiny model's own, chosen by `bench/r3_tune.py` on train problems
+   (`bench/results/r3_tune_chain6.md`: at 5e-5 PPO from s_0 lowered validation accuracy by 10 points).
 4. **Report**: greedy accuracy of every arm on `--test-problems` held-out problems, per seed and as
    mean ± standard error, `bench/results/r3.md`, rows in `bench/results/r3.json`, learning curves (and
    the start-state k each curriculum trained on) in `bench/results/r3.png`.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py                  # ~1.5 h on the 2-core machine
+    OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py --tasks chain       # ~1.2 h on the 2-core machine, and beside it
+    OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py --tasks countdown   # then `bench/r3.py` alone writes the joint report
     .venv/bin/python bench/r3.py --quick --run-dir runs/r3-quick    # minutes: a smoke run
 """
 
@@ -61,6 +64,11 @@ def max_tokens(task: dict[str, Any]) -> int:
     return 8 * task["params"]["num_steps"] + 8 if task["name"] == "chain" else 32
 
 
+def budget(args: argparse.Namespace, task: dict[str, Any]) -> int:
+    """Sampled tokens per RL arm: `--budget`, or `--countdown-budget` on Countdown when given."""
+    return args.countdown_budget if task["name"] == "countdown" and args.countdown_budget else args.budget
+
+
 def sft(root: Path, name: str, task: dict[str, Any], steps: int, test_problems: int, model: str | None = None,
         seed: int = 0) -> dict[str, Any]:
     out = root / name
@@ -97,14 +105,15 @@ def rl_arm(args: argparse.Namespace, root: Path, task: dict[str, Any], base: str
     curriculum = {"rl": "none", "r3-staged": "staged", "r3-mixed": "mixed", "r3-adaptive": "adaptive"}[arm]
     recipe = validate(R3Recipe, {
         "run_dir": str(out), "seed": seed, "model": {"path": base}, "task": task, "steps": 10_000,
-        "prompts_per_step": 16, "first_problem": SFT_POOL, "max_sampled_tokens": args.budget,
+        "prompts_per_step": 16, "first_problem": SFT_POOL, "max_sampled_tokens": budget(args, task),
         "sampling": {"n": 8, "temperature": 1.0, "max_new_tokens": max_tokens(task)},
         "optim": {"lr": args.lr, "warmup_steps": 5, "micro_batch_size": 128},
         "schedule": {"eval_every": args.eval_every, "eval_problems": 200, "checkpoint_every": 20},
         "eval": {"split": "test", "num_problems": args.test_problems, "max_new_tokens": max_tokens(task)},
+        "loss": {**R3Recipe.model_fields["loss"].default_factory().model_dump(), "vf_coef": args.vf_coef},
         "r3": {"curriculum": curriculum, "pool": args.pool, "stage_steps": stage_steps}})
     if not (out / "summary.json").is_file():
-        log(f"{task['name']} {arm} seed {seed}: until {args.budget:,} sampled tokens")
+        log(f"{task['name']} {arm} seed {seed}: until {budget(args, task):,} sampled tokens")
         with line_bar(f"{arm} s{seed}", None, keys=("train/loss", "train/reward", "train/k_mean")) as on_step:
             R3(recipe).run(on_step)
     return json.loads((out / "summary.json").read_text())
@@ -161,16 +170,16 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
                                 f"(mixed > RL > SFT) {'held' if acc['r3-mixed'] > acc['rl'] > acc['sft'] else 'did not hold'}")
     md = [f"# R^3 against RL from s_0 and SFT (tiny model; {seconds / 60:.0f} min of wall time)\n",
           f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py {' '.join(sys.argv[1:])}`. Same SFT base per task, "
-          f"{args.budget:,} sampled tokens per RL arm, seeds {args.seeds}, greedy accuracy on {args.test_problems} held-out "
+          f"{args.budget:,} sampled tokens per RL arm on chains and {budget(args, COUNTDOWN):,} on Countdown, seeds {args.seeds}, greedy accuracy on {args.test_problems} held-out "
           f"problems (mean ± standard error over seeds, then per seed). Chain length {length} from the sweep below.\n",
           markdown_table(["task", "arm", "accuracy %", "per seed", "sampled tokens", "steps", "seconds"], table),
           "\n## Paper's direction per seed\n", "\n".join(verdicts) + "\n",
           "\n## Chain length sweep (SFT only)\n",
           markdown_table(["steps per chain", "SFT greedy %"], [[r["num_steps"], f"{100 * r['sft_accuracy']:.1f}"] for r in sweep_rows])]
     (RESULTS / "r3.md").write_text("\n".join(md))
-    setup = {"tasks": [chain(length), COUNTDOWN], "budget": args.budget, "seeds": args.seeds, "pool": args.pool,
+    setup = {"tasks": [chain(length), COUNTDOWN], "budget": args.budget, "countdown_budget": budget(args, COUNTDOWN), "seeds": args.seeds, "pool": args.pool,
              "stage_steps": args.stage_steps or "RL's steps / demonstration steps", "lr": args.lr, "sft_steps": args.sft_steps, "test_problems": args.test_problems,
-             "ppo": "gae, gamma 1, lambda 0.95, clip 0.2, vf_coef 5, 2 epochs, KL 0.05 (k1) in the reward, value head",
+             "ppo": f"gae, gamma 1, lambda 0.95, clip 0.2, vf_coef {args.vf_coef:g}, 2 epochs, KL 0.05 (k1) in the reward, value head",
              "sweep": sweep_rows, "chain_steps": length, "wall_seconds": round(seconds)}
     (RESULTS / "r3.json").write_text(json.dumps({"rows": [{k: r[k] for k in ("arm", "task", "seed", "accuracy", "tokens", "seconds")}
                                                           for r in rows], "setup": setup}, indent=2))
@@ -211,11 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-problems", type=int, default=200)
     p.add_argument("--min-sft-accuracy", type=float, default=0.10)
     p.add_argument("--sft-steps", type=int, default=600)
-    p.add_argument("--budget", type=int, default=150_000)
+    p.add_argument("--budget", type=int, default=400_000)
+    p.add_argument("--countdown-budget", type=int, default=0, help="Countdown's budget per RL arm (0: --budget)")
     p.add_argument("--pool", type=int, default=512)
     p.add_argument("--stage-steps", type=int, default=0, help="staged: steps per stage (0: RL's steps / demonstration steps)")
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-5,
+                   help="PPO's step size: 1e-5 was chosen by bench/r3_tune.py on train problems (5e-5 lowered accuracy)")
+    p.add_argument("--vf-coef", type=float, default=5.0, help="R^3's value-loss weight (5)")
+    p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--test-problems", type=int, default=500)
     p.add_argument("--tasks", nargs="+", default=["chain", "countdown"], choices=["chain", "countdown"])
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes everywhere")
