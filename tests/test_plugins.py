@@ -217,6 +217,10 @@ def test_export_writes_rollouts_and_pairs_readable_by_datasets(tmp_path: Path) -
     rollouts = load_from_disk(index["rollouts"]["path"])
     assert {"prompt", "completion", "reward", "correct", "step"} <= set(rollouts.column_names)
     assert len(rollouts) == 2 * 2 * 4  # steps x prompts x samples
+    from selfimprove.tasks import make_task
+
+    prompts = {p.prompt for p in make_task("countdown", task["params"]).problems("train", 4)}
+    assert set(rollouts["prompt"]) <= prompts and len(set(rollouts["prompt"])) == 4  # the prompt text, never empty
     preferences = load_from_disk(index["dpo__preference_pairs"]["path"])
     assert {"prompt", "chosen", "rejected"} <= set(preferences.column_names)
     assert main(["export", str(tmp_path / "rl"), "--to", str(tmp_path / "rl" / "inside")]) == 2
@@ -261,3 +265,23 @@ def test_each_task_recipe_starts(recipe: str, command: str, tmp_path: Path, monk
     assert summary["steps"] == 1
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert config["task"]["name"] == yaml.safe_load((ROOT / "recipes" / recipe).read_text())["task"]["name"]
+
+
+def test_records_decode_prompts_held_as_token_ids() -> None:
+    """Regression: prompt segments carry token ids only, and every exported row had an empty `prompt`."""
+    from selfimprove.methods.dpo import pair_record
+    from selfimprove.methods.offline import dpo_record, sft_record
+    from selfimprove.rollout.episode import Episode, Segment
+
+    def episode(answer: str) -> Episode:
+        return Episode([Segment("prompt", [3, 4]), Segment("completion", [9], trainable=True, reward=1.0, text=answer)],
+                       problem_id="p", group=0)
+
+    decode = {(3, 4): "3 4 -> 7:"}.__getitem__
+    detokenize = lambda ids: decode(tuple(ids))  # noqa: E731
+    good, bad = episode("3+4"), episode("3*4")
+    assert good.record(0, detokenize)["prompt"] == "3 4 -> 7:" and good.record(0)["prompt"] == ""
+    assert pair_record(good, bad, 0, detokenize) | {"step": 0} == {
+        "step": 0, "problem_id": "p", "prompt": "3 4 -> 7:", "chosen": "3+4", "rejected": "3*4"}
+    assert sft_record(good, detokenize)["prompt"] == "3 4 -> 7:"
+    assert dpo_record(good, bad, detokenize)["prompt"] == "3 4 -> 7:"

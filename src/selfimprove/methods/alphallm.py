@@ -179,8 +179,8 @@ class Loop:
             got = collect_self_data(policy, self.task, prompts, self.recipe.data, budget_tokens=budget, search=self.search,
                                     value=value, outcome=outcome, seed=self.recipe.seed * 1_000 + round_index,
                                     on_batch=lambda n: on_step(n, {}))
-        _write_jsonl(out / "kept.jsonl", [sft_record(e) for e in got.kept])
-        _write_jsonl(out / "pairs.jsonl", [dpo_record(a, b) for a, b in got.pairs])
+        _write_jsonl(out / "kept.jsonl", [sft_record(e, policy.detokenize) for e in got.kept])
+        _write_jsonl(out / "pairs.jsonl", [dpo_record(a, b, policy.detokenize) for a, b in got.pairs])
         summary = got.summary()
         (out / "data.json").write_text(json.dumps(summary, indent=2))
         return summary

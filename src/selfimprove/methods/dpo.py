@@ -7,7 +7,7 @@ answer, and makes (right, wrong) the (chosen, rejected) pair. The reference is t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from selfimprove.config import DPORecipe
 from selfimprove.methods.base import Method, register_method
@@ -60,7 +60,7 @@ class DPO(Method[DPORecipe]):
         if not pairs:
             return metrics
         if self.recipe.schedule.save_rollouts:
-            job.buffer(PAIRS).extend(pair_record(chosen, rejected, step) for chosen, rejected in pairs)
+            job.buffer(PAIRS).extend(pair_record(chosen, rejected, step, job.policy.detokenize) for chosen, rejected in pairs)
         rows = [e for pair in pairs for e in pair]  # chosen, rejected, chosen, rejected, ...
         batch = collate(rows, job.policy.pad_id)
         job.learner.add_reference_logprobs(batch)
@@ -69,9 +69,11 @@ class DPO(Method[DPORecipe]):
         return metrics
 
 
-def pair_record(chosen: Episode, rejected: Episode, step: int) -> dict[str, Any]:
-    """A preference pair in TRL's column names (`prompt`, `chosen`, `rejected`)."""
-    prompt, good = chosen.texts()
+def pair_record(chosen: Episode, rejected: Episode, step: int,
+                detokenize: Callable[[Sequence[int]], str] | None = None) -> dict[str, Any]:
+    """A preference pair in TRL's column names (`prompt`, `chosen`, `rejected`); `detokenize` decodes the
+    prompt, which episodes hold as token ids only."""
+    prompt, good = chosen.texts(detokenize)
     return {"step": step, "problem_id": chosen.problem_id, "prompt": prompt, "chosen": good,
             "rejected": rejected.texts()[1]}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from pydantic import Field
 
@@ -26,19 +26,20 @@ from selfimprove.train.stream import pool_index
 __all__ = ["OfflineDPO", "OfflineDPORecipe", "OfflineSFT", "OfflineSFTRecipe", "dpo_record", "read_records", "sft_record"]
 
 
-def sft_record(episode: Episode) -> dict[str, Any]:
+def sft_record(episode: Episode, detokenize: Callable[[Sequence[int]], str] | None = None) -> dict[str, Any]:
     """An episode with a context and one trainable tail as an SFT record: token ids (what training reads)
-    and the text in TRL's column names (`prompt`, `completion`: what `selfimprove export` writes)."""
+    and the text in TRL's column names (`prompt`, `completion`: what `selfimprove export` writes; pass the
+    sampler's `detokenize` for segments held as token ids only)."""
     trained = [t for s in episode.segments if s.trainable for t in s.token_ids]
     context = [t for s in episode.segments if not s.trainable for t in s.token_ids]
-    prompt, completion = episode.texts()
+    prompt, completion = episode.texts(detokenize)
     return {"prompt_ids": context, "completion_ids": trained, "problem_id": episode.problem_id,
             "prompt": prompt, "completion": completion}
 
 
-def dpo_record(chosen: Episode, rejected: Episode) -> dict[str, Any]:
+def dpo_record(chosen: Episode, rejected: Episode, detokenize: Callable[[Sequence[int]], str] | None = None) -> dict[str, Any]:
     """A (chosen, rejected) pair of episodes that share their context as a DPO record."""
-    a, b = sft_record(chosen), sft_record(rejected)
+    a, b = sft_record(chosen, detokenize), sft_record(rejected, detokenize)
     if a["prompt_ids"] != b["prompt_ids"]:
         raise ValueError("a preference pair must share its context")
     return {"prompt_ids": a["prompt_ids"], "chosen_ids": a["completion_ids"], "rejected_ids": b["completion_ids"],

@@ -141,7 +141,7 @@ class PolicyGradientMethod(Method[RLRecipe]):
         from selfimprove.train.update import prepare, shape_rewards, update
 
         if self.recipe.schedule.save_rollouts:
-            job.buffer(ROLLOUTS).extend(e.record(step) for e in episodes)
+            job.buffer(ROLLOUTS).extend(e.record(step, job.policy.detokenize) for e in episodes)
         shape_rewards(episodes, self.loss, self.recipe.sampling.max_new_tokens)
         batch = collate(episodes, job.policy.pad_id)
         prepare(job.learner, batch, self.loss)

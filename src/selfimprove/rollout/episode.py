@@ -9,7 +9,7 @@ and R^3 (a demonstration prefix that does not train) to share one learner.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -99,15 +99,21 @@ class Episode:
     def num_trainable(self) -> int:
         return sum(len(s.token_ids) for s in self.segments if s.trainable)
 
-    def texts(self) -> tuple[str, str]:
-        """(prompt, completion) as text: the segments before the first trainable one, and the rest."""
+    def texts(self, detokenize: Callable[[Sequence[int]], str] | None = None) -> tuple[str, str]:
+        """(prompt, completion) as text: the segments before the first trainable one, and the rest. A
+        segment built from token ids only (the prompt, usually) is decoded with `detokenize` when given."""
         first = next((i for i, s in enumerate(self.segments) if s.trainable), len(self.segments))
-        return "".join(s.text for s in self.segments[:first]), "".join(s.text for s in self.segments[first:])
 
-    def record(self, step: int) -> dict[str, Any]:
+        def text(s: Segment) -> str:
+            return s.text or (detokenize(s.token_ids) if detokenize and s.token_ids else "")
+
+        return "".join(map(text, self.segments[:first])), "".join(map(text, self.segments[first:]))
+
+    def record(self, step: int, detokenize: Callable[[Sequence[int]], str] | None = None) -> dict[str, Any]:
         """The episode as one row of a run's `rollouts` buffer, in TRL's column names (`prompt`,
-        `completion`, `reward`) plus what identifies it (`selfimprove export` reads these)."""
-        prompt, completion = self.texts()
+        `completion`, `reward`) plus what identifies it (`selfimprove export` reads these). Pass the
+        sampler's `detokenize`: prompt segments hold token ids only."""
+        prompt, completion = self.texts(detokenize)
         return {"step": step, "problem_id": self.problem_id, "group": self.group, "prompt": prompt,
                 "completion": completion, "reward": self.reward, "correct": bool(self.info.get("correct", False))}
 
