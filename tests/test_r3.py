@@ -157,6 +157,9 @@ def test_r3_resumes_exactly_mid_stage(tmp_path: Path, curriculum: str) -> None:
     assert len(rows) == 4 and all("train/value_loss" in r for r in rows)
     if curriculum == "staged":
         assert [r["train/k_mean"] for r in rows] == [3.0, 2.0, 1.0, 0.0]
+        assert rows[0]["train/k_share/3"] == 1.0 and rows[0]["train/k_share/0"] == 0.0 and "train/k_share/1" not in rows[3]
+    else:
+        assert all(sum(v for k, v in r.items() if k.startswith("train/k_share/")) == pytest.approx(1.0) for r in rows)
     with pytest.raises(Crash):
         run_r3(r3_recipe(tmp_path / "resumed", curriculum), on_step=crash_at(3))
     resumed = run_r3(r3_recipe(tmp_path / "resumed", curriculum))

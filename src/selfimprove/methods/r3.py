@@ -87,6 +87,8 @@ class R3(PolicyGradientMethod):
             "train/k_mean": sum(ks) / len(ks),
             "train/k0_share": sum(k == 0 for k in ks) / len(ks),
             "train/left_mean": sum(s.left for s in drawn.states) / len(ks),
+            # the distribution of start states this step trained on: the share of each k drawn
+            **{f"train/k_share/{k}": ks.count(k) / len(ks) for k in range(max(ks) + 1)},
             "train/sampled_tokens": float(sum(e.num_trainable for e in episodes)),
             "train/completion_tokens": sum(e.num_trainable for e in episodes) / n,
         }
