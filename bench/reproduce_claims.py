@@ -135,14 +135,17 @@ def search_claims(root: Path, results: Path) -> list[dict[str, Any]]:
 def r3_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     rows = (_json(results / "r3.json") or {}).get("rows", [])
     by = {(r["task"], r["seed"], r["arm"]): r["accuracy"] for r in rows if r.get("seed") is not None}
-    keys = sorted({(t, s) for t, s, _ in by})
     out = []
-    for other, key in (("rl", "r3_rl"), ("sft", "r3_sft")):
-        values = [_pts(by[(t, s, "r3-mixed")] - by[(t, s, other)]) for t, s in keys if (t, s, "r3-mixed") in by and (t, s, other) in by]
-        measured = "; ".join(f"{t} s{s}: mixed {_pts(by[(t, s, 'r3-mixed')]):.1f} vs {other} {_pts(by[(t, s, other)]):.1f}"
-                             for t, s in keys if (t, s, "r3-mixed") in by and (t, s, other) in by)
-        out.append(_claim(f"R^3 (mixed curriculum) beats {other.upper()} at the same tokens", key, values, +1, measured))
-    return out
+    for task in sorted({t for t, _, _ in by}):  # one claim per task: its seeds are the samples
+        seeds = sorted({s for t, s, _ in by if t == task})
+        for other, key in (("rl", "r3_rl"), ("sft", "r3_sft")):
+            both = [s for s in seeds if (task, s, "r3-mixed") in by and (task, s, other) in by]
+            values = [_pts(by[(task, s, "r3-mixed")] - by[(task, s, other)]) for s in both]
+            measured = "; ".join(f"s{s}: mixed {_pts(by[(task, s, 'r3-mixed')]):.1f} vs {other} {_pts(by[(task, s, other)]):.1f}"
+                                 for s in both)
+            out.append(_claim(f"R^3 (mixed curriculum) beats {other.upper()} at the same tokens ({task})", key, values, +1, measured))
+    return out or [_claim(f"R^3 (mixed curriculum) beats {o.upper()} at the same tokens", k, [], +1, "")
+                   for o, k in (("rl", "r3_rl"), ("sft", "r3_sft"))]
 
 
 def alphallm_claims(root: Path, results: Path) -> list[dict[str, Any]]:

@@ -45,8 +45,8 @@ def test_claims_by_hand(tmp_path: Path) -> None:
     vs = claims["SCoRe's Delta above the best of STaR and Pair-SFT"]
     assert vs["ours_mean"] == pytest.approx(-1.5) and vs["verdict"].startswith("not reproduced")  # -1 and -2 points
     assert claims["Single-turn RL's Delta is negative"]["verdict"] == "reproduced in direction"
-    r3 = claims["R^3 (mixed curriculum) beats RL at the same tokens"]
-    assert r3["ours_mean"] == pytest.approx(2.5)  # +10 and -5 points
+    r3 = claims["R^3 (mixed curriculum) beats RL at the same tokens (chain)"]
+    assert r3["ours_mean"] == pytest.approx(2.5) and r3["seeds"] == 2  # +10 and -5 points
     assert claims["Test-time eta-MCTS beats greedy"]["verdict"] == "not run"
     table = (tmp_path / "R.md").read_text()
     assert "| GRPO after SFT beats SFT alone (points of held-out accuracy) |" in table and "+8.0 ± 2.0" in table
