@@ -171,7 +171,9 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
     md = [f"# R^3 against RL from s_0 and SFT (tiny model; {seconds / 60:.0f} min of wall time)\n",
           f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py {' '.join(sys.argv[1:])}`. Same SFT base per task, "
           f"{args.budget:,} sampled tokens per RL arm on chains and {budget(args, COUNTDOWN):,} on Countdown, seeds {args.seeds}, greedy accuracy on {args.test_problems} held-out "
-          f"problems (mean ± standard error over seeds, then per seed). Chain length {length} from the sweep below.\n",
+          f"problems (mean ± standard error over seeds, then per seed). Chain length {length} from the sweep below "
+          f"(the sweep trains {args.sweep_steps} SFT steps, the base {args.sft_steps}). PPO lr {args.lr:g} "
+          f"(chosen on train problems by `bench/r3_tune.py`), vf_coef {args.vf_coef:g}.\n",
           markdown_table(["task", "arm", "accuracy %", "per seed", "sampled tokens", "steps", "seconds"], table),
           "\n## Paper's direction per seed\n", "\n".join(verdicts) + "\n",
           "\n## Chain length sweep (SFT only)\n",
