@@ -3,7 +3,8 @@
 Everything is built under `--run-dir` (default `runs/r3-bench`); a stage whose outputs exist is skipped,
 so an interrupted run resumes (every training run also resumes from its checkpoints):
 
-1. **Sweep** (chain only): the tiny model after `--sweep-steps` SFT steps on chains of 4, 6, 8 and 10
+1. **Sweep** (chain only): the tiny model after `--sweep-steps` SFT steps (default: as many as the base,
+   `--sft-steps`; the committed run used 300, and the 600-step base then solved far more) on chains of 4, 6, 8 and 10
    steps; greedy accuracy on held-out chains. The bench's chain length is the longest whose SFT
    accuracy is still at least `--min-sft-accuracy` (10%: RL needs some successes to learn from, and the
    longer the chain the harder exploration from s_0 is: where R^3 should help).
@@ -92,7 +93,8 @@ def sft(root: Path, name: str, task: dict[str, Any], steps: int, test_problems: 
 def sweep(args: argparse.Namespace, root: Path) -> tuple[int, list[dict[str, Any]]]:
     rows = []
     for steps in args.sweep:
-        s = sft(root / "sweep", f"chain{steps}", chain(steps), args.sweep_steps, args.sweep_problems)
+        # the folder names the SFT steps, so a sweep at other steps never reuses these runs
+        s = sft(root / "sweep", f"chain{steps}-sft{args.sweep_steps}", chain(steps), args.sweep_steps, args.sweep_problems)
         rows.append({"num_steps": steps, "sft_accuracy": s["accuracy"]})
         log(f"sweep: chain of {steps} steps: SFT greedy {s['accuracy']:.1%}")
     ok = [r["num_steps"] for r in rows if r["sft_accuracy"] >= args.min_sft_accuracy]
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", default="runs/r3-bench")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--sweep", type=int, nargs="+", default=[4, 6, 8, 10])
-    p.add_argument("--sweep-steps", type=int, default=300)
+    p.add_argument("--sweep-steps", type=int, default=0, help="SFT steps of the sweep's models (0: --sft-steps, the base's)")
     p.add_argument("--sweep-problems", type=int, default=200)
     p.add_argument("--min-sft-accuracy", type=float, default=0.10)
     p.add_argument("--sft-steps", type=int, default=600)
@@ -234,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", nargs="+", default=["chain", "countdown"], choices=["chain", "countdown"])
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes everywhere")
     args = p.parse_args(argv)
+    args.sweep_steps = args.sweep_steps or args.sft_steps
     if args.quick:
         args.sweep, args.sweep_steps, args.sweep_problems, args.sft_steps = [4, 6], 30, 20, 40
         args.budget, args.pool, args.test_problems, args.seeds, args.eval_every = 4000, 16, 20, [0], 2
