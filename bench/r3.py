@@ -95,7 +95,7 @@ def sweep(args: argparse.Namespace, root: Path) -> tuple[int, list[dict[str, Any
     for steps in args.sweep:
         # the folder names the SFT steps, so a sweep at other steps never reuses these runs
         s = sft(root / "sweep", f"chain{steps}-sft{args.sweep_steps}", chain(steps), args.sweep_steps, args.sweep_problems)
-        rows.append({"num_steps": steps, "sft_accuracy": s["accuracy"]})
+        rows.append({"num_steps": steps, "sft_accuracy": s["accuracy"], "seconds": s["train_seconds"]})
         log(f"sweep: chain of {steps} steps: SFT greedy {s['accuracy']:.1%}")
     ok = [r["num_steps"] for r in rows if r["sft_accuracy"] >= args.min_sft_accuracy]
     return (max(ok) if ok else min(args.sweep)), rows
@@ -170,7 +170,13 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
                 verdicts.append(f"- {task}, seed {seed}: R^3 mixed {100 * acc['r3-mixed']:.1f} vs RL {100 * acc['rl']:.1f} "
                                 f"({100 * (acc['r3-mixed'] - acc['rl']):+.1f}) vs SFT {100 * acc['sft']:.1f}: paper's order "
                                 f"(mixed > RL > SFT) {'held' if acc['r3-mixed'] > acc['rl'] > acc['sft'] else 'did not hold'}")
-    md = [f"# R^3 against RL from s_0 and SFT (tiny model; {seconds / 60:.0f} min of wall time)\n",
+    # The runs' own seconds, so a report written from finished runs still says what they cost.
+    per_task = {t: sum(r["seconds"] for r in rows if r["task"] == t) for t in dict.fromkeys(r["task"] for r in rows)}
+    sweep_seconds = sum(r.get("seconds", 0.0) for r in sweep_rows)
+    cost = ", ".join(f"{t} {v / 60:.0f} min" for t, v in per_task.items()) + (f", the sweep {sweep_seconds / 60:.0f} min" if sweep_seconds else "")
+    md = ["# R^3 against RL from s_0 and SFT (tiny model)\n",
+          f"Training time, the runs' own seconds summed (one torch thread each; a task's runs one after another): {cost}. "
+          f"This invocation: {seconds / 60:.0f} min of wall time.\n",
           f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py {' '.join(sys.argv[1:])}`. Same SFT base per task, "
           f"{args.budget:,} sampled tokens per RL arm on chains and {budget(args, COUNTDOWN):,} on Countdown, seeds {args.seeds}, greedy accuracy on {args.test_problems} held-out "
           f"problems (mean ± standard error over seeds, then per seed). Chain length {length} from the sweep below "
