@@ -11,7 +11,7 @@ and stays unless a candidate without it is clearly better (then say so in the ta
 
 Needs the bench's base (`bench/r3.py` builds it first). Writes `bench/results/r3_tune.{md,json}`.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/r3_tune.py --task chain6     # ~15 min on the 2-core machine
+    OMP_NUM_THREADS=1 .venv/bin/python bench/r3_tune.py --task chain6-sft600     # ~12 min on the 2-core machine
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ from r3 import COUNTDOWN, SFT_POOL, chain, max_tokens  # noqa: E402  (bench/r3.p
 CANDIDATES = ((5e-5, 5.0), (1e-5, 5.0), (5e-5, 0.5))
 
 
-def task_of(name: str) -> dict[str, Any]:
+def task_of(folder: str) -> dict[str, Any]:
+    """The task of a bench folder: `chain<N>-sft<steps>` or `countdown-sft<steps>`."""
+    name = folder.split("-sft")[0]
     return COUNTDOWN if name == "countdown" else chain(int(name.removeprefix("chain")))
 
 
@@ -70,7 +72,7 @@ def train(root: Path, base: str, task: dict[str, Any], lr: float, vf_coef: float
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run-dir", default="runs/r3-bench")
-    p.add_argument("--task", default="chain6", help="chainN (the bench's chain length) or countdown")
+    p.add_argument("--task", default="chain6-sft600", help="the bench's folder of a task: chain<N>-sft<steps> or countdown-sft<steps>")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--val-start", type=int, default=100_000)
     p.add_argument("--val-problems", type=int, default=300)
