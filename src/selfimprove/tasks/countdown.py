@@ -107,24 +107,31 @@ def _arith_reason(error: ArithError) -> str:
     return f"unparsable: {error}" if error.kind == "syntax" else str(error)
 
 
-def _intermediate_problem(node: Node) -> str | None:
-    """The first operation (children first, left to right) whose result is negative or not whole, or
-    None. One rule for both formats: every intermediate result is a whole number >= 0, as a step line
-    (`a op b=c`, c a whole number) must be, so `7-13+20` and `12/19*19` are refused in both."""
-    found: list[str] = []
+def _operations(node: Node) -> tuple[list[tuple[str, Fraction, Fraction, Fraction]], Fraction]:
+    """Every operation of an expression tree as (op, a, b, result), children first and left to right,
+    and the tree's value. Raises ZeroDivisionError on a division by zero."""
+    ops: list[tuple[str, Fraction, Fraction, Fraction]] = []
 
     def walk(n: Node) -> Fraction:
         if isinstance(n, Num):
             return Fraction(n.value)
         a, b = walk(n.left), walk(n.right)
         value = apply_op(n.op, a, b)
-        if not found and (value < 0 or value.denominator != 1):
-            shown = f"{a}{n.op}{b}"
-            found.append(f"{shown} = {value} is negative" if value < 0 else f"{shown} = {value} is not a whole number")
+        ops.append((n.op, a, b, value))
         return value
 
-    walk(node)
-    return f"intermediate result {found[0]} (every step must give a whole number >= 0)" if found else None
+    return ops, walk(node)
+
+
+def _intermediate_problem(node: Node) -> str | None:
+    """The first operation (children first, left to right) whose result is negative or not whole, or
+    None. One rule for both formats: every intermediate result is a whole number >= 0, as a step line
+    (`a op b=c`, c a whole number) must be, so `7-13+20` and `12/19*19` are refused in both."""
+    for op, a, b, value in _operations(node)[0]:
+        if value < 0 or value.denominator != 1:
+            shown = f"{a}{op}{b} = {value} is negative" if value < 0 else f"{a}{op}{b} = {value} is not a whole number"
+            return f"intermediate result {shown} (every step must give a whole number >= 0)"
+    return None
 
 
 def _judge_expression(line: str, numbers: Sequence[int], target: int) -> Verdict:
@@ -219,21 +226,10 @@ def _expression_operations(line: str) -> list[str] | None:
     """The operations of one expression (a claimed `= result` dropped), one per inner node; None when
     it does not parse or evaluate. A lone number is its own single 'operation'."""
     try:
-        node = parse(line.partition("=")[0])
-        ops: list[str] = []
-
-        def walk(n: Node) -> Fraction:
-            if isinstance(n, Num):
-                return Fraction(n.value)
-            a, b = walk(n.left), walk(n.right)
-            value = apply_op(n.op, a, b)
-            ops.append(_operation(n.op, a, b, value))
-            return value
-
-        value = walk(node)
-        return ops or [str(value)]
+        ops, value = _operations(parse(line.partition("=")[0]))
     except (ArithError, ZeroDivisionError):
         return None
+    return [_operation(*op) for op in ops] or [str(value)]
 
 
 def answer_operations(text: str, fmt: CountdownFormat) -> list[str]:
