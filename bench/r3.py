@@ -66,6 +66,11 @@ def max_tokens(task: dict[str, Any]) -> int:
     return 8 * task["params"]["num_steps"] + 8 if task["name"] == "chain" else 32
 
 
+def ppo_loss(vf_coef: float) -> dict[str, Any]:
+    """R^3's PPO loss (the recipe's default) with the value-loss weight `vf_coef`."""
+    return {**R3Recipe.model_fields["loss"].default_factory().model_dump(), "vf_coef": vf_coef}
+
+
 def budget(args: argparse.Namespace, task: dict[str, Any]) -> int:
     """Sampled tokens per RL arm: `--budget`, or `--countdown-budget` on Countdown when given."""
     return args.countdown_budget if task["name"] == "countdown" and args.countdown_budget else args.budget
@@ -113,7 +118,7 @@ def rl_arm(args: argparse.Namespace, root: Path, task: dict[str, Any], base: str
         "optim": {"lr": args.lr, "warmup_steps": 5, "micro_batch_size": 128},
         "schedule": {"eval_every": args.eval_every, "eval_problems": 200, "checkpoint_every": 20},
         "eval": {"split": "test", "num_problems": args.test_problems, "max_new_tokens": max_tokens(task)},
-        "loss": {**R3Recipe.model_fields["loss"].default_factory().model_dump(), "vf_coef": args.vf_coef},
+        "loss": ppo_loss(args.vf_coef),
         "r3": {"curriculum": curriculum, "pool": args.pool, "stage_steps": stage_steps}})
     if not (out / "summary.json").is_file():
         log(f"{task['name']} {arm} seed {seed}: until {budget(args, task):,} sampled tokens")

@@ -34,8 +34,9 @@ from selfimprove.eval.report import markdown_table  # noqa: E402
 from selfimprove.methods.r3 import R3, R3Recipe  # noqa: E402
 from selfimprove.policy.load import load_engine  # noqa: E402
 from selfimprove.tasks.plugins import make_task  # noqa: E402
+from selfimprove.train.runlog import read_metrics  # noqa: E402
 from common import RESULTS, line_bar, log  # noqa: E402  (bench/common.py)
-from r3 import COUNTDOWN, SFT_POOL, chain, max_tokens  # noqa: E402  (bench/r3.py)
+from r3 import COUNTDOWN, SFT_POOL, chain, max_tokens, ppo_loss  # noqa: E402  (bench/r3.py)
 
 CANDIDATES = ((5e-5, 5.0), (1e-5, 5.0), (5e-5, 0.5))
 
@@ -54,14 +55,13 @@ def validation_accuracy(model: str, task: dict[str, Any], start: int, n: int) ->
 
 def train(root: Path, base: str, task: dict[str, Any], lr: float, vf_coef: float, steps: int) -> Path:
     out = root / f"lr{lr:g}-vf{vf_coef:g}"
-    defaults = R3Recipe.model_fields["loss"].default_factory()  # R^3's PPO; only vf_coef changes
     recipe = validate(R3Recipe, {
         "run_dir": str(out), "seed": 0, "model": {"path": base}, "task": task, "steps": steps, "prompts_per_step": 16,
         "first_problem": SFT_POOL, "sampling": {"n": 8, "temperature": 1.0, "max_new_tokens": max_tokens(task)},
         "optim": {"lr": lr, "warmup_steps": 5, "micro_batch_size": 128},
         "schedule": {"eval_every": 0, "checkpoint_every": 20},
         "eval": {"split": "test", "num_problems": 1, "max_new_tokens": max_tokens(task)},
-        "loss": {**defaults.model_dump(), "vf_coef": vf_coef}, "r3": {"curriculum": "none", "pool": 512}})
+        "loss": ppo_loss(vf_coef), "r3": {"curriculum": "none", "pool": 512}})
     if not (out / "summary.json").is_file():
         log(f"lr {lr:g}, vf_coef {vf_coef:g}: {steps} PPO steps from s_0")
         with line_bar(out.name, steps, keys=("train/reward", "train/value_loss", "train/explained_variance")) as on_step:
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"base: validation {rows[0]['val_accuracy']:.1%}")
     for lr, vf in CANDIDATES:
         out = train(root / "tune", str(base), task, lr, vf, args.steps)
-        rewards = [json.loads(line)["train/reward"] for line in (out / "metrics.jsonl").read_text().splitlines()
-                   if '"train/reward"' in line]
+        rewards = [m["train/reward"] for m in read_metrics(out / "metrics.jsonl") if "train/reward" in m]
         acc = validation_accuracy(str(out / "final"), task, args.val_start, args.val_problems)
         rows.append({"lr": lr, "vf_coef": vf, "steps": args.steps, "val_accuracy": acc,
                      "first_reward": sum(rewards[:10]) / 10, "last_reward": sum(rewards[-10:]) / 10})
