@@ -84,7 +84,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     assert task is not None
     policy = load_policy(recipe.model, engine=recipe.engine, seed=recipe.seed)
     e = recipe.eval
-    problems = task.distinct_problems(e.split, e.num_problems)
+    problems = task.distinct_problems(e.split, e.num_problems, e.start)
     if args.self_refine or args.attempts == 2:
         return _eval_self_correction(recipe, task, policy, problems, self_refine=args.self_refine)
     with step_bar("eval (greedy)", len(problems)) as on_step:

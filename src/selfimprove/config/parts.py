@@ -202,6 +202,11 @@ class LossConfig(Strict):
 
 class EvalConfig(Strict):
     split: Literal["train", "test"] = "test"
+    # The split's first index judged. A validation set for tuning is `split: train` with `start` far past
+    # every train problem the run draws (generated tasks: e.g. 1,000,000), so the test split stays unseen.
+    # Generated tasks draw with replacement: such a set may repeat prompts training saw (Countdown's
+    # 3-number space: 11% of 200 against 6,000 draws), like any i.i.d. validation draw.
+    start: int = Field(0, ge=0)
     num_problems: int = Field(200, ge=1)
     batch_size: int = Field(200, ge=1)
     max_new_tokens: int = Field(32, ge=1)

@@ -221,7 +221,7 @@ class Loop:
         if (out / "eval.json").is_file():
             return json.loads((out / "eval.json").read_text())
         e = self.recipe.eval
-        problems = self.task.distinct_problems(e.split, e.num_problems)
+        problems = self.task.distinct_problems(e.split, e.num_problems, e.start)
         policy = self._policy(policy_path, self.recipe.seed)
         greedy = evaluate(policy, self.task, problems, max_new_tokens=e.max_new_tokens, batch_size=250)
         row: dict[str, Any] = {"greedy": greedy.accuracy, "problems": len(problems)}

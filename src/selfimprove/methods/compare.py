@@ -95,6 +95,7 @@ BUILTIN_ARMS: dict[str, dict[str, Any]] = {
 
 class CompareEval(Strict):
     split: Literal["train", "test"] = "test"
+    start: int = Field(0, ge=0)  # first index: `split: train` from far past training is a validation set
     num_problems: int = Field(500, ge=1)
     max_new_tokens: int = Field(32, ge=1)
     batch_size: int = Field(250, ge=1)
@@ -248,7 +249,7 @@ def _evaluate(recipe: CompareRecipe, arm: ArmSpec, model: str, out: Path, bar: S
     if out.exists():
         return json.loads(out.read_text())["metrics"]
     task = make_task(recipe.task.name, recipe.task.params)
-    problems = task.distinct_problems(recipe.eval.split, recipe.eval.num_problems)
+    problems = task.distinct_problems(recipe.eval.split, recipe.eval.num_problems, recipe.eval.start)
     policy = load_policy(ModelConfig(path=model))
     run = evaluate_self_refine if arm.protocol == "self_refine" else evaluate_two_attempts
     with bar(f"eval {arm.name}", 1) as on_step:
@@ -296,18 +297,20 @@ def run_compare(recipe: CompareRecipe, bar: StageBar = no_bar) -> dict[str, Any]
 def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: statistics.fmean(float(r[k]) for r in rows) for k in METRICS}
     if len(rows) > 1:
-        out.update({f"{k}_std": statistics.stdev(float(r[k]) for r in rows) for k in ("acc_t1", "acc_t2", "delta")})
+        for k in METRICS[:5]:
+            spread = statistics.stdev(float(r[k]) for r in rows)
+            out[f"{k}_std"], out[f"{k}_se"] = spread, spread / len(rows) ** 0.5
     out["sampled_tokens"] = statistics.fmean(r["sampled_tokens"] for r in rows)
     out["per_seed"] = rows
     return out
 
 
 def summary_table(summary: dict[str, Any]) -> str:
-    """The comparison as Markdown: percentages of all problems (mean over seeds, ± std with >1 seed)."""
+    """The comparison as Markdown: percentages of all problems (mean over seeds, ± standard error with >1 seed)."""
 
     def pct(row: dict[str, Any], key: str) -> str:
         text = f"{100 * row[key]:.1f}"
-        return text + (f" ± {100 * row[key + '_std']:.1f}" if key + "_std" in row else "")
+        return text + (f" ± {100 * row[key + '_se']:.1f}" if key + "_se" in row else "")
 
     labels = summary.get("labels", {})
     rows = [
@@ -317,6 +320,9 @@ def summary_table(summary: dict[str, Any]) -> str:
     ]
     header = ["method", "Acc@t1 %", "Acc@t2 %", "Δ", "Δ i→c", "Δ c→i", "edit ratio", "sampled tokens"]
     seeds = ", ".join(str(s) for s in summary["seeds"])
-    note = (f"\n\n{summary['eval']['num_problems']} {summary['eval']['split']} problems, greedy; seeds {seeds}; "
+    e = summary["eval"]
+    where = f" from index {e['start']:,} (validation)" if e.get("start") else ""
+    spread = "; mean ± standard error over seeds" if len(summary["seeds"]) > 1 else ""
+    note = (f"\n\n{e['num_problems']} {e['split']} problems{where}, greedy; seeds {seeds}{spread}; "
             f"budget {summary['budget_tokens']:,} sampled tokens per trained method.\n")
     return markdown_table(header, rows) + note

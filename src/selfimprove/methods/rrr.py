@@ -128,7 +128,7 @@ class RRR(PolicyGradientMethod):
         return metrics
 
     def _held_out_eval(self, job: Job) -> dict[str, float]:
-        problems = job.task.distinct_problems(self.recipe.eval.split, self.recipe.rrr.eval_problems)
+        problems = job.task.distinct_problems(self.recipe.eval.split, self.recipe.rrr.eval_problems, self.recipe.eval.start)
         return evaluate_rrr(job.policy, job.task, problems, self.recipe.rrr, max_new_tokens=self.recipe.eval.max_new_tokens)
 
     def summarise(self, job: Job) -> dict[str, Any]:

@@ -92,14 +92,15 @@ class Task(ABC):
         """How many distinct problems a split holds (finite data), or None for an unbounded generator."""
         return None
 
-    def distinct_problems(self, split: Split, n: int) -> list[Problem]:
-        """The first `n` problems of a split with distinct prompts: held-out sets should not repeat.
-
-        Generated tasks draw with replacement, so plain `problems()` may repeat one on small spaces.
+    def distinct_problems(self, split: Split, n: int, start: int = 0) -> list[Problem]:
+        """The first `n` problems of a split from index `start` with distinct prompts: held-out sets should
+        not repeat. Generated tasks draw with replacement, so plain `problems()` may repeat one on small spaces.
         """
         seen: set[str] = set()
         out: list[Problem] = []
-        for index in range(50 * n + 100):
+        size = self.size(split)
+        stop = start + 50 * n + 100 if size is None else min(size, start + 50 * n + 100)
+        for index in range(start, stop):
             if len(out) == n:
                 break
             p = self.problem(split, index)
@@ -107,7 +108,8 @@ class Task(ABC):
                 seen.add(p.prompt)
                 out.append(p)
         if len(out) < n:
-            raise ValueError(f"{self.name}: only {len(out)} distinct {split} problems found, {n} asked for")
+            where = f" from index {start}" if start else ""
+            raise ValueError(f"{self.name}: only {len(out)} distinct {split} problems found{where}, {n} asked for")
         return out
 
     # ------------------------------------------------------------------ verdicts

@@ -51,7 +51,7 @@ def seed_everything(seed: int) -> None:
 
 
 def run_eval(job: Job, config: EvalConfig, num_problems: int, seed: int, on_batch: Callable[[int], None] | None = None) -> EvalResult:
-    problems = job.task.distinct_problems(config.split, num_problems)
+    problems = job.task.distinct_problems(config.split, num_problems, config.start)
     return evaluate(
         job.policy,
         job.task,

@@ -54,15 +54,21 @@ def check_split_sizes(task: Task, recipe: Any) -> None:
     size = task.size(split)
     if size is None:
         return
+    start = getattr(evals, "start", 0)
+    if start >= size:
+        raise DataError(f"eval.start: the {split} split of task {task.name!r} has {size} problems, so it has none "
+                        f"from index {start}: set eval.start below {size}")
     asked = [("eval.num_problems", evals.num_problems)]
     schedule = getattr(recipe, "schedule", None)
     if schedule is not None and getattr(schedule, "eval_every", 0):
         asked.append(("schedule.eval_problems", schedule.eval_problems))
+    left = size - start
     for field, wanted in asked:
-        if wanted > size:
+        if wanted > left:
+            after = f" from eval.start {start}" if start else ""
             raise DataError(
-                f"{field}: the {split} split of task {task.name!r} has {size} problem{'s' * (size != 1)} but "
-                f"{field} is {wanted}: set {field} to at most {size}, {_split_hint(task)}"
+                f"{field}: the {split} split of task {task.name!r} has {left} problem{'s' * (left != 1)}{after} but "
+                f"{field} is {wanted}: set {field} to at most {left}, {_split_hint(task)}"
             )
 
 

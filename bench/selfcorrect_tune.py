@@ -1,0 +1,219 @@
+"""Choose self-correction's and RRR's settings on a validation split of *train* problems (never the test split).
+
+The reproduce run's self-correction comparison (recipes/selfcorrect-countdown-steps.yaml) and its RRR
+runs (recipes/rrr-countdown.yaml in the step format) take their learning rate, SCoRe's alpha, Stage I's
+share, the budget and RRR's anti-forgetting options from here. Every candidate trains from the same base
+as the comparison (the recipe's own: tiny model -> SFT -> format warm-up, seed 0) and is judged on
+`--val-problems` train problems from index `--val-start` on (far past every problem training draws; a
+generated task may repeat a prompt training saw, like any i.i.d. draw).
+
+- `score`: SCoRe (Stage I + II) candidates, one `selfimprove compare` arm each: lr, alpha, Stage I's
+  share; the chosen one by validation Acc@t2 (the accuracy after self-correction, SCoRe's objective).
+- `budget`: the chosen SCoRe candidate at `--long-budget` tokens (up to the issue's ~1M), with the same
+  arms as the comparison's baselines (Pair-SFT) for scale.
+- `rrr`: Reflect-Retry-Reward as in the paper and with each anti-forgetting option (a lower lr, a KL to
+  the start model on every generated token, GRPO on first attempts); chosen: the best after-retry
+  accuracy among candidates whose first attempt stays within 1 point of before.
+
+Runs resume (each is an ordinary run folder); two jobs at a time with one torch thread each. Writes
+`bench/results/selfcorrect_tune.{md,json}`.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/selfcorrect_tune.py            # every study
+    OMP_NUM_THREADS=1 .venv/bin/python bench/selfcorrect_tune.py --only rrr
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common import RESULTS, log  # noqa: E402  (bench/common.py)
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "selfimprove.cli"]
+RECIPE = ROOT / "recipes" / "selfcorrect-countdown-steps.yaml"
+RRR_RECIPE = ROOT / "recipes" / "rrr-countdown.yaml"
+
+# SCoRe (Stage I + II): (name, lr, alpha, Stage I share). The recipe's values first.
+# (lr 2e-4 collapses the diversity of the tiny model's groups in GRPO; 1e-4 is not tried for that reason.)
+SCORE = (("lr5e-5", 5e-5, 10.0, 0.3), ("lr2e-5", 2e-5, 10.0, 0.3), ("alpha3", 5e-5, 3.0, 0.3), ("stage1-0.5", 5e-5, 10.0, 0.5))
+# RRR: name -> recipe fields over recipes/rrr-countdown.yaml (the paper's RRR first).
+RRR: dict[str, dict[str, Any]] = {
+    "rrr": {},
+    "lr1e-5": {"optim.lr": 1e-5},
+    "kl-generated": {"loss.kl_coef": 0.05, "loss.kl_scope": "generated"},
+    "first-attempts": {"rrr.failure_samples": 4, "rrr.first_attempt_weight": 0.5},
+    "anchored": {"loss.kl_coef": 0.05, "loss.kl_scope": "generated", "rrr.failure_samples": 4, "rrr.first_attempt_weight": 0.5},
+}
+STEPS_FORMAT = {"task.params.format": "steps", "sampling.max_new_tokens": 32, "eval.max_new_tokens": 32}
+
+
+def score_arm(name: str, lr: float, alpha: float, share: float) -> dict[str, Any]:
+    fields = {"optim": {"lr": lr}}
+    return {"name": f"score-{name}", "label": f"SCoRe {name}", "stages": [
+        {"method": "score", "name": f"{name}-stage1", "budget": share, "set": {**fields, "score": {"stage": "I", "alpha": alpha}}},
+        {"method": "score", "name": f"{name}-stage2", "set": {**fields, "score": {"stage": "II", "alpha": alpha}}}]}
+
+
+def compare_recipe(root: Path, arms: list[Any], args: argparse.Namespace, budget: int | None = None) -> dict[str, Any]:
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe.update(run_dir=str(root), seeds=[0], arms=arms,
+                  eval={**recipe["eval"], "split": "train", "start": args.val_start, "num_problems": args.val_problems})
+    if budget is not None:
+        recipe["budget_tokens"] = budget
+    if args.quick:
+        recipe["base"]["sft"]["steps"], recipe["base"]["warmup"]["steps"] = 20, 5
+        recipe["budget_tokens"] = min(budget or 1500, 1500)
+        for section in ("sft", "warmup"):
+            recipe["base"][section]["eval"]["num_problems"] = 10
+        for method in ("score", "star", "pair_sft"):
+            recipe["defaults"][method]["eval"]["num_problems"] = 10
+    return recipe
+
+
+def run(command: list[str], log_file: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with log_file.open("a") as out:
+        out.write(f"$ {' '.join(map(str, command))}\n")
+        out.flush()
+        done = subprocess.run(list(map(str, command)), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(map(str, command[2:4]))} ...` exited {done.returncode}: see {log_file}; rerun to resume")
+
+
+def compare(root: Path, recipe: dict[str, Any], part: str) -> Path:
+    path = root / "recipes" / f"{part}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    run(CLI + ["compare", str(path)], root / f"{part}.log")
+    return root / "summary.json"
+
+
+def parallel(jobs: list[tuple[Any, ...]], fn: Any, workers: int) -> None:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(fn, *job) for job in jobs]:
+            future.result()
+
+
+def tune_score(args: argparse.Namespace) -> dict[str, Any]:
+    root = args.run_dir / "score"
+    arms = ["base", "pair_sft"] + [score_arm(*c) for c in SCORE]
+    halves = [arms[i::args.jobs] for i in range(args.jobs)]
+    parallel([(root, compare_recipe(root, half, args), f"part{i}") for i, half in enumerate(halves)], compare, args.jobs)
+    summary = json.loads(compare(root, compare_recipe(root, arms, args), "all").read_text())  # every arm cached: the table
+    return summary
+
+
+def tune_budget(args: argparse.Namespace, best: str) -> dict[str, Any]:
+    root = args.run_dir / f"budget{args.long_budget}"
+    (name, lr, alpha, share), = [c for c in SCORE if f"score-{c[0]}" == best]
+    recipe = compare_recipe(root, ["pair_sft", score_arm(name, lr, alpha, share)], args, budget=args.long_budget)
+    recipe["base"] = {"model": {"path": str(args.run_dir / "score" / "sft" / "final")}, "warmup": recipe["base"]["warmup"],
+                      "seed": recipe["base"]["seed"]}
+    return json.loads(compare(root, recipe, "all").read_text())
+
+
+def rrr_run(args: argparse.Namespace, name: str, fields: dict[str, Any]) -> None:
+    base = args.run_dir / "score" / "base" / "final"
+    small = {"steps": 3, "prompts_per_step": 4, "rrr.eval_problems": 10} if args.quick else {}
+    sets = {"run_dir": args.run_dir / "rrr" / name, "seed": 0, "model.path": base, **STEPS_FORMAT, "eval.split": "train",
+            "eval.start": args.val_start, "rrr.eval_problems": args.val_problems, "schedule.eval_every": 0, **fields, **small}
+    (args.run_dir / "rrr").mkdir(parents=True, exist_ok=True)
+    run(CLI + ["rrr", str(RRR_RECIPE), *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]],
+        args.run_dir / "rrr" / f"{name}.log")
+
+
+def tune_rrr(args: argparse.Namespace) -> dict[str, Any]:
+    parallel([(args, name, fields) for name, fields in RRR.items()], rrr_run, args.jobs)
+    out = {}
+    for name, fields in RRR.items():
+        s = json.loads((args.run_dir / "rrr" / name / "summary.json").read_text())
+        out[name] = {"fields": fields, "before": s["rrr_before"], "after": s["rrr_after"],
+                     "sampled_tokens": s.get("sampled_tokens"), "train_seconds": s.get("train_seconds")}
+    return out
+
+
+def choose_rrr(rows: dict[str, Any]) -> str:
+    """The best after-retry accuracy among runs whose first attempt stayed within 1 point; else the least forgetting."""
+    kept = {n: r for n, r in rows.items() if r["after"]["first_accuracy"] >= r["before"]["first_accuracy"] - 0.01}
+    if kept:
+        return max(kept, key=lambda n: kept[n]["after"]["retry_accuracy"])
+    return max(rows, key=lambda n: rows[n]["after"]["first_accuracy"] - rows[n]["before"]["first_accuracy"])
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = ["# Self-correction settings chosen on validation (train problems, never the test split)", "",
+             f"`bench/selfcorrect_tune.py`: seed 0, {args.val_problems} train problems from index {args.val_start:,}, greedy; "
+             "each candidate from the comparison's own base (recipes/selfcorrect-countdown-steps.yaml).", ""]
+    if "score" in result:
+        lines += ["## SCoRe (Stage I + II) at the comparison's budget", "", result["score"]["table"],
+                  f"Chosen by validation Acc@t2: **{result['score']['chosen']}**.", ""]
+    if "budget" in result:
+        lines += [f"## The chosen SCoRe at {args.long_budget:,} sampled tokens", "", result["budget"]["table"]]
+    if "rrr" in result:
+        lines += ["## Reflect-Retry-Reward (Countdown, step format): first attempt and after one retry, before -> after", "",
+                  "| run | options | first attempt % | after retry % | sampled tokens | train s |", "|---|---|---|---|---|---|"]
+        for name, r in result["rrr"]["runs"].items():
+            b, a = r["before"], r["after"]
+            opts = ", ".join(f"{k}={v}" for k, v in r["fields"].items()) or "the paper's"
+            lines.append(f"| {name} | {opts} | {100 * b['first_accuracy']:.1f} -> {100 * a['first_accuracy']:.1f} | "
+                         f"{100 * b['retry_accuracy']:.1f} -> {100 * a['retry_accuracy']:.1f} | {r['sampled_tokens'] or 0:,} | "
+                         f"{r['train_seconds'] or 0:.0f} |")
+        lines += ["", f"Chosen (best after-retry with the first attempt within 1 point): **{result['rrr']['chosen']}**.", ""]
+    lines.append(f"Wall time, summed over invocations: {result['seconds'] / 60:.0f} min ({args.jobs} jobs at a time, one torch "
+                 "thread each).")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=("score", "budget", "rrr"), default=("score", "budget", "rrr"))
+    p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "selfcorrect-tune")
+    p.add_argument("--val-start", type=int, default=1_000_000)
+    p.add_argument("--val-problems", type=int, default=400)
+    p.add_argument("--long-budget", type=int, default=1_000_000)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the script")
+    args = p.parse_args(argv)
+    args.run_dir = args.run_dir.resolve()
+    began = time.time()
+    out_json = RESULTS / ("selfcorrect_tune_quick.json" if args.quick else "selfcorrect_tune.json")
+    result: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
+    prior = float(result.pop("seconds", 0.0))  # a resumed invocation adds its own time
+    root = args.run_dir / "score"
+    log("the base every candidate starts from (the comparison's recipe)")
+    compare(root, compare_recipe(root, ["base"], args), "base")
+    if "score" in args.only or "budget" in args.only:
+        log("SCoRe candidates")
+        s = tune_score(args)
+        acc2 = {n: m["acc_t2"] for n, m in s["methods"].items() if n.startswith("score-")}
+        result["score"] = {"summary": s, "chosen": max(acc2, key=acc2.__getitem__), "table": (args.run_dir / "score" / "summary.md").read_text()}
+    if "budget" in args.only:
+        log(f"the chosen SCoRe at {args.long_budget:,} tokens")
+        b = tune_budget(args, result["score"]["chosen"])
+        result["budget"] = {"summary": b, "table": (args.run_dir / f"budget{args.long_budget}" / "summary.md").read_text()}
+    if "rrr" in args.only:
+        log("RRR candidates")
+        rows = tune_rrr(args)
+        result["rrr"] = {"runs": rows, "chosen": choose_rrr(rows)}
+    result["seconds"] = prior + time.time() - began
+    result["setup"] = {"val_start": args.val_start, "val_problems": args.val_problems, "long_budget": args.long_budget,
+                       "recipe": str(RECIPE.relative_to(ROOT)), "rrr_recipe": str(RRR_RECIPE.relative_to(ROOT)), "seed": 0}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(result, indent=2, default=str))
+    out_json.with_suffix(".md").write_text(report(result, args))
+    log(f"wrote {out_json} and {out_json.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
