@@ -19,7 +19,8 @@ so an interrupted run resumes (every training run also resumes from its checkpoi
    (`bench/results/r3_tune_chain6-sft600.md`: at 5e-5 PPO from s_0 lowered validation accuracy by 10 points).
 4. **Report**: greedy accuracy of every arm on `--test-problems` held-out problems, per seed and as
    mean ± standard error, `bench/results/r3.md`, rows in `bench/results/r3.json`, learning curves (and
-   the start-state k each curriculum trained on) in `bench/results/r3.png`.
+   the start-state k each curriculum trained on) in `bench/results/r3.png` (`--out` names another stem:
+   the 600-step base's run is `bench/results/r3_sft600.*`, from `--sweep-steps 300 --sft-steps 600 --out r3_sft600`).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py --tasks chain       # ~1.2 h on the 2-core machine, and beside it
     OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py --tasks countdown   # then `bench/r3.py` alone writes the joint report
@@ -192,12 +193,12 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
           "\n## Paper's direction per seed\n", "\n".join(verdicts) + "\n",
           "\n## Chain length sweep (SFT only)\n",
           markdown_table(["steps per chain", "SFT greedy %"], [[r["num_steps"], f"{100 * r['sft_accuracy']:.1f}"] for r in sweep_rows])]
-    (RESULTS / "r3.md").write_text("\n".join(md))
+    (RESULTS / f"{args.out}.md").write_text("\n".join(md))
     setup = {"tasks": [chain(length), COUNTDOWN], "budget": args.budget, "countdown_budget": budget(args, COUNTDOWN), "seeds": args.seeds, "pool": args.pool,
              "stage_steps": args.stage_steps or "RL's steps / demonstration steps", "lr": args.lr, "sft_steps": args.sft_steps, "test_problems": args.test_problems,
              "ppo": f"gae, gamma 1, lambda 0.95, clip 0.2, vf_coef {args.vf_coef:g}, 2 epochs, KL 0.05 (k1) in the reward, value head",
              "sweep": sweep_rows, "chain_steps": length, "wall_seconds": round(seconds)}
-    (RESULTS / "r3.json").write_text(json.dumps({"rows": [{k: r[k] for k in ("arm", "task", "seed", "accuracy", "tokens", "seconds")}
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"rows": [{k: r[k] for k in ("arm", "task", "seed", "accuracy", "tokens", "seconds")}
                                                           for r in rows], "setup": setup}, indent=2))
     import matplotlib
 
@@ -224,7 +225,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
             ax.set_xlabel("sampled tokens")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    save_figure(fig, RESULTS / "r3.png")
+    save_figure(fig, RESULTS / f"{args.out}.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--test-problems", type=int, default=500)
     p.add_argument("--tasks", nargs="+", default=["chain", "countdown"], choices=["chain", "countdown"])
+    p.add_argument("--out", default="r3", help="the results' file stem under bench/results (r3_sft600: the 600-step base's run)")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes everywhere")
     args = p.parse_args(argv)
     args.sweep_steps = args.sweep_steps or args.sft_steps
@@ -264,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         # a chain length and a base's SFT steps have their own folder, so no run is reused across them
         rows += run_task(args, root / f"{f'chain{length}' if name == 'chain' else name}-sft{args.sft_steps}", task)
     report(args, rows, sweep_rows, length, time.time() - BEGAN)
-    log(f"wrote {RESULTS / 'r3.md'}, r3.json and r3.png")
+    log(f"wrote {RESULTS / args.out}.md, .json and .png")
     return 0
 
 
