@@ -11,15 +11,16 @@ generated task may repeat a prompt training saw, like any i.i.d. draw).
   share; the chosen one by validation Acc@t2 (the accuracy after self-correction, SCoRe's objective).
 - `budget`: the chosen SCoRe candidate at `--long-budget` tokens (up to the issue's ~1M), with the same
   arms as the comparison's baselines (Pair-SFT) for scale.
-- `rrr`: Reflect-Retry-Reward as in the paper and with each anti-forgetting option (a lower lr, a KL to
-  the start model on every generated token, GRPO on first attempts); chosen: the best after-retry
-  accuracy among candidates whose first attempt stays within 1 point of before.
+- `rrr-countdown`, `rrr-function-calling`: Reflect-Retry-Reward as in the paper and with each
+  anti-forgetting option (a lower lr, a KL to the start model on every generated token, GRPO on first
+  attempts); chosen: the best after-retry accuracy among candidates whose first attempt stays within 1
+  point of before. Function calling starts from its own base (SFT, then the format warm-up).
 
 Runs resume (each is an ordinary run folder); two jobs at a time with one torch thread each. Writes
 `bench/results/selfcorrect_tune.{md,json}`.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/selfcorrect_tune.py            # every study
-    OMP_NUM_THREADS=1 .venv/bin/python bench/selfcorrect_tune.py --only rrr
+    OMP_NUM_THREADS=1 .venv/bin/python bench/selfcorrect_tune.py --only rrr-countdown
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ RRR: dict[str, dict[str, Any]] = {
     "first-attempts": {"rrr.failure_samples": 4, "rrr.first_attempt_weight": 0.5},
     "anchored": {"loss.kl_coef": 0.05, "loss.kl_scope": "generated", "rrr.failure_samples": 4, "rrr.first_attempt_weight": 0.5},
 }
+RRR_TASKS = {"countdown": "Countdown, step format", "function-calling": "function calling"}
 STEPS_FORMAT = {"task.params.format": "steps", "sampling.max_new_tokens": 32, "eval.max_new_tokens": 32}
 
 
@@ -122,21 +124,43 @@ def tune_budget(args: argparse.Namespace, best: str) -> dict[str, Any]:
     return json.loads(compare(root, recipe, "all").read_text())
 
 
-def rrr_run(args: argparse.Namespace, name: str, fields: dict[str, Any]) -> None:
-    base = args.run_dir / "score" / "base" / "final"
+def rrr_setup(args: argparse.Namespace, task: str) -> tuple[Path, Path, dict[str, Any]]:
+    """RRR's recipe, start model and task fields for `task` (countdown: the comparison's base in the step
+    format; function-calling: its own base, SFT then the format warm-up, as the reproduce run builds it)."""
+    if task == "countdown":
+        return RRR_RECIPE, args.run_dir / "score" / "base" / "final", STEPS_FORMAT
+    root = args.run_dir / "function-calling"
+    sft_small = {"steps": 30, "eval.num_problems": 10, "schedule.eval_every": 0} if args.quick else {}
+    warm_small = {"steps": 10, "eval.num_problems": 10} if args.quick else {}
+    if not (root / "warmup" / "summary.json").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        run(CLI + ["sft", "recipes/function-call-sft.yaml", *_sets({"run_dir": root / "sft", **sft_small})], root / "base.log")
+        run(CLI + ["warmup", "recipes/function-call-warmup.yaml",
+                   *_sets({"run_dir": root / "warmup", "model.path": root / "sft" / "final", **warm_small})], root / "base.log")
+    return ROOT / "recipes" / "rrr-function-calling.yaml", root / "warmup" / "final", {}
+
+
+def _sets(fields: dict[str, Any]) -> list[str]:
+    return [a for k, v in fields.items() for a in ("--set", f"{k}={v}")]
+
+
+def rrr_run(args: argparse.Namespace, task: str, name: str, fields: dict[str, Any]) -> None:
+    recipe, base, task_fields = rrr_setup(args, task)
     small = {"steps": 3, "prompts_per_step": 4, "rrr.eval_problems": 10} if args.quick else {}
-    sets = {"run_dir": args.run_dir / "rrr" / name, "seed": 0, "model.path": base, **STEPS_FORMAT, "eval.split": "train",
-            "eval.start": args.val_start, "rrr.eval_problems": args.val_problems, "schedule.eval_every": 0, **fields, **small}
-    (args.run_dir / "rrr").mkdir(parents=True, exist_ok=True)
-    run(CLI + ["rrr", str(RRR_RECIPE), *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]],
-        args.run_dir / "rrr" / f"{name}.log")
+    folder = args.run_dir / f"rrr-{task}"
+    folder.mkdir(parents=True, exist_ok=True)
+    sets = {"run_dir": folder / name, "seed": 0, "model.path": base, **task_fields, "eval.split": "train",
+            "eval.start": args.val_start, "rrr.eval_problems": args.val_problems, "eval.num_problems": args.val_problems,
+            "schedule.eval_every": 0, **fields, **small}
+    run(CLI + ["rrr", str(recipe), *_sets(sets)], folder / f"{name}.log")
 
 
-def tune_rrr(args: argparse.Namespace) -> dict[str, Any]:
-    parallel([(args, name, fields) for name, fields in RRR.items()], rrr_run, args.jobs)
+def tune_rrr(args: argparse.Namespace, task: str) -> dict[str, Any]:
+    rrr_setup(args, task)  # the base once, before the jobs share it
+    parallel([(args, task, name, fields) for name, fields in RRR.items()], rrr_run, args.jobs)
     out = {}
     for name, fields in RRR.items():
-        s = json.loads((args.run_dir / "rrr" / name / "summary.json").read_text())
+        s = json.loads((args.run_dir / f"rrr-{task}" / name / "summary.json").read_text())
         out[name] = {"fields": fields, "before": s["rrr_before"], "after": s["rrr_after"],
                      "sampled_tokens": s.get("sampled_tokens"), "train_seconds": s.get("train_seconds")}
     return out
@@ -159,16 +183,18 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
                   f"Chosen by validation Acc@t2: **{result['score']['chosen']}**.", ""]
     if "budget" in result:
         lines += [f"## The chosen SCoRe at {args.long_budget:,} sampled tokens", "", result["budget"]["table"]]
-    if "rrr" in result:
-        lines += ["## Reflect-Retry-Reward (Countdown, step format): first attempt and after one retry, before -> after", "",
+    for task in RRR_TASKS:
+        if f"rrr-{task}" not in result:
+            continue
+        lines += [f"## Reflect-Retry-Reward ({RRR_TASKS[task]}): first attempt and after one retry, before -> after", "",
                   "| run | options | first attempt % | after retry % | sampled tokens | train s |", "|---|---|---|---|---|---|"]
-        for name, r in result["rrr"]["runs"].items():
+        for name, r in result[f"rrr-{task}"]["runs"].items():
             b, a = r["before"], r["after"]
             opts = ", ".join(f"{k}={v}" for k, v in r["fields"].items()) or "the paper's"
             lines.append(f"| {name} | {opts} | {100 * b['first_accuracy']:.1f} -> {100 * a['first_accuracy']:.1f} | "
                          f"{100 * b['retry_accuracy']:.1f} -> {100 * a['retry_accuracy']:.1f} | {r['sampled_tokens'] or 0:,} | "
                          f"{r['train_seconds'] or 0:.0f} |")
-        lines += ["", f"Chosen (best after-retry with the first attempt within 1 point): **{result['rrr']['chosen']}**.", ""]
+        lines += ["", f"Chosen (best after-retry with the first attempt within 1 point): **{result[f'rrr-{task}']['chosen']}**.", ""]
     lines.append(f"Wall time, summed over invocations: {result['seconds'] / 60:.0f} min ({args.jobs} jobs at a time, one torch "
                  "thread each).")
     return "\n".join(lines) + "\n"
@@ -176,7 +202,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", nargs="+", choices=("score", "budget", "rrr"), default=("score", "budget", "rrr"))
+    studies = ("score", "rrr-countdown", "rrr-function-calling", "budget")
+    p.add_argument("--only", nargs="+", choices=studies, default=studies)
     p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "selfcorrect-tune")
     p.add_argument("--val-start", type=int, default=1_000_000)
     p.add_argument("--val-problems", type=int, default=400)
@@ -189,6 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     out_json = RESULTS / ("selfcorrect_tune_quick.json" if args.quick else "selfcorrect_tune.json")
     result: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
     prior = float(result.pop("seconds", 0.0))  # a resumed invocation adds its own time
+    result["setup"] = {"val_start": args.val_start, "val_problems": args.val_problems, "long_budget": args.long_budget,
+                       "recipe": str(RECIPE.relative_to(ROOT)), "rrr_recipe": str(RRR_RECIPE.relative_to(ROOT)), "seed": 0}
+
+    def save() -> None:  # after every study, so a stopped invocation keeps what finished
+        result["seconds"] = prior + time.time() - began
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(result, indent=2, default=str))
+        out_json.with_suffix(".md").write_text(report(result, args))
+
     root = args.run_dir / "score"
     log("the base every candidate starts from (the comparison's recipe)")
     compare(root, compare_recipe(root, ["base"], args), "base")
@@ -196,21 +232,19 @@ def main(argv: list[str] | None = None) -> int:
         log("SCoRe candidates")
         s = tune_score(args)
         acc2 = {n: m["acc_t2"] for n, m in s["methods"].items() if n.startswith("score-")}
-        result["score"] = {"summary": s, "chosen": max(acc2, key=acc2.__getitem__), "table": (args.run_dir / "score" / "summary.md").read_text()}
+        result["score"] = {"summary": s, "chosen": max(acc2, key=acc2.__getitem__), "table": (root / "summary.md").read_text()}
+        save()
+    for task in RRR_TASKS:
+        if f"rrr-{task}" in args.only:
+            log(f"RRR candidates ({task})")
+            rows = tune_rrr(args, task)
+            result[f"rrr-{task}"] = {"runs": rows, "chosen": choose_rrr(rows)}
+            save()
     if "budget" in args.only:
         log(f"the chosen SCoRe at {args.long_budget:,} tokens")
         b = tune_budget(args, result["score"]["chosen"])
         result["budget"] = {"summary": b, "table": (args.run_dir / f"budget{args.long_budget}" / "summary.md").read_text()}
-    if "rrr" in args.only:
-        log("RRR candidates")
-        rows = tune_rrr(args)
-        result["rrr"] = {"runs": rows, "chosen": choose_rrr(rows)}
-    result["seconds"] = prior + time.time() - began
-    result["setup"] = {"val_start": args.val_start, "val_problems": args.val_problems, "long_budget": args.long_budget,
-                       "recipe": str(RECIPE.relative_to(ROOT)), "rrr_recipe": str(RRR_RECIPE.relative_to(ROOT)), "seed": 0}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(result, indent=2, default=str))
-    out_json.with_suffix(".md").write_text(report(result, args))
+        save()
     log(f"wrote {out_json} and {out_json.with_suffix('.md')}")
     return 0
 
