@@ -155,6 +155,27 @@ def run_task(args: argparse.Namespace, root: Path, task: dict[str, Any]) -> list
 
 
 
+def rollout_stats(run_dir: Path, prompt_lines: int | None = None) -> dict[str, Any] | None:
+    """From a run's trained rollouts: the share of groups holding a right answer, the share of right
+    samples, and the success rate from each start state k (runs made before rows said `start_k` count
+    the prompt's lines past `prompt_lines`, the bare prompt's: RL from s_0's fewest)."""
+    path = run_dir / "buffers" / "rollouts.jsonl"
+    if not path.is_file():
+        return None
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not records:
+        return None
+    fewest = min(r["prompt"].count("\n") for r in records) if prompt_lines is None else prompt_lines
+    groups: dict[tuple[int, int], bool] = {}
+    by_k: dict[int, list[bool]] = {}
+    for r in records:
+        groups[(r["step"], r["group"])] = groups.get((r["step"], r["group"]), False) or r["correct"]
+        by_k.setdefault(r.get("start_k", r["prompt"].count("\n") - fewest), []).append(r["correct"])
+    return {"groups_solved": sum(groups.values()) / len(groups), "sample_accuracy": sum(r["correct"] for r in records) / len(records),
+            "success_by_k": {k: sum(v) / len(v) for k, v in sorted(by_k.items())}, "samples_by_k": {k: len(v) for k, v in sorted(by_k.items())},
+            "prompt_lines": fewest}
+
+
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: list[dict[str, Any]], length: int,
            seconds: float) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -177,6 +198,19 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
                 verdicts.append(f"- {task}, seed {seed}: R^3 mixed {100 * acc['r3-mixed']:.1f} vs RL {100 * acc['rl']:.1f} "
                                 f"({100 * (acc['r3-mixed'] - acc['rl']):+.1f}) vs SFT {100 * acc['sft']:.1f}: paper's order "
                                 f"(mixed > RL > SFT) {'held' if acc['r3-mixed'] > acc['rl'] > acc['sft'] else 'did not hold'}")
+    stats: dict[tuple[str, str], dict[str, Any]] = {}
+    for task in dict.fromkeys(r["task"] for r in rows):
+        lines = None  # the bare prompt's line count, from RL from s_0 (ARMS[1], first below)
+        for arm in ARMS[1:]:
+            runs = [rollout_stats(Path(r["run_dir"]), lines) for r in rows if r["task"] == task and r["arm"] == arm]
+            runs = [r for r in runs if r]
+            if runs:
+                lines = runs[0]["prompt_lines"] if lines is None else lines
+                ks = sorted({k for r in runs for k in r["success_by_k"]})
+                pooled = {k: sum(r["success_by_k"].get(k, 0) * r["samples_by_k"].get(k, 0) for r in runs)
+                          / max(1, sum(r["samples_by_k"].get(k, 0) for r in runs)) for k in ks}
+                stats[(task, arm)] = {"groups_solved": statistics.fmean(r["groups_solved"] for r in runs),
+                                      "sample_accuracy": statistics.fmean(r["sample_accuracy"] for r in runs), "success_by_k": pooled}
     # The runs' own seconds, so a report written from finished runs still says what they cost.
     per_task = {t: sum(r["seconds"] for r in rows if r["task"] == t) for t in dict.fromkeys(r["task"] for r in rows)}
     sweep_seconds = sum(r.get("seconds", 0.0) for r in sweep_rows)
@@ -191,13 +225,20 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
           f"(chosen on train problems by `bench/r3_tune.py`), vf_coef {args.vf_coef:g}.\n",
           markdown_table(["task", "arm", "accuracy %", "per seed", "sampled tokens", "steps", "seconds"], table),
           "\n## Paper's direction per seed\n", "\n".join(verdicts) + "\n",
+          "\n## Where the training samples were right (the runs' rollouts, every seed pooled)\n",
+          "Groups with a right answer and right samples (each RL arm), and the success rate from each start state k "
+          "(k demonstration steps given; the held-out task starts at k = 0).\n",
+          markdown_table(["task", "arm", "groups with a right answer %", "right samples %", "success % by start state (k: %)"],
+                         [[t, a, f"{100 * st['groups_solved']:.0f}", f"{100 * st['sample_accuracy']:.1f}",
+                           ", ".join(f"{k}: {100 * v:.0f}" for k, v in st["success_by_k"].items())] for (t, a), st in stats.items()]),
           "\n## Chain length sweep (SFT only)\n",
           markdown_table(["steps per chain", "SFT greedy %"], [[r["num_steps"], f"{100 * r['sft_accuracy']:.1f}"] for r in sweep_rows])]
     (RESULTS / f"{args.out}.md").write_text("\n".join(md))
     setup = {"tasks": [chain(length), COUNTDOWN], "budget": args.budget, "countdown_budget": budget(args, COUNTDOWN), "seeds": args.seeds, "pool": args.pool,
              "stage_steps": args.stage_steps or "RL's steps / demonstration steps", "lr": args.lr, "sft_steps": args.sft_steps, "test_problems": args.test_problems,
              "ppo": f"gae, gamma 1, lambda 0.95, clip 0.2, vf_coef {args.vf_coef:g}, 2 epochs, KL 0.05 (k1) in the reward, value head",
-             "sweep": sweep_rows, "chain_steps": length, "wall_seconds": round(seconds)}
+             "sweep": sweep_rows, "chain_steps": length, "wall_seconds": round(seconds),
+             "rollouts": {f"{t}/{a}": v for (t, a), v in stats.items()}}
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"rows": [{k: r[k] for k in ("arm", "task", "seed", "accuracy", "tokens", "seconds")}
                                                           for r in rows], "setup": setup}, indent=2))
     import matplotlib

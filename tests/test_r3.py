@@ -63,6 +63,8 @@ def test_a_continuation_is_judged_together_with_its_prefix() -> None:
     last = problem.demonstration[-1]
     right = start_state_episodes(Continue(last), task, [StartState(problem, 3)], SamplingParams(n=2))  # type: ignore[arg-type]
     assert [e.info["correct"] for e in right] == [True, True] and right[0].info["left"] == 1
+    row = right[0].record(step=4, detokenize=lambda ids: "".join(map(chr, ids)))
+    assert row["start_k"] == 3 and row["prompt"] == problem.prompt + prefix_text(problem, 3) and row["completion"] == last
     # an empty continuation is judged on the prefix alone: its last line is step 3's result, not the answer
     assert start_state_episodes(Continue(""), task, [StartState(problem, 3)], SamplingParams(n=1))[0].info["correct"] is False  # type: ignore[arg-type]
     engine = Continue("9*9=81")

@@ -112,10 +112,14 @@ class Episode:
     def record(self, step: int, detokenize: Callable[[Sequence[int]], str] | None = None) -> dict[str, Any]:
         """The episode as one row of a run's `rollouts` buffer, in TRL's column names (`prompt`,
         `completion`, `reward`) plus what identifies it (`selfimprove export` reads these). Pass the
-        sampler's `detokenize`: prompt segments hold token ids only."""
+        sampler's `detokenize`: prompt segments hold token ids only. An episode from a start state (R^3)
+        also says how many demonstration steps its prompt holds (`start_k`)."""
         prompt, completion = self.texts(detokenize)
-        return {"step": step, "problem_id": self.problem_id, "group": self.group, "prompt": prompt,
-                "completion": completion, "reward": self.reward, "correct": bool(self.info.get("correct", False))}
+        row = {"step": step, "problem_id": self.problem_id, "group": self.group, "prompt": prompt,
+               "completion": completion, "reward": self.reward, "correct": bool(self.info.get("correct", False))}
+        if "k" in self.info:
+            row["start_k"] = int(self.info["k"])
+        return row
 
     def segment(self, kind: str) -> Segment:
         for s in self.segments:
