@@ -68,8 +68,11 @@ def score_arm(name: str, lr: float, alpha: float, share: float) -> dict[str, Any
 
 def compare_recipe(root: Path, arms: list[Any], args: argparse.Namespace, budget: int | None = None) -> dict[str, Any]:
     recipe = yaml.safe_load(RECIPE.read_text())
-    recipe.update(run_dir=str(root), seeds=[0], arms=arms,
-                  eval={**recipe["eval"], "split": "train", "start": args.val_start, "num_problems": args.val_problems})
+    validation = {"split": "train", "start": args.val_start}
+    recipe.update(run_dir=str(root), seeds=[0], arms=arms, eval={**recipe["eval"], **validation, "num_problems": args.val_problems})
+    # every run's own end-of-run evaluation reads validation problems too: tuning never reads the test split
+    for section in [recipe["base"]["sft"], recipe["base"]["warmup"], *recipe["defaults"].values()]:
+        section["eval"] = {**section.get("eval", {}), **validation}
     if budget is not None:
         recipe["budget_tokens"] = budget
     if args.quick:

@@ -46,6 +46,7 @@ SUMMARY = "summary.json"
 
 class AlphaEval(Strict):
     split: Literal["train", "test"] = "test"
+    start: int = Field(0, ge=0)  # first index: `split: train` from far past training is a validation set
     num_problems: int = Field(500, ge=1)
     max_new_tokens: int = Field(32, ge=1)  # greedy answers
     search: bool = True  # also eta-MCTS at test time (learned critics, plus the tool critic when `tool`)
