@@ -101,7 +101,7 @@ def selfcorrect_claims(root: Path, results: Path) -> list[dict[str, Any]]:
 def rrr_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     out = []
     for task, key in (("countdown", "rrr_countdown"), ("function-calling", "rrr_function")):
-        for variant in ("rrr", "rrr-anchored"):
+        for variant in ("rrr", "rrr-tuned"):
             rows = [s for s in (_json(p) for p in sorted((root / f"rrr-{task}" / variant).glob("seed*/summary.json"))) if s]
             rows = [s for s in rows if "rrr_before" in s and "rrr_after" in s]
             gains = [_pts(s["rrr_after"]["retry_accuracy"] - s["rrr_before"]["retry_accuracy"]) for s in rows]
@@ -109,7 +109,7 @@ def rrr_claims(root: Path, results: Path) -> list[dict[str, Any]]:
             shown = "; ".join(f"first {_pts(s['rrr_before']['first_accuracy']):.1f} -> {_pts(s['rrr_after']['first_accuracy']):.1f}, "
                               f"after retry {_pts(s['rrr_before']['retry_accuracy']):.1f} -> {_pts(s['rrr_after']['retry_accuracy']):.1f}"
                               for s in rows)
-            label = "RRR" if variant == "rrr" else "RRR with the anti-forgetting options"
+            label = "RRR" if variant == "rrr" else "RRR with the settings chosen on validation"
             out.append(_claim(f"{label} raises after-retry accuracy ({task})", key, gains, +1, shown))
             # forgetting: the first attempt may not fall more than 1 point (the sign test is on change + 1)
             claim = _claim(f"{label} keeps the first attempt within 1 point ({task})", "forgetting", [f + 1.0 for f in forgot], +1, shown)

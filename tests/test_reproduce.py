@@ -35,8 +35,18 @@ def test_claims_by_hand(tmp_path: Path) -> None:
     _write(results / "r3.json", {"rows": [{"task": "chain", "seed": s, "arm": a, "accuracy": acc}
                                           for s, accs in enumerate([(0.5, 0.4, 0.3), (0.45, 0.5, 0.3)])
                                           for a, acc in zip(("r3-mixed", "rl", "sft"), accs)]})
+    for seed, (first, retry) in enumerate([(0.40, 0.47), (0.385, 0.455), (0.39, 0.46)]):  # before 0.40 / 0.45 every seed
+        _write(root / "rrr-countdown" / "rrr-tuned" / f"seed{seed}" / "summary.json",
+               {"rrr_before": {"first_accuracy": 0.40, "retry_accuracy": 0.45}, "rrr_after": {"first_accuracy": first, "retry_accuracy": retry}})
     claims = {c["claim"]: c for c in write_report(root, results, tmp_path / "R.md", quick=True,
-                                                  studies=["demo", "selfcorrect", "r3", "alphallm"], log_dir=tmp_path)}
+                                                  studies=["demo", "selfcorrect", "rrr-countdown", "r3", "alphallm"], log_dir=tmp_path)}
+    retry = claims["RRR with the settings chosen on validation raises after-retry accuracy (countdown)"]
+    # after-retry gains +2.0, +0.5, +1.0 points: mean 1.1667, sample std 0.7638, s.e. 0.4410
+    assert retry["ours_mean"] == pytest.approx(1.17) and retry["ours_se"] == pytest.approx(0.44) and retry["seeds"] == 3
+    kept = claims["RRR with the settings chosen on validation keeps the first attempt within 1 point (countdown)"]
+    # first-attempt changes 0, -1.5, -1.0 points: mean -0.83 (within 1 point: the sign test is on change + 1 = +0.17)
+    assert kept["ours_mean"] == pytest.approx(-0.83) and kept["verdict"].startswith("reproduced in direction")
+    assert claims["RRR raises after-retry accuracy (countdown)"]["verdict"] == "not run"
     demo = claims["GRPO after SFT beats SFT alone (points of held-out accuracy)"]
     assert demo["ours_mean"] == pytest.approx(8.0) and demo["ours_se"] == pytest.approx(2.0)  # gains 10 and 6 points
     assert demo["verdict"] == "reproduced in direction" and demo["seeds"] == 2
