@@ -135,11 +135,15 @@ def rrr_setup(args: argparse.Namespace, task: str) -> tuple[Path, Path, dict[str
     root = args.run_dir / "function-calling"
     sft_small = {"steps": 30, "eval.num_problems": 10, "schedule.eval_every": 0} if args.quick else {}
     warm_small = {"steps": 10, "eval.num_problems": 10} if args.quick else {}
+    validation = {"eval.split": "train", "eval.start": args.val_start}  # the base's own evaluations too
     if not (root / "warmup" / "summary.json").is_file():
         root.mkdir(parents=True, exist_ok=True)
-        run(CLI + ["sft", "recipes/function-call-sft.yaml", *_sets({"run_dir": root / "sft", **sft_small})], root / "base.log")
+        if not (root / "sft" / "summary.json").is_file():
+            run(CLI + ["sft", "recipes/function-call-sft.yaml", *_sets({"run_dir": root / "sft", **validation, **sft_small})],
+                root / "base.log")
         run(CLI + ["warmup", "recipes/function-call-warmup.yaml",
-                   *_sets({"run_dir": root / "warmup", "model.path": root / "sft" / "final", **warm_small})], root / "base.log")
+                   *_sets({"run_dir": root / "warmup", "model.path": root / "sft" / "final", **validation, **warm_small})],
+            root / "base.log")
     return ROOT / "recipes" / "rrr-function-calling.yaml", root / "warmup" / "final", {}
 
 
