@@ -8,6 +8,7 @@ import contextlib
 import math
 import os
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ BEGAN = time.time()
 # $SELFIMPROVE_BENCH_RESULTS (`selfimprove reproduce --quick` keeps its smoke runs out of the repository).
 RESULTS = Path(os.environ.get("SELFIMPROVE_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
-__all__ = ["BEGAN", "RESULTS", "line_bar", "log", "stderr"]
+__all__ = ["BEGAN", "RESULTS", "line_bar", "log", "run_logged", "set_args", "stderr"]
 
 
 def log(message: str) -> None:
@@ -52,3 +53,19 @@ def line_bar(description: str, total: int | None, keys: Sequence[str] = ("train/
 def stderr(values: Sequence[float]) -> float:
     """Standard error of the mean (nan for one value)."""
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+
+
+def set_args(fields: dict[str, Any]) -> list[str]:
+    """Recipe overrides as the CLI's `--set key=value` arguments."""
+    return [arg for key, value in fields.items() for arg in ("--set", f"{key}={value}")]
+
+
+def run_logged(command: Sequence[object], log_file: Path, env: dict[str, str], cwd: Path) -> None:
+    """Run a command (each of ours resumes itself) with its output appended to `log_file`; a failure
+    raises with the log's path, and rerunning resumes."""
+    with log_file.open("a") as out:
+        out.write(f"$ {' '.join(map(str, command))}\n")
+        out.flush()
+        done = subprocess.run(list(map(str, command)), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(map(str, list(command)[2:5]))} ...` exited {done.returncode}: see {log_file}, then rerun to resume")

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import run_logged, set_args  # noqa: E402  (bench/common.py)
 from reproduce_claims import write_report  # noqa: E402  (bench/reproduce_claims.py)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,10 +47,6 @@ class Study:
 RRR_TUNED: dict[str, dict[str, object]] = {"countdown": {"optim.lr": 1e-5}, "function-calling": {"optim.lr": 1e-5}}
 
 
-def _set(pairs: dict[str, object]) -> list[str]:
-    return [arg for key, value in pairs.items() for arg in ("--set", f"{key}={value}")]
-
-
 def studies(quick: bool, root: Path) -> list[Study]:
     """The commands of every study, in full or quick sizes."""
     seeds3, seeds2 = ([0], [0]) if quick else ([0, 1, 2], [0, 1])
@@ -60,14 +56,14 @@ def studies(quick: bool, root: Path) -> list[Study]:
         small = {"init.preset": "small", "sft.steps": 40, "rl.steps": 6, "eval.num_problems": 30, "sft.schedule.eval_every": 0,
                  "rl.schedule.eval_every": 0} if quick else {}
         run = demo.folder / f"seed{s}"
-        demo.commands.append(CLI + ["demo", "recipes/demo.yaml", *_set({"seed": s, "init.seed": s, "run_dir": run, **small}), "--resume"])
+        demo.commands.append(CLI + ["demo", "recipes/demo.yaml", *set_args({"seed": s, "init.seed": s, "run_dir": run, **small}), "--resume"])
     out.append(demo)
     sc = root / "selfcorrect"
     small = {"base.sft.steps": 40, "base.sft.eval.num_problems": 20, "base.warmup.steps": 10, "base.warmup.eval.num_problems": 20,
              "budget_tokens": 1500, "eval.num_problems": 30, "defaults.score.eval.num_problems": 20,
              "defaults.star.eval.num_problems": 20, "defaults.pair_sft.eval.num_problems": 20} if quick else {}
     out.append(Study("selfcorrect", [CLI + ["compare", "recipes/selfcorrect-countdown-steps.yaml",
-                                            *_set({"run_dir": sc, "seeds": seeds3, **small})]], folder=sc))
+                                            *set_args({"run_dir": sc, "seeds": seeds3, **small})]], folder=sc))
     for task, recipe, base_of in (("countdown", "recipes/rrr-countdown.yaml", "selfcorrect"),
                                   ("function-calling", "recipes/rrr-function-calling.yaml", None)):
         folder = root / f"rrr-{task}"
@@ -78,16 +74,16 @@ def studies(quick: bool, root: Path) -> list[Study]:
         else:  # its own base: SFT on function calls, then the format warm-up
             base = folder / "warmup" / "final"
             sft_small = {"steps": 30, "eval.num_problems": 10, "schedule.eval_every": 0} if quick else {}
-            study.commands.append(CLI + ["sft", "recipes/function-call-sft.yaml", *_set({"run_dir": folder / "sft", **sft_small})])
+            study.commands.append(CLI + ["sft", "recipes/function-call-sft.yaml", *set_args({"run_dir": folder / "sft", **sft_small})])
             warm_small = {"steps": 10, "eval.num_problems": 10} if quick else {}
             study.commands.append(CLI + ["warmup", "recipes/function-call-warmup.yaml",
-                                         *_set({"run_dir": folder / "warmup", "model.path": folder / "sft" / "final", **warm_small})])
+                                         *set_args({"run_dir": folder / "warmup", "model.path": folder / "sft" / "final", **warm_small})])
             task_set = {}
         small = {"steps": 3, "prompts_per_step": 4, "rrr.eval_problems": 10, "eval.num_problems": 10, "schedule.eval_every": 0} if quick else {}
         variants = {"rrr": {}, "rrr-tuned": RRR_TUNED[task]}
         for variant, extra in variants.items():
             for s in seeds3:
-                study.commands.append(CLI + ["rrr", recipe, *_set({"run_dir": folder / variant / f"seed{s}", "seed": s,
+                study.commands.append(CLI + ["rrr", recipe, *set_args({"run_dir": folder / variant / f"seed{s}", "seed": s,
                                                                     "model.path": base, **task_set, **extra, **small})])
         out.append(study)
     search = root / "search"
@@ -110,14 +106,8 @@ def run_study(study: Study, log_dir: Path, env: dict[str, str]) -> float:
     if marker.is_file():
         return 0.0
     began = time.time()
-    with (log_dir / f"{study.name}.log").open("a") as log:
-        for command in study.commands:
-            log.write(f"$ {' '.join(map(str, command))}\n")
-            log.flush()
-            done = subprocess.run(list(map(str, command)), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            if done.returncode != 0:
-                raise RuntimeError(f"study {study.name}: `{' '.join(map(str, command[2:5]))} ...` exited {done.returncode}; "
-                                   f"see {log_dir / (study.name + '.log')}, then rerun to resume")
+    for command in study.commands:
+        run_logged(command, log_dir / f"{study.name}.log", env, ROOT)
     seconds = time.time() - began
     marker.write_text(f"{seconds:.0f}\n")
     return seconds

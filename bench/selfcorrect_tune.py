@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from common import RESULTS, log  # noqa: E402  (bench/common.py)
+from common import RESULTS, log, run_logged, set_args  # noqa: E402  (bench/common.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "selfimprove.cli"]
@@ -85,14 +84,8 @@ def compare_recipe(root: Path, arms: list[Any], args: argparse.Namespace, budget
     return recipe
 
 
-def run(command: list[str], log_file: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with log_file.open("a") as out:
-        out.write(f"$ {' '.join(map(str, command))}\n")
-        out.flush()
-        done = subprocess.run(list(map(str, command)), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise RuntimeError(f"`{' '.join(map(str, command[2:4]))} ...` exited {done.returncode}: see {log_file}; rerun to resume")
+def run(command: list[Any], log_file: Path) -> None:
+    run_logged(command, log_file, {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}, ROOT)
 
 
 def compare(root: Path, recipe: dict[str, Any], part: str) -> Path:
@@ -114,8 +107,7 @@ def tune_score(args: argparse.Namespace) -> dict[str, Any]:
     arms = ["base", "pair_sft"] + [score_arm(*c) for c in SCORE]
     halves = [arms[i::args.jobs] for i in range(args.jobs)]
     parallel([(root, compare_recipe(root, half, args), f"part{i}") for i, half in enumerate(halves)], compare, args.jobs)
-    summary = json.loads(compare(root, compare_recipe(root, arms, args), "all").read_text())  # every arm cached: the table
-    return summary
+    return json.loads(compare(root, compare_recipe(root, arms, args), "all").read_text())  # every arm cached: the table
 
 
 def tune_budget(args: argparse.Namespace, best: str) -> dict[str, Any]:
@@ -139,16 +131,12 @@ def rrr_setup(args: argparse.Namespace, task: str) -> tuple[Path, Path, dict[str
     if not (root / "warmup" / "summary.json").is_file():
         root.mkdir(parents=True, exist_ok=True)
         if not (root / "sft" / "summary.json").is_file():
-            run(CLI + ["sft", "recipes/function-call-sft.yaml", *_sets({"run_dir": root / "sft", **validation, **sft_small})],
+            run(CLI + ["sft", "recipes/function-call-sft.yaml", *set_args({"run_dir": root / "sft", **validation, **sft_small})],
                 root / "base.log")
         run(CLI + ["warmup", "recipes/function-call-warmup.yaml",
-                   *_sets({"run_dir": root / "warmup", "model.path": root / "sft" / "final", **validation, **warm_small})],
+                   *set_args({"run_dir": root / "warmup", "model.path": root / "sft" / "final", **validation, **warm_small})],
             root / "base.log")
     return ROOT / "recipes" / "rrr-function-calling.yaml", root / "warmup" / "final", {}
-
-
-def _sets(fields: dict[str, Any]) -> list[str]:
-    return [a for k, v in fields.items() for a in ("--set", f"{k}={v}")]
 
 
 def rrr_run(args: argparse.Namespace, task: str, name: str, fields: dict[str, Any]) -> None:
@@ -159,7 +147,8 @@ def rrr_run(args: argparse.Namespace, task: str, name: str, fields: dict[str, An
     sets = {"run_dir": folder / name, "seed": 0, "model.path": base, **task_fields, "eval.split": "train",
             "eval.start": args.val_start, "rrr.eval_problems": args.val_problems, "eval.num_problems": args.val_problems,
             "schedule.eval_every": 0, **fields, **small}
-    run(CLI + ["rrr", str(recipe), *_sets(sets)], folder / f"{name}.log")
+    if not (folder / name / "summary.json").is_file():  # a finished run is not run again
+        run(CLI + ["rrr", str(recipe), *set_args(sets)], folder / f"{name}.log")
 
 
 def tune_rrr(args: argparse.Namespace, task: str) -> dict[str, Any]:
