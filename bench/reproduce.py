@@ -7,7 +7,8 @@
 Studies (each a list of commands that resume themselves; a finished study is marked DONE and skipped):
 demo (SFT vs SFT + GRPO), selfcorrect (SCoRe, STaR, Pair-SFT, self-refine and the ablations, Countdown in
 the step format), rrr-countdown and rrr-function-calling (Reflect-Retry-Reward as in the paper and with
-the settings chosen on validation, `RRR_TUNED`), search (greedy, votes, best-of-N, beam, MCTS, eta-MCTS at a budget), r3
+the settings chosen on validation, `RRR_TUNED`), search (greedy, votes, best-of-N, beam, MCTS, eta-MCTS at a budget; seed 0
+writes bench/results/search_budget.*, seed 1 search_budget_seed1.*), r3
 (R^3 against RL and SFT), alphallm (AlphaLLM's rounds against sampled-data self-training). Two studies
 run at a time, one torch thread each (two cores). The report is `REPRODUCTION.md` and
 `bench/results/reproduction.json` (`--quick`: under its run folder): for each claim the paper's figure,
@@ -89,7 +90,9 @@ def studies(quick: bool, root: Path) -> list[Study]:
     search = root / "search"
     quick_search = ["--sft-steps", "40", "--label-problems", "32", "--test-problems", "20", "--simulations", "1", "2",
                     "--only", "greedy", "majority_vote", "best_of_n-orm", "eta-mcts"] if quick else []
-    out.append(Study("search", [[sys.executable, str(BENCH / "search_budget.py"), "--run-dir", str(search), *quick_search]], folder=search))
+    out.append(Study("search", [[sys.executable, str(BENCH / "search_budget.py"), "--run-dir", str(search / f"seed{s}"), "--seed", str(s),
+                                 "--out", "search_budget" if s == 0 else f"search_budget_seed{s}", *quick_search] for s in seeds2],
+                     folder=search))
     r3 = root / "r3" if quick else ROOT / "runs" / "r3-bench"
     out.append(Study("r3", [[sys.executable, str(BENCH / "r3.py"), "--run-dir", str(r3), *(["--quick"] if quick else
                                                                                           ["--budget", "400000", "--eval-every", "25"])]],

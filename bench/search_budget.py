@@ -27,7 +27,8 @@ batch of problems, through `run_search_eval`):
    and 16 simulations. Each is `run_search_eval` on a `SearchRecipe`.
 4. **Report**: one table (search, setting, accuracy, mean generated tokens per problem, policy calls,
    critic calls, seconds) printed and written to `bench/results/search_budget.md`, the numbers to
-   `bench/results/search_budget.json`, accuracy against tokens to `bench/results/search_budget.png`.
+   `bench/results/search_budget.json`, accuracy against tokens to `bench/results/search_budget.png`
+   (`--out` names another stem: the reproduce run's second seed writes `search_budget_seed1.*`).
 
 The eta-MCTS settings came from `--tune`, which compares settings on 100 validation TRAIN problems
 (past the SFT pool and the critics' problems; never the test problems): UCT or PUCT, answer by ORM
@@ -311,14 +312,14 @@ def report(args: argparse.Namespace, runs: list[tuple[str, Path]], stamp: dict[s
                  f" -> ratio {vt / vote['mean_tokens']:.3f}")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot = accuracy_plot([read_run(path, label) for label, path in runs], RESULTS / "search_budget.png")
-    (RESULTS / "search_budget.json").write_text(json.dumps(
+    plot = accuracy_plot([read_run(path, label) for label, path in runs], RESULTS / f"{args.out}.png")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(
         {**stamp, "points": data, "bon64_accuracy": bon["accuracy"], "bon64_tokens": bon["mean_tokens"],
          "mcts_tokens_to_match_bon64": t if math.isfinite(t) else None, "match": how,
          "ratio": ratio if math.isfinite(ratio) else None, "vote64_accuracy": vote["accuracy"],
          "vote64_tokens": vote["mean_tokens"], "mcts_tokens_to_match_vote64": vt if math.isfinite(vt) else None,
          "vote64_match": vhow}, indent=2))
-    (RESULTS / "search_budget.md").write_text(
+    (RESULTS / f"{args.out}.md").write_text(
         "# Search at a budget: tiny-model Countdown (step format)\n\n"
         f"{stamp['setup']}\n\n" + table
         + f"\neta-MCTS against best-of-64 by the ORM ({bon['accuracy']:.1%}): {how}.\n\n{vote_line}.\n\n`{final}`\n\n"
@@ -327,7 +328,7 @@ def report(args: argparse.Namespace, runs: list[tuple[str, Path]], stamp: dict[s
     print(table, end="")
     print(f"\neta-MCTS against best-of-64 by the ORM ({bon['accuracy']:.1%} at {bon['mean_tokens']:.0f} tokens): {how}")
     print(vote_line)
-    print(f"table: {RESULTS / 'search_budget.md'}, numbers: {RESULTS / 'search_budget.json'}, plot: {plot}")
+    print(f"table: {RESULTS / (args.out + '.md')}, numbers: {RESULTS / (args.out + '.json')}, plot: {plot}")
     return final
 
 
@@ -336,6 +337,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/search-budget"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="search_budget", help="the results' file stem under bench/results")
     ap.add_argument("--sft-steps", type=int, default=600)
     ap.add_argument("--label-problems", type=int, default=2048, help="train problems the critics' labels come from")
     ap.add_argument("--critic-epochs", type=int, default=2)

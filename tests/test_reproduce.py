@@ -38,8 +38,17 @@ def test_claims_by_hand(tmp_path: Path) -> None:
     for seed, (first, retry) in enumerate([(0.40, 0.47), (0.385, 0.455), (0.39, 0.46)]):  # before 0.40 / 0.45 every seed
         _write(root / "rrr-countdown" / "rrr-tuned" / f"seed{seed}" / "summary.json",
                {"rrr_before": {"first_accuracy": 0.40, "retry_accuracy": 0.45}, "rrr_after": {"first_accuracy": first, "retry_accuracy": retry}})
+    for seed, (greedy, eta4, eta16) in enumerate([(0.30, 0.40, 0.33), (0.32, 0.30, 0.36)]):
+        points = [{"search": "greedy", "setting": {}, "accuracy": greedy, "mean_tokens": 16},
+                  {"search": "eta-mcts", "setting": {"simulations": 4}, "accuracy": eta4, "mean_tokens": 70},
+                  {"search": "eta-mcts", "setting": {"simulations": 16}, "accuracy": eta16, "mean_tokens": 80}]
+        _write(results / ("search_budget.json" if seed == 0 else f"search_budget_seed{seed}.json"), {"args": {"seed": seed}, "points": points})
     claims = {c["claim"]: c for c in write_report(root, results, tmp_path / "R.md", quick=True,
-                                                  studies=["demo", "selfcorrect", "rrr-countdown", "r3", "alphallm"], log_dir=tmp_path)}
+                                                  studies=["demo", "selfcorrect", "rrr-countdown", "search", "r3", "alphallm"],
+                                                  log_dir=tmp_path)}
+    search = claims["eta-MCTS beats greedy at its budget (Countdown)"]
+    # the largest simulation count, not the best point on test: +3 and +4 points (not +10 at 4 simulations)
+    assert search["ours_mean"] == pytest.approx(3.5) and search["ours_se"] == pytest.approx(0.5) and search["seeds"] == 2
     retry = claims["RRR with the settings chosen on validation raises after-retry accuracy (countdown)"]
     # after-retry gains +2.0, +0.5, +1.0 points: mean 1.1667, sample std 0.7638, s.e. 0.4410
     assert retry["ours_mean"] == pytest.approx(1.17) and retry["ours_se"] == pytest.approx(0.44) and retry["seeds"] == 3
