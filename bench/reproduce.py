@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"reproduce: {len(wanted)} studies, {args.jobs} at a time, logs in {log_dir}", flush=True)
         pending = {s.name: s for s in wanted}
+        wall_file, began = log_dir / "wall_seconds", time.time()
+        wall_before = float(wall_file.read_text()) if wall_file.is_file() else 0.0  # earlier invocations (sessions)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             running: dict[str, object] = {}
             finished: set[str] = {s.name for s in all_studies if (log_dir / f"{s.name}.DONE").is_file()}
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  done  {name} ({seconds / 60:.0f} min)", flush=True)
                         finished.add(name)
                         del running[name]
+                wall_file.write_text(f"{wall_before + time.time() - began:.0f}\n")  # the run's wall time across invocations
                 time.sleep(2)
     claims = write_report(root, results, report, quick=args.quick, studies=[s.name for s in all_studies], log_dir=log_dir)
     print(f"reproduce: {sum(c['verdict'].startswith('reproduced') for c in claims)} of {len(claims)} claims held; {report}")
