@@ -236,7 +236,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
                           f"{statistics.fmean(r['kept'] for r in mine):.0f}", f"{statistics.fmean(r['imagined'] for r in mine):.0f}",
                           f"{statistics.fmean(r['tokens'] for r in mine):,.0f}"])
     md = [f"# AlphaLLM's loop against sampled-data self-training (tiny model, {args.task})\n",
-          f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min of wall time, "
+          f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min of wall time over its invocations, "
           f"2-core machine). Seeds {args.seeds_list}; {args.rounds} rounds; {args.seeds} seed prompts; "
           f"{args.budget:,} policy tokens per round; {args.test_problems} held-out test problems (greedy and "
           "eta-MCTS with that round's learned critics, no gold answers). Mean ± standard error over seeds; "
@@ -337,7 +337,11 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  {arm} seed {seed} round {row['round']}: greedy {row['greedy']:.1%}, eta-MCTS {row.get('search', 0):.1%}, "
                     f"kept {row['kept']}, imagined {row['imagined']} ({row.get('imagine', {})}), {row['tokens']:,} tokens")
     abl = ablation(args, root, base, shared)
-    report(args, rows, abl, bon, critics, time.time() - BEGAN)
+    # the run folder's wall time summed over invocations (a rerun that finds every run finished adds seconds)
+    wall = root / "wall_seconds"
+    seconds = (float(wall.read_text()) if wall.is_file() else 0.0) + time.time() - BEGAN
+    wall.write_text(f"{seconds:.0f}\n")
+    report(args, rows, abl, bon, critics, seconds)
     log(f"wrote the table, JSON and PNG under {RESULTS}")
     return 0
 
