@@ -177,11 +177,21 @@ STUDY_CLAIMS = {"demo": demo_claims, "selfcorrect": selfcorrect_claims, "rrr-cou
                 "r3": r3_claims, "alphallm": alphallm_claims}
 
 
+def wall_minutes(log_dir: Path) -> float:
+    """The run's wall time: the union of its invocations' spans (`logs/spans/*`: "start end" in seconds)."""
+    spans = sorted(tuple(map(float, p.read_text().split()[:2])) for p in (log_dir / "spans").glob("*") if p.is_file())
+    total, end = 0.0, -math.inf
+    for start, stop in spans:
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total / 60
+
+
 def write_report(root: Path, results: Path, report: Path, *, quick: bool, studies: list[str], log_dir: Path) -> list[dict[str, Any]]:
     claims = [c for name, fn in STUDY_CLAIMS.items() if name in studies for c in fn(root, results)]
     done = {p.stem: float(p.read_text() or 0) / 60 for p in sorted(log_dir.glob("*.DONE"))}
-    wall_file = log_dir / "wall_seconds"
-    wall = float(wall_file.read_text()) / 60 if wall_file.is_file() else sum(done.values())
+    wall = wall_minutes(log_dir) or sum(done.values())
     per_study = ", ".join(f"{name} {minutes:.0f}" for name, minutes in done.items())
     lines = [
         "# Reproduction of the seed papers' claims" + (" (quick smoke run: tiny sizes, not evidence)" if quick else ""),

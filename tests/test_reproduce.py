@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from reproduce_claims import write_report  # noqa: E402
+from reproduce_claims import wall_minutes, write_report  # noqa: E402
 
 
 def _write(path: Path, data: object) -> None:
@@ -82,3 +82,10 @@ def test_the_driver_runs_resumes_and_reports_on_its_quick_preset(tmp_path: Path)
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode == 0 and "done  demo (0 min)" in again.stdout  # skipped: marked DONE
     assert json.loads((tmp_path / "results" / "reproduction.json").read_text())["quick"] is True
+
+
+def test_wall_time_is_the_union_of_the_invocations_spans(tmp_path: Path) -> None:
+    (tmp_path / "spans").mkdir()
+    for i, (start, stop) in enumerate([(0, 600), (300, 900), (2000, 2600)]):  # two overlap, one a later session
+        (tmp_path / "spans" / f"{i}").write_text(f"{start} {stop}\n")
+    assert wall_minutes(tmp_path) == 25.0  # 0..900 and 2000..2600: 1500 s

@@ -1,0 +1,26 @@
+"""bench/selfcorrect_tune.py's choice of RRR settings, on made-up validation numbers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from selfcorrect_tune import choose_rrr  # noqa: E402
+
+
+def _row(first: float, retry: float) -> dict:
+    return {"before": {"first_accuracy": 0.40, "retry_accuracy": 0.45}, "after": {"first_accuracy": first, "retry_accuracy": retry}}
+
+
+def test_the_best_retry_among_runs_that_kept_the_first_attempt() -> None:
+    rows = {"paper": _row(0.30, 0.50), "kept": _row(0.395, 0.46), "kept-better": _row(0.41, 0.47), "lost": _row(0.385, 0.60)}
+    # "paper" and "lost" fell more than 1 point (0.385 < 0.39); of the two kept, the better retry wins
+    assert choose_rrr(rows) == "kept-better"
+
+
+def test_none_kept_the_least_forgetting_then_the_better_retry() -> None:
+    rows = {"a": _row(0.386, 0.40), "b": _row(0.386, 0.41), "c": _row(0.30, 0.60)}
+    assert choose_rrr(rows) == "b"  # a and b both lost 1.4 points; b's retry is higher
