@@ -13,7 +13,7 @@ from selfimprove.cli import main
 from selfimprove.config import ConfigError, load_recipe
 from selfimprove.search.recipe import SearchRecipe
 from selfimprove.search.report import PLOT, TABLE, report
-from selfimprove.search.run import read_results, recipe_changes, run_search_eval
+from selfimprove.search.run import _with_defaults, read_results, recipe_changes, run_search_eval
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "search-countdown.yaml"
 
@@ -93,6 +93,18 @@ def test_a_resumed_run_may_change_only_problem_count_batching_and_sweep_values()
     old = load().model_dump(mode="json")
     assert recipe_changes(old, load("num_problems=7", "problems_per_batch=3", "search.sweep.values=[1, 2]").model_dump(mode="json")) == []
     assert recipe_changes(old, load("search.params.temperature=0.5").model_dump(mode="json")) == ["search.params.temperature"]
+
+
+def test_a_run_resumes_across_path_spellings_and_fields_added_since(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    old = load("model.path=model").model_dump(mode="json")
+    absolute = load(f"model.path={tmp_path / 'model'}").model_dump(mode="json")
+    assert recipe_changes(old, absolute) == []  # one folder, two spellings
+    assert recipe_changes(old, load(f"model.path={tmp_path}").model_dump(mode="json")) == ["model.path"]
+    del old["engine"]["workers"]  # a run made before the field existed ran with its default
+    assert recipe_changes(_with_defaults(old), absolute) == []
+    assert recipe_changes(old, absolute) == ["engine.workers"]
 
 
 # ------------------------------------------------------------------------------------------ run

@@ -123,10 +123,31 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, or two spellings (relative, absolute) of one existing file or folder."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and a and b:
+        try:
+            return Path(a).exists() and Path(b).exists() and Path(a).samefile(b)
+        except OSError:
+            return False
+    return False
+
+
 def recipe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted fields that differ between two resolved recipes, apart from `RESUMABLE_CHANGES`."""
     a, b = _flatten(old), _flatten(new)
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+    return sorted(k for k in a.keys() | b.keys() if not _same(a.get(k), b.get(k)) and k not in RESUMABLE_CHANGES)
+
+
+def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """An earlier run's recipe with the fields added since at their defaults (as it ran), so a newer
+    library resumes it; a recipe the current one cannot read stays as written (and shows as changed)."""
+    try:
+        return SearchRecipe.model_validate(old).model_dump(mode="json")
+    except ValueError:
+        return old
 
 
 def setting_key(setting: dict[str, Any]) -> str:
@@ -159,7 +180,7 @@ def prepare_run_dir(recipe: SearchRecipe) -> list[dict[str, Any]]:
     if records:
         if not (root / CONFIG).is_file():
             raise ConfigError(f"run_dir: {root} holds {RESULTS} but no {CONFIG}; use a new run_dir")
-        changed = recipe_changes(yaml.safe_load((root / CONFIG).read_text()) or {}, resolved)
+        changed = recipe_changes(_with_defaults(yaml.safe_load((root / CONFIG).read_text()) or {}), resolved)
         if changed:
             raise ConfigError(
                 f"run_dir: {root} holds results of another recipe (it differs in {', '.join(changed)}); "
