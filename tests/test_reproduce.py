@@ -63,6 +63,8 @@ def test_claims_by_hand(tmp_path: Path) -> None:
     assert score["ours_mean"] == pytest.approx(0.5) and score["verdict"] == "reproduced in direction (within noise)"
     vs = claims["SCoRe's Delta above the best of STaR and Pair-SFT"]
     assert vs["ours_mean"] == pytest.approx(-1.5) and vs["verdict"].startswith("not reproduced")  # -1 and -2 points
+    assert "Pair-SFT" in vs["why"] and "wrong->right 2.0" in vs["why"]  # the measured reason; Pair-SFT's i->c: 3 and 1 points
+    assert demo["why"] == ""  # a claim that held needs no reason
     assert claims["Single-turn RL's Delta is negative"]["verdict"] == "reproduced in direction"
     r3 = claims["R^3 (mixed curriculum) beats RL at the same tokens (chain)"]
     assert r3["ours_mean"] == pytest.approx(2.5) and r3["seeds"] == 2  # +10 and -5 points
