@@ -41,8 +41,16 @@ def _json(path: Path) -> Any:
         return None
 
 
-def _claim(name: str, key: str, values: list[float], sign: int, measured: str, why: str = "") -> dict[str, Any]:
-    """One claim; `why` (the measured reason) is kept when the claim did not hold."""
+def _claim(name: str, key: str, values: list[float], sign: int, measured: str, why: str = "", planned: int = 0) -> dict[str, Any]:
+    """One claim; `why` (the measured reason) is kept when the claim did not hold; fewer seeds than
+    `planned` mark the verdict partial (a run still under way)."""
+    claim = _verdict(name, key, values, sign, measured, why)
+    if values and len(values) < planned:
+        claim["verdict"] += f" (partial: {len(values)} of {planned} seeds)"
+    return claim
+
+
+def _verdict(name: str, key: str, values: list[float], sign: int, measured: str, why: str) -> dict[str, Any]:
     if not values:
         return {"claim": name, "paper": PAPER[key], "ours_mean": None, "ours_se": None, "seeds": 0, "verdict": "not run",
                 "measured": measured, "why": ""}
@@ -129,10 +137,10 @@ def rrr_claims(root: Path, results: Path) -> list[dict[str, Any]]:
                         f"reflection changed the after-retry accuracy by {statistics.fmean(gains) if gains else 0:+.1f} while the "
                         f"first attempt moved {statistics.fmean(forgot) if forgot else 0:+.1f} (the weights are shared)")
             why_kept = f"the shared weights moved the first attempt by {statistics.fmean(forgot) if forgot else 0:+.1f} points"
-            out.append(_claim(f"{label} raises after-retry accuracy ({task})", key, gains, +1, shown, why_gain))
+            out.append(_claim(f"{label} raises after-retry accuracy ({task})", key, gains, +1, shown, why_gain, planned=3))
             # forgetting: the first attempt may not fall more than 1 point (the sign test is on change + 1)
             claim = _claim(f"{label} keeps the first attempt within 1 point ({task})", "forgetting", [f + 1.0 for f in forgot], +1, shown,
-                           why_kept)
+                           why_kept, planned=3)
             if claim["ours_mean"] is not None:
                 claim["ours_mean"] = round(claim["ours_mean"] - 1.0, 2)  # report the change itself
             out.append(claim)
