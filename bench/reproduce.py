@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import run_logged, set_args  # noqa: E402  (bench/common.py)
-from reproduce_claims import write_report  # noqa: E402  (bench/reproduce_claims.py)
+from reproduce_claims import planned_seeds, write_report  # noqa: E402  (bench/reproduce_claims.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "selfimprove.cli"]
@@ -52,7 +52,7 @@ RRR_TUNED: dict[str, dict[str, object]] = {"countdown": FIRST_ATTEMPTS, "functio
 
 def studies(quick: bool, root: Path) -> list[Study]:
     """The commands of every study, in full or quick sizes."""
-    seeds3, seeds2 = ([0], [0]) if quick else ([0, 1, 2], [0, 1])
+    seeds3, seeds2 = planned_seeds(quick)
     out: list[Study] = []
     demo = Study("demo", [], folder=root / "demo")
     for s in seeds2:
