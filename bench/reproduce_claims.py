@@ -75,6 +75,20 @@ def demo_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     return [_claim("GRPO after SFT beats SFT alone (points of held-out accuracy)", "demo", gains, +1, measured)]
 
 
+def _longer_budget(results: Path) -> str:
+    """What the validation study at a larger budget (bench/selfcorrect_tune.py --only budget) measured, if it ran."""
+    tune = _json(results / "selfcorrect_tune.json") or {}
+    if "budget" not in tune:
+        return ""
+    methods = tune["budget"]["summary"]["methods"]
+    score = next((m for name, m in methods.items() if name.startswith("score")), None)
+    if score is None or "pair_sft" not in methods:
+        return ""
+    lead = "more budget did not change it" if score["delta"] <= 0 else "more budget moved it past 0 on validation"
+    return (f"; {lead}: at {tune['budget']['summary']['budget_tokens']:,} sampled tokens on validation (seed 0) SCoRe's "
+            f"Delta was {_pts(score['delta']):+.1f}, Pair-SFT's {_pts(methods['pair_sft']['delta']):+.1f}")
+
+
 def selfcorrect_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     summary = _json(root / "selfcorrect" / "summary.json") or {"methods": {}}
     per = {name: {r["seed"]: r for r in m.get("per_seed", [])} for name, m in summary["methods"].items()}
@@ -102,7 +116,8 @@ def selfcorrect_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     base_d, score_d = mean_of("base", "delta"), mean_of("score", "delta")
     why_delta = (f"the untrained base already loses on a second attempt (Delta {base_d:+.1f}: right->wrong "
                  f"{mean_of('base', 'delta_c_to_i'):.1f} > wrong->right {mean_of('base', 'delta_i_to_c'):.1f}); SCoRe moved "
-                 f"Delta by {score_d - base_d:+.1f} points, not past 0 (300k sampled tokens, a 2.65M-parameter model)")
+                 f"Delta by {score_d - base_d:+.1f} points, not past 0 (300k sampled tokens, a 2.65M-parameter model)"
+                 f"{_longer_budget(results)}")
     why_baselines = (f"Pair-SFT imitates demonstrated fixes (wrong->right {mean_of('pair_sft', 'delta_i_to_c'):.1f}, Delta "
                      f"{mean_of('pair_sft', 'delta'):+.1f}); SCoRe's RL on its own second attempts found fewer fixes "
                      f"(wrong->right {mean_of('score', 'delta_i_to_c'):.1f})")

@@ -204,9 +204,20 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
         rule = ("the best after-retry accuracy with the first attempt within 1 point" if kept else
                 "no run kept the first attempt within 1 point: the least forgetting, ties broken by after-retry accuracy")
         lines += ["", f"Chosen ({rule}): **{chosen}**.", ""]
-    lines.append(f"Wall time, summed over invocations: {result['seconds'] / 60:.0f} min ({args.jobs} jobs at a time, one torch "
-                 "thread each).")
+    lines.append(f"Training time summed over every candidate: {training_minutes(result):.0f} min ({args.jobs} runs at a time, one "
+                 f"torch thread each; evaluation not included). Wall time of the invocations that finished a study: "
+                 f"{result['seconds'] / 60:.0f} min (an invocation stopped part-way is not counted; its runs resumed).")
     return "\n".join(lines) + "\n"
+
+
+def training_minutes(result: dict[str, Any]) -> float:
+    """Every candidate's own training seconds, from its run (complete however often the script was stopped and
+    resumed, unlike the invocations' wall time): compare arms per seed, RRR runs one each."""
+    seconds = sum(seed.get("train_seconds") or 0 for study in ("score", "budget") if study in result
+                  for method in result[study]["summary"]["methods"].values() for seed in method["per_seed"])
+    seconds += sum(r.get("train_seconds") or 0 for task in RRR_TASKS if f"rrr-{task}" in result
+                   for r in result[f"rrr-{task}"]["runs"].values())
+    return seconds / 60
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,6 +80,25 @@ def test_claims_by_hand(tmp_path: Path) -> None:
     assert quick["RRR raises after-retry accuracy (countdown)"]["verdict"] == "reproduced in direction"  # the quick preset plans 1 seed
 
 
+def test_scores_reason_cites_the_longer_budget_study_on_validation(tmp_path: Path) -> None:
+    root, results = tmp_path / "runs", tmp_path / "results"
+    row = {"seed": 0, "delta": -0.02, "delta_i_to_c": 0.05, "delta_c_to_i": 0.07}
+    _write(root / "selfcorrect" / "summary.json", {"methods": {"score": {"per_seed": [row]}, "base": {"per_seed": [row]}}})
+
+    def why() -> str:
+        claims = write_report(root, results, tmp_path / "R.md", quick=True, studies=["selfcorrect"], log_dir=tmp_path)
+        return next(c["why"] for c in claims if c["claim"].startswith("SCoRe's Delta(t1, t2)"))
+
+    assert "validation" not in why()  # the budget study has not run: nothing to cite
+    budget = {"budget_tokens": 1_000_000, "methods": {"pair_sft": {"delta": 0.105}, "score-stage1-0.5": {"delta": -0.03}}}
+    _write(results / "selfcorrect_tune.json", {"budget": {"summary": budget}})
+    assert why().endswith("; more budget did not change it: at 1,000,000 sampled tokens on validation (seed 0) "
+                          "SCoRe's Delta was -3.0, Pair-SFT's +10.5")
+    budget["methods"]["score-stage1-0.5"]["delta"] = 0.01
+    _write(results / "selfcorrect_tune.json", {"budget": {"summary": budget}})
+    assert "more budget moved it past 0 on validation" in why() and "SCoRe's Delta was +1.0" in why()
+
+
 def test_the_driver_runs_resumes_and_reports_on_its_quick_preset(tmp_path: Path) -> None:
     command = [sys.executable, str(ROOT / "bench" / "reproduce.py"), "--quick", "--only", "demo", "--run-dir", str(tmp_path)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from selfcorrect_tune import choose_rrr  # noqa: E402
+from selfcorrect_tune import choose_rrr, training_minutes  # noqa: E402
 
 
 def _row(first: float, retry: float) -> dict:
@@ -24,3 +24,11 @@ def test_the_best_retry_among_runs_that_kept_the_first_attempt() -> None:
 def test_none_kept_the_least_forgetting_then_the_better_retry() -> None:
     rows = {"a": _row(0.386, 0.40), "b": _row(0.386, 0.41), "c": _row(0.30, 0.60)}
     assert choose_rrr(rows) == "b"  # a and b both lost 1.4 points; b's retry is higher
+
+
+def test_training_minutes_sum_every_candidates_own_seconds() -> None:
+    seeds = {"a": {"per_seed": [{"train_seconds": 60.0}, {"train_seconds": 120.0}]}, "base": {"per_seed": [{"train_seconds": 0}]}}
+    result = {"score": {"summary": {"methods": seeds}}, "budget": {"summary": {"methods": {"b": {"per_seed": [{"train_seconds": 300.0}]}}}},
+              "rrr-countdown": {"runs": {"x": {"train_seconds": 240.0}, "y": {"train_seconds": None}}}, "seconds": 5.0}
+    # 60 + 120 + 0 + 300 + 240 seconds = 12 minutes; the invocations' wall time (5 s) plays no part
+    assert training_minutes(result) == 12.0
