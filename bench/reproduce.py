@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         span_file.parent.mkdir(exist_ok=True)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             running: dict[str, object] = {}
+            started: dict[str, float] = {}  # each running study's own span (spans/<study>/), summed by the report
             waiting: set[str] = set()
             while pending or running:
                 # a study's inputs are ready when its dependencies are marked DONE (here or by another invocation)
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     if len(running) < args.jobs and not missing:
                         print(f"  start {name}", flush=True)
                         running[name] = pool.submit(run_study, study, log_dir, env)
+                        started[name] = time.time()
                         del pending[name]
                 for name, future in list(running.items()):
                     if future.done():  # type: ignore[attr-defined]
@@ -167,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  done  {name} ({seconds / 60:.0f} min)", flush=True)
                         del running[name]
                 span_file.write_text(f"{began:.0f} {time.time():.0f}\n")
+                for name in running:
+                    study_span = log_dir / "spans" / name / f"{started[name]:.0f}-{os.getpid()}"
+                    study_span.parent.mkdir(exist_ok=True)
+                    study_span.write_text(f"{started[name]:.0f} {time.time():.0f}\n")
                 time.sleep(2)
     claims = write_report(root, results, report, quick=args.quick, studies=[s.name for s in all_studies], log_dir=log_dir)
     held = sum(c["verdict"].startswith("reproduced") and "partial" not in c["verdict"] for c in claims)

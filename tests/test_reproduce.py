@@ -116,3 +116,16 @@ def test_wall_time_is_the_union_of_the_invocations_spans(tmp_path: Path) -> None
     for i, (start, stop) in enumerate([(0, 600), (300, 900), (2000, 2600)]):  # two overlap, one a later session
         (tmp_path / "spans" / f"{i}").write_text(f"{start} {stop}\n")
     assert wall_minutes(tmp_path) == 25.0  # 0..900 and 2000..2600: 1500 s
+
+
+def test_a_studys_minutes_are_the_union_of_its_own_spans_over_invocations(tmp_path: Path) -> None:
+    study = tmp_path / "spans" / "rrr"
+    study.mkdir(parents=True)
+    for i, (start, stop) in enumerate([(0, 1200), (5000, 5600)]):  # stopped, then resumed in a later invocation
+        (study / f"{i}").write_text(f"{start} {stop}\n")
+    (tmp_path / "spans" / "whole-run").write_text("0 6000\n")
+    assert wall_minutes(tmp_path, "rrr") == 30.0  # 1200 + 600 s; the run's own span is not the study's
+    assert wall_minutes(tmp_path) == 100.0  # the run's union ignores the per-study folders
+    (tmp_path / "rrr.DONE").write_text("600\n")  # the last invocation's 10 minutes
+    write_report(tmp_path, tmp_path / "results", tmp_path / "R.md", quick=True, studies=[], log_dir=tmp_path)
+    assert "each study's own minutes: rrr 30 " in (tmp_path / "R.md").read_text()
