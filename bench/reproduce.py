@@ -1,7 +1,7 @@
 """One command for every comparison the project has, and the report of which seed-paper claims held.
 
     selfimprove reproduce              # the full run: hours on 2 cores; resumes where it stopped
-    selfimprove reproduce --quick      # a smoke run of the same studies in tiny sizes (~15 min)
+    selfimprove reproduce --quick      # a smoke run of the same studies in tiny sizes (6-11 min measured here)
     selfimprove reproduce --report     # only rewrite the report from what has run so far
 
 Studies (each a list of commands that resume themselves; a finished study is marked DONE and skipped):
