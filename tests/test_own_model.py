@@ -4,6 +4,7 @@ merges.txt, no pad token) trains with SFT and with LoRA on PEFT's default target
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,10 @@ def test_a_gpt2_bpe_model_runs_sft(gpt2_dir: Path, tmp_path: Path) -> None:
 
 
 def test_lora_defaults_to_pefts_targets_for_the_architecture(gpt2_dir: Path, tmp_path: Path) -> None:
-    assert main(["sft", str(_recipe(tmp_path, gpt2_dir, lora={"r": 4, "alpha": 8}))]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["sft", str(_recipe(tmp_path, gpt2_dir, lora={"r": 4, "alpha": 8}))]) == 0
+    assert not [w for w in caught if "fan_in_fan_out" in str(w.message)]  # GPT-2's Conv1D layers are declared as such
     adapter = json.loads((tmp_path / "run" / "final" / "adapter_config.json").read_text())
+    assert adapter["fan_in_fan_out"] is True
     assert adapter["target_modules"] == ["c_attn"] or set(adapter["target_modules"]) == {"c_attn"}

@@ -106,6 +106,17 @@ def check_lora_targets(source: str, targets: Sequence[str] | str) -> None:
     resolve_targets(model, targets)
 
 
+def _all_conv1d(model: PreTrainedModel, targets: list[str] | str) -> bool:
+    """True when every named target is a transformers `Conv1D` (GPT-2's layers store weights transposed):
+    the adapter must then say `fan_in_fan_out`, which peft would otherwise switch on itself with a warning."""
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(targets, str):
+        return False
+    matched = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in targets]
+    return bool(matched) and all(isinstance(m, Conv1D) for m in matched)
+
+
 def apply_lora(policy: HFPolicy, config: LoraSettings) -> None:
     """Wrap `policy.model` in a fresh LoRA adapter; only adapter weights stay trainable.
 
@@ -113,11 +124,13 @@ def apply_lora(policy: HFPolicy, config: LoraSettings) -> None:
     equal to the base): the run is deterministic because the driver seeds that RNG first.
     """
     _check_plain(policy)
+    targets = resolve_targets(policy.model, config.target_modules)
     peft_config = peft.LoraConfig(
         r=config.r,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=resolve_targets(policy.model, config.target_modules),
+        target_modules=targets,
+        fan_in_fan_out=_all_conv1d(policy.model, targets),
         task_type="CAUSAL_LM",
     )
     with _quiet():
