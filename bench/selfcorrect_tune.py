@@ -11,6 +11,8 @@ generated task may repeat a prompt training saw, like any i.i.d. draw).
   share; the chosen one by validation Acc@t2 (the accuracy after self-correction, SCoRe's objective).
 - `budget`: the chosen SCoRe candidate at `--long-budget` tokens (up to the issue's ~1M), with the same
   arms as the comparison's baselines (Pair-SFT) for scale.
+- `rrr-seeds`: each task's chosen RRR setting again with seeds `--check-seeds` (after the choice, which it
+  cannot change): whether its validation gain is more than one seed's noise.
 - `rrr-countdown`, `rrr-function-calling`: Reflect-Retry-Reward as in the paper and with each
   anti-forgetting option (a lower lr, a KL to the start model on every generated token, GRPO on first
   attempts); chosen: the best after-retry accuracy among candidates whose first attempt stays within 1
@@ -36,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from common import RESULTS, log, run_logged, set_args  # noqa: E402  (bench/common.py)
+from common import RESULTS, log, run_logged, set_args, stderr  # noqa: E402  (bench/common.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "selfimprove.cli"]
@@ -145,12 +147,14 @@ def rrr_setup(args: argparse.Namespace, task: str) -> tuple[Path, Path, dict[str
     return ROOT / "recipes" / "rrr-function-calling.yaml", root / "warmup" / "final", {}
 
 
-def rrr_run(args: argparse.Namespace, task: str, name: str, fields: dict[str, Any]) -> None:
+def rrr_run(args: argparse.Namespace, task: str, name: str, fields: dict[str, Any], seed: int = 0) -> None:
+    """One RRR candidate on validation; seed 0 is the tuning run (folder `name`), others `name-seed<k>`."""
     recipe, base, task_fields = rrr_setup(args, task)
     small = {"steps": 3, "prompts_per_step": 4, "rrr.eval_problems": 10} if args.quick else {}
     folder = args.run_dir / f"rrr-{task}"
     folder.mkdir(parents=True, exist_ok=True)
-    sets = {"run_dir": folder / name, "seed": 0, "model.path": base, **task_fields, "eval.split": "train",
+    name = name if seed == 0 else f"{name}-seed{seed}"
+    sets = {"run_dir": folder / name, "seed": seed, "model.path": base, **task_fields, "eval.split": "train",
             "eval.start": args.val_start, "rrr.eval_problems": args.val_problems, "eval.num_problems": args.val_problems,
             "schedule.eval_every": 0, **fields, **small}
     if not (folder / name / "summary.json").is_file():  # a finished run is not run again
@@ -179,6 +183,28 @@ def choose_rrr(rows: dict[str, Any]) -> str:
                                     rows[n]["after"]["retry_accuracy"]))
 
 
+def rrr_over_seeds(args: argparse.Namespace, task: str, chosen: str) -> dict[str, Any]:
+    """The chosen RRR setting on validation again with other seeds: was its gain over the untrained model
+    more than one seed's noise? (Run after the choice, so it cannot change it.)"""
+    fields = RRR[chosen]
+    parallel([(args, task, chosen, fields, seed) for seed in args.check_seeds], rrr_run, args.jobs)
+    per_seed = []
+    for seed in [0, *args.check_seeds]:
+        folder = args.run_dir / f"rrr-{task}" / (chosen if seed == 0 else f"{chosen}-seed{seed}")
+        s = json.loads((folder / "summary.json").read_text())
+        per_seed.append({"seed": seed, "before": s["rrr_before"], "after": s["rrr_after"], "train_seconds": s.get("train_seconds")})
+    return {"chosen": chosen, "per_seed": per_seed, **seed_changes(per_seed)}
+
+
+def seed_changes(per_seed: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean and standard error over seeds of the change (points) in first-attempt and after-retry accuracy."""
+    out: dict[str, float] = {}
+    for key in ("first", "retry"):
+        changes = [100 * (r["after"][f"{key}_accuracy"] - r["before"][f"{key}_accuracy"]) for r in per_seed]
+        out[f"{key}_change"], out[f"{key}_change_se"] = sum(changes) / len(changes), stderr(changes)
+    return out
+
+
 def report(result: dict[str, Any], args: argparse.Namespace) -> str:
     lines = ["# Self-correction settings chosen on validation (train problems, never the test split)", "",
              f"`bench/selfcorrect_tune.py`: seed 0, {args.val_problems} train problems from index {args.val_start:,}, greedy; "
@@ -204,6 +230,16 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
         rule = ("the best after-retry accuracy with the first attempt within 1 point" if kept else
                 "no run kept the first attempt within 1 point: the least forgetting, ties broken by after-retry accuracy")
         lines += ["", f"Chosen ({rule}): **{chosen}**.", ""]
+    if "rrr-seeds" in result:
+        lines += ["## The chosen RRR settings over seeds (validation, after the choice)", "",
+                  "| task | setting | seeds | first attempt change (points) | after-retry change (points) | per seed (first, retry) |",
+                  "|---|---|---|---|---|---|"]
+        for task, r in result["rrr-seeds"].items():
+            seeds = ", ".join(f"s{x['seed']}: {100 * x['before']['first_accuracy']:.1f}->{100 * x['after']['first_accuracy']:.1f}, "
+                              f"{100 * x['before']['retry_accuracy']:.1f}->{100 * x['after']['retry_accuracy']:.1f}" for x in r["per_seed"])
+            lines.append(f"| {RRR_TASKS[task]} | {r['chosen']} | {len(r['per_seed'])} | {r['first_change']:+.1f} ± "
+                         f"{r['first_change_se']:.1f} | {r['retry_change']:+.1f} ± {r['retry_change_se']:.1f} | {seeds} |")
+        lines.append("")
     lines.append(f"Training time summed over every candidate: {training_minutes(result):.0f} min ({args.jobs} runs at a time, one "
                  f"torch thread each; evaluation not included). Wall time of the invocations that finished a study: "
                  f"{result['seconds'] / 60:.0f} min (an invocation stopped part-way is not counted; its runs resumed).")
@@ -217,18 +253,21 @@ def training_minutes(result: dict[str, Any]) -> float:
                   for method in result[study]["summary"]["methods"].values() for seed in method["per_seed"])
     seconds += sum(r.get("train_seconds") or 0 for task in RRR_TASKS if f"rrr-{task}" in result
                    for r in result[f"rrr-{task}"]["runs"].values())
+    seconds += sum(r.get("train_seconds") or 0 for check in result.get("rrr-seeds", {}).values()
+                   for r in check["per_seed"] if r["seed"] != 0)  # seed 0 is the tuning run, counted above
     return seconds / 60
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    studies = ("score", "rrr-countdown", "rrr-function-calling", "budget")
+    studies = ("score", "rrr-countdown", "rrr-function-calling", "budget", "rrr-seeds")
     p.add_argument("--only", nargs="+", choices=studies, default=studies)
     p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "selfcorrect-tune")
     p.add_argument("--val-start", type=int, default=1_000_000)
     p.add_argument("--val-problems", type=int, default=400)
     p.add_argument("--long-budget", type=int, default=1_000_000)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--check-seeds", type=int, nargs="+", default=[1, 2], help="rrr-seeds: the seeds beside 0")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the script")
     args = p.parse_args(argv)
     args.run_dir = args.run_dir.resolve()
@@ -265,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         b = tune_budget(args, result["score"]["chosen"])
         result["budget"] = {"summary": b, "table": (args.run_dir / f"budget{args.long_budget}" / "summary.md").read_text()}
         save()
+    if "rrr-seeds" in args.only:
+        for task in RRR_TASKS:
+            if f"rrr-{task}" in result:
+                log(f"the chosen RRR setting over seeds {args.check_seeds} ({task})")
+                result.setdefault("rrr-seeds", {})[task] = rrr_over_seeds(args, task, result[f"rrr-{task}"]["chosen"])
+                save()
     log(f"wrote {out_json} and {out_json.with_suffix('.md')}")
     return 0
 

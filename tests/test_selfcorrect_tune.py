@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from selfcorrect_tune import choose_rrr, training_minutes  # noqa: E402
+from selfcorrect_tune import choose_rrr, seed_changes, training_minutes  # noqa: E402
 
 
 def _row(first: float, retry: float) -> dict:
@@ -32,3 +34,12 @@ def test_training_minutes_sum_every_candidates_own_seconds() -> None:
               "rrr-countdown": {"runs": {"x": {"train_seconds": 240.0}, "y": {"train_seconds": None}}}, "seconds": 5.0}
     # 60 + 120 + 0 + 300 + 240 seconds = 12 minutes; the invocations' wall time (5 s) plays no part
     assert training_minutes(result) == 12.0
+
+
+def test_seed_changes_mean_and_standard_error_in_points() -> None:
+    per_seed = [{"seed": s, "before": {"first_accuracy": 0.40, "retry_accuracy": 0.45},
+                 "after": {"first_accuracy": f, "retry_accuracy": r}} for s, (f, r) in enumerate([(0.42, 0.46), (0.40, 0.44), (0.41, 0.45)])]
+    out = seed_changes(per_seed)
+    # first: +2, 0, +1 points -> mean 1, sample std 1, s.e. 1/sqrt(3); retry: +1, -1, 0 -> mean 0, s.e. 1/sqrt(3)
+    assert out["first_change"] == pytest.approx(1.0) and out["first_change_se"] == pytest.approx(3 ** -0.5)
+    assert out["retry_change"] == pytest.approx(0.0) and out["retry_change_se"] == pytest.approx(3 ** -0.5)
