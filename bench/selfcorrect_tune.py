@@ -235,7 +235,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
                   "| task | setting | seeds | first attempt change (points) | after-retry change (points) | per seed (first, retry) |",
                   "|---|---|---|---|---|---|"]
         for task, r in result["rrr-seeds"].items():
-            seeds = ", ".join(f"s{x['seed']}: {100 * x['before']['first_accuracy']:.1f}->{100 * x['after']['first_accuracy']:.1f}, "
+            seeds = "; ".join(f"s{x['seed']}: {100 * x['before']['first_accuracy']:.1f}->{100 * x['after']['first_accuracy']:.1f}, "
                               f"{100 * x['before']['retry_accuracy']:.1f}->{100 * x['after']['retry_accuracy']:.1f}" for x in r["per_seed"])
             lines.append(f"| {RRR_TASKS[task]} | {r['chosen']} | {len(r['per_seed'])} | {r['first_change']:+.1f} ± "
                          f"{r['first_change_se']:.1f} | {r['retry_change']:+.1f} ± {r['retry_change_se']:.1f} | {seeds} |")
