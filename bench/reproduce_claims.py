@@ -140,6 +140,16 @@ def planned_seeds(quick: bool) -> tuple[list[int], list[int]]:
     return ([0], [0]) if quick else ([0, 1, 2], [0, 1])
 
 
+def _validation_over_seeds(results: Path, task: str) -> str:
+    """The chosen RRR setting on validation over seeds (bench/selfcorrect_tune.py --only rrr-seeds), if it ran:
+    the test figures beside it show how far one split's verdict carries to the other."""
+    check = ((_json(results / "selfcorrect_tune.json") or {}).get("rrr-seeds") or {}).get(task)
+    if not check:
+        return ""
+    return (f"; on validation ({len(check['per_seed'])} seeds, after the choice): first {check['first_change']:+.1f} ± "
+            f"{check['first_change_se']:.1f}, after retry {check['retry_change']:+.1f} ± {check['retry_change_se']:.1f}")
+
+
 def rrr_claims(root: Path, results: Path, planned: int = len(planned_seeds(False)[0])) -> list[dict[str, Any]]:
     out = []
     for task, key in (("countdown", "rrr_countdown"), ("function-calling", "rrr_function")):
@@ -152,6 +162,8 @@ def rrr_claims(root: Path, results: Path, planned: int = len(planned_seeds(False
                               f"after retry {_pts(s['rrr_before']['retry_accuracy']):.1f} -> {_pts(s['rrr_after']['retry_accuracy']):.1f}"
                               for s in rows)
             label = "RRR" if variant == "rrr" else "RRR with the settings chosen on validation"
+            if variant == "rrr-tuned" and shown:
+                shown += _validation_over_seeds(results, task)
             head = statistics.fmean(_pts(s["rrr_before"]["retry_accuracy"] - s["rrr_before"]["first_accuracy"]) for s in rows) if rows else 0.0
             gain, moved = (statistics.fmean(v) if v else 0.0 for v in (gains, forgot))
             why_kept = f"the shared weights moved the first attempt by {moved:+.1f} points"
