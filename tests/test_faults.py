@@ -98,6 +98,15 @@ def test_changed_keys_flattens_nested_sections() -> None:
     assert keys == ["b.c", "e", "f"]
 
 
+def test_changed_keys_compares_paths_by_the_folder_they_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    old = {"model": {"path": "model"}, "steps": 6}
+    assert changed_keys(old, {"model": {"path": str(tmp_path / "model")}, "steps": 6}) == []  # one folder, two spellings
+    assert [k for k, _, _ in changed_keys(old, {"model": {"path": str(tmp_path)}, "steps": 6})] == ["model.path"]
+    assert [k for k, _, _ in changed_keys({"model": {"path": "absent"}}, {"model": {"path": str(tmp_path / "absent")}})] == ["model.path"]
+
+
 def test_the_cli_flag_allows_a_changed_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = tmp_path / "run"
     crashed_run(run_dir)

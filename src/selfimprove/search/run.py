@@ -43,6 +43,7 @@ from selfimprove.search.result import SearchResult
 from selfimprove.tasks.base import Problem, Task
 from selfimprove.tasks.plugins import make_task
 from selfimprove.train.models import load_policy
+from selfimprove.train.run_dir import changed_keys
 from selfimprove.progress import StageBar, no_bar
 
 logger = logging.getLogger(__name__)
@@ -52,9 +53,6 @@ SUMMARY = "summary.json"
 CONFIG = "config.yaml"
 # Recipe fields a resumed run may change: they decide which problems and points run, not their results.
 RESUMABLE_CHANGES = ("run_dir", "num_problems", "problems_per_batch", "search.sweep.values")
-
-
-
 
 
 # ------------------------------------------------------------------------------------------ critics
@@ -114,31 +112,10 @@ def check_critics_read_the_policy(policy: Sampler, critics: Sequence[Critic | No
 
 
 # ------------------------------------------------------------------------------------------ resume
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal values, or two spellings (relative, absolute) of one existing file or folder."""
-    if a == b:
-        return True
-    if isinstance(a, str) and isinstance(b, str) and a and b:
-        try:
-            return Path(a).exists() and Path(b).exists() and Path(a).samefile(b)
-        except OSError:
-            return False
-    return False
-
-
 def recipe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Dotted fields that differ between two resolved recipes, apart from `RESUMABLE_CHANGES`."""
-    a, b = _flatten(old), _flatten(new)
-    return sorted(k for k in a.keys() | b.keys() if not _same(a.get(k), b.get(k)) and k not in RESUMABLE_CHANGES)
+    """Dotted fields that differ between two resolved recipes (the training runs' `changed_keys`: paths
+    compare by the folder they name), apart from `RESUMABLE_CHANGES`."""
+    return [key for key, _, _ in changed_keys(old, new) if key not in RESUMABLE_CHANGES]
 
 
 def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:

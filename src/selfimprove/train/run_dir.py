@@ -116,11 +116,25 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: data}
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """Equal recipe values, or two spellings (relative, absolute) of one existing file or folder: a run
+    resumed from another working directory, or by a driver that writes absolute paths, is the same run."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and a and b:
+        try:
+            return Path(a).exists() and Path(b).exists() and Path(a).samefile(b)
+        except OSError:
+            return False
+    return False
+
+
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(dotted key, old value, new value) for every leaf that differs, sorted by key."""
+    """(dotted key, old value, new value) for every leaf that differs (`same_value`), sorted by key."""
     a, b = _flatten(old), _flatten(new)
     missing = object()
-    return [(k, a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+    return [(k, a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
+            if not same_value(a.get(k, missing), b.get(k, missing))]
 
 
 def _extendable(key: str) -> bool:
