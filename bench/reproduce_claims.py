@@ -15,6 +15,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
+from common import stderr  # noqa: E402  (bench/common.py)
+
 PAPER = {
     "demo": "RL on a verifier's reward improves on SFT (DeepSeekMath / R1: GRPO after SFT)",
     "score_delta": "+4.4 (MATH: 60.0 -> 64.4)",
@@ -55,7 +57,7 @@ def _verdict(name: str, key: str, values: list[float], sign: int, measured: str,
         return {"claim": name, "paper": PAPER[key], "ours_mean": None, "ours_se": None, "seeds": 0, "verdict": "not run",
                 "measured": measured, "why": ""}
     mean = statistics.fmean(values)
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    se = stderr(values)
     verdict = "reproduced in direction" if mean * sign > 0 else "not reproduced"
     if not math.isnan(se) and abs(mean) <= se:
         verdict += " (within noise)"
@@ -75,9 +77,14 @@ def demo_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     return [_claim("GRPO after SFT beats SFT alone (points of held-out accuracy)", "demo", gains, +1, measured)]
 
 
+def _tuning(results: Path) -> dict[str, Any]:
+    """What bench/selfcorrect_tune.py measured on validation (empty when it has not run)."""
+    return _json(results / "selfcorrect_tune.json") or {}
+
+
 def _longer_budget(results: Path) -> str:
     """What the validation study at a larger budget (bench/selfcorrect_tune.py --only budget) measured, if it ran."""
-    tune = _json(results / "selfcorrect_tune.json") or {}
+    tune = _tuning(results)
     if "budget" not in tune:
         return ""
     methods = tune["budget"]["summary"]["methods"]
@@ -143,7 +150,7 @@ def planned_seeds(quick: bool) -> tuple[list[int], list[int]]:
 def _validation_over_seeds(results: Path, task: str) -> str:
     """The chosen RRR setting on validation over seeds (bench/selfcorrect_tune.py --only rrr-seeds), if it ran:
     the test figures beside it show how far one split's verdict carries to the other."""
-    check = ((_json(results / "selfcorrect_tune.json") or {}).get("rrr-seeds") or {}).get(task)
+    check = (_tuning(results).get("rrr-seeds") or {}).get(task)
     if not check:
         return ""
     return (f"; on validation ({len(check['per_seed'])} seeds, after the choice): first {check['first_change']:+.1f} ± "

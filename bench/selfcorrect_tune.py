@@ -147,30 +147,36 @@ def rrr_setup(args: argparse.Namespace, task: str) -> tuple[Path, Path, dict[str
     return ROOT / "recipes" / "rrr-function-calling.yaml", root / "warmup" / "final", {}
 
 
+def rrr_folder(args: argparse.Namespace, task: str, name: str, seed: int = 0) -> Path:
+    """An RRR candidate's run folder: seed 0 is the tuning run (`name`), other seeds `name-seed<k>`."""
+    return args.run_dir / f"rrr-{task}" / (name if seed == 0 else f"{name}-seed{seed}")
+
+
+def rrr_row(args: argparse.Namespace, task: str, name: str, seed: int = 0) -> dict[str, Any]:
+    """A finished candidate's accuracies before and after, its sampled tokens and training seconds."""
+    s = json.loads((rrr_folder(args, task, name, seed) / "summary.json").read_text())
+    return {"before": s["rrr_before"], "after": s["rrr_after"], "sampled_tokens": s.get("sampled_tokens"),
+            "train_seconds": s.get("train_seconds")}
+
+
 def rrr_run(args: argparse.Namespace, task: str, name: str, fields: dict[str, Any], seed: int = 0) -> None:
-    """One RRR candidate on validation; seed 0 is the tuning run (folder `name`), others `name-seed<k>`."""
+    """One RRR candidate on validation (a finished one is not run again)."""
     recipe, base, task_fields = rrr_setup(args, task)
     small = {"steps": 3, "prompts_per_step": 4, "rrr.eval_problems": 10} if args.quick else {}
-    folder = args.run_dir / f"rrr-{task}"
-    folder.mkdir(parents=True, exist_ok=True)
-    name = name if seed == 0 else f"{name}-seed{seed}"
-    sets = {"run_dir": folder / name, "seed": seed, "model.path": base, **task_fields, "eval.split": "train",
+    run_dir = rrr_folder(args, task, name, seed)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    sets = {"run_dir": run_dir, "seed": seed, "model.path": base, **task_fields, "eval.split": "train",
             "eval.start": args.val_start, "rrr.eval_problems": args.val_problems, "eval.num_problems": args.val_problems,
             "schedule.eval_every": 0, **fields, **small}
-    if not (folder / name / "summary.json").is_file():  # a finished run is not run again
-        run(CLI + ["rrr", str(recipe), *set_args(sets)], folder / f"{name}.log")
+    if not (run_dir / "summary.json").is_file():
+        run(CLI + ["rrr", str(recipe), *set_args(sets)], run_dir.with_name(f"{run_dir.name}.log"))
 
 
 def tune_rrr(args: argparse.Namespace, task: str) -> dict[str, Any]:
     rrr_setup(args, task)  # the base once, before the jobs share it
     candidates = {name: fields for name, fields in RRR.items() if name not in RRR_SKIP[task]}
     parallel([(args, task, name, fields) for name, fields in candidates.items()], rrr_run, args.jobs)
-    out = {}
-    for name, fields in candidates.items():
-        s = json.loads((args.run_dir / f"rrr-{task}" / name / "summary.json").read_text())
-        out[name] = {"fields": fields, "before": s["rrr_before"], "after": s["rrr_after"],
-                     "sampled_tokens": s.get("sampled_tokens"), "train_seconds": s.get("train_seconds")}
-    return out
+    return {name: {"fields": fields, **rrr_row(args, task, name)} for name, fields in candidates.items()}
 
 
 def choose_rrr(rows: dict[str, Any]) -> str:
@@ -188,11 +194,7 @@ def rrr_over_seeds(args: argparse.Namespace, task: str, chosen: str) -> dict[str
     more than one seed's noise? (Run after the choice, so it cannot change it.)"""
     fields = RRR[chosen]
     parallel([(args, task, chosen, fields, seed) for seed in args.check_seeds], rrr_run, args.jobs)
-    per_seed = []
-    for seed in [0, *args.check_seeds]:
-        folder = args.run_dir / f"rrr-{task}" / (chosen if seed == 0 else f"{chosen}-seed{seed}")
-        s = json.loads((folder / "summary.json").read_text())
-        per_seed.append({"seed": seed, "before": s["rrr_before"], "after": s["rrr_after"], "train_seconds": s.get("train_seconds")})
+    per_seed = [{"seed": seed, **rrr_row(args, task, chosen, seed)} for seed in [0, *args.check_seeds]]
     return {"chosen": chosen, "per_seed": per_seed, **seed_changes(per_seed)}
 
 
