@@ -54,7 +54,7 @@ from selfimprove.methods.sft import SFT  # noqa: E402
 from selfimprove.policy.tiny import write_tiny_model  # noqa: E402
 from selfimprove.search.recipe import SearchRecipe  # noqa: E402
 from selfimprove.search.run import run_search_eval  # noqa: E402
-from common import BEGAN, RESULTS, line_bar, log, stderr  # noqa: E402  (bench/common.py)
+from common import BEGAN, RESULTS, line_bar, log, repo_relative_paths, stderr  # noqa: E402  (bench/common.py)
 
 # The main bench, and a task where the tool critic is only partial (a calculator: right arithmetic on
 # the wrong operations passes it).
@@ -236,7 +236,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
                           f"{statistics.fmean(r['kept'] for r in mine):.0f}", f"{statistics.fmean(r['imagined'] for r in mine):.0f}",
                           f"{statistics.fmean(r['tokens'] for r in mine):,.0f}"])
     md = [f"# AlphaLLM's loop against sampled-data self-training (tiny model, {args.task})\n",
-          f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py {' '.join(sys.argv[1:])}` ({seconds / 60:.0f} min of wall time over its invocations, "
+          f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py {' '.join(repo_relative_paths(sys.argv[1:]))}` ({seconds / 60:.0f} min of wall time over its invocations, "
           f"2-core machine). Seeds {args.seeds_list}; {args.rounds} rounds; {args.seeds} seed prompts; "
           f"{args.budget:,} policy tokens per round; {args.test_problems} held-out test problems (greedy and "
           "eta-MCTS with that round's learned critics, no gold answers). Mean ± standard error over seeds; "
@@ -258,9 +258,9 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
              "imagined_per_round": args.imagined, "imagine": args.imagine, "budget_tokens_per_round": args.budget,
              "gamma": args.gamma, "sft_steps": args.sft_steps, "simulations": args.simulations,
              "test_problems": args.test_problems, "wall_seconds": round(seconds), "search": eta_search(args)}
-    (RESULTS / f"{name}.json").write_text(json.dumps({"rows": [
+    (RESULTS / f"{name}.json").write_text(json.dumps(repo_relative_paths({"rows": [
         {k: r.get(k) for k in ("arm", "round", "seed", "greedy", "search", "kept", "imagined", "tokens")} for r in rows],
-        "ablation": abl, "best_of_n": bon, "critics": critics, "setup": setup}, indent=2))
+        "ablation": abl, "best_of_n": bon, "critics": critics, "setup": setup}), indent=2))
     import matplotlib
 
     matplotlib.use("Agg")

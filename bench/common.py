@@ -10,15 +10,48 @@ import os
 import statistics
 import subprocess
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Callable, Iterator, Sequence
 
 BEGAN = time.time()
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 # Where a benchmark writes its table, JSON and plot: bench/results (committed), or the folder in
 # $SELFIMPROVE_BENCH_RESULTS (`selfimprove reproduce --quick` keeps its smoke runs out of the repository).
 RESULTS = Path(os.environ.get("SELFIMPROVE_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
-__all__ = ["BEGAN", "RESULTS", "line_bar", "log", "run_logged", "set_args", "stderr"]
+__all__ = ["BEGAN", "RESULTS", "ROOT", "line_bar", "log", "repo_relative", "repo_relative_paths", "run_logged", "set_args",
+           "stderr"]
+
+
+def repo_relative(path: str | os.PathLike[str]) -> str:
+    """`path` as a committed report names it: relative to the repository root (`runs/reproduce/search/seed0`)
+    when it lies inside the repository, never one machine's absolute path; a path outside it stays as given.
+    A relative path counts from the working directory."""
+    given = os.fspath(path)
+    full = Path(os.path.abspath(given))
+    for candidate in (full, full.resolve()):  # resolved too: a checkout reached through a symlink
+        if candidate.is_relative_to(ROOT):
+            return candidate.relative_to(ROOT).as_posix()
+    return given
+
+
+def repo_relative_paths(value: Any) -> Any:
+    """A report's data (dicts, lists, strings, numbers) with every absolute path in it, and every `Path`, named
+    by `repo_relative`: strings that are absolute paths, or options written `--name=/a/path`. Other strings
+    are kept (a relative string need not be a path)."""
+    if isinstance(value, dict):
+        return {k: repo_relative_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [repo_relative_paths(v) for v in value]
+    if isinstance(value, PurePath):
+        return repo_relative(value)
+    if isinstance(value, str):
+        if os.path.isabs(value):
+            return repo_relative(value)
+        option, eq, rest = value.partition("=")
+        if option.startswith("-") and eq and os.path.isabs(rest):
+            return f"{option}={repo_relative(rest)}"
+    return value
 
 
 def log(message: str) -> None:

@@ -48,7 +48,7 @@ from selfimprove.methods.r3 import R3, R3Recipe  # noqa: E402
 from selfimprove.methods.sft import SFT  # noqa: E402
 from selfimprove.policy.tiny import write_tiny_model  # noqa: E402
 from selfimprove.train.runlog import read_metrics  # noqa: E402
-from common import BEGAN, RESULTS, line_bar, log, stderr  # noqa: E402  (bench/common.py)
+from common import BEGAN, RESULTS, line_bar, log, repo_relative_paths, stderr  # noqa: E402  (bench/common.py)
 
 COUNTDOWN = {"name": "countdown", "params": {"num_numbers": 3, "min_number": 1, "max_number": 20, "min_target": 10,
                                               "max_target": 50, "format": "steps"}}
@@ -218,7 +218,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
     md = ["# R^3 against RL from s_0 and SFT (tiny model)\n",
           f"Training time, the runs' own seconds summed (one torch thread each; a task's runs one after another): {cost}. "
           f"This invocation: {seconds / 60:.0f} min of wall time.\n",
-          f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py {' '.join(sys.argv[1:])}`. Same SFT base per task, "
+          f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py {' '.join(repo_relative_paths(sys.argv[1:]))}`. Same SFT base per task, "
           f"{args.budget:,} sampled tokens per RL arm on chains and {budget(args, COUNTDOWN):,} on Countdown, seeds {args.seeds}, greedy accuracy on {args.test_problems} held-out "
           f"problems (mean ± standard error over seeds, then per seed). Chain length {length} from the sweep below "
           f"(the sweep trains {args.sweep_steps} SFT steps, the base {args.sft_steps}). PPO lr {args.lr:g} "
@@ -239,8 +239,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
              "ppo": f"gae, gamma 1, lambda 0.95, clip 0.2, vf_coef {args.vf_coef:g}, 2 epochs, KL 0.05 (k1) in the reward, value head",
              "sweep": sweep_rows, "chain_steps": length, "wall_seconds": round(seconds),
              "rollouts": {f"{t}/{a}": v for (t, a), v in stats.items()}}
-    (RESULTS / f"{args.out}.json").write_text(json.dumps({"rows": [{k: r[k] for k in ("arm", "task", "seed", "accuracy", "tokens", "seconds")}
-                                                          for r in rows], "setup": setup}, indent=2))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(repo_relative_paths({"rows": [{k: r[k] for k in ("arm", "task", "seed", "accuracy", "tokens", "seconds")}
+                                                          for r in rows], "setup": setup}), indent=2))
     import matplotlib
 
     matplotlib.use("Agg")

@@ -35,7 +35,7 @@ from selfimprove.methods.r3 import R3, R3Recipe  # noqa: E402
 from selfimprove.policy.load import load_engine  # noqa: E402
 from selfimprove.tasks.plugins import make_task  # noqa: E402
 from selfimprove.train.runlog import read_metrics  # noqa: E402
-from common import RESULTS, line_bar, log  # noqa: E402  (bench/common.py)
+from common import RESULTS, line_bar, log, repo_relative_paths  # noqa: E402  (bench/common.py)
 from r3 import COUNTDOWN, SFT_POOL, chain, max_tokens, ppo_loss  # noqa: E402  (bench/r3.py)
 
 CANDIDATES = ((5e-5, 5.0), (1e-5, 5.0), (5e-5, 0.5))
@@ -102,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     name = f"r3_tune_{args.task}"
     (RESULTS / f"{name}.md").write_text("\n".join([
         f"# R^3's PPO step size for the tiny model ({args.task}; {(time.time() - began) / 60:.0f} min)\n",
-        f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/r3_tune.py {' '.join(sys.argv[1:])}`. PPO from s_0, seed 0, "
+        f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/r3_tune.py {' '.join(repo_relative_paths(sys.argv[1:]))}`. PPO from s_0, seed 0, "
         f"{args.steps} steps of 16 prompts x 8 samples from the bench's SFT base; greedy accuracy on {args.val_problems} "
         f"*train*-split problems from index {args.val_start} (never trained on; the test split is not used).\n",
         markdown_table(["lr", "vf_coef", "steps", "validation greedy %", "train reward (first 10 -> last 10 steps)"], table)]))
-    (RESULTS / f"{name}.json").write_text(json.dumps({"rows": rows, "setup": {
+    (RESULTS / f"{name}.json").write_text(json.dumps(repo_relative_paths({"rows": rows, "setup": {
         "task": task, "steps": args.steps, "val_start": args.val_start, "val_problems": args.val_problems,
-        "wall_seconds": round(time.time() - began)}}, indent=2))
+        "wall_seconds": round(time.time() - began)}}), indent=2))
     log(f"wrote {RESULTS / name}.md")
     return 0
 

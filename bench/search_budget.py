@@ -74,7 +74,7 @@ from selfimprove.search.recipe import SearchRecipe  # noqa: E402
 from selfimprove.search.report import accuracy_plot, read_run  # noqa: E402
 from selfimprove.search.run import run_search_eval  # noqa: E402
 from selfimprove.methods.sft import run_sft  # noqa: E402
-from common import BEGAN, RESULTS, line_bar, log  # noqa: E402  (bench/common.py)
+from common import BEGAN, RESULTS, line_bar, log, repo_relative_paths  # noqa: E402  (bench/common.py)
 
 TASK_PARAMS = {"num_numbers": 3, "min_number": 1, "max_number": 20, "min_target": 10, "max_target": 50, "format": "steps"}
 SFT_POOL = 2000  # SFT demonstrations: train problems 0..1999 (the critics label problems past them)
@@ -313,12 +313,12 @@ def report(args: argparse.Namespace, runs: list[tuple[str, Path]], stamp: dict[s
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot = accuracy_plot([read_run(path, label) for label, path in runs], RESULTS / f"{args.out}.png")
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(repo_relative_paths(
         {**stamp, "points": data, "bon64_accuracy": bon["accuracy"], "bon64_tokens": bon["mean_tokens"],
          "mcts_tokens_to_match_bon64": t if math.isfinite(t) else None, "match": how,
          "ratio": ratio if math.isfinite(ratio) else None, "vote64_accuracy": vote["accuracy"],
          "vote64_tokens": vote["mean_tokens"], "mcts_tokens_to_match_vote64": vt if math.isfinite(vt) else None,
-         "vote64_match": vhow}, indent=2))
+         "vote64_match": vhow}), indent=2))
     (RESULTS / f"{args.out}.md").write_text(
         "# Search at a budget: tiny-model Countdown (step format)\n\n"
         f"{stamp['setup']}\n\n" + table

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from common import RESULTS, log, run_logged, set_args, stderr  # noqa: E402  (bench/common.py)
+from common import RESULTS, log, repo_relative_paths, run_logged, set_args, stderr  # noqa: E402  (bench/common.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "selfimprove.cli"]
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:  # after every study, so a stopped invocation keeps what finished
         result["seconds"] = prior + time.time() - began
         RESULTS.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(result, indent=2, default=str))
+        out_json.write_text(json.dumps(repo_relative_paths(result), indent=2, default=str))
         out_json.with_suffix(".md").write_text(report(result, args))
 
     root = args.run_dir / "score"
