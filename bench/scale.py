@@ -39,7 +39,8 @@ from selfimprove.eval.report import markdown_table  # noqa: E402
 from selfimprove.methods.rl import run_rl  # noqa: E402
 from selfimprove.policy.base import SamplingParams  # noqa: E402
 from selfimprove.policy.load import load_hf  # noqa: E402
-from selfimprove.policy.ray_engine import RayEngine, ensure_ray  # noqa: E402
+from selfimprove.policy.ray_cluster import ensure_ray  # noqa: E402
+from selfimprove.policy.ray_engine import RayEngine  # noqa: E402
 from selfimprove.train.runlog import read_metrics  # noqa: E402
 from common import RESULTS  # noqa: E402  (bench/common.py)
 

@@ -27,13 +27,24 @@ def small_policy(small_model_dir: Path):
     return HFPolicy.load(small_model_dir, seed=0)
 
 
+def with_tests_on_path() -> None:
+    """Put tests/ on PYTHONPATH (processes started from here, Ray's workers included, import helpers)
+    and mark this process as the test driver (helpers' tasks misbehave only elsewhere)."""
+    tests = str(Path(__file__).resolve().parent)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if tests not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([tests, *paths])
+    os.environ["SELFIMPROVE_TEST_DRIVER"] = str(os.getpid())
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
     """One local Ray cluster per test session (2 CPUs, a small object store, auth off: nothing under the
     home folder); tests that use it start their pools on it and close them."""
     ray = pytest.importorskip("ray")
-    from selfimprove.policy.ray_engine import ensure_ray
+    from selfimprove.policy.ray_cluster import ensure_ray
 
+    with_tests_on_path()  # the workers import tests/helpers.py (tasks that misbehave on a worker)
     ensure_ray(None, 2)
     yield
     ray.shutdown()

@@ -1,8 +1,13 @@
-"""Helpers shared by the resume tests: a simulated crash after a given step."""
+"""Helpers shared by the tests: a simulated crash after a given step, and tasks whose verifier misbehaves
+inside a Ray worker (the workers import this module: the Ray fixtures put tests/ on PYTHONPATH)."""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any, Callable
+
+from selfimprove.tasks.countdown import CountdownTask
 
 
 class Crash(RuntimeError):
@@ -24,3 +29,30 @@ def sampling_job(method: Any, policy: Any, task: Any, run_dir: Any) -> Any:
     from selfimprove.train.job import Job
 
     return Job(policy, None, task, method.make_stream(), method.State(), run_dir)  # type: ignore[arg-type]
+
+
+def in_ray_worker() -> bool:
+    return "RAY_RAYLET_PID" in os.environ and os.environ.get("SELFIMPROVE_TEST_DRIVER") != str(os.getpid())
+
+
+class WorkerKillingTask(CountdownTask):
+    """Countdown whose verifier ends the process it runs in when that is a Ray worker: a worker that dies
+    on every call, so the pool cannot recover."""
+
+    name = "helpers:WorkerKillingTask"
+
+    def judge(self, problem: Any, text: str) -> Any:
+        if in_ray_worker():
+            os._exit(1)
+        return super().judge(problem, text)
+
+
+class SlowTask(CountdownTask):
+    """Countdown whose verifier hangs for a minute inside a Ray worker."""
+
+    name = "helpers:SlowTask"
+
+    def judge(self, problem: Any, text: str) -> Any:
+        if in_ray_worker():
+            time.sleep(60)
+        return super().judge(problem, text)

@@ -5,6 +5,8 @@ the ratio against the behaviour log-probs recorded at sampling time."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +68,118 @@ def test_async_is_for_rl_and_not_with_dynamic_sampling(tmp_path: Path) -> None:
     recipe = load_recipe(R3Recipe, Path(__file__).resolve().parent.parent / "recipes" / "r3-chain.yaml", ["async.max_staleness=1"])
     with pytest.raises(ConfigError, match="asynchronous rollouts are for"):
         R3(recipe)
+
+
+KILL_RUN = """
+import json, os, signal, sys
+from selfimprove.config import RLRecipe
+from selfimprove.methods.rl import run_rl
+recipe = RLRecipe.model_validate(json.loads(sys.argv[1]))
+kill = int(sys.argv[2])
+
+def on_step(done, metrics):
+    if done == kill:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+run_rl(recipe, on_step if kill else None)
+"""
+
+
+def _recipe(run_dir: Path, **extra: Any) -> dict[str, Any]:
+    return {"run_dir": str(run_dir), "model": {"path": "tiny:small"}, "task": TASK, "steps": 6, "prompts_per_step": 3,
+            "sampling": {"n": 4, "max_new_tokens": 6}, "optim": {"lr": 1e-2}, "eval": {"num_problems": 4, "max_new_tokens": 6},
+            "schedule": {"checkpoint_every": 3, "eval_every": 2, "eval_problems": 4}, "async": {"max_staleness": 2}, **extra}
+
+
+def _subprocess_run(run_dir: Path, kill: int, **extra: Any) -> int:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", KILL_RUN, json.dumps(_recipe(run_dir, **extra)), str(kill)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode in (0, -9), done.stderr[-3000:]
+    return done.returncode
+
+
+def _in_process_run(run_dir: Path, **extra: Any) -> None:
+    recipe = json.loads(json.dumps(_recipe(run_dir, **extra)))
+    run_rl(RLRecipe.model_validate(recipe))
+
+
+def _record(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return ([{k: v for k, v in r.items() if k not in ("time", "seconds")} for r in rows],
+            load_file(str(run_dir / "final" / "model.safetensors")))
+
+
+def _stray_ray() -> set[int]:
+    from selfimprove.policy.ray_cluster import stray_ray_processes
+
+    return set(stray_ray_processes())
+
+
+@pytest.mark.parametrize("engine", [{}, {"engine": {"kind": "ray", "workers": 1}}], ids=["hf", "ray"])
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_run(tmp_path: Path, engine: dict[str, Any],
+                                                                      request: pytest.FixtureRequest) -> None:
+    """Staleness 2, checkpoints every 3 steps, SIGKILL after step 4: at the checkpoint the batch of step
+    3 is in flight and the sampler's weights (step 2's) are older than the checkpoint's model, so both
+    must come back for every metric and the final weights to match an uninterrupted run. With Ray, the
+    killed run leaves Ray's agents behind, and the resumed run's start removes them."""
+    if engine:
+        pytest.importorskip("ray")
+        request.getfixturevalue("ray_cluster")  # the uninterrupted run shares the tests' cluster
+        _in_process_run(tmp_path / "whole", **engine)
+        before = _stray_ray()
+    else:
+        _subprocess_run(tmp_path / "whole", 0)
+    assert _subprocess_run(tmp_path / "killed", 4, **engine) == -9
+    assert (tmp_path / "killed" / "checkpoints" / "step_0000003").is_dir()
+    if engine:
+        deadline = time.time() + 30
+        while time.time() < deadline and not _stray_ray() - before:
+            time.sleep(0.5)  # the killed run's raylet notices and exits; its agents stay
+        left = _stray_ray() - before
+        assert left, "a SIGKILLed Ray run should leave its agents behind (else this shows nothing)"
+    _subprocess_run(tmp_path / "killed", 0, **engine)
+    if engine:
+        assert not left & _stray_ray()  # the resumed run's start removed them
+    whole, killed = _record(tmp_path / "whole"), _record(tmp_path / "killed")
+    assert [r["step"] for r in killed[0]] == [r["step"] for r in whole[0]]
+    assert killed[0] == whole[0]  # every metric, the periodic and final evaluations included
+    assert all(torch.equal(killed[1][k], whole[1][k]) for k in whole[1])
+    staleness = [r["train/staleness"] for r in whole[0] if "train/staleness" in r]
+    assert max(staleness) == 2
+    state = json.loads((tmp_path / "whole" / "checkpoints" / "step_0000006" / "state.json").read_text())
+    assert state["job"]["stream"] == {"position": 18}  # 6 steps x 3 prompts: nothing drawn for a step past the last
+
+
+def test_the_async_sampler_keeps_its_weights_while_evaluation_uses_the_newest(ray_cluster: None) -> None:
+    """On a Ray pool the rollout thread samples with pinned weights; anything else (evaluation) samples
+    with the learner's newest, even while a batch is in flight."""
+    from selfimprove.policy.base import SamplingParams
+    from selfimprove.policy.load import load_hf
+    from selfimprove.policy.ray_engine import RayEngine
+    from selfimprove.train.async_rollouts import AsyncRollouts
+
+    pool = RayEngine(load_hf("tiny:small", seed=0), workers=2, seed=0)
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=6)
+    prompts = ["3 4 -> 7:", "9 2 -> 11:"]
+    rollouts: AsyncRollouts[list[Any]] = AsyncRollouts(pool, 1, 0, last_step=5)
+    try:
+        first, _ = rollouts.next(0, lambda sampler: (lambda: sampler.generate(prompts, greedy)))
+        with torch.no_grad():
+            for p in pool.local.module.parameters():
+                p.add_(0.2 * torch.randn_like(p))
+        pool.load_weights(pool.local.weight_state(), 1)
+        evaluation = pool.generate(prompts, greedy)  # while step 1's batch may be in flight
+        second, staleness = rollouts.next(1, lambda sampler: (lambda: sampler.generate(prompts, greedy)))
+        assert {c.version for c in first} == {0} and {c.version for c in second} == {0} and staleness == 1
+        assert {c.version for c in evaluation} == {1}
+        assert [c.token_ids for c in evaluation] == [c.token_ids for c in pool.local.generate(prompts, greedy)]
+        rollouts.wait()
+    finally:
+        rollouts.close()
+        pool.close()

@@ -169,3 +169,19 @@ def test_sliding_window_models_keep_their_own_cache() -> None:
     for p, c in zip(prompts, out):
         ref = model.generate(torch.tensor([p]), max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)
         assert c.token_ids == ref[0, len(p) :].tolist()
+
+
+def test_top_p_logprobs_are_renormalised_over_the_nucleus() -> None:
+    """The recorded log-prob is the behaviour policy's: the distribution actually sampled from (vLLM's
+    processed log-probs), not the full softmax, when top_p < 1."""
+    from selfimprove.policy.decode import sample_next
+
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log().repeat(200, 1)
+    g = torch.Generator().manual_seed(0)
+    tokens, logp = sample_next(logits, SamplingParams(temperature=1.0, top_p=0.7), g)
+    assert set(tokens.tolist()) == {0, 1}  # the nucleus: 0.5 + 0.3 reaches 0.7
+    expected = {0: 0.5 / 0.8, 1: 0.3 / 0.8}
+    assert logp.tolist() == pytest.approx([torch.tensor(expected[t]).log().item() for t in tokens.tolist()], abs=1e-6)
+    _, full = sample_next(logits[:1], SamplingParams(temperature=1.0), g)
+    assert full.exp().item() in [pytest.approx(p, abs=1e-6) for p in probs[0].tolist()]

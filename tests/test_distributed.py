@@ -110,3 +110,65 @@ def test_checkpoints_written_by_rank_0_resume_exactly(tmp_path: Path) -> None:
     assert not (whole / "ranks" / "rank1" / "checkpoints").exists()  # only rank 0 writes the run
     steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert steps[:4] == [1, 2, 3, 4]
+
+
+GRPO = textwrap.dedent("""
+    import json, os, sys
+    from selfimprove.policy import hf
+    original = hf.HFPolicy.__init__
+
+    def seeded_by_rank(self, *args, **kwargs):  # each rank's sampling stream differs, as on a GPU it may
+        original(self, *args, **kwargs)
+        self.generator.manual_seed(1000 + int(os.environ.get("RANK", "0")))
+
+    hf.HFPolicy.__init__ = seeded_by_rank
+    from selfimprove.config import RLRecipe
+    from selfimprove.methods.rl import run_rl
+    summary = run_rl(RLRecipe.model_validate(json.loads({recipe!r})))
+    print(json.dumps({{"rank": int(os.environ.get("RANK", "0")), "steps": summary["steps"]}}))
+""")
+
+
+def _grpo_recipe(run_dir: Path) -> str:
+    return json.dumps({"run_dir": str(run_dir), "model": {"path": "tiny:small"}, "task": TASK, "steps": 4, "prompts_per_step": 4,
+                       "sampling": {"n": 4, "max_new_tokens": 6}, "optim": {"lr": 1e-2, "micro_batch_size": 4},
+                       "max_sampled_tokens": 150, "eval": {"num_problems": 2, "max_new_tokens": 4},
+                       "loss": {"rollout_correction": {"kind": "tis"}}})
+
+
+def test_two_ranks_seeded_differently_give_the_one_process_grpo_run(tmp_path: Path) -> None:
+    """GRPO over two processes whose sampling streams differ: rank 0 samples for both, so the run equals
+    the one-process run (to float rounding of the summed gradients), and the token budget stops both
+    ranks after the same step."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": "0"}
+    single = subprocess.run([sys.executable, "-c", GRPO.format(recipe=_grpo_recipe(one))], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    _launch(GRPO.format(recipe=_grpo_recipe(two)), 2)
+    a, b = load_file(str(one / "final" / "model.safetensors")), load_file(str(two / "final" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    rows_one = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    rows_two = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/reward"] for r in rows_one if "train/reward" in r] == [r["train/reward"] for r in rows_two if "train/reward" in r]
+    steps = json.loads((two / "summary.json").read_text())["steps"]
+    assert steps == json.loads((one / "summary.json").read_text())["steps"] < 4  # the budget ended both runs early
+
+
+def test_ranks_with_different_batches_stop_with_one_line(tmp_path: Path) -> None:
+    """The learner compares a digest of each step's batch across ranks."""
+    script = textwrap.dedent(f"""
+        import os, sys, torch
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from selfimprove.train import distributed
+        ranks = distributed.setup()
+        digest = distributed.batch_digest([torch.tensor([1, 2, ranks.rank])])
+        try:
+            ranks.check_same(digest, "batch")
+        except distributed.RanksDisagree as err:
+            open(os.path.join({str(tmp_path)!r}, f"rank{{ranks.rank}}.txt"), "w").write(str(err))
+    """)
+    _launch(script, 2)
+    message = (tmp_path / "rank0.txt").read_text()
+    assert message == (tmp_path / "rank1.txt").read_text()
+    assert message.startswith("data-parallel ranks 1 hold another batch than rank 0") and "\n" not in message

@@ -26,7 +26,9 @@ def test_collate_aligns_per_token_fields_with_target_positions() -> None:
     assert batch.mask.tolist() == [[0, 0, 1, 1, 1]]
     assert batch.weights.tolist() == [[1, 1, 1, 0.5, 2]]
     assert batch.kl_weights.tolist() == [[1, 1, 3, 3, 3]]
-    assert batch.old_logprobs[0].tolist() == pytest.approx([0, 0, -0.1, -0.2, -0.3])
+    assert batch.behaviour_logprobs[0].tolist() == pytest.approx([0, 0, -0.1, -0.2, -0.3])
+    assert batch.behaviour_mask.tolist() == [[0, 0, 1, 1, 1]]  # the sampled segment's tokens only
+    assert batch.old_logprobs is None  # the proximal log-probs are the learner's, filled by `prepare`
 
 
 def test_collate_right_pads_and_keeps_rewards_and_groups() -> None:

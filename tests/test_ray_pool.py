@@ -85,7 +85,7 @@ def test_a_killed_worker_is_replaced_and_its_shard_retried(pool: RayEngine, capl
 def test_a_pool_that_does_not_fit_the_cluster_says_so(pool: RayEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     from selfimprove.policy import ray_engine
 
-    monkeypatch.setattr(ray_engine, "_free_cpus", functools.partial(ray_engine._free_cpus, wait=0.5))  # none will come
+    monkeypatch.setattr(ray_engine, "free_cpus", functools.partial(ray_engine.free_cpus, wait=0.5))  # none will come
     with pytest.raises(RuntimeError, match="need 2 CPUs, the Ray cluster has 0 free"):
         RayEngine(pool.local, workers=2, seed=0)
 
@@ -110,3 +110,66 @@ def test_a_training_run_on_the_pool_is_reproducible(ray_cluster: None, tmp_path:
     first = run("a")
     assert first == run("b")
     assert any("train/reward" in r for r in first)
+
+
+def test_a_pinned_view_samples_its_snapshot_and_a_replacement_gets_that_snapshot(pool: RayEngine) -> None:
+    """Asynchronous rollouts sample with pinned weights while the learner moves on: a worker replaced
+    mid-way loads the pinned snapshot, never the learner's current weights."""
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=6)
+    pool.load_weights(pool.local.weight_state(), 3)
+    pinned = pool.pinned(pool.snapshot())
+    before = pinned.generate(PROMPTS, greedy)
+    with torch.no_grad():
+        for p in pool.local.module.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    pool.load_weights(pool.local.weight_state(), 4)
+    newest = pool.generate(PROMPTS, greedy)  # the workers now hold version 4
+    ray.kill(pool.actors[0])
+    after = pinned.generate(PROMPTS, greedy)
+    assert {c.version for c in after} == {3} and {c.version for c in newest} == {4}
+    assert [c.token_ids for c in after] == [c.token_ids for c in before]
+    assert [c.token_ids for c in newest] != [c.token_ids for c in before]
+    assert [c.token_ids for c in newest] == [c.token_ids for c in pool.local.generate(PROMPTS, greedy)]
+
+
+def test_a_lora_learner_syncs_only_its_adapter_and_samples_like_the_local_engine(ray_cluster: None) -> None:
+    """LoRA on the pool: the workers hold the base and the adapter's layout and receive only the adapter's
+    tensors; after a learner step the pool samples exactly what the in-process engine samples."""
+    from selfimprove.config import LoraConfig, OptimConfig
+    from selfimprove.policy.load import local_policy
+    from selfimprove.rollout.single import sample_episodes
+    from selfimprove.rollout.episode import collate
+    from selfimprove.algos.advantages import grpo
+    from selfimprove.train.learner import Learner
+    from selfimprove.train.objectives import PolicyGradientObjective
+    from selfimprove.config import LossConfig
+
+    torch.manual_seed(0)
+    local = local_policy("tiny:small", seed=0, lora=LoraConfig(r=4, alpha=8))
+    engine = RayEngine(local, workers=2, seed=7)
+    try:
+        assert hasattr(engine.module, "disable_adapter")  # the learner's module is the PEFT model (KL reference)
+        sent = engine.fetch(engine.snapshot())
+        assert sent and all("lora_" in k for k in sent)  # the adapter, never the frozen base
+        task = make_task(TASK["name"], TASK["params"])
+        params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6)
+        episodes = sample_episodes(engine, task, task.problems("train", 4), params)
+        for i, e in enumerate(episodes):
+            e.reward = float(i % 2)
+        batch = collate(episodes, engine.pad_id)
+        batch.advantages = grpo(batch.rewards, batch.groups, batch.mask)
+        learner = Learner(engine, OptimConfig(lr=1e-2), 10, adapter_reference=True)
+        learner.step(batch, PolicyGradientObjective(LossConfig()))
+        assert engine.weights_version == 1
+        calls = engine.rng_state()["calls"]
+        got = engine.generate(PROMPTS, params)
+        expected = []
+        for k, part in enumerate(shards(len(PROMPTS), 2)):
+            ids = [local.encode_prompt(PROMPTS[i]) for i in part]
+            expected += local.generate_ids(ids, params, generator=local.make_generator(shard_seed(7, calls, k)))
+        assert {c.version for c in got} == {1}
+        assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+        for a, b in zip(got, expected):
+            assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+    finally:
+        engine.close()

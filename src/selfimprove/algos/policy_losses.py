@@ -98,6 +98,7 @@ def policy_loss(
     agg: AggMode = "seq_mean",
     weights: Tensor | None = None,
     kl_weights: Tensor | None = None,
+    pg_weights: Tensor | None = None,
     num_sequences: int | None = None,
     num_tokens: float | None = None,
     max_len: int | None = None,
@@ -105,9 +106,10 @@ def policy_loss(
     """A registered surrogate (`kind`: "clip", "gspo") plus an optional KL penalty to a reference,
     aggregated over the batch.
 
-    Per-token loss = weights * (pg + kl_coef * kl_weights * kl); the KL term is added only when
-    ``ref_logp`` is given and ``kl_coef > 0``. ``kl_weights`` lets a method weight the KL per token
-    (e.g. SCoRe's strong KL on turn 1), ``weights`` scales the whole token loss.
+    Per-token loss = weights * (pg_weights * pg + kl_coef * kl_weights * kl); the KL term is added only
+    when ``ref_logp`` is given and ``kl_coef > 0``. ``kl_weights`` lets a method weight the KL per token
+    (e.g. SCoRe's strong KL on turn 1), ``weights`` scales the whole token loss, ``pg_weights`` the
+    policy-gradient term only (rollout correction's importance weights, `algos/rollout_correction.py`).
 
     Stats (detached scalars): ``pg_loss`` is the weighted pg part aggregated with the same
     normalisers (so it sums over micro-batches like the loss); ``kl`` (unweighted estimator; 0 without
@@ -124,6 +126,9 @@ def policy_loss(
 
     surrogate = POLICY_LOSSES.get(kind)
     pg, is_clipped, ratio = surrogate(logp, old_logp, advantages, mask, eps_low=eps_low, eps_high=eps_high)
+    if pg_weights is not None:
+        _check_same_shape(logp=logp, pg_weights=pg_weights)
+        pg = pg_weights.detach() * pg
     norms = dict(num_sequences=num_sequences, num_tokens=num_tokens, max_len=max_len)
     per_token = pg
     kl: Tensor | None = None

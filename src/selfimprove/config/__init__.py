@@ -23,6 +23,7 @@ from selfimprove.config.parts import (
     LossConfig,
     ModelConfig,
     OptimConfig,
+    RolloutCorrectionConfig,
     SamplingConfig,
     Schedule,
     Strict,
@@ -45,7 +46,7 @@ from selfimprove.registry import full_checks, light_validation
 
 __all__ = [
     "AsyncConfig", "ConfigError", "DPORecipe", "DemoRecipe", "EngineConfig", "EvalConfig", "EvalRecipe", "ImagineLayout",
-    "InitRecipe", "LoraConfig", "LossConfig", "ModelConfig", "OptimConfig", "RLRecipe", "Recipe", "SFTRecipe", "SamplingConfig",
+    "InitRecipe", "LoraConfig", "LossConfig", "ModelConfig", "OptimConfig", "RLRecipe", "Recipe", "RolloutCorrectionConfig", "SFTRecipe", "SamplingConfig",
     "Schedule", "Strict", "TaskSpec", "ValueConfig", "apply_overrides", "check_demo", "dump_yaml", "format_validation_error",
     "full_checks", "light_validation", "load_recipe", "parse_override", "read_yaml", "validate", "validate_task",
 ]

@@ -42,11 +42,14 @@ class EngineConfig(Strict):
     workers: int = Field(2, ge=1)  # ray: rollout workers (one torch thread each by default)
     address: str | None = None  # ray: a running cluster (`auto` after `ray start --head`); None starts one here
     cpus_per_worker: float = Field(1.0, gt=0.0)  # ray: CPUs (and torch threads) per worker
+    # ray: seconds one worker call may take before the worker is taken for hung, killed and replaced
+    call_timeout: float = Field(600.0, gt=0.0)
+    max_retries: int = Field(3, ge=0)  # ray: replacements of a dead or hung worker per call before the run stops
     gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)  # vllm: its share of the GPU (training needs the rest)
     sleep: bool = False  # vllm: sleep (weights offloaded, KV cache freed) between sampling calls
 
     OPTIONS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "hf": (), "ray": ("workers", "address", "cpus_per_worker"), "vllm": ("gpu_memory_utilization", "sleep")}
+        "hf": (), "ray": ("workers", "address", "cpus_per_worker", "call_timeout", "max_retries"), "vllm": ("gpu_memory_utilization", "sleep")}
 
     @model_validator(mode="after")
     def _options_fit_the_kind(self) -> "EngineConfig":
@@ -130,6 +133,17 @@ class LoraConfig(Strict):
     save_merged: bool = False  # also write merged full weights next to the adapter
 
 
+class RolloutCorrectionConfig(Strict):
+    """Importance weights for the gap between the sampler's policy and the learner's before the update
+    (staleness, another engine's numerics: `algos/rollout_correction.py`). `tis`: the ratio truncated at
+    `cap`; `mis`: tokens (or sequences) whose ratio exceeds `cap` drop out of the policy gradient;
+    `none`: no weight (the gap is still measured and logged as train/rollout_*)."""
+
+    kind: Literal["none", "tis", "mis"] = "none"
+    level: Literal["token", "sequence"] = "token"
+    cap: float = Field(2.0, gt=1.0)
+
+
 class LossConfig(Strict):
     """How rewards become a loss (SPECS §1)."""
 
@@ -159,6 +173,7 @@ class LossConfig(Strict):
     entropy_coef: float = Field(0.0, ge=0.0)
     # DAPO soft overlong penalty: 0 up to max_new_tokens - overlong_cache, then linear to -1 (0: off).
     overlong_cache: int = Field(0, ge=0)
+    rollout_correction: RolloutCorrectionConfig = Field(default_factory=RolloutCorrectionConfig)
 
     @property
     def spec(self) -> "Estimator":

@@ -98,8 +98,12 @@ class RLRecipe(Recipe):
 
     @model_validator(mode="after")
     def _critic_matches_the_estimator(self) -> "RLRecipe":
-        if self.asynchronous is not None and self.asynchronous.max_staleness > 0 and self.sampling.dynamic:
-            raise ValueError("async rollouts draw the next step's problems ahead: they do not combine with sampling.dynamic")
+        if self.asynchronous is not None and self.asynchronous.max_staleness > 0:
+            if self.sampling.dynamic:
+                raise ValueError("async rollouts draw the next step's problems ahead: they do not combine with sampling.dynamic")
+            if self.engine.kind == "vllm":
+                raise ValueError("async rollouts sample from a copy of the policy (hf) or a pinned Ray pool (ray); "
+                                 "engine.kind vllm holds one set of weights: use async.max_staleness 0")
         if not full_checks():
             return self
         needs = self.loss.spec.needs_critic

@@ -75,6 +75,16 @@ class Method(ABC, Generic[R]):
         """Extra summary fields from the final job (the driver writes summary.json once)."""
         return {}
 
+    def checkpoint_state(self, job: Job) -> Any:
+        """What a checkpoint keeps besides the typed `State` (anything picklable; None: nothing)."""
+        return None
+
+    def restore_checkpoint_state(self, job: Job, state: Any) -> None:
+        """Take back `checkpoint_state` on resume."""
+
+    def close(self, job: Job) -> None:
+        """Stop what runs beside the steps; the driver calls it before the engine closes."""
+
     # ------------------------------------------------------------------ running and reporting
     def label(self) -> str:
         return self.name

@@ -165,19 +165,35 @@ class RL(PolicyGradientMethod):
         if config is None or config.max_staleness == 0:
             episodes, metrics = collect(job, self.recipe, self.params)
         else:
-            from selfimprove.train.async_rollouts import AsyncRollouts
-
-            if self.rollouts is None:
-                self.rollouts = AsyncRollouts(job.policy, config.max_staleness, self.recipe.seed)
-            (episodes, metrics), staleness = self.rollouts.next(step, ahead(job, self.recipe, self.params))
+            (episodes, metrics), staleness = self._rollouts(job).next(step, ahead(job, self.recipe, self.params))
+            metrics = dict(metrics)  # a batch restored from a checkpoint is not changed in place
             metrics["train/staleness"] = float(staleness)
         metrics.update(self.learn(job, episodes, step))
         return metrics
 
-    def summarise(self, job: Job) -> dict[str, Any]:
+    def _rollouts(self, job: Job) -> Any:
+        """The asynchronous sampler, started on the first step (or on resume)."""
+        if self.rollouts is None:
+            from selfimprove.train import distributed
+            from selfimprove.train.async_rollouts import AsyncRollouts
+
+            if distributed.current().world > 1:  # a rollout thread's broadcasts would interleave with the gradients'
+                raise ConfigError("async: asynchronous rollouts do not run under torchrun; use async.max_staleness 0 "
+                                  "(rank 0 samples for every rank) or one process")
+            config = self.recipe.asynchronous
+            self.rollouts = AsyncRollouts(job.policy, config.max_staleness, self.recipe.seed, last_step=self.recipe.steps - 1)
+        return self.rollouts
+
+    def checkpoint_state(self, job: Job) -> Any:
+        return {"async": self.rollouts.state_dict()} if self.rollouts is not None else None
+
+    def restore_checkpoint_state(self, job: Job, state: Any) -> None:
+        if state and state.get("async") is not None:
+            self._rollouts(job).load_state_dict(state["async"])
+
+    def close(self, job: Job) -> None:
         if self.rollouts is not None:
             self.rollouts.close()
-        return {}
 
 
 def run_rl(recipe: RLRecipe, on_step: StepCallback | None = None) -> dict[str, Any]:

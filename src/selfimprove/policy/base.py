@@ -57,9 +57,11 @@ class SamplingParams:
 class Completion:
     """One sampled continuation of one prompt.
 
-    `logprobs[i]` is log pi(token_ids[i] | prefix) under the sampling temperature (1.0 when greedy),
-    before top-p truncation: the behaviour log-probabilities RL needs. `version` is the weights
-    version the engine sampled it with (asynchronous training reads its staleness from it).
+    `logprobs[i]` is log pi(token_ids[i] | prefix) under the distribution the token was drawn from: the
+    sampling temperature (1.0 when greedy), renormalised over the top-p nucleus when top_p < 1 (vLLM's
+    `processed_logprobs`): the behaviour log-probabilities RL needs, the same on every engine.
+    `version` is the weights version the engine sampled it with (asynchronous training reads its
+    staleness from it).
     """
 
     prompt_index: int

@@ -39,7 +39,9 @@ _REASONS = ("length", "eos", "stop")
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick one token per row; return (tokens [N], their log-probs under the temperature-scaled model)."""
+    """Pick one token per row; return (tokens [N], their log-probs under the distribution sampled from):
+    the temperature-scaled model, renormalised over the nucleus when top_p < 1 (vLLM's processed
+    log-probs), so they are the behaviour policy's log-probs. Greedy rows report the plain model's."""
     logits = logits.float()
     if params.greedy:
         logp = torch.log_softmax(logits, dim=-1)
@@ -51,9 +53,10 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         sorted_p, order = probs.sort(dim=-1, descending=True)
         # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
         drop = (sorted_p.cumsum(-1) - sorted_p) >= params.top_p
-        tokens = order.gather(-1, _inverse_cdf(sorted_p.masked_fill(drop, 0.0), generator)[:, None]).squeeze(-1)
-    else:
-        tokens = _inverse_cdf(probs, generator)
+        kept = sorted_p.masked_fill(drop, 0.0)
+        tokens = order.gather(-1, _inverse_cdf(kept, generator)[:, None]).squeeze(-1)
+        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1) - kept.sum(-1).log()
+    tokens = _inverse_cdf(probs, generator)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 

@@ -25,6 +25,17 @@ log = logging.getLogger(__name__)
 ADAPTER_CONFIG = "adapter_config.json"
 
 
+def is_adapter_model(model: torch.nn.Module) -> bool:
+    """A PEFT model (a base model with an adapter), recognised without importing peft."""
+    return hasattr(model, "peft_config") and callable(getattr(model, "disable_adapter", None))
+
+
+def adapter_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A PEFT model's adapter tensors under the model's own names (`lora_A`/`lora_B`, and anything else
+    it trains): what a sampler with the same base and adapter layout needs to match it."""
+    return {n: p.detach() for n, p in model.named_parameters() if "lora_" in n or p.requires_grad}
+
+
 class HFPolicy:
     """Sampling, greedy decoding, per-token log-probabilities and save/load for one HF model.
 
@@ -115,6 +126,11 @@ class HFPolicy:
         return self.model.device
 
     def weight_state(self) -> dict[str, torch.Tensor]:
+        """What a sampler needs to sample like this model: every weight, or for a LoRA policy only the
+        adapter (its trainable tensors; a sampler holding the same base and adapter layout needs
+        nothing else, so a pool or vLLM never receives the frozen base again)."""
+        if is_adapter_model(self.model):
+            return adapter_state(self.model)
         return {k: v.detach() for k, v in self.model.state_dict().items()}
 
     def trunk_copy(self) -> torch.nn.Module:
@@ -136,10 +152,19 @@ class HFPolicy:
         return self._version
 
     def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
-        """Weights of the model this engine trains are already in place; others are copied in."""
+        """Weights of the model this engine trains are already in place; others are copied in: all of
+        them, or a part (a LoRA adapter's tensors) onto the weights this model already holds."""
         own = self.model.state_dict()
-        if any(own[k].data_ptr() != v.data_ptr() for k, v in weights.items() if k in own):
-            self.model.load_state_dict(dict(weights), strict=True)
+        unknown = sorted(k for k in weights if k not in own)
+        if unknown:
+            raise KeyError(f"load_weights: {len(unknown)} names this model does not have, e.g. {unknown[:3]}")
+        if any(own[k].data_ptr() != v.data_ptr() for k, v in weights.items()):
+            if len(weights) == len(own):
+                self.model.load_state_dict(dict(weights), strict=True)
+            else:
+                with torch.no_grad():
+                    for k, v in weights.items():
+                        own[k].copy_(v)
         self._version = int(version)
 
     def make_generator(self, seed: int) -> torch.Generator:

@@ -153,6 +153,37 @@ def load_adapter(policy: HFPolicy, adapter_dir: Path) -> None:
     _record_base(policy.model)
 
 
+def adapter_layout(policy: HFPolicy) -> peft.PeftConfig:
+    """The adapter's configuration (rank, targets, ...): enough for another process to build the same
+    adapter layout on the same base and then receive the adapter's tensors (`HFPolicy.weight_state`)."""
+    if not is_lora(policy):
+        raise ValueError("the policy carries no LoRA adapter")
+    return copy.deepcopy(policy.model.peft_config["default"])  # type: ignore[union-attr]
+
+
+def attach_layout(policy: HFPolicy, layout: peft.PeftConfig) -> None:
+    """Give a plain policy an adapter of `layout`, frozen (a sampler of a LoRA learner: its adapter
+    tensors arrive with every weight push)."""
+    _check_plain(policy)
+    with _quiet():
+        policy.model = peft.get_peft_model(policy.model, copy.deepcopy(layout))
+    policy.model.requires_grad_(False)
+    policy.model.eval()
+
+
+def save_base(policy: HFPolicy, out: Path) -> Path:
+    """Write the base weights under a LoRA policy as a normal HF folder, without copying the model: the
+    base's own tensors, renamed from PEFT's `.base_layer.` back to the plain names, adapters left out."""
+    model: PeftModel = policy.model  # type: ignore[assignment]
+    base = model.get_base_model()
+    state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base.save_pretrained(out, state_dict=state)
+    policy.tokenizer.save_pretrained(out)
+    return out
+
+
 def save_policy(policy: HFPolicy, path: Path, *, merged: bool = False) -> Path:
     """Save the policy to `path`: a full HF folder, or (LoRA) the adapter plus tokenizer.
 

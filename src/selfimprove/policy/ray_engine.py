@@ -6,29 +6,34 @@
 - **Seeds**: shard k of sampling call c draws from a generator seeded by SHA-256 of (seed, c, k), so a
   run is reproducible for a fixed N; the call counter is checkpointed (`rng_state`). A caller that
   passes its own generator (evaluation, search) gets shard seeds drawn from it instead.
-- **Weights**: the learner calls `load_weights(weight_state(), step)` after every update; the pool
-  pushes the weights (one `ray.put`, shared by all workers) before the next sampling call, and every
-  completion records the version it was sampled with.
-- **Faults**: a worker that dies is replaced (same model, current weights) and its shard retried; the
-  event is logged. The call completes.
+- **Weights**: a `Snapshot` is the learner's weights at one version, put once in Ray's object store
+  (for a LoRA policy only the adapter's tensors: the workers hold the base and the adapter's layout).
+  A sampling call says which snapshot it samples with; a worker that holds another version loads it
+  first, and every completion records the version it was sampled with. `generate` samples with the
+  learner's newest weights (taken in the calling thread: the one that trains); `pinned(snapshot)` is a
+  view that samples with fixed weights, for asynchronous rollouts sampling while the learner updates.
+  Calls are serialised by a lock, so a pinned view and the newest weights never mix within a call.
+- **Faults**: a worker that dies, or whose call outlasts `call_timeout`, is killed and replaced; the
+  replacement loads the weights of the snapshot its call was told (never the learner's current ones)
+  and the shard is retried, up to `max_retries` times (`engine.max_retries`); then `PoolError` ends the
+  run with one line.
 - **Verification**: `verify_many` judges answers on the workers (sandbox runs and math-verify in
   parallel), in prompt order.
-
-Ray starts locally on first use (`num_cpus` = workers x cpus_per_worker, a small object store, the
-dashboard off, nothing written under the home folder) unless `address` names a running cluster
-(`ray start --head`, then `address: auto`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import re
 import shutil
 import tempfile
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from selfimprove.policy.base import Completion, SamplingParams
+from selfimprove.policy.ray_cluster import ensure_ray, free_cpus
 from selfimprove.policy.wrapped import LocalLearnerEngine, derived_seed
 
 if TYPE_CHECKING:
@@ -39,8 +44,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-OBJECT_STORE_BYTES = 256 * 2**20  # weights of small models; a cluster started by the user sizes its own
-MAX_RETRIES = 3
+STARTUP_SECONDS = 120.0  # a new worker loads its model before it answers
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class PoolError(RuntimeError):
+    """The pool could not complete a call (a worker kept dying or hanging, or failed inside)."""
 
 
 def shard_seed(*parts: object) -> int:
@@ -60,68 +69,62 @@ def shards(n: int, parts: int) -> list[range]:
     return out
 
 
-def ensure_ray(address: str | None, num_cpus: float) -> None:
-    """Start (or join) Ray once per process."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 would write a token under the home folder
-    if address:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-    else:
-        ray.init(num_cpus=max(1, int(round(num_cpus))), object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+def first_line(err: BaseException) -> str:
+    """An exception's first line without Ray's terminal colours."""
+    text = ANSI.sub("", str(err)).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
-def _free_cpus(needed: float, wait: float = 15.0) -> float:
-    """The cluster's free CPUs, waiting up to `wait` seconds for them (killed actors free theirs a
-    moment later)."""
-    import time
+@dataclass(frozen=True)
+class Snapshot:
+    """The learner's weights at `version`, in Ray's object store (`ref`)."""
 
-    import ray
-
-    deadline = time.time() + wait
-    while True:
-        free = float(ray.available_resources().get("CPU", 0.0))
-        if free + 1e-9 >= needed or time.time() > deadline:
-            return free
-        time.sleep(0.2)
+    version: int
+    ref: Any
 
 
 class RayEngine(LocalLearnerEngine):
     """An `Engine`: trainable like the local `HFPolicy` it wraps, sampling on a pool of Ray actors."""
 
     def __init__(self, local: HFPolicy, *, workers: int = 2, seed: int = 0, address: str | None = None,
-                 cpus_per_worker: float = 1.0, device: str = "cpu", dtype: str = "float32") -> None:
+                 cpus_per_worker: float = 1.0, device: str = "cpu", dtype: str = "float32", call_timeout: float = 600.0,
+                 max_retries: int = 3) -> None:
         import ray
 
-        from selfimprove.policy.lora import is_lora
+        from selfimprove.policy.lora import adapter_layout, is_lora, save_base
         from selfimprove.policy.ray_worker import RolloutWorker
 
-        if is_lora(local):
-            raise ValueError("engine.kind ray does not train LoRA adapters yet: use engine.kind hf with lora")
         if workers < 1:
             raise ValueError(f"engine.workers must be >= 1, got {workers}")
         super().__init__(local, seed)
         self.workers = workers
-        self._pushed = -1
+        self.call_timeout = call_timeout
+        self.max_retries = max_retries
+        self.restarts = 0
+        self._lock = threading.RLock()
         ensure_ray(address, workers * cpus_per_worker)
-        free = _free_cpus(workers * cpus_per_worker)
+        free = free_cpus(workers * cpus_per_worker)
         if free + 1e-9 < workers * cpus_per_worker:
             raise RuntimeError(
                 f"engine.kind ray: {workers} workers x {cpus_per_worker:g} CPU need {workers * cpus_per_worker:g} CPUs, the Ray "
                 f"cluster has {free:g} free (another pool still running?): lower engine.workers or cpus_per_worker"
             )
         self._folder = Path(tempfile.mkdtemp(prefix="selfimprove-ray-"))
-        local.save(self._folder)  # the workers start from exactly the learner's weights
+        layout = None
+        if is_lora(local):  # workers hold the base and the adapter's layout; adapter tensors come with each push
+            save_base(local, self._folder)
+            layout = adapter_layout(local)
+            self._start_version = -1  # nothing of the adapter yet: the first call pushes it
+        else:
+            local.save(self._folder)  # the workers start from exactly the learner's weights
+            self._start_version = local.weights_version
         self._actor_cls = ray.remote(num_cpus=cpus_per_worker)(RolloutWorker)
-        self._options = {"device": device, "dtype": dtype, "chat": local.chat, "seed": seed, "threads": max(1, int(cpus_per_worker))}
+        self._options = {"device": device, "dtype": dtype, "chat": local.chat, "seed": seed,
+                         "threads": max(1, int(cpus_per_worker)), "layout": layout}
         self.actors = [self._start() for _ in range(workers)]
-        ray.get([a.ping.remote() for a in self.actors], timeout=600)
-        self._pushed = local.weights_version  # they loaded these weights from the folder
-        self.restarts = 0
-        self.auto_push = True  # False: asynchronous rollouts push at their own refresh points
+        ray.get([a.ping.remote() for a in self.actors], timeout=max(call_timeout, STARTUP_SECONDS))
+        self._held = [self._start_version] * workers  # the weights version each worker holds
+        self._newest: Snapshot | None = None
 
     def _start(self) -> Any:
         return self._actor_cls.remote(str(self._folder), **self._options)
@@ -129,34 +132,63 @@ class RayEngine(LocalLearnerEngine):
     def close(self) -> None:
         import ray
 
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors = []
+        with self._lock:
+            for actor in self.actors:
+                ray.kill(actor)
+            self.actors = []
+            self._newest = None
         shutil.rmtree(self._folder, ignore_errors=True)
 
-    def push(self) -> None:
-        """Send the learner's weights to the workers if they changed since the last push."""
+    # ------------------------------------------------------------------ weights
+    def snapshot(self) -> Snapshot:
+        """The learner's weights now, in the object store (one `ray.put` per version). Call it from the
+        thread that trains, between updates."""
         import ray
 
         version = self.local.weights_version
-        if version == self._pushed:
-            return
-        weights = ray.put({k: v.detach().cpu() for k, v in self.local.weight_state().items()})
-        ray.get([a.load_weights.remote(weights, version) for a in self.actors])
-        self._pushed = version
+        if self._newest is None or self._newest.version != version:
+            weights = {k: v.detach().cpu() for k, v in self.local.weight_state().items()}
+            self._newest = Snapshot(version, ray.put(weights))
+        return self._newest
+
+    def fetch(self, snapshot: Snapshot) -> dict[str, Any]:
+        """A snapshot's tensors, back in this process (to checkpoint a pinned sampler's weights)."""
+        import ray
+
+        return ray.get(snapshot.ref, timeout=self.call_timeout)
+
+    def put(self, weights: dict[str, Any], version: int) -> Snapshot:
+        """A snapshot of given weights (a checkpointed pinned sampler's, restored)."""
+        import ray
+
+        return Snapshot(version, ray.put(weights))
+
+    def pinned(self, snapshot: Snapshot) -> "PinnedPool":
+        return PinnedPool(self, snapshot)
+
+    def push(self) -> None:
+        """Send the learner's newest weights to every worker now (sampling also does it when needed)."""
+        self._map(lambda actor, k: actor.ping.remote(), len(self.actors), self.snapshot())
 
     # ------------------------------------------------------------------ Sampler: the pool
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
                      generator: "torch.Generator | None" = None) -> list[Completion]:
+        """Sample with the learner's newest weights."""
         if not prompt_ids:
             return []
-        if self.auto_push:
-            self.push()
-        base = self.seed_for(generator)
-        parts = shards(len(prompt_ids), len(self.actors))
-        seeds = [shard_seed(*base, k) for k in range(len(parts))]
-        results = self._map(lambda actor, k: actor.generate_ids.remote([list(prompt_ids[i]) for i in parts[k]], params, seeds[k]),
-                            len(parts))
+        return self.sample(prompt_ids, params, generator, self.snapshot())
+
+    def sample(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, generator: "torch.Generator | None",
+               snapshot: Snapshot) -> list[Completion]:
+        """Sample on the workers with the weights of `snapshot`."""
+        if not prompt_ids:
+            return []
+        with self._lock:
+            base = self.seed_for(generator)
+            parts = shards(len(prompt_ids), len(self.actors))
+            seeds = [shard_seed(*base, k) for k in range(len(parts))]
+            results = self._map(lambda actor, k: actor.generate_ids.remote([list(prompt_ids[i]) for i in parts[k]], params,
+                                                                          seeds[k]), len(parts), snapshot)
         out: list[Completion] = []
         for part, completions in zip(parts, results):
             for c in completions:
@@ -174,27 +206,88 @@ class RayEngine(LocalLearnerEngine):
                                                                   [texts[i] for i in parts[k]]), len(parts))
         return [v for verdicts in results for v in verdicts]
 
-    def _map(self, submit: Any, count: int) -> list[Any]:
-        """Run `submit(actor, k)` for shards 0..count-1 on workers 0..count-1; replace a dead worker and
-        retry its shard."""
-        import ray
-        from ray.exceptions import RayActorError
+    # ------------------------------------------------------------------ calls and faults
+    def _submit(self, k: int, submit: Callable[[Any, int], Any], snapshot: Snapshot | None) -> list[Any]:
+        """Worker k's futures for one shard: a weight load when it holds another version, then the call.
+        A worker runs its calls in the order they were sent, so the call sees the loaded weights."""
+        futures = []
+        if snapshot is not None and self._held[k] != snapshot.version:
+            futures.append(self.actors[k].load_weights.remote(snapshot.ref, snapshot.version))
+            self._held[k] = snapshot.version
+        futures.append(submit(self.actors[k], k))
+        return futures
 
-        futures = {k: submit(self.actors[k], k) for k in range(count)}
-        results: dict[int, Any] = {}
-        for k in range(count):
-            for attempt in range(MAX_RETRIES + 1):
-                try:
-                    results[k] = ray.get(futures[k])
-                    break
-                except RayActorError as err:
-                    if attempt == MAX_RETRIES:
-                        raise
-                    logger.warning("rollout worker %d died (%s): restarted, its shard retried", k, type(err).__name__)
-                    self.restarts += 1
-                    self.actors[k] = self._start()
-                    if self._pushed >= 0:
-                        weights = ray.put({n: v.detach().cpu() for n, v in self.local.weight_state().items()})
-                        ray.get(self.actors[k].load_weights.remote(weights, self._pushed))
-                    futures[k] = submit(self.actors[k], k)
-        return [results[k] for k in range(count)]
+    def _replace(self, k: int) -> None:
+        """Kill worker k (dead, or hung: it would hold its CPU for ever) and start a new one from the start
+        folder, waiting until it is up (its start is not part of a call's time limit)."""
+        import ray
+
+        try:
+            ray.kill(self.actors[k], no_restart=True)
+        except Exception:  # already gone
+            pass
+        self.restarts += 1
+        self.actors[k] = self._start()
+        self._held[k] = self._start_version
+        ray.get(self.actors[k].ping.remote(), timeout=max(self.call_timeout, STARTUP_SECONDS))
+
+    def _map(self, submit: Callable[[Any, int], Any], count: int, snapshot: Snapshot | None = None) -> list[Any]:
+        """Run `submit(actor, k)` for shards 0..count-1 on workers 0..count-1 (after loading `snapshot`'s
+        weights where a worker holds another version); replace a dead or hung worker and retry its shard."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+        with self._lock:
+            futures = {k: self._submit(k, submit, snapshot) for k in range(count)}
+            results: dict[int, Any] = {}
+            for k in range(count):
+                for attempt in range(self.max_retries + 1):
+                    try:
+                        results[k] = ray.get(futures[k], timeout=self.call_timeout)[-1]
+                        break
+                    except (RayActorError, GetTimeoutError) as err:
+                        why = "timed out" if isinstance(err, GetTimeoutError) else "died"
+                        if attempt == self.max_retries:
+                            try:
+                                self._replace(k)  # the hung worker is gone; the pool stays whole if it can
+                            except Exception:  # noqa: BLE001 - the error below says what failed
+                                pass
+                            raise PoolError(f"engine.kind ray: rollout worker {k} {why} {self.max_retries + 1} times in a row "
+                                            f"({first_line(err)})") from err
+                        logger.warning("rollout worker %d %s (%s): replaced, its shard retried", k, why, type(err).__name__)
+                        self._replace(k)
+                        futures[k] = self._submit(k, submit, snapshot)
+                    except RayTaskError as err:
+                        cause = err.cause if getattr(err, "cause", None) is not None else err
+                        raise PoolError(f"engine.kind ray: rollout worker {k} failed: {type(cause).__name__}: "
+                                        f"{first_line(cause)}") from err
+            return [results[k] for k in range(count)]
+
+
+class PinnedPool:
+    """The pool sampling with the weights of one snapshot (`pin` moves it): what asynchronous rollouts
+    sample with while the learner updates. Everything else is the pool's."""
+
+    def __init__(self, pool: RayEngine, snapshot: Snapshot) -> None:
+        self.pool = pool
+        self.snapshot = snapshot
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("pool", "snapshot"):
+            raise AttributeError(name)
+        return getattr(self.pool, name)
+
+    @property
+    def weights_version(self) -> int:
+        return self.snapshot.version
+
+    def pin(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams, *, generator: "torch.Generator | None" = None
+                 ) -> list[Completion]:
+        return self.generate_ids([self.pool.local.encode_prompt(p) for p in prompts], params, generator=generator)
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
+                     generator: "torch.Generator | None" = None) -> list[Completion]:
+        return self.pool.sample(prompt_ids, params, generator, self.snapshot)

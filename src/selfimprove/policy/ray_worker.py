@@ -1,7 +1,8 @@
 """One rollout worker of the Ray pool: an engine on a model folder, in its own process (a Ray actor).
 
 It samples a shard of the prompts with a generator seeded by the pool (a function of the run's seed,
-the call and the shard), receives the learner's weights with their version, and verifies answers
+the call and the shard), receives the learner's weights with their version (for a LoRA learner it holds
+the base model with the adapter's layout and receives only the adapter's tensors), and verifies answers
 (sandbox runs, math-verify) for the tasks it is sent, so rewards never serialise a step. It is a plain
 class: `ray_engine.py` wraps it with `ray.remote`, and the tests can run it in-process.
 """
@@ -20,7 +21,7 @@ class RolloutWorker:
     """An HF engine on `source` (a model folder), sampling and verifying on request."""
 
     def __init__(self, source: str, *, device: str = "cpu", dtype: str = "float32", chat: bool = False,
-                 seed: int = 0, threads: int = 1) -> None:
+                 seed: int = 0, threads: int = 1, layout: Any = None) -> None:
         import torch
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -28,6 +29,10 @@ class RolloutWorker:
         from selfimprove.policy.hf import HFPolicy
 
         self.engine = HFPolicy.load(source, device=device, dtype=dtype, chat=chat, seed=seed)
+        if layout is not None:  # a LoRA learner: the base from the folder, the adapter's tensors with each push
+            from selfimprove.policy.lora import attach_layout
+
+            attach_layout(self.engine, layout)
         self._tasks: dict[str, Any] = {}
 
     def ping(self) -> int:

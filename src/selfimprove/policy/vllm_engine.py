@@ -4,21 +4,29 @@ GPU; vLLM samples.
 
 - `n` samples per prompt, temperature, top-p, stop strings, prompts as token ids (so the learner and
   vLLM see the same tokens), prefix caching on (a group's prompt, a search tree's shared prefix);
-- behaviour log-probs of the sampled tokens, after temperature (`logprobs_mode="processed_logprobs"`,
-  the learner's convention; with top-p < 1 vLLM's are renormalised over the kept tokens);
-- weights: the learner's `load_weights(weight_state(), step)` marks them; before the next sampling call
-  they go to vLLM's model with `load_weights` inside its workers (`LLM.apply_model`) and the prefix cache
-  is reset; a LoRA policy's adapter is saved and hot-loaded as a `LoRARequest` per version instead;
+- **seeds per prompt**: vLLM seeds sample k of a request with `seed + k`, so one seed for a whole call
+  would give identical prompts identical samples (MCTS widening, merge retries) and different prompts
+  shared noise; each prompt gets its own seed, derived from (the engine's seed, the call, the prompt's
+  index), or from one draw of a caller's generator;
+- **behaviour log-probs** of the sampled tokens as sampled: `logprobs_mode="processed_logprobs"` (after
+  temperature and top-p), the convention of every engine here; a token without one is an error;
+- **weights**: the learner's `load_weights(weight_state(), step)` marks them; before the next sampling
+  call they are loaded into vLLM's model with its `load_weights`, in this process (the engine sets
+  `VLLM_ENABLE_V1_MULTIPROCESSING=0`: the tensors are passed by reference, never pickled; a loader that
+  would have to cross a process boundary refuses to be pickled), and the prefix cache is reset. A LoRA
+  policy syncs only its adapter: saved per version and sampled with one `LoRARequest` per version,
+  on a base written once without the adapter. Completions carry the version of the last push;
 - `sleep: true` when training shares the GPU: vLLM sleeps (weights offloaded, KV cache freed) after each
   sampling call and wakes before the next;
 - `logprob_gap(prompts)`: max and mean |vLLM log-prob - learner log-prob| on the same tokens.
 
-`completion_from_vllm` (the mapping of a vLLM output to our `Completion`) is plain Python and tested
-on CPU; everything else needs CUDA (`tests/test_vllm_engine.py` skips without it).
+`tests/test_vllm_engine.py` runs all of it on a CPU against a test double of vLLM (`tests/fake_vllm`)
+that follows vLLM's documented behaviour; the tests against real vLLM need CUDA and skip without it.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,14 +40,19 @@ if TYPE_CHECKING:
 
     from selfimprove.policy.hf import HFPolicy
 
+IN_PROCESS = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
 
 def completion_from_vllm(prompt_index: int, prompt_ids: Sequence[int], output: Any, version: int) -> Completion:
     """One vLLM `CompletionOutput` as our `Completion` (log-prob of each sampled token, finish reason)."""
     token_ids = list(output.token_ids)
     logprobs = []
     for position, token in enumerate(token_ids):
-        entry = output.logprobs[position] if output.logprobs else None
-        logprobs.append(float(entry[token].logprob) if entry is not None and token in entry else 0.0)
+        entry = output.logprobs[position] if output.logprobs and position < len(output.logprobs) else None
+        if entry is None or token not in entry:
+            raise ValueError(f"vLLM returned no log-prob for sampled token {token} at position {position} "
+                             "(the engine asks for logprobs=0: the sampled token's)")
+        logprobs.append(float(entry[token].logprob))
     reason: FinishReason = "length"
     if output.finish_reason == "stop":
         reason = "stop" if isinstance(output.stop_reason, str) else "eos"
@@ -47,14 +60,31 @@ def completion_from_vllm(prompt_index: int, prompt_ids: Sequence[int], output: A
                       logprobs=logprobs, finish_reason=reason, version=version)
 
 
+class LoadInPlace:
+    """Loads the learner's weights into vLLM's model, called by `LLM.apply_model` in this process. It
+    refuses to be pickled: a multi-process vLLM engine would otherwise pickle the whole state dict on
+    every push."""
+
+    def __init__(self, local: HFPolicy) -> None:
+        self.local = local
+
+    def __call__(self, model: Any) -> None:
+        model.load_weights((name, tensor.detach()) for name, tensor in self.local.weight_state().items())
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"vLLM runs its engine in another process ({IN_PROCESS} is not 0): the weights would be "
+                        f"pickled on every push; leave {IN_PROCESS} unset (the engine sets 0) or set it to 0")
+
+
 class VLLMEngine(LocalLearnerEngine):
     """An `Engine`: trainable like the local `HFPolicy` it wraps, sampling with vLLM on the same GPU."""
 
     def __init__(self, local: HFPolicy, *, seed: int = 0, gpu_memory_utilization: float = 0.3, sleep: bool = False,
                  dtype: str = "bfloat16", max_model_len: int = 2048) -> None:
+        os.environ.setdefault(IN_PROCESS, "0")  # before vLLM starts its engine: weights pass by reference
         from vllm import LLM
 
-        from selfimprove.policy.lora import is_lora
+        from selfimprove.policy.lora import is_lora, save_base
 
         super().__init__(local, seed)
         self.sleep = sleep
@@ -62,15 +92,14 @@ class VLLMEngine(LocalLearnerEngine):
         self.lora = is_lora(local)
         base = self._folder / "base"
         if self.lora:
-            local.model.get_base_model().save_pretrained(base)  # type: ignore[operator]
-            local.save_tokenizer(base)
+            save_base(local, base)  # the base alone: the adapter goes as a LoRARequest per version
+            rank = int(local.model.peft_config["default"].r)  # type: ignore[union-attr]
         else:
             local.save(base)
         self.llm = LLM(model=str(base), dtype=dtype, seed=seed, enable_prefix_caching=True, enable_sleep_mode=sleep,
                        gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                       logprobs_mode="processed_logprobs", enable_lora=self.lora,
-                       max_lora_rank=getattr(getattr(local.model, "peft_config", {}).get("default"), "r", 16) if self.lora else 16)
-        self._pushed = local.weights_version
+                       logprobs_mode="processed_logprobs", enable_lora=self.lora, max_lora_rank=rank if self.lora else 16)
+        self._pushed = -1 if self.lora else local.weights_version  # vLLM loaded these weights from the folder
         self._asleep = False
         self._lora_request: Any = None
 
@@ -78,20 +107,27 @@ class VLLMEngine(LocalLearnerEngine):
         del self.llm
         shutil.rmtree(self._folder, ignore_errors=True)
 
+    @property
+    def pushed_version(self) -> int:
+        """The weights version vLLM samples with (the last push)."""
+        return self._pushed
+
     def push(self) -> None:
-        """The learner's current weights into vLLM (or its adapter, hot-loaded), if they changed."""
+        """The learner's current weights into vLLM (or its adapter, as a new LoRARequest), if they changed."""
         version = self.local.weights_version
-        if version == self._pushed and (self._lora_request is not None or not self.lora):
+        if version == self._pushed:
             return
         if self.lora:
             from vllm.lora.request import LoRARequest
 
             folder = self._folder / f"adapter_{version}"
-            self.local.save(folder)
+            self.local.model.save_pretrained(folder)  # the adapter's tensors and config only
+            previous = self._lora_request
             self._lora_request = LoRARequest(f"policy-{version}", version + 1, str(folder))
+            if previous is not None:  # vLLM read it when it was used; nothing asks for it again
+                shutil.rmtree(previous.lora_path, ignore_errors=True)
         else:
-            weights = [(k, v.detach()) for k, v in self.local.weight_state().items()]
-            self.llm.apply_model(lambda model: model.load_weights(weights))
+            self.llm.apply_model(LoadInPlace(self.local))
             self.llm.reset_prefix_cache()
         self._pushed = version
 
@@ -106,13 +142,15 @@ class VLLMEngine(LocalLearnerEngine):
             self.llm.wake_up()
             self._asleep = False
         self.push()
-        seed = derived_seed(*self.seed_for(generator, bits=31), bits=31)
-        sampling = VLLMParams(n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-                              stop=list(params.stop) or None, logprobs=0, seed=seed)
+        version = self._pushed
+        base = self.seed_for(generator, bits=31)
+        sampling = [VLLMParams(n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
+                               stop=list(params.stop) or None, logprobs=0, seed=derived_seed(*base, i, bits=31))
+                    for i in range(len(prompt_ids))]
         requests = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
         outputs = self.llm.generate(requests, sampling, use_tqdm=False, lora_request=self._lora_request)
-        completions = [completion_from_vllm(i, prompt_ids[i], out, self.local.weights_version)
-                       for i, request in enumerate(outputs) for out in request.outputs]
+        completions = [completion_from_vllm(i, prompt_ids[i], out, version)
+                       for i, request in enumerate(outputs) for out in sorted(request.outputs, key=lambda o: o.index)]
         if self.sleep:
             self.llm.sleep(level=1)
             self._asleep = True

@@ -155,9 +155,12 @@ def _raise_if_disk_full(err: BaseException, where: Path) -> None:
 
 
 def save_checkpoint(
-    directory: str | Path, step: int, policy: HFPolicy, learner: Learner, state: dict[str, Any], *, keep: int = 2
+    directory: str | Path, step: int, policy: HFPolicy, learner: Learner, state: dict[str, Any], *, keep: int = 2,
+    extra: Any = None,
 ) -> Path:
-    """Write `directory/step_XXXXXXX` atomically with its manifest; keep the newest `keep` checkpoints."""
+    """Write `directory/step_XXXXXXX` atomically with its manifest; keep the newest `keep` checkpoints.
+    `extra` is a method's own state that JSON cannot hold (tensors, episodes in flight), kept in
+    `trainer.pt` and handed back by `load_checkpoint` as `"plan"`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     clean_leftovers(directory)
@@ -168,7 +171,7 @@ def save_checkpoint(
     try:
         tmp.mkdir()
         policy.save(tmp / "model")
-        torch.save({"learner": learner.state_dict(), "rng": rng_state(policy)}, tmp / "trainer.pt")
+        torch.save({"learner": learner.state_dict(), "rng": rng_state(policy), "plan": extra}, tmp / "trainer.pt")
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
         write_manifest(tmp)
         with open(tmp / MANIFEST, "rb") as f:
@@ -191,4 +194,4 @@ def load_checkpoint(path: str | Path, policy: HFPolicy, learner: Learner) -> dic
     blob = torch.load(path / "trainer.pt", weights_only=False)
     learner.load_state_dict(blob["learner"])
     restore_rng(blob["rng"], policy)
-    return json.loads((path / "state.json").read_text())
+    return {**json.loads((path / "state.json").read_text()), "plan": blob.get("plan")}

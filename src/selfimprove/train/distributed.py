@@ -1,8 +1,13 @@
 """Data-parallel training across processes with torch.distributed (`torchrun --nproc_per_node N`, gloo
 on CPU, NCCL on GPUs).
 
-Every rank runs the same driver: the same problems, the same rollouts (the engine's seeded stream is the
-same on every rank; to spread *generation*, use `engine.kind: ray`), the same evaluation. The learner
+Every rank runs the same driver: the same problems, the same rollouts, the same evaluation. Rollouts are
+sampled on rank 0 and broadcast (`SharedSampling`), so a GPU's non-deterministic kernels or a rank's
+own random stream cannot give ranks different batches (each would normalise by its own, and a token
+budget could stop one rank before the others, leaving them in an all-reduce); every learner step also
+compares a digest of the batch's sampled content across ranks and stops with one line if they differ,
+and the driver's decision to stop is taken by all ranks together (`any_rank`). To spread *generation*, use
+`engine.kind: ray`. The learner
 splits each batch's micro-batches across ranks (rank r takes micro-batches r, r + N, ...), and the
 gradients are summed over ranks before the optimizer step, so every rank applies the identical update.
 Summing (not DDP's averaging) is what keeps the update equal to one process's: the objectives
@@ -16,13 +21,15 @@ buffers go to `RUN_DIR/ranks/rank<r>/`.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 
-__all__ = ["Ranks", "setup"]
+__all__ = ["RanksDisagree", "Ranks", "SharedSampling", "batch_digest", "setup"]
 
 
 @dataclass(frozen=True)
@@ -56,17 +63,90 @@ class Ranks:
             offset += n
 
     def sum_stats(self, stats: dict[str, float]) -> dict[str, float]:
-        """Sum the ranks' statistics (each already weighted by its share of the batch) over the union of
-        their keys, so every rank sends the same vector."""
+        """Sum the ranks' statistics (each already weighted by its share of the batch; maxima, named
+        `*_max`, take the largest) over the union of their keys, so every rank sends the same vectors."""
         if self.world == 1:
             return stats
         every: list[list[str]] = [[] for _ in range(self.world)]
         torch.distributed.all_gather_object(every, sorted(stats))  # a rank without micro-batches has none
         keys = sorted({k for keys in every for k in keys})
-        stats = {k: stats.get(k, 0.0) for k in keys}
-        vector = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
-        torch.distributed.all_reduce(vector, op=torch.distributed.ReduceOp.SUM)
-        return dict(zip(keys, vector.tolist()))
+        out: dict[str, float] = {}
+        for op, names in ((torch.distributed.ReduceOp.SUM, [k for k in keys if not k.endswith("_max")]),
+                          (torch.distributed.ReduceOp.MAX, [k for k in keys if k.endswith("_max")])):
+            if not names:
+                continue
+            fill = 0.0 if op == torch.distributed.ReduceOp.SUM else -math.inf
+            vector = torch.tensor([float(stats.get(k, fill)) for k in names], dtype=torch.float64)
+            torch.distributed.all_reduce(vector, op=op)
+            out.update(zip(names, vector.tolist()))
+        return out
+
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (a stop decision all ranks must share)."""
+        if self.world == 1:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64, device=self._device())
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
+    def check_same(self, digest: str, what: str) -> None:
+        """Stop with one line when the ranks' digests of `what` differ."""
+        if self.world == 1:
+            return
+        every: list[str] = [""] * self.world
+        torch.distributed.all_gather_object(every, digest)
+        if len(set(every)) > 1:
+            differ = [r for r, d in enumerate(every) if d != every[0]]
+            raise RanksDisagree(f"data-parallel ranks {', '.join(map(str, differ))} hold another {what} than rank 0: "
+                                "every rank must train on the same batch (sampling is broadcast from rank 0)")
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (any picklable object)."""
+        if self.world == 1:
+            return value
+        box = [value if self.is_main else None]
+        torch.distributed.broadcast_object_list(box, src=0, device=self._device())
+        return box[0]
+
+    @staticmethod
+    def _device() -> torch.device:
+        backend = torch.distributed.get_backend()
+        return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+
+
+class RanksDisagree(RuntimeError):
+    """Data-parallel ranks hold different batches."""
+
+
+def batch_digest(tensors: Iterable[torch.Tensor]) -> str:
+    """SHA-256 of tensors' bytes (what was sampled: ids, masks, rewards), to compare across ranks."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class SharedSampling:
+    """An engine whose sampling runs on rank 0 and is broadcast to the other ranks; everything else
+    (training, saving, the tokenizer) is the wrapped engine's, on every rank."""
+
+    def __init__(self, inner: Any, ranks: Ranks) -> None:
+        self.inner = inner
+        self.ranks = ranks
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("inner", "ranks"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def generate(self, prompts: Any, params: Any, *, generator: Any = None) -> Any:
+        return self.ranks.broadcast(self.inner.generate(prompts, params, generator=generator) if self.ranks.is_main else None)
+
+    def generate_ids(self, prompt_ids: Any, params: Any, *, generator: Any = None) -> Any:
+        return self.ranks.broadcast(self.inner.generate_ids(prompt_ids, params, generator=generator)
+                                    if self.ranks.is_main else None)
 
 
 SINGLE = Ranks(0, 1)
@@ -80,6 +160,8 @@ def setup() -> Ranks:
         return SINGLE
     if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and os.environ.get("SELFIMPROVE_DIST_BACKEND") != "gloo" else "gloo"
+        if backend == "nccl":  # each rank on its own GPU (collectives of objects use the current device)
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch.distributed.init_process_group(backend=backend)
     return Ranks(torch.distributed.get_rank(), torch.distributed.get_world_size())
 

@@ -28,7 +28,7 @@ import torch
 
 from selfimprove.config import EvalConfig
 from selfimprove.eval.evaluate import EvalResult, evaluate
-from selfimprove.policy.lora import apply_lora, load_adapter, save_policy
+from selfimprove.policy.lora import save_policy
 from selfimprove.tasks.base import Task
 from selfimprove.tasks.plugins import make_task
 from selfimprove.errors import Terminated
@@ -70,12 +70,9 @@ def _build(plan: TrainingPlan, resume: Path | None, task: Task, run_dir: Path) -
     recipe = plan.recipe
     lora = lora_of(recipe)
     engine = getattr(recipe, "engine", None)
-    if lora is not None:
-        policy = load_policy(recipe.model, engine=engine, seed=recipe.seed)
-        if resume is not None:
-            load_adapter(policy, resume / "model")
-        else:
-            apply_lora(policy, lora)
+    if lora is not None:  # the adapter goes on the local model before any engine is built around it
+        policy = load_policy(recipe.model, engine=engine, seed=recipe.seed, lora=lora,
+                             adapter=resume / "model" if resume is not None else None)
     else:
         policy = load_policy(recipe.model, engine=engine, seed=recipe.seed, path=resume / "model" if resume else None)
     reference = None
@@ -154,12 +151,16 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
     else:
         check_same_recipe(run_dir, recipe.model_dump(mode="json"))
     job = _build(plan, resume, task, job_dir)
+    if ranks.world > 1:  # rank 0 samples, the others receive its rollouts
+        job.policy = distributed.SharedSampling(job.policy, ranks)  # type: ignore[assignment]
     start, elapsed = 0, 0.0
     if resume is not None:
         saved = load_checkpoint(resume, job.policy, job.learner)
         start = int(saved["step"])
         elapsed = float(saved.get("job", {}).get("seconds", 0.0))
         _restore(job, saved)
+        if saved.get("plan") is not None:
+            plan.restore_checkpoint_state(job, saved["plan"])
     log: RunLog | NullLog = (RunLog(run_dir, recipe, resume_step=start if resume is not None else None, elapsed=elapsed)
                              if ranks.is_main else NullLog())
     schedule = recipe.schedule
@@ -175,17 +176,19 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
                 done = step + 1
                 job.sampled_tokens += int(metrics.get("train/sampled_tokens", 0))
                 metrics["train/sampled_tokens_total"] = job.sampled_tokens
-                last = done == recipe.steps or (budget is not None and job.sampled_tokens >= budget)
+                last = ranks.any_rank(done == recipe.steps or (budget is not None and job.sampled_tokens >= budget))
                 if schedule.eval_every and done % schedule.eval_every == 0 and not last:
                     metrics.update(run_eval(job, recipe.eval, schedule.eval_problems, recipe.seed).metrics())
                 metrics["seconds"] = round(time.time() - began, 3)
                 log.log(done, metrics)
                 if on_step is not None:
                     on_step(done, metrics)
-                if (done % schedule.checkpoint_every == 0 or last or stop.requested) and ranks.is_main:
+                stopping = ranks.any_rank(stop.requested)  # a signal that reached one rank stops them all
+                if (done % schedule.checkpoint_every == 0 or last or stopping) and ranks.is_main:
+                    extra = plan.checkpoint_state(job)  # first: it may wait for sampling in flight (RNG, stream)
                     save_checkpoint(ckpt_dir, done, job.policy, job.learner, {"job": job_state(job, time.time() - began)},
-                                    keep=schedule.keep_checkpoints)
-                if stop.requested:
+                                    keep=schedule.keep_checkpoints, extra=extra)
+                if stopping:
                     raise Terminated()  # SIGTERM: the step is finished and saved
                 if last:
                     break
@@ -193,6 +196,7 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
         log.log(done, {f"final/{k.split('/', 1)[1]}": v for k, v in final.metrics().items()})
     finally:
         log.close()
+        plan.close(job)  # a rollout thread stops before the engine it samples on
         close = getattr(job.policy, "close", None)  # a pool of workers (engine.kind ray) frees its CPUs
         if close is not None:
             close()

@@ -101,6 +101,18 @@ class TrainingPlan(Protocol):
         """What the method adds to the run's summary, from the final job."""
         ...
 
+    def checkpoint_state(self, job: Job) -> Any:
+        """The method's state that JSON cannot hold (e.g. asynchronous rollouts in flight), or None."""
+        ...
+
+    def restore_checkpoint_state(self, job: Job, state: Any) -> None:
+        """Take back what `checkpoint_state` returned (called once, on resume)."""
+        ...
+
+    def close(self, job: Job) -> None:
+        """Stop whatever the method runs beside the steps (a rollout thread), before the engine closes."""
+        ...
+
 
 def lora_of(recipe: Any) -> LoraConfig | None:
     return getattr(recipe, "lora", None)

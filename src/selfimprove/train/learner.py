@@ -48,7 +48,8 @@ class Objective(Protocol):
     """Turns a forward pass over a micro-batch into a loss.
 
     Stats whose name ends in `loss` are already normalised by the whole batch (`Norms`) and are
-    summed over micro-batches; all other stats are means over the call's trainable tokens and are
+    summed over micro-batches; stats whose name ends in `_max` are maxima (the largest over
+    micro-batches is kept); all other stats are means over the call's trainable tokens and are
     averaged with token weights.
     """
 
@@ -74,6 +75,11 @@ def lr_lambda(config: OptimConfig, total_steps: int) -> Callable[[int], float]:
 
 
 M = TypeVar("M")
+
+
+def is_max(name: str) -> bool:
+    """A statistic that is a maximum (combined by max over micro-batches, ranks and updates)."""
+    return name.endswith("_max")
 
 
 class Learner:
@@ -185,6 +191,9 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         ranks = distributed.current()  # data-parallel: this rank's share of the micro-batches
+        if ranks.world > 1:  # every rank must hold the same batch (sampling is broadcast from rank 0)
+            ranks.check_same(distributed.batch_digest([batch.input_ids, batch.attention_mask, batch.mask, batch.rewards]),
+                             "batch")
         for micro in self._micro_batches(batch)[ranks.rank :: ranks.world]:
             if micro.mask.sum() == 0 and micro.kl_mask.sum() == 0:
                 continue
@@ -194,7 +203,10 @@ class Learner:
             share = float(micro.mask.sum().item()) / max(norms.num_tokens, 1.0)
             totals["loss"] = totals.get("loss", 0.0) + float(loss.item())
             for k, v in stats.items():
-                totals[k] = totals.get(k, 0.0) + (1.0 if k.endswith("loss") else share) * float(v)
+                if is_max(k):
+                    totals[k] = max(totals.get(k, -math.inf), float(v))
+                else:
+                    totals[k] = totals.get(k, 0.0) + (1.0 if k.endswith("loss") else share) * float(v)
         ranks.sum_gradients(self._parameters())
         totals = ranks.sum_stats(totals)
         totals.update(self._apply())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from selfimprove.algos.losses import dpo_loss, entropy_bonus, kl_estimate, sequence_logprob, sft_loss, value_loss
 from selfimprove.algos.policy_losses import policy_loss
+from selfimprove.algos.rollout_correction import rollout_correction
 from selfimprove.config import LossConfig
 from selfimprove.rollout.episode import TokenBatch
 from selfimprove.train.learner import Forward, Norms
@@ -37,7 +39,13 @@ def generated_kl(logp: Tensor, batch: TokenBatch, estimator: str, norms: Norms) 
 
 class PolicyGradientObjective:
     """The recipe's policy-gradient surrogate (`loss.policy_loss`, clipped by default), optional KL to
-    the reference, and for PPO the clipped value loss and an entropy bonus (SPECS §1)."""
+    the reference, and for PPO the clipped value loss and an entropy bonus (SPECS §1).
+
+    The ratio is to the learner's pre-update (proximal) policy; the gap between it and the sampler's
+    policy (staleness, another engine's numerics) is measured on every step (`rollout_kl`,
+    `rollout_ratio_max`, `rollout_masked`) and, with `loss.rollout_correction`, corrected by truncated
+    or masked importance weights on the policy-gradient term. Asynchronous rollouts without a
+    correction keep PPO's classic form instead: the ratio to the sampler's log-probs."""
 
     def __init__(self, config: LossConfig, *, max_len: int | None = None, off_policy: bool = False) -> None:
         self.config = config
@@ -49,9 +57,17 @@ class PolicyGradientObjective:
         if batch.advantages is None:
             raise ValueError("the batch has no advantages: run an estimator first")
         c = self.config
-        exact_on_policy = c.epochs == 1 and c.minibatches == 1 and not self.off_policy
-        # One update per rollout batch is exactly on-policy: the ratio is 1 and only its gradient matters.
-        old_logp = out.logp.detach() if exact_on_policy else batch.old_logprobs
+        # One update per rollout batch: this forward pass is the pre-update (proximal) policy, so the
+        # ratio to it is 1 and only its gradient matters (as in TRL); otherwise `prepare` computed it.
+        proximal = out.logp.detach() if c.epochs == 1 and c.minibatches == 1 else batch.old_logprobs
+        if proximal is None:
+            raise ValueError("the batch has no pre-update log-probs: run train.update.prepare first")
+        fix = c.rollout_correction
+        correction = rollout_correction(proximal, batch.behaviour_logprobs, batch.behaviour_mask, batch.mask,
+                                        kind=fix.kind, level=fix.level, cap=fix.cap)
+        old_logp = proximal
+        if self.off_policy and fix.kind == "none":  # stale samples, no correction: the ratio is to the sampler's
+            old_logp = torch.where(batch.behaviour_mask != 0, batch.behaviour_logprobs, proximal)
         kl_in_loss = c.kl_coef > 0 and not c.kl_as_reward
         everywhere = kl_in_loss and c.kl_scope == "generated"  # the KL term below, over generated tokens
         norm_args = dict(num_sequences=norms.num_sequences, num_tokens=norms.num_tokens, max_len=self.max_len or norms.max_len)
@@ -69,8 +85,10 @@ class PolicyGradientObjective:
             agg=c.aggregation,
             weights=batch.weights,
             kl_weights=batch.kl_weights,
+            pg_weights=None if fix.kind == "none" else correction.weights,
             **norm_args,
         )
+        stats.update(correction.stats)
         if everywhere:
             kl_loss, kl_mean = generated_kl(out.logp, batch, c.kl_estimator, norms)
             loss = loss + c.kl_coef * kl_loss

@@ -17,7 +17,7 @@ from selfimprove.algos.shaping import overlong_penalty
 from selfimprove.algos.token_advantages import fold_kl_into_rewards
 from selfimprove.config import LossConfig
 from selfimprove.rollout.episode import Episode, TokenBatch
-from selfimprove.train.learner import Learner, Objective
+from selfimprove.train.learner import Learner, Objective, is_max
 
 
 def shape_rewards(episodes: Sequence[Episode], loss: LossConfig, max_new_tokens: int) -> None:
@@ -31,19 +31,26 @@ def shape_rewards(episodes: Sequence[Episode], loss: LossConfig, max_new_tokens:
         e.reward += p
 
 
+def needs_proximal(loss: LossConfig) -> bool:
+    """Whether the update needs the learner's pre-update log-probs computed ahead: with one epoch and one
+    minibatch the update's own forward pass gives them (the optimizer steps only after it)."""
+    return loss.epochs > 1 or loss.minibatches > 1 or loss.kl_as_reward
+
+
 def prepare(learner: Learner, batch: TokenBatch, loss: LossConfig) -> None:
-    """Fill old log-probs, values, reference log-probs, advantages and returns of a rollout batch."""
+    """Fill the proximal (pre-update) log-probs, values, reference log-probs, advantages and returns of a
+    rollout batch. The sampler's behaviour log-probs stay as collated (`batch.behaviour_logprobs`)."""
     spec = loss.spec
     if loss.kl_coef > 0:
         learner.add_reference_logprobs(batch)
     if learner.value_model is not None:
         batch.old_logprobs, batch.old_values = learner.score_values(batch)
-    elif loss.epochs > 1 or loss.minibatches > 1 or loss.kl_as_reward:
+    elif needs_proximal(loss):
         batch.old_logprobs = learner.score(learner.policy, batch)
     kl = None
     rewards = batch.rewards
     if loss.kl_as_reward:
-        assert batch.ref_logprobs is not None
+        assert batch.ref_logprobs is not None and batch.old_logprobs is not None
         kl = (batch.old_logprobs - batch.ref_logprobs) * batch.mask  # k1 of the sampled tokens
         if not spec.token_level:
             rewards = fold_kl_into_rewards(rewards, kl, batch.mask, loss.kl_coef)
@@ -82,6 +89,6 @@ def update(learner: Learner, batch: TokenBatch, objective: Objective, loss: Loss
     for epoch in range(loss.epochs):
         for rows in minibatch_order(batch.size, loss.minibatches, seed, step, epoch):
             for k, v in learner.step(batch.rows(rows), objective).items():
-                totals[k] = totals.get(k, 0.0) + v
+                totals[k] = max(totals.get(k, v), v) if is_max(k) else totals.get(k, 0.0) + v
             updates += 1
-    return {f"train/{k}": v / updates for k, v in totals.items()}
+    return {f"train/{k}": v if is_max(k) else v / updates for k, v in totals.items()}
