@@ -173,3 +173,16 @@ def test_a_lora_learner_syncs_only_its_adapter_and_samples_like_the_local_engine
             assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
     finally:
         engine.close()
+
+
+def test_a_lora_run_with_a_kl_reference_trains_on_the_pool(ray_cluster: None, tmp_path: Path) -> None:
+    """The issue's command, as a recipe: LoRA on `engine.kind: ray` (it crashed after step 1), here with
+    a KL term, whose reference is the base with the adapter switched off."""
+    recipe = RLRecipe.model_validate({
+        "run_dir": str(tmp_path / "run"), "model": {"path": "tiny:small"}, "engine": {"kind": "ray", "workers": 2},
+        "lora": {"r": 4, "alpha": 8}, "task": TASK, "steps": 2, "prompts_per_step": 2, "sampling": {"n": 2, "max_new_tokens": 6},
+        "loss": {"kl_coef": 0.1}, "eval": {"num_problems": 4, "max_new_tokens": 6}})
+    summary = run_rl(recipe)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["steps"] == 2 and all("train/kl" in r for r in rows if "train/loss" in r)
+    assert (tmp_path / "run" / "final" / "adapter_config.json").is_file()

@@ -167,16 +167,25 @@ class Engine(Sampler, TrainableModel, Protocol):
     is both in one process; a learner with a pool of samplers in sync presents the same)."""
 
 
-class CountingSampler:
+class SamplerWrapper:
+    """An engine around another (`inner`): every attribute it does not define is the inner one's."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+class CountingSampler(SamplerWrapper):
     """A sampler that counts the tokens it generates (`tokens`), so any stage can report its spend; every
     other attribute is the wrapped engine's."""
 
     def __init__(self, inner: Sampler) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.tokens = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     def generate(self, prompts: Sequence[str], params: SamplingParams, *, generator: torch.Generator | None = None) -> list[Completion]:
         out = self.inner.generate(prompts, params, generator=generator)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from selfimprove.policy.base import Completion, SamplingParams
+from selfimprove.policy.base import Completion, SamplerWrapper, SamplingParams
 from selfimprove.policy.ray_cluster import ensure_ray, free_cpus
 from selfimprove.policy.wrapped import LocalLearnerEngine, derived_seed
 
@@ -264,18 +264,14 @@ class RayEngine(LocalLearnerEngine):
             return [results[k] for k in range(count)]
 
 
-class PinnedPool:
+class PinnedPool(SamplerWrapper):
     """The pool sampling with the weights of one snapshot (`pin` moves it): what asynchronous rollouts
     sample with while the learner updates. Everything else is the pool's."""
 
     def __init__(self, pool: RayEngine, snapshot: Snapshot) -> None:
+        super().__init__(pool)
         self.pool = pool
         self.snapshot = snapshot
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("pool", "snapshot"):
-            raise AttributeError(name)
-        return getattr(self.pool, name)
 
     @property
     def weights_version(self) -> int:

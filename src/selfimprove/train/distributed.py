@@ -29,6 +29,8 @@ from typing import Any, Iterable
 
 import torch
 
+from selfimprove.policy.base import SamplerWrapper
+
 __all__ = ["RanksDisagree", "Ranks", "SharedSampling", "batch_digest", "setup"]
 
 
@@ -128,18 +130,13 @@ def batch_digest(tensors: Iterable[torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-class SharedSampling:
+class SharedSampling(SamplerWrapper):
     """An engine whose sampling runs on rank 0 and is broadcast to the other ranks; everything else
     (training, saving, the tokenizer) is the wrapped engine's, on every rank."""
 
     def __init__(self, inner: Any, ranks: Ranks) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.ranks = ranks
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("inner", "ranks"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def generate(self, prompts: Any, params: Any, *, generator: Any = None) -> Any:
         return self.ranks.broadcast(self.inner.generate(prompts, params, generator=generator) if self.ranks.is_main else None)
