@@ -183,3 +183,18 @@ def test_the_async_sampler_keeps_its_weights_while_evaluation_uses_the_newest(ra
     finally:
         rollouts.close()
         pool.close()
+
+
+def test_the_rollout_thread_stops_before_the_pool_closes(ray_cluster: None, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the end of a run the sampling thread is joined first, then the pool is closed (closing the
+    pool under a thread that still samples broke the thread's calls)."""
+    from selfimprove.policy.ray_engine import RayEngine
+    from selfimprove.train.async_rollouts import AsyncRollouts
+
+    order: list[str] = []
+    for cls, name in ((AsyncRollouts, "rollouts"), (RayEngine, "pool")):
+        original = cls.close
+        monkeypatch.setattr(cls, "close", lambda self, _o=original, _n=name: (order.append(_n), _o(self))[1])
+    _in_process_run(tmp_path / "run", engine={"kind": "ray", "workers": 1}, steps=2)
+    assert order == ["rollouts", "pool"]
