@@ -293,6 +293,15 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "cpu_smoke": args.cpu_smoke, "parts": {}, "errors": {}, "skipped": []}
+    out = args.out or (None if args.cpu_smoke else ROOT / "bench" / "results" / "gpu_check.json")
+
+    def write() -> None:  # after every part: a run stopped by the time limit keeps what it measured
+        report["peak_gpu_gib"] = peak_gib(device)
+        report["wall_seconds"] = round(time.perf_counter() - began, 1)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=2) + "\n")
+
     for name, part in PARTS.items():
         if args.only and name not in args.only:
             continue
@@ -306,12 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             report["errors"][name] = "".join(traceback.format_exception_only(err)).strip()
             traceback.print_exc()
         print(f"gpu_check: {name} done in {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
-    report["peak_gpu_gib"] = peak_gib(device)
-    report["wall_seconds"] = round(time.perf_counter() - began, 1)
-    out = args.out or (None if args.cpu_smoke else ROOT / "bench" / "results" / "gpu_check.json")
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        write()
+    write()
     print(json.dumps(report, indent=2))
     print(summary_line(report))
     return 1 if report["errors"] else 0

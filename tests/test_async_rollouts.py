@@ -86,8 +86,10 @@ run_rl(recipe, on_step if kill else None)
 
 
 def _recipe(run_dir: Path, **extra: Any) -> dict[str, Any]:
+    # An entropy bonus moves the weights at every step, though a new model's rewards (all 0) give GRPO no gradient.
     return {"run_dir": str(run_dir), "model": {"path": "tiny:small"}, "task": TASK, "steps": 6, "prompts_per_step": 3,
             "sampling": {"n": 4, "max_new_tokens": 6}, "optim": {"lr": 1e-2}, "eval": {"num_problems": 4, "max_new_tokens": 6},
+            "loss": {"entropy_coef": 0.05},
             "schedule": {"checkpoint_every": 3, "eval_every": 2, "eval_problems": 4}, "async": {"max_staleness": 2}, **extra}
 
 
@@ -103,8 +105,14 @@ def _subprocess_run(run_dir: Path, kill: int, **extra: Any) -> int:
 
 
 def _in_process_run(run_dir: Path, **extra: Any) -> None:
+    """The run in this process, with one torch thread as the subprocesses have (float sums depend on it)."""
     recipe = json.loads(json.dumps(_recipe(run_dir, **extra)))
-    run_rl(RLRecipe.model_validate(recipe))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_rl(RLRecipe.model_validate(recipe))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _record(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
@@ -121,30 +129,34 @@ def _stray_ray() -> set[int]:
     return set(stray_ray_processes())
 
 
-@pytest.mark.parametrize("engine", [{}, {"engine": {"kind": "ray", "workers": 1}}], ids=["hf", "ray"])
-def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_run(tmp_path: Path, engine: dict[str, Any],
-                                                                      request: pytest.FixtureRequest) -> None:
-    """Staleness 2, checkpoints every 3 steps, SIGKILL after step 4: at the checkpoint the batch of step
-    3 is in flight and the sampler's weights (step 2's) are older than the checkpoint's model, so both
-    must come back for every metric and the final weights to match an uninterrupted run. With Ray, the
-    killed run leaves Ray's agents behind, and the resumed run's start removes them."""
-    if engine:
+@pytest.mark.parametrize("engine,every,kill", [({}, 3, 4), ({"engine": {"kind": "ray", "workers": 1}}, 1, 2)], ids=["hf", "ray"])
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_run(tmp_path: Path, engine: dict[str, Any], every: int,
+                                                                      kill: int, request: pytest.FixtureRequest) -> None:
+    """Staleness 2, SIGKILL one step after a checkpoint. hf: checkpoint at step 3, where the batch of step
+    3 is in flight and the sampler's weights (step 2's) are older than the checkpoint's model; ray:
+    checkpoint at step 1, where the pinned weights are version 0's, while the workers restart from the
+    checkpoint's folder. All must come back for every metric and the final weights to match an
+    uninterrupted run. With Ray, the killed run leaves Ray's agents behind, and the resumed run's start
+    removes them."""
+    engine = {**engine, "schedule": {"checkpoint_every": every, "eval_every": 2, "eval_problems": 4}}
+    if "engine" in engine:
         pytest.importorskip("ray")
         request.getfixturevalue("ray_cluster")  # the uninterrupted run shares the tests' cluster
         _in_process_run(tmp_path / "whole", **engine)
         before = _stray_ray()
     else:
         _subprocess_run(tmp_path / "whole", 0)
-    assert _subprocess_run(tmp_path / "killed", 4, **engine) == -9
-    assert (tmp_path / "killed" / "checkpoints" / "step_0000003").is_dir()
-    if engine:
+    assert _subprocess_run(tmp_path / "killed", kill, **engine) == -9
+    saved = torch.load(tmp_path / "killed" / "checkpoints" / f"step_{kill - 1:07d}" / "trainer.pt", weights_only=False)
+    assert saved["plan"]["async"]["sampler_weights"]  # the case this test is for: the sampler lags the model
+    if "engine" in engine:
         deadline = time.time() + 30
         while time.time() < deadline and not _stray_ray() - before:
             time.sleep(0.5)  # the killed run's raylet notices and exits; its agents stay
         left = _stray_ray() - before
         assert left, "a SIGKILLed Ray run should leave its agents behind (else this shows nothing)"
     _subprocess_run(tmp_path / "killed", 0, **engine)
-    if engine:
+    if "engine" in engine:
         assert not left & _stray_ray()  # the resumed run's start removed them
     whole, killed = _record(tmp_path / "whole"), _record(tmp_path / "killed")
     assert [r["step"] for r in killed[0]] == [r["step"] for r in whole[0]]
@@ -153,6 +165,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_run(tmp_path: Pa
     staleness = [r["train/staleness"] for r in whole[0] if "train/staleness" in r]
     assert max(staleness) == 2
     state = json.loads((tmp_path / "whole" / "checkpoints" / "step_0000006" / "state.json").read_text())
+
     assert state["job"]["stream"] == {"position": 18}  # 6 steps x 3 prompts: nothing drawn for a step past the last
 
 
@@ -198,3 +211,10 @@ def test_the_rollout_thread_stops_before_the_pool_closes(ray_cluster: None, tmp_
         monkeypatch.setattr(cls, "close", lambda self, _o=original, _n=name: (order.append(_n), _o(self))[1])
     _in_process_run(tmp_path / "run", engine={"kind": "ray", "workers": 1}, steps=2)
     assert order == ["rollouts", "pool"]
+
+
+def test_nothing_is_sampled_past_the_step_that_spends_the_budget(tmp_path: Path) -> None:
+    rows = _run(tmp_path, "budget", max_sampled_tokens=40, **{"async": {"max_staleness": 1}})
+    steps = [r["step"] for r in rows if "train/loss" in r]
+    state = json.loads((tmp_path / "budget" / "checkpoints" / f"step_{steps[-1]:07d}" / "state.json").read_text())
+    assert steps[-1] < 4 and state["job"]["stream"] == {"position": 4 * steps[-1]}  # 4 prompts per step, none ahead

@@ -133,7 +133,7 @@ def _grpo_recipe(run_dir: Path) -> str:
     return json.dumps({"run_dir": str(run_dir), "model": {"path": "tiny:small"}, "task": TASK, "steps": 4, "prompts_per_step": 4,
                        "sampling": {"n": 4, "max_new_tokens": 6}, "optim": {"lr": 1e-2, "micro_batch_size": 4},
                        "max_sampled_tokens": 150, "eval": {"num_problems": 2, "max_new_tokens": 4},
-                       "loss": {"rollout_correction": {"kind": "tis"}}})
+                       "loss": {"rollout_correction": {"kind": "tis"}, "entropy_coef": 0.05}})  # weights move every step
 
 
 def test_two_ranks_seeded_differently_give_the_one_process_grpo_run(tmp_path: Path) -> None:
@@ -148,6 +148,8 @@ def test_two_ranks_seeded_differently_give_the_one_process_grpo_run(tmp_path: Pa
     _launch(GRPO.format(recipe=_grpo_recipe(two)), 2)
     a, b = load_file(str(one / "final" / "model.safetensors")), load_file(str(two / "final" / "model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    start = load_hf("tiny:small", seed=0).model.state_dict()
+    assert any(not torch.allclose(start[k], a[k], atol=1e-4) for k in a)  # the runs did train
     rows_one = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
     rows_two = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["train/reward"] for r in rows_one if "train/reward" in r] == [r["train/reward"] for r in rows_two if "train/reward" in r]
@@ -172,3 +174,28 @@ def test_ranks_with_different_batches_stop_with_one_line(tmp_path: Path) -> None
     message = (tmp_path / "rank0.txt").read_text()
     assert message == (tmp_path / "rank1.txt").read_text()
     assert message.startswith("data-parallel ranks 1 hold another batch than rank 0") and "\n" not in message
+
+
+def test_a_failure_on_rank_0_while_sampling_stops_every_rank_and_a_flag_of_one_rank_stops_all(tmp_path: Path) -> None:
+    """No rank waits for ever on a rank 0 that raised; a stop decision of one rank is every rank's."""
+    script = textwrap.dedent(f"""
+        import os, sys, torch
+        from selfimprove.train import distributed
+
+        class Engine:
+            def generate(self, prompts, params, generator=None):
+                raise ValueError("the pool is gone")
+
+        ranks = distributed.setup()
+        out = {{"any": ranks.any_rank(ranks.rank == 1), "none": ranks.any_rank(False)}}
+        try:
+            distributed.SharedSampling(Engine(), ranks).generate(["p"], None)
+        except Exception as err:
+            out["error"] = f"{{type(err).__name__}}: {{err}}"
+        open(os.path.join({str(tmp_path)!r}, f"rank{{ranks.rank}}.txt"), "w").write(repr(out))
+    """)
+    _launch(script, 2)
+    zero, one = [eval((tmp_path / f"rank{r}.txt").read_text()) for r in range(2)]
+    assert zero["any"] is one["any"] is True and zero["none"] is one["none"] is False
+    assert zero["error"] == "ValueError: the pool is gone"
+    assert one["error"] == "RunFailure: rank 0 failed while sampling for every rank: ValueError: the pool is gone"

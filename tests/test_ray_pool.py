@@ -159,7 +159,11 @@ def test_a_lora_learner_syncs_only_its_adapter_and_samples_like_the_local_engine
         batch = collate(episodes, engine.pad_id)
         batch.advantages = grpo(batch.rewards, batch.groups, batch.mask)
         learner = Learner(engine, OptimConfig(lr=1e-2), 10, adapter_reference=True)
+        rows = ([e.segments[0].token_ids for e in episodes], [e.segments[1].token_ids for e in episodes])
+        before = local.logprobs(*rows)
         learner.step(batch, PolicyGradientObjective(LossConfig()))
+        after = local.logprobs(*rows)
+        assert before != after  # the step moved the adapter (else equal samples would prove nothing)
         assert engine.weights_version == 1
         calls = engine.rng_state()["calls"]
         got = engine.generate(PROMPTS, params)

@@ -45,6 +45,14 @@ def test_token_level_weights_and_diagnostics_by_hand() -> None:
     assert float(mis.stats["rollout_masked"]) == pytest.approx(1 / 3)
 
 
+def test_masked_sampling_can_drop_ratios_below_a_lower_threshold_too() -> None:
+    mis = rollout_correction(PROX, BEHAV, ONES, ONES, kind="mis", cap=1.5, low=0.5)
+    assert mis.weights[0].tolist() == pytest.approx([0.0, 0.0, 1.0])  # e^0.5 > 1.5 and e^-1 < 0.5 both dropped
+    assert float(mis.stats["rollout_masked"]) == pytest.approx(2 / 3)
+    with pytest.raises(ConfigError, match="low .* applies to kind mis only"):
+        load_recipe(RLRecipe, None, ["run_dir=x", "loss.rollout_correction={kind: tis, low: 0.5}"])
+
+
 def test_sequence_level_uses_the_product_of_the_rows_ratios() -> None:
     low = rollout_correction(PROX, BEHAV, ONES, ONES, kind="tis", level="sequence", cap=1.5)
     assert low.weights[0].tolist() == pytest.approx([E(-0.5)] * 3, rel=1e-6)  # 0.5 - 1.0 + 0.0

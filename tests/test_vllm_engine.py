@@ -219,14 +219,25 @@ def test_pushes_load_weights_in_process_and_completions_carry_the_pushed_version
 
 def test_an_out_of_process_vllm_would_pickle_the_weights_and_is_refused(fake_vllm, small_model_dir: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from selfimprove.policy.base import SamplingParams
+    from selfimprove.policy.vllm_engine import LoadInPlace
 
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    with pytest.raises(ValueError, match="VLLM_ENABLE_V1_MULTIPROCESSING is '1'"):
+        _engine(small_model_dir)  # before vLLM is built, not at the first push
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     engine = _engine(small_model_dir)
-    engine.load_weights(engine.local.weight_state(), 1)
-    with pytest.raises(TypeError, match="VLLM_ENABLE_V1_MULTIPROCESSING is not 0"):
-        engine.generate(PROMPTS, SamplingParams(n=1, temperature=0.0, max_new_tokens=4))
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # the double now pickles what apply_model is given
+    with pytest.raises(TypeError, match="the weights would be pickled"):
+        engine.llm.apply_model(LoadInPlace(engine.local))
     engine.close()
+
+
+def test_vllm_gets_a_max_lora_rank_it_accepts() -> None:
+    from selfimprove.policy.vllm_engine import max_lora_rank
+
+    assert [max_lora_rank(r) for r in (1, 4, 8, 9, 64, 300, 512)] == [1, 8, 8, 16, 64, 320, 512]
+    with pytest.raises(ValueError, match="largest max_lora_rank"):
+        max_lora_rank(1024)
 
 
 def test_a_lora_policy_syncs_its_adapter_as_one_lora_request_per_version(fake_vllm, small_model_dir: Path) -> None:
@@ -285,3 +296,34 @@ def test_a_training_run_with_engine_vllm_runs_on_the_double(fake_vllm, tmp_path:
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "train/loss" in r] == [1, 2]
     assert all(r["train/rollout_kl"] < 1e-3 for r in rows if "train/loss" in r)
+
+
+def _nucleus_logprobs(policy, prompt_ids, token_ids, temperature: float, top_p: float) -> list[float]:
+    """log p of each token under the distribution sampled from: softmax(logits / T) kept to the smallest
+    prefix of the sorted probabilities that reaches top_p, renormalised (worked out independently here)."""
+    ids = torch.tensor([list(prompt_ids) + list(token_ids)])
+    with torch.no_grad():
+        logits = policy.module(input_ids=ids).logits[0].float()
+    out = []
+    for i, token in enumerate(token_ids):
+        probs = torch.softmax(logits[len(prompt_ids) - 1 + i] / temperature, -1)
+        ordered, order = probs.sort(descending=True)
+        kept = order[(ordered.cumsum(-1) - ordered) < top_p]
+        assert token in kept.tolist()
+        out.append(float(torch.log(probs[token] / probs[kept].sum())))
+    return out
+
+
+def test_every_engine_records_the_same_behaviour_logprobs_under_top_p(fake_vllm, small_model_dir: Path) -> None:
+    """vLLM's processed log-probs and our decode loop's both give the nucleus distribution's log-prob of
+    the sampled token (temperature 0.8, top_p 0.7)."""
+    from selfimprove.policy.base import SamplingParams
+
+    engine = _engine(small_model_dir)
+    _sharpen(engine.local)
+    engine.load_weights(engine.local.weight_state(), 1)
+    params = SamplingParams(n=2, temperature=0.8, top_p=0.7, max_new_tokens=6)
+    for sampler in (engine, engine.local):
+        for c in sampler.generate(PROMPTS[:2], params):
+            assert c.logprobs == pytest.approx(_nucleus_logprobs(engine.local, c.prompt_ids, c.token_ids, 0.8, 0.7), abs=1e-4)
+    engine.close()

@@ -1,6 +1,8 @@
 """The errors a user can fix. Each carries one line that names the file or field and the fix; the CLI
-prints it and exits with code 2 before anything is written (`cli.main`). Anything else is a bug or
-an accident of the machine: it ends with one line and the path of a log file holding the traceback.
+prints it and exits with code 2 before anything is written (`cli.main`). A `RunFailure` is a known way
+for a run to fail past one process (a rollout pool that cannot recover, data-parallel ranks that
+disagree): one line saying what failed and a log file, exit 1. Anything else is a bug or an accident of
+the machine: it ends with one line and the path of a log file holding the traceback.
 
 They sit at the bottom of the layers so every part (tasks reading data, engines checking a model
 folder, the driver checking its run folder) can raise them.
@@ -48,3 +50,21 @@ class DiskFullError(UserError, OSError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's preemption): handled like Ctrl-C, after the driver wrote a checkpoint."""
+
+
+class RunFailure(RuntimeError):
+    """A run that cannot go on for a reason outside the user's inputs (one line; the CLI adds a log)."""
+
+    kind = "run failed"
+
+
+class PoolError(RunFailure):
+    """The Ray rollout pool could not complete a call (a worker kept dying or hanging, or failed inside)."""
+
+    kind = "rollout pool failed"
+
+
+class RanksDisagree(RunFailure):
+    """Data-parallel ranks hold different batches."""
+
+    kind = "data-parallel ranks disagree"

@@ -7,14 +7,19 @@ the product over the row's trained tokens, broadcast to them), and becomes a det
 token's policy-gradient term:
 
 - `tis` (truncated importance sampling, as TRL's and verl's): w = min(r, cap);
-- `mis` (masked importance sampling): w = r where r <= cap, else 0 (the token or the whole sequence is
-  dropped from the policy gradient; the KL term still applies);
+- `mis` (masked importance sampling): w = r where r <= cap (and r >= `low` when given, as verl's lower
+  threshold), else 0: the token or the whole sequence is dropped from the policy gradient (the KL term
+  still applies);
 - `none`: w = 1, the correction's diagnostics are still measured.
 
 Diagnostics, over trained tokens whose behaviour log-prob is known: `rollout_kl`, the k3 estimate of
 KL(pi_behav || pi_prox) from the sampled tokens (exp(d) - d - 1 with d = log pi_prox - log pi_behav);
 `rollout_ratio_max`, the largest ratio at the chosen level; `rollout_masked`, the share of tokens whose
-weight was clipped (tis) or masked (mis). Tokens without a behaviour log-prob (demonstrations) keep
+weight was clipped (tis) or masked (mis).
+
+With top_p < 1 the sampler's policy is the nucleus distribution and the learner's the full one, so the
+ratio also holds the nucleus' mass (at most 1): the gap is real (tokens outside the nucleus are never
+sampled) and a correction weights it; RL recipes here sample with top_p 1. Tokens without a behaviour log-prob (demonstrations) keep
 weight 1 and are left out of the diagnostics.
 """
 
@@ -50,6 +55,7 @@ def rollout_correction(
     kind: CorrectionKind = "none",
     level: CorrectionLevel = "token",
     cap: float = 2.0,
+    low: float | None = None,
 ) -> RolloutCorrection:
     """Weights and diagnostics for one batch (see the module docstring); all tensors [B, T], `known` 1
     where the behaviour log-prob of the target token was recorded, `mask` 1 on trained tokens."""
@@ -65,6 +71,8 @@ def rollout_correction(
             raise ValueError(f"unknown rollout correction level {level!r} (known: token, sequence)")
         ratio = torch.exp(log_ratio.clamp(max=MAX_LOG_RATIO))
         over = valid & (ratio > cap)
+        if kind == "mis" and low is not None:
+            over = over | (valid & (ratio < low))
         if kind == "none":
             weights = torch.ones_like(ratio)
         elif kind == "tis":

@@ -4,6 +4,8 @@
 - a full disk -> one line saying so, exit 2 (the rerun resumes; old checkpoints are pruned first);
 - Ctrl-C (exit 130) or SIGTERM (exit 143) -> the same line: rerun to resume from the last checkpoint
   (the driver writes one on SIGTERM before it stops: `train.signals`);
+- a known failure of a run (`errors.RunFailure`: a rollout pool that cannot recover, data-parallel ranks
+  that disagree) -> one line saying what failed and a log file, exit 1;
 - anything else -> one line naming the exception and a log file that holds the full traceback, exit 1.
 """
 
@@ -17,7 +19,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from selfimprove.errors import ConfigError, DiskFullError, Terminated, UserError
+from selfimprove.errors import ConfigError, DiskFullError, RunFailure, Terminated, UserError
 
 INTERRUPTED = "interrupted (rerun the same command to resume from the last checkpoint)"
 
@@ -73,5 +75,8 @@ def report(err: BaseException) -> int:
         return 143 if isinstance(err, Terminated) else 130
     path = log_traceback(err)
     message = str(err).splitlines()[0] if str(err) else ""
+    if isinstance(err, RunFailure):
+        say(f"{err.kind}: {message} (traceback in {path})")
+        return 1
     say(f"unexpected {type(err).__name__}: {message} (traceback in {path})")
     return 1

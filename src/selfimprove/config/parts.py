@@ -142,6 +142,13 @@ class RolloutCorrectionConfig(Strict):
     kind: Literal["none", "tis", "mis"] = "none"
     level: Literal["token", "sequence"] = "token"
     cap: float = Field(2.0, gt=1.0)
+    low: float | None = Field(None, gt=0.0, lt=1.0)  # mis: also drop ratios below this (verl's lower threshold)
+
+    @model_validator(mode="after")
+    def _low_is_for_mis(self) -> "RolloutCorrectionConfig":
+        if self.low is not None and self.kind != "mis":
+            raise ValueError("low (a lower threshold) applies to kind mis only")
+        return self
 
 
 class LossConfig(Strict):

@@ -9,6 +9,7 @@ sampling and soft overlong penalty. `collect` is shared with online DPO.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from selfimprove.config import ConfigError, DPORecipe, RLRecipe
@@ -20,6 +21,8 @@ if TYPE_CHECKING:  # loaded when a run starts (see methods/__init__.py)
     from selfimprove.rollout.episode import Episode
     from selfimprove.train.job import Job, StepCallback
 
+
+logger = logging.getLogger(__name__)
 
 ROLLOUTS = "rollouts"  # the buffer of every trained episode (`selfimprove export` reads it)
 PAIRS = "preference_pairs"  # the buffer of preference pairs (online DPO)
@@ -111,6 +114,10 @@ class PolicyGradientMethod(Method[RLRecipe]):
         if off_policy and not self.supports_async:
             raise ConfigError(f"async: {self.name} samples in its own way; asynchronous rollouts are for `selfimprove train` (rl)")
         self.objective = PolicyGradientObjective(self.loss, max_len=recipe.sampling.max_new_tokens, off_policy=off_policy)
+        if recipe.sampling.top_p < 1 and (off_policy or self.loss.rollout_correction.kind != "none"):
+            logger.warning("sampling.top_p %g < 1: the sampler's policy is the nucleus, the learner's the full distribution, "
+                           "so their ratio holds the nucleus' mass (train/rollout_kl > 0 even on-policy) and the ratio "
+                           "or correction weights it; RL here usually samples with top_p 1", recipe.sampling.top_p)
         self.rollouts: Any = None  # asynchronous rollouts (RL only), started on the first step
 
     @property
@@ -165,7 +172,12 @@ class RL(PolicyGradientMethod):
         if config is None or config.max_staleness == 0:
             episodes, metrics = collect(job, self.recipe, self.params)
         else:
-            (episodes, metrics), staleness = self._rollouts(job).next(step, ahead(job, self.recipe, self.params))
+            budget = self.recipe.max_sampled_tokens
+
+            def ends_run(result: tuple[list[Episode], dict[str, float]]) -> bool:  # this step spends the token budget
+                return budget is not None and job.sampled_tokens + int(result[1]["train/sampled_tokens"]) >= budget
+
+            (episodes, metrics), staleness = self._rollouts(job).next(step, ahead(job, self.recipe, self.params), ends_run)
             metrics = dict(metrics)  # a batch restored from a checkpoint is not changed in place
             metrics["train/staleness"] = float(staleness)
         metrics.update(self.learn(job, episodes, step))

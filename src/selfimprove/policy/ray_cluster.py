@@ -13,18 +13,30 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 OBJECT_STORE_BYTES = 256 * 2**20  # weights of small models; a cluster started by the user sizes its own
 PROC = Path("/proc")
 
 
-def ensure_ray(address: str | None, num_cpus: float) -> None:
-    """Start (or join) Ray once per process; a local start first reaps what killed runs left."""
+def object_store_bytes(policy: Any) -> int:
+    """An object store for a pool on `policy`: two snapshots of its weights as they are sent (the newest and a
+    pinned one; float32 on the CPU, or only a LoRA adapter) and room for the calls' inputs and outputs, at
+    least `OBJECT_STORE_BYTES`."""
+    weights = sum(t.numel() * 4 for t in policy.weight_state().values())
+    return max(OBJECT_STORE_BYTES, 2 * weights + 64 * 2**20)
+
+
+def ensure_ray(address: str | None, num_cpus: float, store_bytes: int = OBJECT_STORE_BYTES) -> None:
+    """Start (or join) Ray once per process; a local start first reaps what killed runs left. A cluster
+    already running (a user's, or one an earlier pool of this process started) keeps its own store."""
     import ray
 
     if ray.is_initialized():
@@ -32,12 +44,34 @@ def ensure_ray(address: str | None, num_cpus: float) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 would write a token under the home folder
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
+    else:
+        reaped = reap_strays()
+        if reaped:
+            logger.warning("killed %d Ray processes left by a run that was killed (their raylet was gone)", len(reaped))
+        ray.init(num_cpus=max(1, int(round(num_cpus))), object_store_memory=store_bytes, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    _errors_to_log()
+
+
+def _errors_to_log() -> None:
+    """Ray's driver prints the raylet's error messages (a worker died, ...) to stdout in colour, whatever
+    `log_to_driver` says; the pool handles those faults itself and ends a run with one line of its own.
+    There is no setting for it, so the printer Ray's listener thread calls is replaced by one that logs
+    (the `ray.errors` logger, at INFO: in a log file when one is configured, not on the terminal)."""
+    try:
+        from ray._private import worker
+    except ImportError:  # pragma: no cover - Ray moved it: its own printing stays
         return
-    reaped = reap_strays()
-    if reaped:
-        logger.warning("killed %d Ray processes left by a run that was killed (their raylet was gone)", len(reaped))
-    ray.init(num_cpus=max(1, int(round(num_cpus))), object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    if getattr(worker.print_to_stdstream, "_selfimprove", False) or not hasattr(worker, "print_to_stdstream"):
+        return
+    errors = logging.getLogger("ray.errors")
+
+    def to_log(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        for line in data.get("lines", []):
+            errors.info("(%s) %s", data.get("pid", "ray"), ANSI.sub("", str(line)))
+
+    to_log._selfimprove = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_log
 
 
 def free_cpus(needed: float, wait: float = 15.0) -> float:

@@ -24,16 +24,17 @@
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from selfimprove.errors import PoolError
 from selfimprove.policy.base import Completion, SamplerWrapper, SamplingParams
-from selfimprove.policy.ray_cluster import ensure_ray, free_cpus
+from selfimprove.policy.ray_cluster import ANSI, ensure_ray, free_cpus, object_store_bytes
 from selfimprove.policy.wrapped import LocalLearnerEngine, derived_seed
 
 if TYPE_CHECKING:
@@ -45,11 +46,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STARTUP_SECONDS = 120.0  # a new worker loads its model before it answers
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-class PoolError(RuntimeError):
-    """The pool could not complete a call (a worker kept dying or hanging, or failed inside)."""
 
 
 def shard_seed(*parts: object) -> int:
@@ -102,7 +98,7 @@ class RayEngine(LocalLearnerEngine):
         self.max_retries = max_retries
         self.restarts = 0
         self._lock = threading.RLock()
-        ensure_ray(address, workers * cpus_per_worker)
+        ensure_ray(address, workers * cpus_per_worker, object_store_bytes(local))
         free = free_cpus(workers * cpus_per_worker)
         if free + 1e-9 < workers * cpus_per_worker:
             raise RuntimeError(
@@ -114,16 +110,16 @@ class RayEngine(LocalLearnerEngine):
         if is_lora(local):  # workers hold the base and the adapter's layout; adapter tensors come with each push
             save_base(local, self._folder)
             layout = adapter_layout(local)
-            self._start_version = -1  # nothing of the adapter yet: the first call pushes it
         else:
-            local.save(self._folder)  # the workers start from exactly the learner's weights
-            self._start_version = local.weights_version
+            local.save(self._folder)
         self._actor_cls = ray.remote(num_cpus=cpus_per_worker)(RolloutWorker)
         self._options = {"device": device, "dtype": dtype, "chat": local.chat, "seed": seed,
                          "threads": max(1, int(cpus_per_worker)), "layout": layout}
         self.actors = [self._start() for _ in range(workers)]
         ray.get([a.ping.remote() for a in self.actors], timeout=max(call_timeout, STARTUP_SECONDS))
-        self._held = [self._start_version] * workers  # the weights version each worker holds
+        # The weights version each worker holds; None: the start folder's, which no snapshot names (a resumed
+        # run restores versions older than the folder's weights), so a worker's first call always loads.
+        self._held: list[int | None] = [None] * workers
         self._newest: Snapshot | None = None
 
     def _start(self) -> Any:
@@ -228,7 +224,7 @@ class RayEngine(LocalLearnerEngine):
             pass
         self.restarts += 1
         self.actors[k] = self._start()
-        self._held[k] = self._start_version
+        self._held[k] = None
         ray.get(self.actors[k].ping.remote(), timeout=max(self.call_timeout, STARTUP_SECONDS))
 
     def _map(self, submit: Callable[[Any, int], Any], count: int, snapshot: Snapshot | None = None) -> list[Any]:
@@ -239,24 +235,25 @@ class RayEngine(LocalLearnerEngine):
 
         with self._lock:
             futures = {k: self._submit(k, submit, snapshot) for k in range(count)}
+            deadlines = dict.fromkeys(futures, time.monotonic() + self.call_timeout)  # each shard's own clock
             results: dict[int, Any] = {}
             for k in range(count):
                 for attempt in range(self.max_retries + 1):
                     try:
-                        results[k] = ray.get(futures[k], timeout=self.call_timeout)[-1]
+                        results[k] = ray.get(futures[k], timeout=max(0.0, deadlines[k] - time.monotonic()))[-1]
                         break
                     except (RayActorError, GetTimeoutError) as err:
                         why = "timed out" if isinstance(err, GetTimeoutError) else "died"
+                        failure = f"engine.kind ray: rollout worker {k} {why} {attempt + 1} times in a row ({first_line(err)})"
+                        try:
+                            self._replace(k)  # a hung worker would hold its CPU for ever; the pool stays whole
+                        except Exception as start_err:  # noqa: BLE001 - the replacement itself failed
+                            raise PoolError(f"{failure}; its replacement did not start ({first_line(start_err)})") from start_err
                         if attempt == self.max_retries:
-                            try:
-                                self._replace(k)  # the hung worker is gone; the pool stays whole if it can
-                            except Exception:  # noqa: BLE001 - the error below says what failed
-                                pass
-                            raise PoolError(f"engine.kind ray: rollout worker {k} {why} {self.max_retries + 1} times in a row "
-                                            f"({first_line(err)})") from err
+                            raise PoolError(failure) from err
                         logger.warning("rollout worker %d %s (%s): replaced, its shard retried", k, why, type(err).__name__)
-                        self._replace(k)
                         futures[k] = self._submit(k, submit, snapshot)
+                        deadlines[k] = time.monotonic() + self.call_timeout
                     except RayTaskError as err:
                         cause = err.cause if getattr(err, "cause", None) is not None else err
                         raise PoolError(f"engine.kind ray: rollout worker {k} failed: {type(cause).__name__}: "

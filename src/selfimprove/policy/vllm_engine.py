@@ -9,7 +9,7 @@ GPU; vLLM samples.
   shared noise; each prompt gets its own seed, derived from (the engine's seed, the call, the prompt's
   index), or from one draw of a caller's generator;
 - **behaviour log-probs** of the sampled tokens as sampled: `logprobs_mode="processed_logprobs"` (after
-  temperature and top-p), the convention of every engine here; a token without one is an error;
+  temperature and top-p), what our decode loop records too; a token without one is an error;
 - **weights**: the learner's `load_weights(weight_state(), step)` marks them; before the next sampling
   call they are loaded into vLLM's model with its `load_weights`, in this process (the engine sets
   `VLLM_ENABLE_V1_MULTIPROCESSING=0`: the tensors are passed by reference, never pickled; a loader that
@@ -41,6 +41,15 @@ if TYPE_CHECKING:
     from selfimprove.policy.hf import HFPolicy
 
 IN_PROCESS = "VLLM_ENABLE_V1_MULTIPROCESSING"
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for max_lora_rank
+
+
+def max_lora_rank(r: int) -> int:
+    """vLLM's `max_lora_rank` for an adapter of rank `r`: the smallest value it accepts that holds r."""
+    for allowed in LORA_RANKS:
+        if allowed >= r:
+            return allowed
+    raise ValueError(f"lora.r {r} is larger than vLLM's largest max_lora_rank ({LORA_RANKS[-1]})")
 
 
 def completion_from_vllm(prompt_index: int, prompt_ids: Sequence[int], output: Any, version: int) -> Completion:
@@ -82,6 +91,9 @@ class VLLMEngine(LocalLearnerEngine):
     def __init__(self, local: HFPolicy, *, seed: int = 0, gpu_memory_utilization: float = 0.3, sleep: bool = False,
                  dtype: str = "bfloat16", max_model_len: int = 2048) -> None:
         os.environ.setdefault(IN_PROCESS, "0")  # before vLLM starts its engine: weights pass by reference
+        if os.environ[IN_PROCESS] != "0":
+            raise ValueError(f"engine.kind vllm loads the learner's weights into vLLM in this process: {IN_PROCESS} is "
+                             f"{os.environ[IN_PROCESS]!r}; unset it (the engine sets 0) or set it to 0")
         from vllm import LLM
 
         from selfimprove.policy.lora import is_lora, save_base
@@ -93,7 +105,7 @@ class VLLMEngine(LocalLearnerEngine):
         base = self._folder / "base"
         if self.lora:
             save_base(local, base)  # the base alone: the adapter goes as a LoRARequest per version
-            rank = int(local.model.peft_config["default"].r)  # type: ignore[union-attr]
+            rank = max_lora_rank(int(local.model.peft_config["default"].r))  # type: ignore[union-attr]
         else:
             local.save(base)
         self.llm = LLM(model=str(base), dtype=dtype, seed=seed, enable_prefix_caching=True, enable_sleep_mode=sleep,

@@ -11,7 +11,8 @@ while evaluation samples with the newest weights. `max_staleness: 0` is the sync
 Exact resume: `state_dict` waits for the batch in flight and returns it with everything needed to go
 on as if never stopped (the batch, its staleness, the sampler's step, its random stream, and its
 weights when the next sample would still use them), so a run killed and resumed gives every metric
-and the final weights of an uninterrupted run. Nothing is sampled for a step past the run's last.
+and the final weights of an uninterrupted run. Nothing is sampled for a step past the run's last (its
+step count, or the step whose tokens spend the budget).
 """
 
 from __future__ import annotations
@@ -71,9 +72,11 @@ class AsyncRollouts(Generic[T]):
             self.sampler.load_weights(self.policy.weight_state(), self.policy.weights_version)
         self.sampler_step = step
 
-    def next(self, step: int, submit: Callable[[Sampler], Callable[[], T]]) -> tuple[T, int]:
+    def next(self, step: int, submit: Callable[[Sampler], Callable[[], T]],
+             ends_run: Callable[[T], bool] | None = None) -> tuple[T, int]:
         """The episodes for driver step `step` and their staleness (steps between the weights that
-        sampled them and the policy's), and the next step's sampling started behind them."""
+        sampled them and the policy's), and the next step's sampling started behind them, unless this
+        is the run's last step (`last_step`, or `ends_run(result)`: e.g. its tokens spend the budget)."""
         if self.pending is None or self.pending_step != step:
             self._refresh(step)
             result, staleness = submit(self.sampler)(), 0  # the first step: nothing in flight
@@ -81,7 +84,7 @@ class AsyncRollouts(Generic[T]):
             result, staleness = self.pending.result(), self.pending_staleness
         self.pending = None
         nxt = step + 1
-        if self.last_step is not None and nxt > self.last_step:
+        if (self.last_step is not None and nxt > self.last_step) or (ends_run is not None and ends_run(result)):
             return result, staleness
         if nxt - self.sampler_step > self.max_staleness:
             self._refresh(step)  # the weights the policy has now: after `step` updates

@@ -21,6 +21,7 @@ buffers go to `RUN_DIR/ranks/rank<r>/`.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import math
 import os
@@ -29,6 +30,7 @@ from typing import Any, Iterable
 
 import torch
 
+from selfimprove.errors import RanksDisagree, RunFailure
 from selfimprove.policy.base import SamplerWrapper
 
 __all__ = ["RanksDisagree", "Ranks", "SharedSampling", "batch_digest", "setup"]
@@ -117,10 +119,6 @@ class Ranks:
         return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
 
-class RanksDisagree(RuntimeError):
-    """Data-parallel ranks hold different batches."""
-
-
 def batch_digest(tensors: Iterable[torch.Tensor]) -> str:
     """SHA-256 of tensors' bytes (what was sampled: ids, masks, rewards), to compare across ranks."""
     digest = hashlib.sha256()
@@ -139,11 +137,26 @@ class SharedSampling(SamplerWrapper):
         self.ranks = ranks
 
     def generate(self, prompts: Any, params: Any, *, generator: Any = None) -> Any:
-        return self.ranks.broadcast(self.inner.generate(prompts, params, generator=generator) if self.ranks.is_main else None)
+        return self._shared(lambda: self.inner.generate(prompts, params, generator=generator))
 
     def generate_ids(self, prompt_ids: Any, params: Any, *, generator: Any = None) -> Any:
-        return self.ranks.broadcast(self.inner.generate_ids(prompt_ids, params, generator=generator)
-                                    if self.ranks.is_main else None)
+        return self._shared(lambda: self.inner.generate_ids(prompt_ids, params, generator=generator))
+
+    def _shared(self, sample: Any) -> Any:
+        """Rank 0 samples and sends the result, or its failure, so no rank waits for ever on a rank 0 that
+        raised: the others stop with one line naming rank 0's error."""
+        if not self.ranks.is_main:
+            ok, value = self.ranks.broadcast(None)
+            if not ok:
+                raise RunFailure(f"rank 0 failed while sampling for every rank: {value}")
+            return value
+        try:
+            result = sample()
+        except Exception as err:
+            self.ranks.broadcast((False, f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"))
+            raise
+        self.ranks.broadcast((True, result))
+        return result
 
 
 SINGLE = Ranks(0, 1)
@@ -160,7 +173,18 @@ def setup() -> Ranks:
         if backend == "nccl":  # each rank on its own GPU (collectives of objects use the current device)
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch.distributed.init_process_group(backend=backend)
+        atexit.register(_leave)  # a rank that ends (also by an error) leaves the group cleanly
     return Ranks(torch.distributed.get_rank(), torch.distributed.get_world_size())
+
+
+def _leave() -> None:
+    """Destroy the process group at exit: left to the interpreter's teardown, gloo's threads can abort the
+    process ("terminate called without an active exception") and turn a clean exit code into 134."""
+    try:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    except Exception:  # noqa: BLE001 - exiting anyway
+        pass
 
 
 def current() -> Ranks:

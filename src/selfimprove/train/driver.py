@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from selfimprove.config import EvalConfig
+from selfimprove.config import EngineConfig, EvalConfig
 from selfimprove.eval.evaluate import EvalResult, evaluate
 from selfimprove.policy.lora import save_policy
 from selfimprove.tasks.base import Task
@@ -66,10 +66,12 @@ def run_eval(job: Job, config: EvalConfig, num_problems: int, seed: int, on_batc
     )
 
 
-def _build(plan: TrainingPlan, resume: Path | None, task: Task, run_dir: Path) -> Job:
+def _build(plan: TrainingPlan, resume: Path | None, task: Task, run_dir: Path, ranks: distributed.Ranks) -> Job:
     recipe = plan.recipe
     lora = lora_of(recipe)
     engine = getattr(recipe, "engine", None)
+    if not ranks.is_main and engine is not None and engine.kind != "hf":
+        engine = EngineConfig(kind="hf")  # rank 0 samples for every rank: no second pool or vLLM on the others
     if lora is not None:  # the adapter goes on the local model before any engine is built around it
         policy = load_policy(recipe.model, engine=engine, seed=recipe.seed, lora=lora,
                              adapter=resume / "model" if resume is not None else None)
@@ -150,7 +152,7 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
         shutil.rmtree(job_dir / BUFFERS, ignore_errors=True)  # left by a run that never checkpointed
     else:
         check_same_recipe(run_dir, recipe.model_dump(mode="json"))
-    job = _build(plan, resume, task, job_dir)
+    job = _build(plan, resume, task, job_dir, ranks)
     if ranks.world > 1:  # rank 0 samples, the others receive its rollouts
         job.policy = distributed.SharedSampling(job.policy, ranks)  # type: ignore[assignment]
     start, elapsed = 0, 0.0

@@ -64,7 +64,7 @@ class PolicyGradientObjective:
             raise ValueError("the batch has no pre-update log-probs: run train.update.prepare first")
         fix = c.rollout_correction
         correction = rollout_correction(proximal, batch.behaviour_logprobs, batch.behaviour_mask, batch.mask,
-                                        kind=fix.kind, level=fix.level, cap=fix.cap)
+                                        kind=fix.kind, level=fix.level, cap=fix.cap, low=fix.low)
         old_logp = proximal
         if self.off_policy and fix.kind == "none":  # stale samples, no correction: the ratio is to the sampler's
             old_logp = torch.where(batch.behaviour_mask != 0, batch.behaviour_logprobs, proximal)

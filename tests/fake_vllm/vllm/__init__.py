@@ -14,7 +14,7 @@
   (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) it is called directly. The model's `load_weights` takes
   (name, tensor) pairs in the checkpoint's names.
 - LoRA (`enable_lora=True`): a `LoRARequest` loads the adapter folder once per `lora_int_id`; a rank over
-  `max_lora_rank` is an error.
+  `max_lora_rank` is an error, and `max_lora_rank` must be one of vLLM's values (1, 8, 16, ..., 512).
 - `sleep(level=1)` frees the engine until `wake_up()`; generating while asleep is an error.
 """
 
@@ -99,6 +99,8 @@ class LLM:
                  **kwargs: Any) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if max_lora_rank not in (1, 8, 16, 32, 64, 128, 256, 320, 512):  # vLLM's MaxLoRARanks
+            raise ValueError(f"fake vLLM: max_lora_rank must be one of 1, 8, 16, ..., 512, got {max_lora_rank}")
         if logprobs_mode not in ("raw_logprobs", "processed_logprobs"):
             raise ValueError(f"fake vLLM: logprobs_mode {logprobs_mode!r} not modelled")
         torch_dtype = torch.float32 if dtype in ("auto", "float32") else getattr(torch, dtype)
