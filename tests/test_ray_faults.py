@@ -22,13 +22,13 @@ PARAMS = {"num_numbers": 2, "max_number": 9, "min_target": 1, "max_target": 18}
 
 
 def test_a_hung_worker_is_killed_and_replaced_until_the_pool_gives_up(ray_cluster: None) -> None:
-    pool = RayEngine(load_hf("tiny:small", seed=0), workers=2, seed=0, call_timeout=1.0, max_retries=1)
+    pool = RayEngine(load_hf("tiny:small", seed=0), workers=2, seed=0, call_timeout=1.0, max_retries=0)
     try:
         task = make_task("helpers:SlowTask", PARAMS)
         problems = task.problems("train", 1)
-        with pytest.raises(PoolError, match="rollout worker 0 timed out 2 times in a row"):
+        with pytest.raises(PoolError, match="rollout worker 0 timed out 1 time in a row"):
             pool.verify_many(task, problems, ["1+1"])
-        assert pool.restarts == 2
+        assert pool.restarts == 1
         # Every hung worker was killed: had one been left, its CPU would be taken and a replacement
         # could not have started on this 2-CPU cluster; the pool still answers.
         assert make_task("countdown", PARAMS).verify(problems[0], "1+1") == pool.verify_many(make_task("countdown", PARAMS),

@@ -244,7 +244,8 @@ class RayEngine(LocalLearnerEngine):
                         break
                     except (RayActorError, GetTimeoutError) as err:
                         why = "timed out" if isinstance(err, GetTimeoutError) else "died"
-                        failure = f"engine.kind ray: rollout worker {k} {why} {attempt + 1} times in a row ({first_line(err)})"
+                        tries = f"{attempt + 1} time{'s' * (attempt > 0)} in a row"
+                        failure = f"engine.kind ray: rollout worker {k} {why} {tries} ({first_line(err)})"
                         try:
                             self._replace(k)  # a hung worker would hold its CPU for ever; the pool stays whole
                         except Exception as start_err:  # noqa: BLE001 - the replacement itself failed
