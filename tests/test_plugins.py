@@ -15,7 +15,7 @@ from selfimprove.cli import main
 from selfimprove.config import ConfigError, SFTRecipe, load_recipe
 from selfimprove.errors import DataError
 from selfimprove.tasks import make_task, resolve_task
-from selfimprove.tasks.rewards import call_reward, judge_by_name
+from selfimprove.tasks.rewards import judge_by_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,7 +94,7 @@ def test_tasks_params_prints_every_parameter_with_type_default_and_doc(capsys: p
         assert line in out
     assert "A separate test file" in out
     assert main(["tasks", "--params", "dataset"]) == 0
-    assert "  reward: str | None = None" in capsys.readouterr().out
+    assert "  reward: str | list[str] | None = None" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------------------- dataset task
@@ -155,22 +155,6 @@ def test_verifiers_by_name(verifier: str, gold: object, right: str, wrong: str) 
     assert not judge_by_name(verifier, wrong, gold).correct  # type: ignore[arg-type]
 
 
-def test_a_trl_reward_function_works_unchanged_and_can_never_crash_a_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    def accuracy(prompts, completions, answer, **kwargs):  # TRL's signature, columns as lists
-        assert prompts == ["1+1="] and "trainer_state" not in kwargs
-        return [1.0 if c.strip() == a else 0.0 for c, a in zip(completions, answer)]
-
-    def raises(prompts, completions, **kwargs):
-        raise KeyError("oops")
-
-    assert call_reward(accuracy, "1+1=", "2", {"answer": "2"}, threshold=1.0).correct
-    assert call_reward(accuracy, "1+1=", "3", {"answer": "2"}, threshold=1.0).score == 0.0
-    for bad in (raises, lambda **k: [float("nan")], lambda **k: [1.0, 2.0], lambda **k: None, lambda **k: ["x"]):
-        verdict = call_reward(bad, "1+1=", "2", {"answer": "2"}, threshold=1.0)
-        assert verdict.score == 0.0 and not verdict.correct
-    assert "raised KeyError" in caplog.text
-
-
 def test_a_reward_function_named_in_the_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my_rewards.py").write_text(
@@ -182,7 +166,7 @@ def test_a_reward_function_named_in_the_recipe(tmp_path: Path, monkeypatch: pyte
     problem = task.problem("train", 0)
     assert task.verify(problem, "anything") .score == 0.5 and task.verify(problem, "x").correct
     broken = make_task("dataset", {"path": str(path), "prompt_field": "q", "answer_field": "a", "reward": "my_rewards:broken"})
-    assert broken.verify(problem, "x").reason == "reward function error: RuntimeError"
+    assert broken.verify(problem, "x").reason == "verifier error"  # one answer alone: never raises
 
 
 def test_bad_rows_are_refused_at_load_naming_the_row(tmp_path: Path) -> None:

@@ -48,6 +48,15 @@ class DiskFullError(UserError, OSError):
     kind = "disk full"
 
 
+class RewardError(UserError):
+    """Every call of the user's reward functions failed on a batch: the run stops (after a checkpoint)
+    with one line, exit 2; the CLI writes the function's traceback to a log file."""
+
+    kind = "reward function error"
+    log_traceback = True  # the line names the log file holding the reward function's traceback
+    checkpoint_first = True  # the driver saves the last finished step before it stops
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's preemption): handled like Ctrl-C, after the driver wrote a checkpoint."""
 

@@ -64,6 +64,8 @@ def report(err: BaseException) -> int:
         return 2
     if isinstance(err, UserError):
         lines = str(err).splitlines() or [type(err).__name__]
+        if getattr(err, "log_traceback", False):  # the user's own code failed: its traceback helps
+            lines[-1] += f" (traceback in {log_traceback(err)})"
         for line in lines:
             say(f"{err.kind}: {line}")
         return 2

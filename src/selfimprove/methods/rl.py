@@ -67,8 +67,10 @@ def collect(job: Job, recipe: RLRecipe | DPORecipe, params: SamplingParams) -> t
 
 
 def rollout_stats(sampled: Sequence[Episode]) -> dict[str, float]:
-    """What a step logs about the episodes it sampled."""
-    return {
+    """What a step logs about the episodes it sampled; with reward functions also each function's mean
+    (`train/reward/<name>`, over the completions it gave a value) and the completions for which a call
+    failed (`train/reward_failures`)."""
+    return {**reward_parts(sampled), **{
         "train/reward": sum(e.reward for e in sampled) / len(sampled),
         "train/accuracy": sum(bool(e.info["correct"]) for e in sampled) / len(sampled),
         "train/solved_groups": solved_groups(sampled),
@@ -76,7 +78,19 @@ def rollout_stats(sampled: Sequence[Episode]) -> dict[str, float]:
         "train/completion_tokens": sum(e.num_trainable for e in sampled) / len(sampled),
         "train/sampled_tokens": float(sum(e.num_trainable for e in sampled)),
         "train/truncated": sum(e.info["finish_reason"] == "length" for e in sampled) / len(sampled),
-    }
+    }}
+
+
+def reward_parts(sampled: Sequence[Episode]) -> dict[str, float]:
+    scored = [e.info["rewards"] for e in sampled if "rewards" in e.info]
+    if not scored:
+        return {}
+    out = {"train/reward_failures": float(sum(bool(e.info.get("reward_failed")) for e in sampled))}
+    for name in sorted({n for parts in scored for n in parts}):
+        values = [v for parts in scored if (v := parts.get(name)) is not None]
+        if values:
+            out[f"train/reward/{name}"] = sum(values) / len(values)
+    return out
 
 
 def ahead(job: Job, recipe: RLRecipe, params: SamplingParams) -> Callable[[Sampler], Callable[[], tuple[list[Episode], dict[str, float]]]]:

@@ -56,4 +56,7 @@ class RolloutWorker:
         if key not in self._tasks:
             self._tasks[key] = make_task(task_name, task_params)
         task = self._tasks[key]
+        many = getattr(task, "verify_many", None)  # reward functions: one call for the worker's shard
+        if many is not None:
+            return list(many(problems, texts))
         return [task.verify(p, t) for p, t in zip(problems, texts, strict=True)]

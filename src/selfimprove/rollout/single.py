@@ -34,7 +34,7 @@ def sample_episodes(
                 group=group_offset + c.prompt_index,
                 problem_id=problem.id,
                 reward=verdict.score,
-                info={"correct": verdict.correct, "reason": verdict.reason, "finish_reason": c.finish_reason},
+                info={"correct": verdict.correct, "reason": verdict.reason, "finish_reason": c.finish_reason, **verdict.info},
             )
         )
     return episodes

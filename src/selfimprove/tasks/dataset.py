@@ -10,8 +10,9 @@ Splits: a saved `DatasetDict`'s train/test, a test file (`test_path`), a column 
 carved by a hash of the prompt (`test_fraction`); a carved test split smaller than
 `min_test_problems` is refused with the parameters to change.
 
-Scoring: a verifier by name (`verifier`: numeric, exact, math, function_call, code), or a TRL-style
-reward function (`reward: package.module:function`), see `tasks.rewards`.
+Scoring: a verifier by name (`verifier`: numeric, exact, math, function_call, code), or TRL-style
+reward functions (`reward: package.module:function`, or a list with `reward_weights`), called once per
+batch (`tasks.reward_calls`), see `tasks.rewards`.
 
 Chat messages (`messages_field`: a list of `{role, content}`): a final assistant message is the
 demonstration; the prompt is the last user message, with a system message's content before it
@@ -22,14 +23,14 @@ the engine wraps them in the tokenizer's chat template as one user turn.
 from __future__ import annotations
 
 import string
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from pydantic import Field, model_validator
 
 from selfimprove.errors import DataError
 from selfimprove.tasks.base import SPLITS, Problem, Split, SplitPositions, Task, TaskConfig, Verdict, register_task
 from selfimprove.tasks.files import read_tables
-from selfimprove.tasks.rewards import VerifierName, call_reward, check_gold, judge_by_name
+from selfimprove.tasks.rewards import VerifierName, check_gold, judge_by_name, reward_functions, verdicts_of
 
 __all__ = ["DatasetConfig", "DatasetTask"]
 
@@ -57,10 +58,14 @@ class DatasetConfig(TaskConfig):
     """function_call: a column with the tools offered (names or JSON schemas)."""
     verifier: VerifierName | None = None
     """How to judge an answer against the gold: numeric (default), exact, math, function_call, code."""
-    reward: str | None = None
-    """A reward function `package.module:function` with TRL's signature; replaces the verifier."""
+    reward: str | list[str] | None = None
+    """Reward function(s) `package.module:function` with TRL's signature, called once per batch; replace the verifier."""
+    reward_weights: list[float] | None = None
+    """With several reward functions: each one's weight in the sum (TRL's reward_weights); default 1 each."""
+    reward_timeout: float = Field(60.0, gt=0.0)
+    """Seconds one call of a reward function may take; a slower call fails (its completions get no value)."""
     reward_threshold: float = 1.0
-    """With a reward function: a reward at or above this counts as a correct answer."""
+    """With reward functions: a (weighted) reward at or above this counts as a correct answer."""
     abs_tol: float | None = Field(None, ge=0.0, allow_inf_nan=False)
     """numeric: absolute tolerance; None: exact for integers, rel_tol otherwise."""
     rel_tol: float = Field(1e-6, ge=0.0, lt=1.0)
@@ -74,8 +79,13 @@ class DatasetConfig(TaskConfig):
             raise ValueError("path is required: the data file or saved dataset folder")
         if self.reward is not None and self.verifier is not None:
             raise ValueError("give a verifier or a reward function, not both")
-        if self.reward is not None and ":" not in self.reward:
-            raise ValueError(f"reward must be package.module:function, got {self.reward!r}")
+        for path in self.reward_paths:
+            if ":" not in path:
+                raise ValueError(f"reward must be package.module:function, got {path!r}")
+        if self.reward is not None and not self.reward_paths:
+            raise ValueError("reward: give at least one package.module:function")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_paths):
+            raise ValueError(f"reward_weights has {len(self.reward_weights)} weights for {len(self.reward_paths)} reward functions")
         if self.test_path is not None and self.split_field is not None:
             raise ValueError("set test_path or split_field, not both")
         if self.prompt_template is not None and self.messages_field is not None:
@@ -85,6 +95,10 @@ class DatasetConfig(TaskConfig):
             if not names:
                 raise ValueError("prompt_template must use at least one {column}")
         return self
+
+    @property
+    def reward_paths(self) -> list[str]:
+        return [] if self.reward is None else [self.reward] if isinstance(self.reward, str) else list(self.reward)
 
 
 def _messages_prompt(messages: Any, where: str) -> tuple[str, tuple[str, ...] | None]:
@@ -113,13 +127,7 @@ class DatasetTask(Task):
     def __init__(self, config: DatasetConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
-        self._reward = None
-        if cfg.reward is not None:
-            from selfimprove.tasks.plugins import import_object
-
-            self._reward = import_object(cfg.reward, "task.params.reward")
-            if not callable(self._reward):
-                raise DataError(f"task.params.reward: {cfg.reward!r} is not a function")
+        self._reward = reward_functions(cfg) if cfg.reward is not None else None
         self.verifier: VerifierName = cfg.verifier or "numeric"
         tables = read_tables(cfg.path)
         self.source = cfg.path
@@ -225,13 +233,27 @@ class DatasetTask(Task):
         cfg = self.config
         row = self._rows[int(problem.metadata["position"])]["row"]
         if self._reward is not None:
-            columns = {k: v for k, v in row.items() if k != cfg.prompt_field}
-            return call_reward(self._reward, problem.prompt, text, columns, threshold=cfg.reward_threshold)
+            return self._rewarded([problem], [text])[0]
         tools = row.get(cfg.tools_field) if cfg.tools_field else None
         return judge_by_name(self.verifier, text, row[cfg.answer_field], tools=tools, abs_tol=cfg.abs_tol, rel_tol=cfg.rel_tol)
 
+    def verify_many(self, problems: Sequence[Problem], texts: Sequence[str]) -> list[Verdict]:
+        """A batch of answers: the reward functions are called once for all of them (TRL's contract),
+        a verifier by name judges them one by one."""
+        if self._reward is None:
+            return [self.verify(p, t) for p, t in zip(problems, texts, strict=True)]
+        return self._rewarded(problems, texts)
+
+    def _rewarded(self, problems: Sequence[Problem], texts: Sequence[str]) -> list[Verdict]:
+        assert self._reward is not None
+        rows = [self._rows[int(p.metadata["position"])]["row"] for p in problems]
+        names = [k for k in rows[0] if k != self.config.prompt_field] if rows else []
+        columns = {k: [row.get(k) for row in rows] for k in names}
+        return verdicts_of(self._reward.score([p.prompt for p in problems], list(texts), columns), self.config.reward_threshold)
+
     def describe(self) -> str:
-        scoring = f"the reward function {self.config.reward}" if self._reward is not None else f"the {self.verifier} verifier"
+        paths = self.config.reward_paths
+        scoring = f"the reward function{'s' * (len(paths) > 1)} {', '.join(paths)}" if paths else f"the {self.verifier} verifier"
         return (
             f"Your own data from {self.source}: {self.size('train')} train and {self.size('test')} test problems "
             f"(split by {self._splits.split_by}), scored by {scoring}."

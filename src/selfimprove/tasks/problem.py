@@ -36,11 +36,13 @@ class Problem:
 
 @dataclass(frozen=True)
 class Verdict:
-    """A verifier's judgement: a score in [0, 1], whether it counts as correct, and why."""
+    """A verifier's judgement: a score in [0, 1], whether it counts as correct, and why; `info` carries
+    what a step may log about it (a reward function's parts: `rewards`, `reward_failed`)."""
 
     score: float
     correct: bool
     reason: str
+    info: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def wrong(cls, reason: str, score: float = 0.0) -> "Verdict":

@@ -10,29 +10,27 @@ Verifiers by name (the row's answer column is the gold):
 - `code`: the answer's code run against the gold tests (a list of asserts, or a test module) in the
   sandbox.
 
-A reward function (`reward: package.module:function`) has TRL's signature,
-`fn(prompts: list[str], completions: list[str], **columns) -> list[float]`, each column of the
-dataset (other than the prompt) passed as a list, so a function written for TRL's GRPOTrainer works
-unchanged. It is called once per answer (lists of one). It can never crash a run: an exception, a
-result that is not one finite number per completion, is logged and scored 0.
+Reward functions (`reward: package.module:function`, or a list of them with `reward_weights`) have
+TRL's signature, `fn(prompts: list[str], completions: list[str], **columns) -> list[float | None]`,
+each column of the dataset (other than the prompt) passed as a list, so a function written for TRL's
+GRPOTrainer works unchanged. They are called once per batch (`tasks/reward_calls.py`: lists, tuples,
+numpy and torch arrays; None for no value; `async def` functions concurrently; a time limit per call).
+A failed call is logged and counted; a batch on which every call failed stops the run.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import re
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
+from selfimprove.errors import DataError
 from selfimprove.tasks.answers import cut_at_end_marker, extract_answer, judge_numeric, parse_number
 from selfimprove.tasks.problem import Verdict
-
-logger = logging.getLogger(__name__)
+from selfimprove.tasks.reward_calls import RewardBatch, RewardFunctions, RewardSpec
 
 VerifierName = Literal["numeric", "exact", "math", "function_call", "code"]
-RewardFunction = Callable[..., Any]
 
-__all__ = ["VerifierName", "call_reward", "check_gold", "judge_by_name"]
+__all__ = ["VerifierName", "check_gold", "judge_by_name", "reward_functions", "verdicts_of"]
 
 
 def _norm(text: str) -> str:
@@ -100,30 +98,41 @@ def judge_by_name(verifier: VerifierName, text: str, gold: Any, *, tools: Any = 
     raise ValueError(f"unknown verifier {verifier!r}")
 
 
+def reward_functions(config: Any) -> RewardFunctions:
+    """The `dataset` task's reward functions from its config (`reward`, `reward_weights`,
+    `reward_timeout`): imported by path, named by `__name__` (TRL's metric names) and numbered when two
+    share a name."""
+    from selfimprove.tasks.plugins import import_object
+
+    paths = config.reward_paths
+    weights = config.reward_weights or [1.0] * len(paths)
+    specs, seen = [], set()
+    for path, weight in zip(paths, weights):
+        fn = import_object(path, "task.params.reward")
+        if not callable(fn):
+            raise DataError(f"task.params.reward: {path!r} is not a function")
+        name = _SAFE_NAME.sub("", getattr(fn, "__name__", "") or path.rsplit(":", 1)[-1]) or "reward"
+        base, k = name, 2
+        while name in seen:
+            name, k = f"{base}_{k}", k + 1
+        seen.add(name)
+        specs.append(RewardSpec(path, name, fn, float(weight)))
+    return RewardFunctions(specs, timeout=config.reward_timeout)
+
+
+def verdicts_of(batch: RewardBatch, threshold: float) -> list[Verdict]:
+    """A batch's rewards as verdicts: the combined reward is the score, correct at or above `threshold`;
+    `info` holds each function's value and whether one of them failed for the completion."""
+    out = []
+    for i, total in enumerate(batch.totals):
+        parts = batch.parts(i)
+        failed = sorted(batch.failed)
+        correct = total >= threshold
+        reason = "correct" if correct else f"reward {total:g}"
+        if failed:
+            reason += f" ({', '.join(failed)} failed)"
+        out.append(Verdict(score=total, correct=correct, reason=reason, info={"rewards": parts, "reward_failed": bool(failed)}))
+    return out
+
+
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.]")
-
-
-def call_reward(fn: RewardFunction, prompt: str, completion: str, columns: Mapping[str, Any], *,
-                threshold: float) -> Verdict:
-    """One answer scored by a TRL-style reward function; never raises. The score is the function's
-    number (any finite value); the answer counts as correct when it is >= `threshold`."""
-    name = _SAFE_NAME.sub("", getattr(fn, "__name__", "reward"))
-    try:
-        result = fn(prompts=[prompt], completions=[completion], **{k: [v] for k, v in columns.items()})
-    except Exception as err:
-        logger.warning("reward function %s raised %s: %s (scored 0)", name, type(err).__name__, err)
-        return Verdict.wrong(f"reward function error: {type(err).__name__}")
-    values: Sequence[Any] | None = list(result) if isinstance(result, (list, tuple)) else None
-    if values is None or len(values) != 1:
-        logger.warning("reward function %s returned %r, not a list of one number per completion (scored 0)", name, result)
-        return Verdict.wrong("reward function returned no score")
-    value = values[0]
-    try:
-        score = float(value)
-    except (TypeError, ValueError):
-        score = math.nan
-    if value is None or isinstance(value, bool) or not math.isfinite(score):
-        logger.warning("reward function %s returned %r (scored 0)", name, value)
-        return Verdict.wrong("reward function returned no finite score")
-    correct = score >= threshold
-    return Verdict(score=score, correct=correct, reason="correct" if correct else f"reward {score:g}")

@@ -31,7 +31,7 @@ from selfimprove.eval.evaluate import EvalResult, evaluate
 from selfimprove.policy.lora import save_policy
 from selfimprove.tasks.base import Task
 from selfimprove.tasks.plugins import make_task
-from selfimprove.errors import Terminated
+from selfimprove.errors import Terminated, UserError
 from selfimprove.train import distributed
 from selfimprove.train.checkpoint import clean_leftovers, latest_checkpoint, latest_intact_checkpoint, load_checkpoint, save_checkpoint
 from selfimprove.train.job import BUFFERS, Job, StepCallback, TrainingPlan, lora_of
@@ -96,6 +96,7 @@ def _restore(job: Job, saved: dict[str, Any]) -> None:
     """The job state of a checkpoint: budget spent, stream position, method state, buffer lengths."""
     state = saved.get("job", {})
     job.sampled_tokens = int(state.get("sampled_tokens", 0))
+    job.reward_failures = int(state.get("reward_failures", 0))
     job.stream.load_state_dict(state["stream"])
     job.state = type(job.state).from_dict(state.get("method", {}))
     lengths = state.get("buffers", {})
@@ -109,10 +110,24 @@ def job_state(job: Job, seconds: float) -> dict[str, Any]:
     return {
         "seconds": round(seconds, 3),
         "sampled_tokens": job.sampled_tokens,
+        "reward_failures": job.reward_failures,
         "stream": job.stream.state_dict(),
         "method": job.state.to_dict(),
         "buffers": {name: len(buffer) for name, buffer in sorted(job.buffers.items())},
     }
+
+
+def _save_before_failing(plan: TrainingPlan, job: Job, ckpt_dir: Path, done: int, position: dict[str, Any],
+                         seconds: float, keep: int) -> None:
+    """A checkpoint of the last finished step before a step's failure stops the run (a reward function
+    that fails on every call): the failed step's problems are drawn again on resume. Sampling in flight
+    that failed too is not kept (the resumed run samples that step again)."""
+    job.stream.load_state_dict(position)
+    try:
+        extra = plan.checkpoint_state(job)
+    except Exception:  # noqa: BLE001 - the batch in flight failed as well
+        extra = None
+    save_checkpoint(ckpt_dir, done, job.policy, job.learner, {"job": job_state(job, seconds)}, keep=keep, extra=extra)
 
 
 def run_training(plan: TrainingPlan, on_step: StepCallback | None = None) -> dict[str, Any]:
@@ -174,9 +189,16 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
             for step in range(start, recipe.steps):
                 if budget is not None and job.sampled_tokens >= budget:
                     break  # resumed after the budget was spent
-                metrics = plan.step(job, step)
+                position = job.stream.state_dict()
+                try:
+                    metrics = plan.step(job, step)
+                except UserError as err:
+                    if getattr(err, "checkpoint_first", False) and ranks.is_main and done > start:
+                        _save_before_failing(plan, job, ckpt_dir, done, position, time.time() - began, schedule.keep_checkpoints)
+                    raise
                 done = step + 1
                 job.sampled_tokens += int(metrics.get("train/sampled_tokens", 0))
+                job.reward_failures += int(metrics.get("train/reward_failures", 0))
                 metrics["train/sampled_tokens_total"] = job.sampled_tokens
                 last = ranks.any_rank(done == recipe.steps or (budget is not None and job.sampled_tokens >= budget))
                 if schedule.eval_every and done % schedule.eval_every == 0 and not last:
@@ -211,6 +233,7 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
         "method": getattr(plan, "name", None),
         "steps": done,
         "sampled_tokens": job.sampled_tokens,
+        "reward_failures": job.reward_failures,
         "accuracy": final.accuracy,
         "pass_at_k": final.pass_at_k,
         "eval_problems": final.num_problems,

@@ -70,6 +70,7 @@ class Job:
     state: MethodState
     run_dir: Path
     sampled_tokens: int = 0
+    reward_failures: int = 0  # completions whose reward function call failed (`train/reward_failures`), summed
     buffers: dict[str, JsonlBuffer] = field(default_factory=dict)
 
     def buffer(self, name: str) -> JsonlBuffer:
