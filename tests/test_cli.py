@@ -28,7 +28,8 @@ def test_eval_writes_accuracy_and_pass_at_k(small_model_dir: Path, tmp_path: Pat
     assert {"eval/accuracy", "eval/pass@1", "eval/pass@4"} <= report.keys()
     assert 0.0 <= report["eval/pass@1"] <= report["eval/pass@4"] <= 1.0
     samples = [json.loads(line) for line in (out / "eval_samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 6 and len({s["prompt"] for s in samples}) == 6
+    greedy = [s for s in samples if s["mode"] == "greedy"]
+    assert len(greedy) == 6 and len({s["prompt"] for s in greedy}) == 6 and len(samples) == 6 + 6 * 4
     assert all({"text", "correct", "reason"} <= s.keys() for s in samples)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
 

@@ -229,7 +229,8 @@ def test_an_oserror_enospc_is_a_disk_full_error(tmp_path: Path, monkeypatch: pyt
 
 
 # --------------------------------------------------------------------------------------- SIGTERM
-def test_sigterm_writes_a_checkpoint_and_exits_like_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["sigterm", "ctrl-c"])
+def test_sigterm_or_ctrl_c_finish_the_step_write_a_checkpoint_and_exit(tmp_path: Path, sig: int, code: int) -> None:
     run_dir = tmp_path / "run"
     path = tmp_path / "r.yaml"
     long = recipe(run_dir, steps=100000, schedule={"checkpoint_every": 100000})
@@ -241,9 +242,9 @@ def test_sigterm_writes_a_checkpoint_and_exits_like_ctrl_c(tmp_path: Path) -> No
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.is_file() and len(read_metrics(metrics)) >= 3):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     assert err.strip().splitlines()[-1] == "selfimprove: interrupted (rerun the same command to resume from the last checkpoint)"
     (saved,) = list_checkpoints(run_dir / "checkpoints")
     logged = max(r["step"] for r in read_metrics(metrics))

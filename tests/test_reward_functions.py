@@ -11,9 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from selfimprove.errors import RewardError
 from selfimprove.tasks import make_task
@@ -137,7 +135,7 @@ def _recipe(data: Path, run_dir: Path, reward: list[str], steps: int = 2) -> lis
             "--set", "prompts_per_step=2", "--set", "sampling.n=2", "--set", "sampling.max_new_tokens=4",
             "--set", "eval.num_problems=4", "--set", "eval.max_new_tokens=4", "--set", "schedule.checkpoint_every=1",
             "--set", "schedule.eval_problems=4",
-            "--set", "task.name=dataset", "--set",
+            "--set", "task.name=dataset", "--set", "task.params=null", "--set",
             "task.params=" + json.dumps({"path": str(data), "prompt_field": "q", "answer_field": "a", "reward": reward,
                                          "test_fraction": 0.2})]
 

@@ -142,7 +142,8 @@ def test_search_eval_writes_records_that_add_up_to_the_summary(small_model_dir: 
 
 
 def test_a_rerun_resumes_and_an_extended_run_searches_only_the_new_problems(small_model_dir: Path, tmp_path: Path) -> None:
-    sets = small(tmp_path / "run", small_model_dir, "search.name=greedy", "search.params={max_answer_tokens: 12}", "critics.orm=null",
+    sets = small(tmp_path / "run", small_model_dir, "search.name=greedy", "search.params=null", "search.params={max_answer_tokens: 12}",
+                 "critics.orm=null",
                  "search.sweep=null")
     first = run_search_eval(load_recipe(SearchRecipe, RECIPE, sets))
     path = tmp_path / "run" / "results.jsonl"

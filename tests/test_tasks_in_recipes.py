@@ -25,7 +25,7 @@ def test_task_runs_in_an_sft_recipe(name: str, tmp_path: Path) -> None:
         [
             "sft", "recipes/countdown-sft.yaml",
             "--set", f"run_dir={run_dir}", "--set", "model.path=tiny:small",
-            "--set", f"task={{name: {name}, params: {{}}}}",
+            "--set", "task=null", "--set", f"task={{name: {name}}}",  # another task: drop the recipe's section first
             "--set", "steps=2", "--set", "batch_size=4", "--set", "num_problems=8",
             "--set", "schedule.eval_every=0", "--set", "schedule.checkpoint_every=2",
             "--set", "eval.num_problems=1", "--set", "eval.max_new_tokens=8",

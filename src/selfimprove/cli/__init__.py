@@ -63,7 +63,14 @@ def _resumable(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     from selfimprove.methods import METHODS
 
-    parser = argparse.ArgumentParser(prog="selfimprove", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="selfimprove", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Language models that get better at reasoning by practising on problems whose answers can be "
+                    "checked:\ntasks with verifiers, search and critics, and one learner under every method.",
+        epilog="Every command that trains or evaluates takes a YAML recipe (see recipes/) and `--set key=value`\n"
+               "overrides (`--set section={a: 1}` merges into a section, `--set key=null` removes a key). A bad\n"
+               "recipe gives one line per problem naming the field, exit code 2, before anything is written.\n"
+               "`selfimprove COMMAND --help` lists a command's options; the guides are in docs/.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     init = _with_recipe(sub, "init-model", cmd_init_model, "write a new built-in tiny model as an HF folder", recipe_required=False)

@@ -75,7 +75,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("selfimprove: --self-refine makes two attempts; it cannot go with --attempts 1", file=sys.stderr)
         return 2
     recipe = load_recipe(EvalRecipe, args.recipe, args.set)  # before torch loads (below)
-    from selfimprove.eval.evaluate import evaluate
+    from selfimprove.eval.evaluate import evaluate_with
     from selfimprove.progress import console, step_bar
     from selfimprove.train.models import load_policy
     from selfimprove.train.preflight import preflight
@@ -87,27 +87,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     problems = task.distinct_problems(e.split, e.num_problems, e.start)
     if args.self_refine or args.attempts == 2:
         return _eval_self_correction(recipe, task, policy, problems, self_refine=args.self_refine)
-    with step_bar("eval (greedy)", len(problems)) as on_step:
+    total = len(problems) * (2 if e.samples else 1)
+    with step_bar("eval", total) as on_step:
         done = [0]
 
         def on_batch(n: int) -> None:
             done[0] += n
             on_step(done[0], {})
 
-        result = evaluate(
-            policy, task, problems, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
-            samples=e.samples, temperature=e.temperature, pass_k=e.pass_k, seed=recipe.seed, on_batch=on_batch,
-        )
+        result = evaluate_with(policy, task, problems, e, recipe.seed, on_batch=on_batch)
     out = Path(recipe.run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"model": recipe.model.path, "task": recipe.task.name, "split": e.split, **result.metrics("eval"), "num_problems": result.num_problems}
+    report = {"model": recipe.model.path, "task": recipe.task.name, "split": e.split, **result.metrics("eval"),
+              "num_problems": result.num_problems, "generated_tokens": result.generated_tokens, "sampling": result.sampling}
     (out / "eval.json").write_text(json.dumps(report, indent=2))
-    (out / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.records))
-    console.print(f"greedy accuracy {result.accuracy:.1%} on {result.num_problems} {e.split} problems")
-    for k, v in result.pass_at_k.items():
-        console.print(f"pass@{k} {v:.1%} ({e.samples} samples per problem, temperature {e.temperature})")
+    (out / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.all_records()))
+    for line in eval_lines(result, e.split):
+        console.print(line)
     print(json.dumps(report))
     return 0
+
+
+def eval_lines(result: Any, split: str) -> list[str]:
+    """What `selfimprove eval` prints: greedy accuracy (strict and lenient extraction side by side where
+    the task reads a number from free text), then the sampled metrics with how they were sampled."""
+    lines = [f"greedy accuracy {result.accuracy:.1%} on {result.num_problems} {split} problems"]
+    if result.strict_accuracy is not None:
+        lines[0] += (f" (lenient answer extraction; strict, only `#### N` or \\boxed{{}}: "
+                     f"{result.strict_accuracy:.1%})")
+    if result.sampling:
+        how = (f"{result.sampling['samples']} samples per problem, temperature {result.sampling['temperature']:g}, "
+               f"top_p {result.sampling['top_p']:g}")
+        for k, v in result.pass_at_k.items():
+            lines.append(f"pass@{k} {v:.1%} (unbiased; {how})")
+        for k, v in result.maj_at_k.items():
+            lines.append(f"maj@{k} {v:.1%} (majority vote over the first {k} samples' answers)")
+        lines.append(f"avg@{result.sampling['samples']} {result.avg_at_n:.1%} (mean accuracy over the samples)")
+    return lines
 
 
 SELF_CORRECTION_ROWS = (
@@ -121,10 +137,8 @@ def _eval_self_correction(
 ) -> int:
     """`eval --attempts 2` (attempt, fixed instruction, attempt) or `--self-refine` (attempt, review,
     critique, retry): SCoRe's metrics, greedy, into eval.json and a table; records in eval_samples.jsonl."""
-    from rich.table import Table
-
     from selfimprove.eval.selfcorrect import evaluate_self_refine, evaluate_two_attempts
-    from selfimprove.progress import console, step_bar
+    from selfimprove.progress import console, show_table, step_bar
 
     e = recipe.eval
     protocol = "self_refine" if self_refine else "two_attempts"
@@ -144,34 +158,27 @@ def _eval_self_correction(
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     (out / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     console.print(f"{protocol.replace('_', ' ')} (greedy) on {len(records)} {e.split} problems:")
-    table = Table()
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    rows = []
     for key, name in SELF_CORRECTION_ROWS:
         value = metrics[key]
-        shown = f"{value:.3f}" if key == "edit_distance_ratio" else f"{value:+.1%}" if key.startswith("delta") else f"{value:.1%}"
-        table.add_row(name, shown)
-    console.print(table)
+        rows.append([name, f"{value:.3f}" if key == "edit_distance_ratio" else f"{value:+.1%}" if key.startswith("delta") else f"{value:.1%}"])
+    show_table(None, ["metric", "value"], rows)
     print(json.dumps(report))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     recipe = load_recipe(DemoRecipe, args.recipe, args.set)  # before torch loads (below)
-    from rich.table import Table
-
     from selfimprove.methods.demo import run_demo
-    from selfimprove.progress import console, step_bar
+    from selfimprove.progress import console, show_table, step_bar
     from selfimprove.train.preflight import preflight
 
     preflight(recipe)
     s = run_demo(recipe, resume=args.resume, bar=step_bar)
-    table = Table(title=f"{s['task']}: held-out greedy accuracy on {s['eval_problems']} {s['eval_split']} problems")
-    for column in ("stage", "steps", "seconds", "accuracy"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
-    table.add_row("SFT on demonstrations", str(s["sft_steps"]), f"{s['sft_seconds']:.0f}", f"{s['sft_accuracy']:.1%}")
-    table.add_row("+ GRPO on the verifier's reward", str(s["rl_steps"]), f"{s['rl_seconds']:.0f}", f"{s['rl_accuracy']:.1%}")
-    console.print(table)
+    show_table(f"{s['task']}: held-out greedy accuracy on {s['eval_problems']} {s['eval_split']} problems",
+               ["stage", "steps", "seconds", "accuracy"],
+               [["SFT on demonstrations", s["sft_steps"], f"{s['sft_seconds']:.0f}", f"{s['sft_accuracy']:.1%}"],
+                ["+ GRPO on the verifier's reward", s["rl_steps"], f"{s['rl_seconds']:.0f}", f"{s['rl_accuracy']:.1%}"]])
     console.print(f"RL gain: {s['gain_points']:+.1f} points; wall time {s['wall_seconds'] / 60:.1f} min")
     console.print(f"summary: {Path(recipe.run_dir) / 'summary.json'}; learning curve: {s['learning_curve']}")
     return 0
@@ -240,7 +247,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             console.print(f"{entry['kind']:12s} {entry['rows']:7d} rows  {entry['source']} -> {entry['path']}", markup=False)
     if not any("path" in e for e in index):
-        console.print(f"nothing to export under {args.run_dir} (no rollouts, pairs, kept paths or search results)")
+        print(f"selfimprove: nothing to export under {args.run_dir} (no rollouts, pairs, kept paths, search results or "
+              "eval samples)", file=sys.stderr)
+        return 2
     console.print(f"index: {Path(args.to) / 'index.json'}  (read a dataset back with datasets.load_from_disk)", markup=False)
     return 0
 

@@ -7,7 +7,9 @@ Found anywhere under RUN_DIR (a method made of several runs, such as AlphaLLM's 
   trees) -> `prompt`, `chosen`, `rejected`: TRL's preference format (DPOTrainer reads it as is);
 - AlphaLLM's `kept.jsonl` (the paths a search kept) -> `prompt`, `completion`: TRL's SFT format;
 - `results.jsonl` of `selfimprove search` -> `prompt`, `completion` (the search's answer), `reward`
-  (1 if correct) and the tokens it cost.
+  (1 if correct) and the tokens it cost;
+- `eval_samples.jsonl` of `selfimprove eval` or a training run's final evaluation -> `prompt`,
+  `completion`, `reward` (1 if correct), `gold`, `mode` (greedy or sampled) and the sample's index.
 
 Each becomes `DIR/<path>` written by `Dataset.save_to_disk` (read back with `datasets.load_from_disk`),
 with `DIR/index.json` listing name, kind, source file and rows. Records saved without text (older
@@ -30,6 +32,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "pairs.jsonl": ("preferences", ("prompt", "chosen", "rejected")),
     "kept.jsonl": ("sft", ("prompt", "completion")),
     "results.jsonl": ("search", ("prompt", "answer")),
+    "eval_samples.jsonl": ("eval", ("prompt", "text")),
 }
 DROP = ("prompt_ids", "completion_ids", "chosen_ids", "rejected_ids", "steps", "candidates", "stats")
 
@@ -52,6 +55,10 @@ def _convert(kind: str, row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k not in DROP}
     if kind == "search":
         out["completion"] = out.pop("answer")
+        out["reward"] = 1.0 if out.get("correct") else 0.0
+    if kind == "eval":
+        out["completion"] = out.pop("text")
+        out["gold"] = out.pop("answer", None)
         out["reward"] = 1.0 if out.get("correct") else 0.0
     return out
 

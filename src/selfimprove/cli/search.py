@@ -13,23 +13,20 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
     from selfimprove.critics.recipe import CriticRecipe
 
     recipe = load_recipe(CriticRecipe, args.recipe, args.set)  # before torch loads (below)
-    from rich.table import Table
-
     from selfimprove.critics.run import run_critic_training
-    from selfimprove.progress import console, step_bar
+    from selfimprove.progress import console, show_table, step_bar
     from selfimprove.train.preflight import preflight
 
     preflight(recipe)
     summary = run_critic_training(recipe, bar=step_bar)
-    table = Table(title=f"critics of {summary['model']} on held-out {summary['task']} problems")
-    for column in ("critic", "examples", "positive", "precision", "recall", "accuracy", "AUROC", "within AUROC", "ECE", "Brier"):
-        table.add_column(column, justify="left" if column == "critic" else "right")
+    rows = []
     for kind, r in summary["critics"].items():
         a = r["after"]
-        table.add_row(kind, str(r["held_out_examples"]), f"{a['positive_rate']:.2f}", f"{a['precision']:.3f}",
-                      f"{a['recall']:.3f}", f"{a['accuracy']:.3f}", f"{a['auroc']:.3f}", f"{a.get('within_auroc', 0.5):.3f}",
-                      f"{a['ece']:.3f}", f"{a['brier']:.3f}")
-    console.print(table)
+        rows.append([kind, r["held_out_examples"], f"{a['positive_rate']:.2f}", f"{a['precision']:.3f}", f"{a['recall']:.3f}",
+                     f"{a['accuracy']:.3f}", f"{a['auroc']:.3f}", f"{a.get('within_auroc', 0.5):.3f}", f"{a['ece']:.3f}",
+                     f"{a['brier']:.3f}"])
+    show_table(f"critics of {summary['model']} on held-out {summary['task']} problems",
+               ["critic", "examples", "positive", "precision", "recall", "accuracy", "AUROC", "within AUROC", "ECE", "Brier"], rows)
     console.print(f"critics and summary.json in {recipe.run_dir}")
     return 0
 
@@ -39,22 +36,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     from selfimprove.search.recipe import SearchRecipe
 
     recipe = load_recipe(SearchRecipe, args.recipe, args.set)  # before torch loads (below)
-    from rich.table import Table
-
-    from selfimprove.progress import console, step_bar
+    from selfimprove.progress import console, show_table, step_bar
     from selfimprove.search.run import run_search_eval
     from selfimprove.train.preflight import preflight
 
     preflight(recipe)
     summary = run_search_eval(recipe, bar=step_bar)
-    table = Table(title=f"{summary['search']} on {summary['num_problems']} {summary['split']} {summary['task']} problems")
-    for column in ("setting", "accuracy", "tokens/problem", "policy calls", "critic calls", "seconds"):
-        table.add_column(column, justify="left" if column == "setting" else "right")
-    for p in summary["points"]:
-        setting = ", ".join(f"{k}={v}" for k, v in p["setting"].items()) or "-"
-        table.add_row(setting, f"{p['accuracy']:.1%}", f"{p['mean_tokens']:.1f}", f"{p['mean_policy_calls']:.2f}",
-                      f"{p['mean_critic_calls']:.2f}", f"{p['seconds']:.1f}")
-    console.print(table)
+    rows = [[", ".join(f"{k}={v}" for k, v in p["setting"].items()) or "-", f"{p['accuracy']:.1%}", f"{p['mean_tokens']:.1f}",
+             f"{p['mean_policy_calls']:.2f}", f"{p['mean_critic_calls']:.2f}", f"{p['seconds']:.1f}"] for p in summary["points"]]
+    show_table(f"{summary['search']} on {summary['num_problems']} {summary['split']} {summary['task']} problems",
+               ["setting", "accuracy", "tokens/problem", "policy calls", "critic calls", "seconds"], rows)
     if summary["uses_gold_answers"]:
         console.print("[bold]the verifier (gold answers) was a critic: these are not test accuracies[/bold]")
     console.print(f"results.jsonl and summary.json in {recipe.run_dir}", soft_wrap=True)

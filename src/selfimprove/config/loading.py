@@ -37,7 +37,23 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return path, value
 
 
+def _merge(into: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
+    """`value` merged into a copy of `into`, mappings key by key (a None removes the key)."""
+    out = dict(into)
+    for key, item in value.items():
+        if item is None:
+            out.pop(key, None)
+        elif isinstance(item, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], item)
+        else:
+            out[key] = item
+    return out
+
+
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`--set a.b=VALUE` for each override: a mapping VALUE merges into the mapping already there (the
+    keys it does not name keep their values), anything else replaces it, and `null` removes the key (the
+    field falls back to its default; to replace a whole section, remove it first)."""
     for item in overrides:
         path, value = parse_override(item)
         node = data
@@ -48,7 +64,13 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
             node = child
-        node[path[-1]] = value
+        key = path[-1]
+        if value is None:
+            node.pop(key, None)
+        elif isinstance(value, dict) and isinstance(node.get(key), dict):
+            node[key] = _merge(node[key], value)
+        else:
+            node[key] = value
     return data
 
 

@@ -232,15 +232,25 @@ class EvalConfig(Strict):
     num_problems: int = Field(200, ge=1)
     batch_size: int = Field(200, ge=1)
     max_new_tokens: int = Field(32, ge=1)
-    samples: int = Field(0, ge=0)  # samples per problem for pass@k (0: greedy only)
+    # Samples per problem (0: greedy only): then pass@k (unbiased) for each k in pass_k, maj@k (majority
+    # vote over the first k samples' answers) for each k in maj_k, and avg@n (mean over all n samples).
+    samples: int = Field(0, ge=0)
     temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
     pass_k: list[int] = Field(default_factory=lambda: [1])
+    maj_k: list[int] | None = None  # None: the pass_k values
 
     @model_validator(mode="after")
     def _k_fits(self) -> "EvalConfig":
         if self.samples and any(k > self.samples for k in self.pass_k):
             raise ValueError(f"pass_k {self.pass_k} asks for more than samples={self.samples}")
+        if self.samples and self.maj_k and any(not 1 <= k <= self.samples for k in self.maj_k):
+            raise ValueError(f"maj_k {self.maj_k} must lie in 1..samples={self.samples}")
         return self
+
+    @property
+    def vote_k(self) -> list[int]:
+        return list(self.pass_k if self.maj_k is None else self.maj_k)
 
 
 class Schedule(Strict):

@@ -1,17 +1,26 @@
-"""Evaluate a policy on a task's problems: greedy accuracy, and unbiased pass@k from samples."""
+"""Evaluate a policy on a task's problems: greedy accuracy (and, for tasks judged by a number read from
+free text, strict and lenient answer extraction side by side), and from `samples` completions per
+problem the unbiased pass@k, maj@k (a majority vote over the first k samples' answers, through
+`Task.answer_key`) and avg@n (the mean over all n samples). Every completion is kept as a record (the
+greedy ones and each sample), for `eval_samples.jsonl` and `selfimprove export`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
 from selfimprove.eval.metrics import accuracy, mean_pass_at_k
+from selfimprove.eval.voting import majority_vote
 from selfimprove.policy.base import SamplingParams
 from selfimprove.policy.base import Sampler
 from selfimprove.tasks.base import Problem, Task
 from selfimprove.rollout.verify import verify_all
+
+if TYPE_CHECKING:
+    from selfimprove.config import EvalConfig
 
 
 @dataclass
@@ -20,12 +29,31 @@ class EvalResult:
     num_problems: int
     generated_tokens: int
     pass_at_k: dict[int, float] = field(default_factory=dict)
-    records: list[dict[str, Any]] = field(default_factory=list)
+    maj_at_k: dict[int, float] = field(default_factory=dict)
+    avg_at_n: float | None = None
+    strict_accuracy: float | None = None  # tasks judged by a number: only a marked final answer counts
+    sampling: dict[str, Any] = field(default_factory=dict)  # how the samples behind pass/maj/avg were drawn
+    records: list[dict[str, Any]] = field(default_factory=list)  # greedy completions, one per problem
+    sample_records: list[dict[str, Any]] = field(default_factory=list)  # every sampled completion
 
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
         out = {f"{prefix}/accuracy": self.accuracy}
+        if self.strict_accuracy is not None:
+            out[f"{prefix}/accuracy_strict"] = self.strict_accuracy
+            out[f"{prefix}/accuracy_lenient"] = self.accuracy
         out.update({f"{prefix}/pass@{k}": v for k, v in self.pass_at_k.items()})
+        out.update({f"{prefix}/maj@{k}": v for k, v in self.maj_at_k.items()})
+        if self.avg_at_n is not None:
+            out[f"{prefix}/avg@{self.sampling['samples']}"] = self.avg_at_n
         return out
+
+    def all_records(self) -> list[dict[str, Any]]:
+        return self.records + self.sample_records
+
+
+def _record(problem: Problem, text: str, verdict: Any, **extra: Any) -> dict[str, Any]:
+    return {"id": problem.id, "prompt": problem.prompt, "answer": problem.answer, "text": text, "correct": verdict.correct,
+            "reason": verdict.reason, **extra}
 
 
 def evaluate(
@@ -37,13 +65,17 @@ def evaluate(
     max_new_tokens: int = 32,
     samples: int = 0,
     temperature: float = 1.0,
+    top_p: float = 1.0,
     pass_k: Sequence[int] = (1,),
+    maj_k: Sequence[int] | None = None,
     seed: int = 0,
     on_batch: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    """Greedy accuracy on `problems`; with `samples > 0` also pass@k for each k in `pass_k`."""
+    """Greedy accuracy on `problems`; with `samples > 0` also pass@k, maj@k (k in `maj_k`, default
+    `pass_k`) and avg@n. `on_batch(n)` is told of every n problems done (greedy, then sampled)."""
     greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
     records: list[dict[str, Any]] = []
+    strict: list[bool] = []
     tokens = 0
     for start in range(0, len(problems), batch_size):
         chunk = problems[start : start + batch_size]
@@ -52,23 +84,59 @@ def evaluate(
         for c, v in zip(completions, verdicts):
             p = chunk[c.prompt_index]
             tokens += c.num_tokens
-            records.append({"id": p.id, "prompt": p.prompt, "answer": p.answer, "text": c.text, "correct": v.correct, "reason": v.reason})
+            extra: dict[str, Any] = {"mode": "greedy"}
+            marked = task.strict_verify(p, c.text)
+            if marked is not None:
+                strict.append(marked.correct)
+                extra["strict_correct"] = marked.correct
+            records.append(_record(p, c.text, v, **extra))
         if on_batch:
             on_batch(len(chunk))
-    result = EvalResult(accuracy([r["correct"] for r in records]), len(problems), tokens, records=records)
+    result = EvalResult(accuracy([r["correct"] for r in records]), len(problems), tokens, records=records,
+                        strict_accuracy=accuracy(strict) if strict else None)
     if samples:
-        generator = torch.Generator().manual_seed(seed)
-        params = SamplingParams(n=samples, temperature=temperature, max_new_tokens=max_new_tokens)
-        counts = []
-        per_batch = max(1, batch_size // samples)
-        for start in range(0, len(problems), per_batch):
-            chunk = problems[start : start + per_batch]
-            right = [0] * len(chunk)
-            completions = policy.generate([p.prompt for p in chunk], params, generator=generator)
-            verdicts = verify_all(policy, task, [chunk[c.prompt_index] for c in completions], [c.text for c in completions])
-            for c, v in zip(completions, verdicts):
-                right[c.prompt_index] += v.correct
-                result.generated_tokens += c.num_tokens
-            counts.extend((samples, r) for r in right)
-        result.pass_at_k = {k: mean_pass_at_k(counts, k) for k in pass_k}
+        _sampled(result, policy, task, problems, batch_size, SamplingParams(n=samples, temperature=temperature, top_p=top_p,
+                                                                           max_new_tokens=max_new_tokens),
+                 pass_k, list(pass_k if maj_k is None else maj_k), seed, on_batch)
     return result
+
+
+def _sampled(result: EvalResult, policy: Sampler, task: Task, problems: Sequence[Problem], batch_size: int,
+             params: SamplingParams, pass_k: Sequence[int], maj_k: Sequence[int], seed: int,
+             on_batch: Callable[[int], None] | None) -> None:
+    """pass@k, maj@k and avg@n from `params.n` samples per problem, drawn from a generator of `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    n = params.n
+    counts: list[tuple[int, int]] = []
+    votes: dict[int, list[bool]] = {k: [] for k in maj_k}
+    per_batch = max(1, batch_size // n)
+    for start in range(0, len(problems), per_batch):
+        chunk = problems[start : start + per_batch]
+        completions = policy.generate([p.prompt for p in chunk], params, generator=generator)
+        verdicts = verify_all(policy, task, [chunk[c.prompt_index] for c in completions], [c.text for c in completions])
+        per_problem: list[list[tuple[str, bool]]] = [[] for _ in chunk]
+        for c, v in zip(completions, verdicts):
+            p = chunk[c.prompt_index]
+            result.generated_tokens += c.num_tokens
+            result.sample_records.append(_record(p, c.text, v, mode="sampled", sample=len(per_problem[c.prompt_index])))
+            per_problem[c.prompt_index].append((c.text, v.correct))
+        for p, answers in zip(chunk, per_problem):
+            counts.append((n, sum(ok for _, ok in answers)))
+            keys = [task.answer_key(p, text) for text, _ in answers]
+            for k in maj_k:
+                votes[k].append(answers[majority_vote(keys[:k]).index][1])
+        if on_batch:
+            on_batch(len(chunk))
+    result.pass_at_k = {k: mean_pass_at_k(counts, k) for k in pass_k}
+    result.maj_at_k = {k: accuracy(v) for k, v in votes.items()}
+    result.avg_at_n = sum(c for _, c in counts) / max(1, n * len(counts))
+    result.sampling = {"samples": n, "temperature": params.temperature, "top_p": params.top_p,
+                       "max_new_tokens": params.max_new_tokens, "seed": seed}
+
+
+def evaluate_with(policy: Sampler, task: Task, problems: Sequence[Problem], config: EvalConfig, seed: int,
+                  on_batch: Callable[[int], None] | None = None) -> EvalResult:
+    """`evaluate` with a recipe's `eval` section."""
+    return evaluate(policy, task, problems, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+                    samples=config.samples, temperature=config.temperature, top_p=config.top_p, pass_k=config.pass_k,
+                    maj_k=config.vote_k, seed=seed, on_batch=on_batch)

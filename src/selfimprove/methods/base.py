@@ -129,11 +129,14 @@ def find_method(name: str) -> type[Method[Any]]:
 
 
 def load_method_recipe(method: type[Method[Any]], path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Load a recipe for `method`; a recipe that names another method is refused."""
-    recipe = load_recipe(method.Recipe, path, overrides)
-    if recipe.method is not None and recipe.method != method.name:
-        raise ConfigError(f"method: this recipe is for {recipe.method!r}, not {method.name!r} (use `selfimprove run`)")
-    return recipe
+    """Load a recipe for `method`; a recipe that names another method is refused, first (its fields are
+    another method's, so a field error would only mislead)."""
+    from selfimprove.config import apply_overrides
+
+    named = apply_overrides(read_yaml(path) if path is not None else {}, overrides).get("method")
+    if isinstance(named, str) and named != method.name:
+        raise ConfigError(f"method: this recipe is for {named!r}, not {method.name!r} (use `selfimprove run`)")
+    return load_recipe(method.Recipe, path, overrides)
 
 
 def method_of_file(path: str | Path) -> str:

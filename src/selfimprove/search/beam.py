@@ -20,7 +20,7 @@ from typing import Sequence
 from pydantic import Field
 
 from selfimprove.critics.base import Critic
-from selfimprove.search.best_of_n import best_index
+from selfimprove.eval.voting import best_index
 from selfimprove.rollout.budget import Budget
 from selfimprove.search.config import SampledSearchConfig
 from selfimprove.policy.base import Sampler

@@ -12,6 +12,7 @@ from typing import Sequence
 from pydantic import Field
 
 from selfimprove.critics.base import Critic
+from selfimprove.eval.voting import best_index
 from selfimprove.rollout.budget import Budget
 from selfimprove.search.config import SampledSearchConfig, SearchConfig
 from selfimprove.policy.base import Sampler
@@ -33,15 +34,6 @@ class BestOfNConfig(SampledSearchConfig):
 
     n: int = Field(8, ge=1)
     samples_per_call: int | None = Field(None, ge=1)
-
-
-def best_index(scores: Sequence[float]) -> int:
-    """The index of the highest score; ties go to the earliest (the first sample)."""
-    best = 0
-    for i, s in enumerate(scores):
-        if s > scores[best]:
-            best = i
-    return best
 
 
 def scored_candidates(

@@ -138,12 +138,13 @@ def _last_number(text: str) -> str | None:
     return None if last is None else last.group(0)
 
 
-def extract_answer(text: str) -> str | None:
+def extract_answer(text: str, *, strict: bool = False) -> str | None:
     """The final answer a model gave, as text, or None when there is nothing that looks like one.
 
     Priority: `#### N` (GSM8K), the last `\\boxed{...}` (balanced braces, any depth), the last
-    "the answer is X" / "answer: X", else the last number anywhere. Only the first
-    `MAX_TEXT_CHARS` characters before any end marker are read.
+    "the answer is X" / "answer: X", else the last number anywhere (lenient). `strict` takes only the
+    explicit final-answer markers, `#### N` and `\\boxed{}` (lm-eval's strict match against its flexible
+    extract). Only the first `MAX_TEXT_CHARS` characters before any end marker are read.
     """
     try:
         if not isinstance(text, str):
@@ -158,6 +159,8 @@ def extract_answer(text: str) -> str | None:
         boxed = last_boxed(text, strict=False).content
         if boxed:
             return boxed[:MAX_PHRASE_CHARS]
+        if strict:
+            return None
         said = None
         for said in _ANSWER_IS.finditer(text):
             pass

@@ -63,6 +63,9 @@ class Task(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[TaskConfig]] = TaskConfig
+    # Judged by a number read leniently from free text (`#### N`, `\boxed{}`, "the answer is", the last
+    # number): evaluation then also reports strict extraction (`strict_verify`).
+    numeric_answers: ClassVar[bool] = False
 
     def __init__(self, config: TaskConfig | None = None) -> None:
         cls = type(self)
@@ -153,6 +156,20 @@ class Task(ABC):
         prompt text only, never the problem, so it cannot read a gold answer. None: this task has none.
         """
         return None
+
+    def has_numeric_answers(self) -> bool:
+        return self.numeric_answers
+
+    def strict_verify(self, problem: Problem, text: str) -> Verdict | None:
+        """The verdict when only an explicitly marked final answer counts (`#### N` or `\\boxed{N}`), for
+        tasks judged by a number read from free text; None for other tasks. The marked answer is judged
+        by the task's own verifier, so strict correct implies (lenient) correct."""
+        if not self.has_numeric_answers():
+            return None
+        phrase = extract_answer(text, strict=True) if isinstance(text, str) else None
+        if phrase is None:
+            return Verdict.wrong("no marked final answer (#### N or \\boxed{N})")
+        return self.verify(problem, f"#### {phrase}")
 
     def answer_key(self, problem: Problem, text: str) -> str | None:
         """What makes two answers the same answer for a vote (`search.vote`); None: nothing to vote for.

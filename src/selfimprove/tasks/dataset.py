@@ -237,6 +237,9 @@ class DatasetTask(Task):
         tools = row.get(cfg.tools_field) if cfg.tools_field else None
         return judge_by_name(self.verifier, text, row[cfg.answer_field], tools=tools, abs_tol=cfg.abs_tol, rel_tol=cfg.rel_tol)
 
+    def has_numeric_answers(self) -> bool:
+        return self._reward is None and self.verifier == "numeric"
+
     def verify_many(self, problems: Sequence[Problem], texts: Sequence[str]) -> list[Verdict]:
         """A batch of answers: the reward functions are called once for all of them (TRL's contract),
         a verifier by name judges them one by one."""

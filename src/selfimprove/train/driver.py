@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from selfimprove.config import EngineConfig, EvalConfig
-from selfimprove.eval.evaluate import EvalResult, evaluate
+from selfimprove.eval.evaluate import EvalResult, evaluate_with
 from selfimprove.policy.lora import save_policy
 from selfimprove.tasks.base import Task
 from selfimprove.tasks.plugins import make_task
-from selfimprove.errors import Terminated, UserError
+from selfimprove.errors import UserError
 from selfimprove.train import distributed
 from selfimprove.train.checkpoint import clean_leftovers, latest_checkpoint, latest_intact_checkpoint, load_checkpoint, save_checkpoint
 from selfimprove.train.job import BUFFERS, Job, StepCallback, TrainingPlan, lora_of
@@ -40,6 +40,7 @@ from selfimprove.train.models import load_policy
 from selfimprove.train.run_dir import check_run_dir, check_same_recipe, run_lock
 from selfimprove.train.runlog import NullLog, RunLog
 from selfimprove.train.signals import stop_at_step_end
+from selfimprove.progress import note, stage
 
 SUMMARY = "summary.json"
 
@@ -52,18 +53,20 @@ def seed_everything(seed: int) -> None:
 
 def run_eval(job: Job, config: EvalConfig, num_problems: int, seed: int, on_batch: Callable[[int], None] | None = None) -> EvalResult:
     problems = job.task.distinct_problems(config.split, num_problems, config.start)
-    return evaluate(
-        job.policy,
-        job.task,
-        problems,
-        batch_size=config.batch_size,
-        max_new_tokens=config.max_new_tokens,
-        samples=config.samples,
-        temperature=config.temperature,
-        pass_k=config.pass_k,
-        seed=seed,
-        on_batch=on_batch,
-    )
+    return evaluate_with(job.policy, job.task, problems, config, seed, on_batch)
+
+
+def _final_eval(job: Job, config: EvalConfig, seed: int, on_step: StepCallback | None) -> EvalResult:
+    """The run's final evaluation, counted on the progress bar problem by problem (greedy, then sampled)."""
+    total = config.num_problems * (2 if config.samples else 1)
+    done = [0]
+
+    def on_batch(n: int) -> None:
+        done[0] += n
+        stage(on_step, "final eval", done[0], total)
+
+    stage(on_step, "final eval", 0, total)
+    return run_eval(job, config, config.num_problems, seed, on_batch)
 
 
 def _build(plan: TrainingPlan, resume: Path | None, task: Task, run_dir: Path, ranks: distributed.Ranks) -> Job:
@@ -130,6 +133,21 @@ def _save_before_failing(plan: TrainingPlan, job: Job, ckpt_dir: Path, done: int
     save_checkpoint(ckpt_dir, done, job.policy, job.learner, {"job": job_state(job, seconds)}, keep=keep, extra=extra)
 
 
+def _finished(plan: TrainingPlan, run_dir: Path, resume: Path | None) -> dict[str, Any] | None:
+    """The summary of a run that already ended (its last checkpoint is its last step, or spent its
+    budget, and it wrote its summary and final model), or None: rerunning it changes nothing."""
+    summary = run_dir / SUMMARY
+    if resume is None or not summary.is_file() or not (run_dir / "final").is_dir():
+        return None
+    state = json.loads((resume / "state.json").read_text())
+    recipe = plan.recipe
+    budget = getattr(recipe, "max_sampled_tokens", None) if plan.budget_ends_run else None
+    spent = budget is not None and int(state.get("job", {}).get("sampled_tokens", 0)) >= budget
+    if int(state["step"]) < recipe.steps and not spent:
+        return None  # more steps asked for (a longer schedule): go on
+    return {**json.loads(summary.read_text()), "already_finished": True}
+
+
 def run_training(plan: TrainingPlan, on_step: StepCallback | None = None) -> dict[str, Any]:
     """Train `recipe.steps` steps (resuming from the newest intact checkpoint if any); write and return
     the summary. The run folder is checked before anything is written and locked while the run lasts.
@@ -167,6 +185,11 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
         shutil.rmtree(job_dir / BUFFERS, ignore_errors=True)  # left by a run that never checkpointed
     else:
         check_same_recipe(run_dir, recipe.model_dump(mode="json"))
+    finished = _finished(plan, run_dir, resume)
+    if finished is not None:
+        note(on_step, f"{run_dir} already finished at step {finished['steps']} of {recipe.steps}: nothing to do "
+                      f"(its summary: {run_dir / SUMMARY})")
+        return finished
     job = _build(plan, resume, task, job_dir, ranks)
     if ranks.world > 1:  # rank 0 samples, the others receive its rollouts
         job.policy = distributed.SharedSampling(job.policy, ranks)  # type: ignore[assignment]
@@ -175,6 +198,7 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
         saved = load_checkpoint(resume, job.policy, job.learner)
         start = int(saved["step"])
         elapsed = float(saved.get("job", {}).get("seconds", 0.0))
+        note(on_step, f"resuming from step {start} of {recipe.steps} ({resume})")
         _restore(job, saved)
         if saved.get("plan") is not None:
             plan.restore_checkpoint_state(job, saved["plan"])
@@ -213,10 +237,10 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
                     save_checkpoint(ckpt_dir, done, job.policy, job.learner, {"job": job_state(job, time.time() - began)},
                                     keep=schedule.keep_checkpoints, extra=extra)
                 if stopping:
-                    raise Terminated()  # SIGTERM: the step is finished and saved
+                    raise stop.interrupt()  # SIGTERM or Ctrl-C: the step is finished and saved
                 if last:
                     break
-        final = run_eval(job, recipe.eval, recipe.eval.num_problems, recipe.seed)
+        final = _final_eval(job, recipe.eval, recipe.seed, on_step)
         log.log(done, {f"final/{k.split('/', 1)[1]}": v for k, v in final.metrics().items()})
     finally:
         log.close()
@@ -243,6 +267,6 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
     }
     if ranks.is_main:
         (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
-        (run_dir / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in final.records))
+        (run_dir / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in final.all_records()))
     ranks.barrier()  # the others return once rank 0 has written the run
     return summary
