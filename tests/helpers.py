@@ -56,3 +56,22 @@ class SlowTask(CountdownTask):
         if in_ray_worker():
             time.sleep(60)
         return super().judge(problem, text)
+
+
+def write_gpt2(folder: Any, n_positions: int = 128) -> Any:
+    """A GPT-2 model folder with a byte-level BPE tokenizer (vocab.json + merges.txt, no pad token)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    text = [f"{a} {b} {c} -> {a + b}: {a}+{b}={a + b}" for a in range(20) for b in range(20) for c in range(3)]
+    bpe.train_from_iterator(text, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(folder))  # vocab.json + merges.txt: the GPT-2 layout
+    tokenizer = GPT2TokenizerFast.from_pretrained(folder, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                                  unk_token="<|endoftext|>")
+    tokenizer.save_pretrained(folder)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=32, n_layer=1, n_head=2,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder

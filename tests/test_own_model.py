@@ -10,27 +10,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import write_gpt2
+
 from selfimprove.cli import main
 
 
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import AutoTokenizer
 
-    folder = tmp_path_factory.mktemp("gpt2") / "model"
-    folder.mkdir()
-    bpe = ByteLevelBPETokenizer()
-    text = [f"{a} {b} {c} -> {a + b}: {a}+{b}={a + b}" for a in range(20) for b in range(20) for c in range(3)]
-    bpe.train_from_iterator(text, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
-    bpe.save_model(str(folder))  # vocab.json + merges.txt: the GPT-2 layout
-    tokenizer = GPT2TokenizerFast.from_pretrained(folder, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-                                                  unk_token="<|endoftext|>")
+    folder = write_gpt2(tmp_path_factory.mktemp("gpt2") / "model")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     assert len(tokenizer) > 100 and tokenizer.pad_token is None  # a real BPE vocabulary, no pad token (GPT-2's case)
-    tokenizer.save_pretrained(folder)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=1, n_head=2,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    GPT2LMHeadModel(config).save_pretrained(folder)
     return folder
 
 

@@ -3,7 +3,7 @@ its module)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -58,6 +58,8 @@ class ImagineLayout(Strict):
 
 
 class SFTRecipe(Recipe):
+    needs_demonstrations: ClassVar[bool] = True  # trains on the task's worked solutions (checked before a run)
+
     lora: LoraConfig | None = None
     imagine: ImagineLayout | None = None
     steps: int = Field(1000, ge=1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import ClassVar, TYPE_CHECKING, Any, Callable, Sequence
 
 from pydantic import Field
 
@@ -78,6 +78,8 @@ class _FromFile:
 
 
 class OfflineSFTRecipe(SFTRecipe):
+    needs_demonstrations: ClassVar[bool] = False  # its records are the data
+
     data: str = Field(min_length=1)  # JSONL of SFT records
 
 

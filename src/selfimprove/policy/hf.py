@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 ADAPTER_CONFIG = "adapter_config.json"
 
 
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str, *, chat: bool) -> list[int]:
+    """A prompt's token ids as the model sees them: with the chat template (one user turn) or plain."""
+    if chat:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    return list(tokenizer(text).input_ids)
+
+
 def is_adapter_model(model: torch.nn.Module) -> bool:
     """A PEFT model (a base model with an adapter), recognised without importing peft."""
     return hasattr(model, "peft_config") and callable(getattr(model, "disable_adapter", None))
@@ -196,12 +204,7 @@ class HFPolicy:
         return ids
 
     def encode_prompt(self, text: str) -> list[int]:
-        if self.chat:
-            ids = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
-            )
-            return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-        return list(self.tokenizer(text).input_ids)
+        return encode_prompt(self.tokenizer, text, chat=self.chat)
 
     def encode_completion(self, text: str, *, add_eos: bool = True) -> list[int]:
         ids = list(self.tokenizer(text, add_special_tokens=False).input_ids)

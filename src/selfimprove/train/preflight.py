@@ -1,6 +1,8 @@
 """Everything a run reads, checked before it writes anything (`selfimprove.errors` for the one-line
 errors): the run folder, the task and its data (built once, so a bad file names its line here), the
-held-out split's size against what evaluation asks for, and every model folder the recipe names.
+held-out split's size against what evaluation asks for, every model folder the recipe names, and what
+the task's problems need of the model (`train/fit_checks.py`: demonstrations for SFT, prompts plus
+generated tokens within the model's context; warnings for unreadable characters and oversized steps).
 
 Works on any recipe by what it has (`run_dir`, `task`, `model`, `eval`, `schedule`, `value.path`,
 `critic_model`...), so methods made of several runs (AlphaLLM, compare, the demo) get the same checks.
@@ -16,6 +18,7 @@ from selfimprove.policy.check import check_device, check_model_folder
 from selfimprove.policy.load import is_builtin
 from selfimprove.tasks.base import Task
 from selfimprove.tasks.plugins import make_task
+from selfimprove.train.fit_checks import check_fit
 from selfimprove.train.run_dir import check_run_dir
 
 __all__ = ["check_model", "check_task", "preflight"]
@@ -93,6 +96,8 @@ def preflight(recipe: Any) -> Task | None:
     model = getattr(recipe, "model", None)
     if model is not None and hasattr(model, "path"):
         check_model(model)
+    if task is not None:
+        check_fit(task, recipe)
     lora = getattr(recipe, "lora", None)
     if lora is not None and model is not None and not isinstance(lora.target_modules, str):
         from selfimprove.policy.lora import check_lora_targets
