@@ -261,4 +261,4 @@ def test_cli_errors_exit_2_before_anything_is_written(tmp_path: Path, capsys: py
                  "--set", f"critics.orm={tmp_path / 'none'}"]) == 2
     assert "is not a critic folder" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
-    assert "has no summary.json" in capsys.readouterr().err
+    assert "holds no run" in capsys.readouterr().err

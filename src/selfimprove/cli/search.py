@@ -53,15 +53,34 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Accuracy against tokens per problem for several search runs: one PNG and a Markdown table."""
-    from selfimprove.progress import console
-    from selfimprove.search.report import report
+    """One self-contained HTML page of the runs (`eval/html_report.py`); for search runs also accuracy
+    against tokens per problem as a PNG and a Markdown table (printed)."""
+    from pathlib import Path
 
+    from selfimprove.eval.html_report import write_html_report
+    from selfimprove.progress import console
+    from selfimprove.search.report import SUMMARY, report
+
+    out = Path(args.out)
+    searches = [r for r in args.runs if _is_search(Path(r) / SUMMARY)]
     try:
-        plot, table = report(args.runs, args.out)
-    except ValueError as err:  # a summary that is not a search run's (or not JSON)
+        if searches and len(searches) == len(args.runs):
+            plot, table = report(args.runs, out)
+            print(table.read_text())
+            console.print(f"wrote {plot} and {table}")
+        page = write_html_report(args.runs, out / "report.html")
+    except (ValueError, FileNotFoundError) as err:  # a folder with no run in it
         print(f"selfimprove: {err}", file=sys.stderr)
         return 2
-    print(table.read_text())
-    console.print(f"wrote {plot} and {table}", soft_wrap=True)
+    console.print(f"wrote {page} (one self-contained page: open it in a browser)")
     return 0
+
+
+def _is_search(path: object) -> bool:
+    import json
+    from pathlib import Path
+
+    try:
+        return bool(json.loads(Path(str(path)).read_text()).get("points"))
+    except (OSError, ValueError, AttributeError):
+        return False
