@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from selfimprove.errors import RunDirError
+from selfimprove.eval.report import read_jsonl
 
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     # file name -> (kind, the columns it must have as text)
@@ -37,18 +38,6 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
 DROP = ("prompt_ids", "completion_ids", "chosen_ids", "rejected_ids", "steps", "candidates", "stats")
 
 __all__ = ["export_run"]
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a torn last line
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def _convert(kind: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +67,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> list[dict[str, Any]]:
         if path.name not in KINDS:
             continue
         kind, needed = KINDS[path.name]
-        rows = _rows(path)
+        rows = read_jsonl(path)
         relative = path.relative_to(root)
         name = "__".join(relative.with_suffix("").parts).replace("buffers__", "")
         entry: dict[str, Any] = {"name": name, "kind": kind, "source": str(relative), "rows": 0}

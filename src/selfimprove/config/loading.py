@@ -64,13 +64,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
             node = child
-        key = path[-1]
-        if value is None:
-            node.pop(key, None)
-        elif isinstance(value, dict) and isinstance(node.get(key), dict):
-            node[key] = _merge(node[key], value)
-        else:
-            node[key] = value
+        merged = _merge(node, {path[-1]: value})
+        node.clear()
+        node.update(merged)
     return data
 
 

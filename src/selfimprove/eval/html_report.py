@@ -19,6 +19,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
+from selfimprove.eval.report import read_jsonl
+
 __all__ = ["find_runs", "write_html_report"]
 
 EPISODES = 12  # sample episodes shown per run and kind
@@ -31,19 +33,6 @@ td.text { font-family: ui-monospace, monospace; white-space: pre-wrap; max-width
 .right { color: #17692d; } .wrong { color: #a2231d; } figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
 details { margin: .5em 0; } summary { cursor: pointer; font-weight: 600; } .muted { color: #777; }
 """
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # a torn last line
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -165,20 +154,20 @@ def _episodes(title: str, rows: Sequence[dict[str, Any]], text_key: str, extra: 
 
 def _run_section(run: Path, label: str) -> str:
     summary = _read_json(run / "summary.json")
-    rows = _read_jsonl(run / "metrics.jsonl")
+    rows = read_jsonl(run / "metrics.jsonl")
     parts = [f'<section class="run"><h3>{html.escape(label)}</h3>']
     facts = [("method", summary.get("method")), ("steps", summary.get("steps")), ("held-out accuracy", _pct(summary.get("accuracy"))),
              ("sampled tokens", f"{summary['sampled_tokens']:,}" if isinstance(summary.get("sampled_tokens"), int) else None),
              ("reward failures", summary.get("reward_failures")), ("train seconds", summary.get("train_seconds"))]
     parts.append("<p>" + " · ".join(f"{k}: <b>{html.escape(str(v))}</b>" for k, v in facts if v not in (None, "-")) + "</p>")
-    rollouts = _read_jsonl(run / "buffers" / "rollouts.jsonl")
+    rollouts = read_jsonl(run / "buffers" / "rollouts.jsonl")
     median, band = _reward_band(rollouts)
     figure = _figure("rewards trained on, per step (median, 10-90% band)", "reward", [("median", median)],
                      band=[("10-90%", band)])
     if figure:
         parts.append(f'<figure class="rewards">{figure}</figure>')
     parts.append(_episodes("last trained episodes", rollouts[-EPISODES:], "completion", "problem_id"))
-    evals = [r for r in _read_jsonl(run / "eval_samples.jsonl") if r.get("mode", "greedy") == "greedy"]
+    evals = [r for r in read_jsonl(run / "eval_samples.jsonl") if r.get("mode", "greedy") == "greedy"]
     parts.append(_episodes("final evaluation (greedy)", evals[:EPISODES], "text", "reason"))
     if not rows:
         parts.append('<p class="muted">no metrics logged yet</p>')
@@ -187,7 +176,7 @@ def _run_section(run: Path, label: str) -> str:
 
 
 def _curves(runs: Sequence[tuple[str, Path]]) -> list[str]:
-    metrics = {label: _read_jsonl(run / "metrics.jsonl") for label, run in runs}
+    metrics = {label: read_jsonl(run / "metrics.jsonl") for label, run in runs}
     figures = []
     for title, key, ylabel in (("held-out greedy accuracy", "eval/accuracy", "accuracy"),
                                ("train reward (sampled)", "train/reward", "reward"), ("loss", "train/loss", "loss")):
@@ -240,7 +229,7 @@ def write_html_report(roots: Sequence[str | Path], out: str | Path) -> Path:
     if training:
         overview = [[html.escape(label), html.escape(str(_read_json(run / "summary.json").get("method", "-"))),
                      _pct(_read_json(run / "summary.json").get("accuracy")),
-                     str(max((r.get("step", 0) for r in _read_jsonl(run / "metrics.jsonl")), default=0))] for label, run in training]
+                     str(max((r.get("step", 0) for r in read_jsonl(run / "metrics.jsonl")), default=0))] for label, run in training]
         sections.insert(0, "<h2>Runs</h2>" + _table(["run", "method", "held-out accuracy", "steps"], overview, numeric_from=2))
         sections.append("<h2>Learning curves</h2>" + "".join(_curves(training)))
         sections.append("<h2>Each run</h2>" + "".join(_run_section(run, label) for label, run in training))

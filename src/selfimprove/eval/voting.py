@@ -41,21 +41,21 @@ class Vote:
     votes: dict[str, int]
 
 
-def _groups(keys: Sequence[str | None]) -> dict[str, list[int]]:
-    """Answer indices per key, keys in order of first appearance (dicts keep insertion order)."""
+def _groups(keys: Sequence[str | None]) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Answer indices per key (keys in order of first appearance: dicts keep insertion order) and the
+    votes per key."""
+    if not keys:
+        raise ValueError("a vote needs at least one answer")
     groups: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         if key is not None:
             groups.setdefault(key, []).append(i)
-    return groups
+    return groups, {k: len(v) for k, v in groups.items()}
 
 
 def majority_vote(keys: Sequence[str | None]) -> Vote:
     """The most frequent key (ties: sampled earliest) and its first answer."""
-    if not keys:
-        raise ValueError("a vote needs at least one answer")
-    groups = _groups(keys)
-    votes = {k: len(v) for k, v in groups.items()}
+    groups, votes = _groups(keys)
     if not groups:
         return Vote(None, 0, {}, {})
     # max() keeps the first of equal maxima, and groups are in order of first appearance.
@@ -68,10 +68,7 @@ def weighted_vote(keys: Sequence[str | None], weights: Sequence[float]) -> Vote:
     highest-weighted answer (ties: the earliest)."""
     if len(keys) != len(weights):
         raise ValueError(f"{len(keys)} answers but {len(weights)} weights")
-    if not keys:
-        raise ValueError("a vote needs at least one answer")
-    groups = _groups(keys)
-    votes = {k: len(v) for k, v in groups.items()}
+    groups, votes = _groups(keys)
     if not groups:
         return Vote(None, 0, {}, {})
     tally = {k: math.fsum(weights[i] for i in v) for k, v in groups.items()}

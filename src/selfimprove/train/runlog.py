@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from selfimprove.config import dump_yaml
+from selfimprove.eval.report import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,4 @@ class NullLog:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = (_parse(line) for line in path.read_text(errors="replace").splitlines() if line.strip())
-    return [row for row in rows if row is not None]  # a torn line (a killed write) is skipped
+    return read_jsonl(path)  # a torn line (a killed write) is skipped
