@@ -75,3 +75,8 @@ def write_gpt2(folder: Any, n_positions: int = 128) -> Any:
                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
     GPT2LMHeadModel(config).save_pretrained(folder)
     return folder
+
+
+def broken_reward(prompts: Any, completions: Any, **kwargs: Any) -> Any:
+    """A reward function whose service is down: every call fails."""
+    raise ConnectionError("the grading service is down")

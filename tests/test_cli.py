@@ -56,7 +56,7 @@ def test_eval_two_attempts_prints_and_writes_self_correction_metrics(
     assert code == 0
     captured = capsys.readouterr()
     for name in ("Acc@t1", "Acc@t2", "Delta", "Delta_i->c", "Delta_c->i", "edit-distance ratio"):
-        assert name in captured.err, name
+        assert name in captured.out, name  # the table: results go to stdout
     report = json.loads((out / "eval.json").read_text())
     keys = {"eval/acc_t1", "eval/acc_t2", "eval/delta", "eval/delta_i_to_c", "eval/delta_c_to_i", "eval/edit_distance_ratio"}
     assert keys <= report.keys() and report["num_problems"] == 4

@@ -22,6 +22,7 @@ def test_set_on_a_section_merges_and_null_removes_a_key() -> None:
     assert data["search"]["params"] == {"simulations": 16, "step": "line", "max_answer_tokens": 24}
     data = apply_overrides(data, ["search.params={step: null}", "search.params.max_answer_tokens=null"])
     assert data["search"]["params"] == {"simulations": 16}
+    assert apply_overrides({"steps": 1}, ["lora.r=null"]) == {"steps": 1}  # removing makes no section (it would turn LoRA on)
     recipe = load_recipe(RLRecipe, ROOT / "recipes" / "countdown-grpo.yaml", ["sampling={n: 4}", "optim=null"])
     base = read_yaml(ROOT / "recipes" / "countdown-grpo.yaml")
     assert recipe.sampling.n == 4 and recipe.sampling.max_new_tokens == base["sampling"]["max_new_tokens"]
@@ -40,10 +41,11 @@ def test_tables_are_markdown_at_full_width_when_not_a_terminal(capsys: pytest.Ca
     from selfimprove.progress import show_table
 
     wide = "simulations=16, critics=value+prm+orm, fast_rollouts=true, merge_retries=2"
-    show_table("search on 200 problems", ["setting", "accuracy"], [[wide, "45.2%"], [wide.replace("16", "32"), "47.0%"]])
-    err = capsys.readouterr().err
-    assert err.splitlines() == ["search on 200 problems", "", "| setting | accuracy |", "|:---|---:|",
-                                f"| {wide} | 45.2% |", f"| {wide.replace('16', '32')} | 47.0% |"]
+    show_table("search on 200 problems", ["setting", "accuracy"], [[wide, "45.2%"], [wide.replace("16", "32"), "47.0%"],
+                                                                  ["a|b", "1"]])
+    out = capsys.readouterr().out
+    assert out.splitlines() == ["search on 200 problems", "", "| setting | accuracy |", "|:---|---:|",
+                                f"| {wide} | 45.2% |", f"| {wide.replace('16', '32')} | 47.0% |", "| a\\|b | 1 |"]
 
 
 def test_the_top_level_help_is_complete(capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,7 +31,7 @@ SUBCOMMANDS = {
 }
 OVERRIDES = {"engine.kind=ray": "tests/test_ray_pool.py", "async.max_staleness": "tests/test_async_rollouts.py",
              "model.path=/models/": "tests/test_own_model.py"}
-FLAGS = {"--attempts": "tests/test_selfcorrect_eval.py"}
+FLAGS = {"--attempts": "tests/test_cli.py"}
 RECIPES = {"smollm2-": "tests/test_smollm2.py"}
 NEEDS_GPU = ("engine.kind=vllm",)
 ELSEWHERE = {"make demo": "the demo (`make demo`)", "make test": "CI (`.ci/run`)", "make reproduce": "tests/test_reproduce.py",
@@ -40,15 +40,33 @@ ELSEWHERE = {"make demo": "the demo (`make demo`)", "make test": "CI (`.ci/run`)
 
 
 def commands() -> list[tuple[str, str]]:
-    """(page, command) for every command line in the pages' bash blocks (continuations joined, comments cut)."""
+    """(page, command) for every command line in the pages' bash blocks (continuations joined, comments cut)
+    and every inline `selfimprove ... recipes/X.yaml ...` span."""
     out = []
     for page in PAGES:
-        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S):
+        text = page.read_text()
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S):
             for line in block.replace("\\\n", " ").splitlines():
                 line = re.split(r"\s+#\s", line.strip())[0].strip()
                 if line and not line.startswith("#"):
                     out.append((str(page.relative_to(ROOT)), line))
+        prose = re.sub(r"```.*?```", "", text, flags=re.S)
+        for span in re.findall(r"`(selfimprove [^`]*recipes/[^`]+)`", prose.replace("\n", " ")):
+            out.append((str(page.relative_to(ROOT)), " ".join(span.split())))
     return out
+
+
+def evidence(command: str) -> set[str]:
+    """What a test file that runs this command mentions: its recipe's name, or its subcommand's."""
+    words = shlex.split(command)
+    found = {Path(w).stem for w in words if w.startswith("recipes/")}
+    if words[0] == "selfimprove" and len(words) > 1:
+        sub = words[1].replace("-", "_")
+        found |= {f'"{words[1]}"', f"run_{sub}", f"{sub}(", f"{sub}.py"}
+    sets = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"]
+    found |= {o.split("=")[0] for o in sets}
+    found |= {w for w in words if w.startswith("--") and w != "--set"}
+    return found
 
 
 def how(command: str) -> tuple[str, str]:
@@ -98,6 +116,8 @@ def test_every_command_is_covered() -> None:
         kind, where = how(command)
         if kind == "test":
             assert (ROOT / where).is_file(), (page, command, where)
+            text = (ROOT / where).read_text()
+            assert any(e in text for e in evidence(command)), f"{where} runs nothing of {command!r} ({page})"
         if command.startswith("selfimprove"):
             from selfimprove.cli import build_parser
 

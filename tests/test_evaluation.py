@@ -66,14 +66,14 @@ def test_strict_and_lenient_extraction_pass_maj_and_avg_by_hand(task: Any) -> No
     assert [r["sample"] for r in result.sample_records[:4]] == [0, 1, 2, 3]
 
 
-def test_maj_at_k_votes_by_the_tasks_answer_key() -> None:
-    """Countdown's key is the set of operations: two spellings of one expression are one vote."""
-    task = make_task("countdown", {"num_numbers": 2, "max_number": 9, "min_target": 1, "max_target": 18})
-    p = task.problems("test", 1)[0]
-    right = p.demonstration_text()
-    samples = {p.prompt: ["1+1", "2+2", right]}
-    result = evaluate(Scripted({p.prompt: right}, samples), task, [p], samples=3, pass_k=[3], maj_k=[3])
-    assert result.maj_at_k[3] == 0.0 and result.pass_at_k[3] == 1.0  # three different answers: the first wins
+def test_maj_at_k_votes_by_the_tasks_answer_key_and_invalid_answers_vote_together(task: Any) -> None:
+    """Two spellings of one answer are one vote; answers with no answer at all form an "invalid" bucket
+    that can win (and is then wrong), as lm-eval counts them."""
+    a, b = task.problems("test", 2)
+    samples = {a.prompt: ["#### 1000", f"#### {a.answer}", f"so the answer is {float(a.answer)}"],  # 1000 once, the gold twice
+               b.prompt: ["", " ", f"#### {b.answer}"]}  # two empty answers outvote the right one
+    result = evaluate(Scripted({a.prompt: "", b.prompt: ""}, samples), task, [a, b], samples=3, pass_k=[3], maj_k=[1, 3])
+    assert result.maj_at_k[3] == 0.5 and result.maj_at_k[1] == 0.0 and result.pass_at_k[3] == 1.0
 
 
 def test_the_eval_command_saves_every_completion_and_export_reads_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,6 +119,20 @@ def test_a_finished_run_rerun_says_so_and_changes_nothing(tmp_path: Path, capsys
     assert main(["train", *_rl_args(run), "--set", "steps=3"]) == 0  # a longer schedule goes on, and says where from
     assert "resuming from step 2 of 3" in capsys.readouterr().err
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()][-2:] == [3, 3]
+
+
+def test_a_finished_run_with_other_eval_settings_is_evaluated_again_replacing_the_last(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from selfimprove.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", *_rl_args(run)]) == 0
+    assert main(["train", *_rl_args(run), "--set", "eval.samples=2", "--set", "eval.pass_k=[1, 2]"]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    finals = [r for r in rows if any(k.startswith("final/") for k in r)]
+    assert len(finals) == 1 and "final/pass@2" in finals[0] and "final/avg@2" in finals[0]  # replaced, not appended
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["eval"]["final/maj@2"] == finals[0]["final/maj@2"] and summary["eval_sampling"]["samples"] == 2
 
 
 def test_the_final_evaluation_is_counted_on_the_progress_bar(tmp_path: Path) -> None:

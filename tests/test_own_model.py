@@ -47,3 +47,14 @@ def test_lora_defaults_to_pefts_targets_for_the_architecture(gpt2_dir: Path, tmp
     adapter = json.loads((tmp_path / "run" / "final" / "adapter_config.json").read_text())
     assert adapter["fan_in_fan_out"] is True
     assert adapter["target_modules"] == ["c_attn"] or set(adapter["target_modules"]) == {"c_attn"}
+
+
+def test_the_guides_own_model_command_trains_with_the_chat_template(small_model_dir: Path, tmp_path: Path) -> None:
+    """`selfimprove train recipes/countdown-grpo.yaml --set model.path=FOLDER --set model.chat=true` (the
+    guide's example), on a local folder whose tokenizer has a chat template."""
+    root = Path(__file__).resolve().parent.parent
+    small = ["steps=1", "prompts_per_step=2", "sampling.n=2", "sampling.max_new_tokens=4", "eval.num_problems=2",
+             "eval.max_new_tokens=4", "schedule.eval_every=0", f"run_dir={tmp_path / 'run'}"]
+    argv = ["train", str(root / "recipes" / "countdown-grpo.yaml"), "--set", f"model.path={small_model_dir}", "--set", "model.chat=true"]
+    assert main(argv + [a for item in small for a in ("--set", item)]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 1

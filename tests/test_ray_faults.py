@@ -60,3 +60,21 @@ def test_a_pool_that_cannot_recover_ends_the_run_with_one_line_and_a_log(ray_clu
     log = Path(re.search(r"traceback in (\S+)\)", lines[0]).group(1))
     assert log.is_file() and "PoolError" in log.read_text()
     assert free_cpus(2, wait=10) == 2  # the run closed its pool
+
+
+def test_a_reward_function_failing_on_a_worker_stops_the_run_as_it_would_here(ray_cluster: None, tmp_path: Path) -> None:
+    """The user's code failing on a worker is the user's error (checkpoint, one line, exit 2), not a pool fault."""
+    import json
+
+    from selfimprove.errors import RewardError
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"q": f"{a}+{a}", "a": 2 * a}) + "\n" for a in range(40)))
+    task = make_task("dataset", {"path": str(data), "prompt_field": "q", "answer_field": "a", "reward": "helpers:broken_reward",
+                                 "min_test_problems": 1})
+    pool = RayEngine(load_hf("tiny:small", seed=0), workers=1, seed=0)
+    try:
+        with pytest.raises(RewardError, match="broken_reward .* raised ConnectionError: the grading service is down"):
+            pool.verify_many(task, task.problems("train", 2), ["1", "2"])
+    finally:
+        pool.close()

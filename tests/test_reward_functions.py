@@ -54,6 +54,22 @@ async def remote_a(prompts, completions, **kwargs):
 async def remote_b(prompts, completions, **kwargs):
     await asyncio.sleep(0.6)
     return [2.0 for _ in completions]
+
+async def blocking(prompts, completions, **kwargs):
+    time.sleep(3)  # blocks its event loop: the time limit must still hold
+    return [1.0 for _ in completions]
+
+def with_signals(prompts, completions, **kwargs):
+    import signal  # as math_verify's timeouts do: only allowed on the main thread
+    previous = signal.signal(signal.SIGALRM, signal.getsignal(signal.SIGALRM))
+    signal.signal(signal.SIGALRM, previous)
+    return [1.0 for _ in completions]
+
+def accuracy(prompts, completions, a, **kwargs):
+    return [1.0 if c.strip() == x else 0.0 for c, x in zip(completions, a)]
+
+def formatted(prompts, completions, **kwargs):
+    return [1.0 if c.strip().isdigit() else 0.0 for c in completions]
 '''
 
 
@@ -168,7 +184,8 @@ def test_a_run_whose_every_reward_call_fails_stops_with_one_line_a_log_and_a_che
         "    return [0.0 for _ in completions]\n")
     monkeypatch.setenv("SELFIMPROVE_LOG_DIR", str(tmp_path / "logs"))
     code = main(["train", str(root / "recipes" / "countdown-grpo.yaml"),
-                 *_recipe(data, tmp_path / "run", ["flaky_rewards:after_one_step"], steps=4)])
+                 *_recipe(data, tmp_path / "run", ["flaky_rewards:after_one_step"], steps=4),
+                 "--set", "schedule.checkpoint_every=3"])  # step 1 is saved only because the run stops after it
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("selfimprove:")]
     assert code == 2 and len(lines) == 1, err
@@ -177,3 +194,25 @@ def test_a_run_whose_every_reward_call_fails_stops_with_one_line_a_log_and_a_che
     log = Path(re.search(r"traceback in (\S+)\)", lines[0]).group(1))
     assert "ConnectionError" in log.read_text()
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_0000001"]  # the finished step
+
+
+def test_a_blocking_async_function_times_out_and_signal_using_ones_run_on_the_main_thread(data: Path) -> None:
+    task = _task(data, ["user_rewards:blocking", "user_rewards:with_signals"], reward_timeout=0.5)
+    p = task.problems("train", 2)
+    began = time.perf_counter()
+    verdicts = task.verify_many(p, ["x", "y"])
+    assert time.perf_counter() - began < 2.0  # the blocked loop did not hold the batch for 3 s
+    assert [v.score for v in verdicts] == [1.0, 1.0] and "(blocking failed)" in verdicts[0].reason  # with_signals ran
+
+
+def test_correctness_can_be_decided_by_one_function(data: Path) -> None:
+    """TRL's usual [accuracy, format] pair: a well-formatted wrong answer must not count as correct."""
+    both = ["user_rewards:accuracy", "user_rewards:formatted"]
+    p = task_problems = _task(data, both).problems("train", 2)
+    wrong = "999"
+    by_sum = _task(data, both, reward_threshold=1.0).verify_many(p, [p[0].answer, wrong])
+    by_accuracy = _task(data, both, reward_threshold=1.0, correct_by="accuracy").verify_many(task_problems, [p[0].answer, wrong])
+    assert [v.correct for v in by_sum] == [True, True] and [v.correct for v in by_accuracy] == [True, False]
+    assert [v.score for v in by_accuracy] == [2.0, 1.0]
+    with pytest.raises(Exception, match="correct_by 'nope' names none of the reward functions"):
+        _task(data, both, correct_by="nope")

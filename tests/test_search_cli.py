@@ -245,8 +245,8 @@ def test_cli_search_then_report(small_model_dir: Path, tmp_path: Path, capsys: p
     for item in small(run, small_model_dir, "search.name=majority_vote", "critics.orm=null", "search.sweep.values=[1, 2]"):
         argv += ["--set", item]
     assert main(argv) == 0
-    err = capsys.readouterr().err
-    assert "majority_vote on 3 test countdown problems" in err and "n=2" in err and "tokens/problem" in err
+    out = capsys.readouterr().out  # the results table: Markdown on stdout when it is not a terminal
+    assert "majority_vote on 3 test countdown problems" in out and "| n=2 |" in out and "tokens/problem" in out
     assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
     assert "| vote | majority_vote | n=1 |" in out and "| vote | majority_vote | n=2 |" in out

@@ -19,7 +19,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True, soft_wrap=True)  # text lines are never cut or folded at 80 columns
+console = Console(stderr=True, soft_wrap=True)  # progress and messages; text lines never cut or folded at 80 columns
+output = Console(soft_wrap=True)  # results (tables) on standard output
 
 OnStep = Callable[[int, dict[str, Any]], None]
 StageBar = Callable[[str, int], ContextManager[OnStep]]
@@ -89,11 +90,11 @@ def note(on_step: Any, text: str) -> None:
 
 
 def show_table(title: str | None, header: Sequence[str], rows: Sequence[Sequence[Any]], *, left: int = 1) -> None:
-    """A table on the console: a rich table on a terminal (cells fold, never cut), plain Markdown when the
-    output is a pipe or a file (full width, readable and pasteable). The first `left` columns are left
-    aligned, the others right aligned."""
+    """A results table on standard output: a rich table on a terminal (cells fold, never cut), plain
+    Markdown when the output is a pipe or a file (full width, readable and pasteable; `|` in a cell
+    escaped). The first `left` columns are left aligned, the others right aligned."""
     cells = [[str(c) for c in row] for row in rows]
-    if console.is_terminal:
+    if output.is_terminal:
         from rich.table import Table
 
         table = Table(title=title)
@@ -101,9 +102,9 @@ def show_table(title: str | None, header: Sequence[str], rows: Sequence[Sequence
             table.add_column(name, justify="left" if i < left else "right", overflow="fold")
         for row in cells:
             table.add_row(*row)
-        console.print(table)
+        output.print(table)
         return
     lines = [f"{title}", ""] if title else []
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(":---" if i < left else "---:" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    console.print("\n".join(lines), markup=False, highlight=False)
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    output.print("\n".join(lines), markup=False, highlight=False)

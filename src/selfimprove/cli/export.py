@@ -9,7 +9,8 @@ Found anywhere under RUN_DIR (a method made of several runs, such as AlphaLLM's 
 - `results.jsonl` of `selfimprove search` -> `prompt`, `completion` (the search's answer), `reward`
   (1 if correct) and the tokens it cost;
 - `eval_samples.jsonl` of `selfimprove eval` or a training run's final evaluation -> `prompt`,
-  `completion`, `reward` (1 if correct), `gold`, `mode` (greedy or sampled) and the sample's index.
+  `completion`, `reward` (the verifier's score), `correct`, `gold`, `mode` (greedy or sampled) and the
+  sample's index.
 
 Each becomes `DIR/<path>` written by `Dataset.save_to_disk` (read back with `datasets.load_from_disk`),
 with `DIR/index.json` listing name, kind, source file and rows. Records saved without text (older
@@ -48,7 +49,7 @@ def _convert(kind: str, row: dict[str, Any]) -> dict[str, Any]:
     if kind == "eval":
         out["completion"] = out.pop("text")
         out["gold"] = out.pop("answer", None)
-        out["reward"] = 1.0 if out.get("correct") else 0.0
+        out["reward"] = float(out.pop("score", 1.0 if out.get("correct") else 0.0))  # the verifier's score
     return out
 
 

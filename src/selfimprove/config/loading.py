@@ -53,20 +53,24 @@ def _merge(into: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """`--set a.b=VALUE` for each override: a mapping VALUE merges into the mapping already there (the
     keys it does not name keep their values), anything else replaces it, and `null` removes the key (the
-    field falls back to its default; to replace a whole section, remove it first)."""
+    field falls back to its default; to replace a whole section, remove it first; a field whose None means
+    something other than its default is set to None in the recipe file)."""
     for item in overrides:
         path, value = parse_override(item)
         node = data
         for part in path[:-1]:
             child = node.get(part)
             if child is None:
+                if value is None:
+                    break  # nothing there to remove: no section is made for it
                 child = node[part] = {}
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
             node = child
-        merged = _merge(node, {path[-1]: value})
-        node.clear()
-        node.update(merged)
+        else:
+            merged = _merge(node, {path[-1]: value})
+            node.clear()
+            node.update(merged)
     return data
 
 

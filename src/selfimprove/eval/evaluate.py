@@ -1,7 +1,8 @@
 """Evaluate a policy on a task's problems: greedy accuracy (and, for tasks judged by a number read from
 free text, strict and lenient answer extraction side by side), and from `samples` completions per
 problem the unbiased pass@k, maj@k (a majority vote over the first k samples' answers, through
-`Task.answer_key`) and avg@n (the mean over all n samples). Every completion is kept as a record (the
+`Task.answer_key`; answers with no key vote together as "invalid", which is wrong if it wins) and avg@n
+(the mean over all n samples). Every completion is kept as a record (the
 greedy ones and each sample), for `eval_samples.jsonl` and `selfimprove export`.
 """
 
@@ -51,9 +52,12 @@ class EvalResult:
         return self.records + self.sample_records
 
 
+INVALID = "\0[invalid]"  # the vote of an answer with no key: it can win, and then counts as wrong (as lm-eval)
+
+
 def _record(problem: Problem, text: str, verdict: Any, **extra: Any) -> dict[str, Any]:
     return {"id": problem.id, "prompt": problem.prompt, "answer": problem.answer, "text": text, "correct": verdict.correct,
-            "reason": verdict.reason, **extra}
+            "score": verdict.score, "reason": verdict.reason, **extra}
 
 
 def evaluate(
@@ -122,9 +126,10 @@ def _sampled(result: EvalResult, policy: Sampler, task: Task, problems: Sequence
             per_problem[c.prompt_index].append((c.text, v.correct))
         for p, answers in zip(chunk, per_problem):
             counts.append((n, sum(ok for _, ok in answers)))
-            keys = [task.answer_key(p, text) for text, _ in answers]
+            keys = [task.answer_key(p, text) or INVALID for text, _ in answers]
             for k in maj_k:
-                votes[k].append(answers[majority_vote(keys[:k]).index][1])
+                vote = majority_vote(keys[:k])
+                votes[k].append(vote.key != INVALID and answers[vote.index][1])
         if on_batch:
             on_batch(len(chunk))
     result.pass_at_k = {k: mean_pass_at_k(counts, k) for k in pass_k}

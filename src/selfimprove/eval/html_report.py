@@ -11,6 +11,7 @@ page carries its own style: one file that opens anywhere, offline.
 
 from __future__ import annotations
 
+import collections
 import html
 import io
 import json
@@ -100,15 +101,37 @@ def _figure(title: str, ylabel: str, lines: Sequence[tuple[str, Sequence[tuple[f
 
 
 def _series(rows: Sequence[dict[str, Any]], key: str) -> list[tuple[float, float]]:
-    return [(r["step"], float(r[key])) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return [(r["step"], value) for r in rows if (value := _finite(r.get(key))) is not None and isinstance(r.get("step"), int)]
 
 
-def _reward_band(rollouts: Sequence[dict[str, Any]]) -> tuple[list[tuple[float, float]], list[tuple[float, float, float]]]:
-    """Per step: the median reward and its 10-90% band."""
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def _scan_rollouts(path: Path, last: int) -> tuple[dict[int, list[float]], list[dict[str, Any]]]:
+    """One pass over a (possibly large) rollouts file: the rewards per step, and the last `last` episodes;
+    only one line is held at a time besides those."""
     by_step: dict[int, list[float]] = {}
-    for r in rollouts:
-        if isinstance(r.get("reward"), (int, float)) and "step" in r:
-            by_step.setdefault(int(r["step"]), []).append(float(r["reward"]))
+    tail: collections.deque[dict[str, Any]] = collections.deque(maxlen=last)
+    if not path.is_file():
+        return by_step, []
+    with path.open(errors="replace") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a torn line
+            if not isinstance(row, dict):
+                continue
+            tail.append(row)
+            reward = _finite(row.get("reward"))
+            if reward is not None and isinstance(row.get("step"), int):
+                by_step.setdefault(row["step"], []).append(reward)
+    return by_step, list(tail)
+
+
+def _reward_band(by_step: dict[int, list[float]]) -> tuple[list[tuple[float, float]], list[tuple[float, float, float]]]:
+    """Per step: the median reward and its 10-90% band."""
     median, band = [], []
     for step in sorted(by_step):
         values = sorted(by_step[step])
@@ -132,7 +155,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric_from: i
 
 
 def _pct(value: Any) -> str:
-    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "-"
+    return f"{100 * v:.1f}%" if (v := _finite(value)) is not None else "-"
 
 
 def _verdict(correct: Any) -> str:
@@ -144,7 +167,7 @@ def _episodes(title: str, rows: Sequence[dict[str, Any]], text_key: str, extra: 
         return ""
     shown = [[html.escape(str(r.get("step", r.get("mode", "")))), f'<td class="text">{html.escape(str(r.get("prompt", "")))}</td>',
               f'<td class="text">{html.escape(str(r.get(text_key, "")))}</td>',
-              f"{r['reward']:.3g}" if isinstance(r.get("reward"), (int, float)) else "-", _verdict(r.get("correct")),
+              f"{score:.3g}" if (score := _finite(r.get("reward", r.get("score")))) is not None else "-", _verdict(r.get("correct")),
               html.escape(str(r.get(extra, "")))] for r in rows]
     body = "".join("<tr><td>{}</td>{}{}<td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>".format(*row) for row in shown)
     head = "".join(f"<th>{h}</th>" for h in ("step", "prompt", "completion", "reward", "verdict", extra))
@@ -160,13 +183,13 @@ def _run_section(run: Path, label: str) -> str:
              ("sampled tokens", f"{summary['sampled_tokens']:,}" if isinstance(summary.get("sampled_tokens"), int) else None),
              ("reward failures", summary.get("reward_failures")), ("train seconds", summary.get("train_seconds"))]
     parts.append("<p>" + " · ".join(f"{k}: <b>{html.escape(str(v))}</b>" for k, v in facts if v not in (None, "-")) + "</p>")
-    rollouts = read_jsonl(run / "buffers" / "rollouts.jsonl")
-    median, band = _reward_band(rollouts)
+    by_step, last = _scan_rollouts(run / "buffers" / "rollouts.jsonl", EPISODES)
+    median, band = _reward_band(by_step)
     figure = _figure("rewards trained on, per step (median, 10-90% band)", "reward", [("median", median)],
                      band=[("10-90%", band)])
     if figure:
         parts.append(f'<figure class="rewards">{figure}</figure>')
-    parts.append(_episodes("last trained episodes", rollouts[-EPISODES:], "completion", "problem_id"))
+    parts.append(_episodes("last trained episodes", last, "completion", "problem_id"))
     evals = [r for r in read_jsonl(run / "eval_samples.jsonl") if r.get("mode", "greedy") == "greedy"]
     parts.append(_episodes("final evaluation (greedy)", evals[:EPISODES], "text", "reason"))
     if not rows:
@@ -196,16 +219,18 @@ def _comparison(root: Path, summary: dict[str, Any]) -> str:
     labels = summary.get("labels", {})
     header = ["arm", "Acc@t1", "Acc@t2", "Δ", "Δ i→c", "Δ c→i", "sampled tokens"]
     rows = [[html.escape(str(labels.get(m, m))), *(_pct(r.get(k)) for k in ("acc_t1", "acc_t2", "delta", "delta_i_to_c", "delta_c_to_i")),
-             f"{int(r.get('sampled_tokens', 0)):,}"] for m, r in summary.get("methods", {}).items()]
+             f"{int(t):,}" if (t := _finite(r.get("sampled_tokens"))) is not None else "-"] for m, r in summary.get("methods", {}).items()
+            if isinstance(r, dict)]
     return f"<h2>Comparison: {html.escape(root.name)}</h2>" + _table(header, rows)
 
 
 def _search(root: Path, summary: dict[str, Any]) -> str:
     points = summary.get("points", [])
-    line = [(p["mean_tokens"], p["accuracy"]) for p in points if p.get("mean_tokens")]
+    points = [p for p in points if isinstance(p, dict)]
+    line = [(t, a) for p in points if (t := _finite(p.get("mean_tokens"))) and (a := _finite(p.get("accuracy"))) is not None]
     figure = _figure(f"{summary.get('search', 'search')}: accuracy against tokens", "accuracy", [(root.name, sorted(line))], logx=True)
-    rows = [[html.escape(", ".join(f"{k}={v}" for k, v in p.get("setting", {}).items()) or "-"), _pct(p.get("accuracy")),
-             f"{p.get('mean_tokens', 0):.1f}"] for p in points]
+    rows = [[html.escape(", ".join(f"{k}={v}" for k, v in (p.get("setting") or {}).items()) or "-"), _pct(p.get("accuracy")),
+             f"{t:.1f}" if (t := _finite(p.get("mean_tokens"))) is not None else "-"] for p in points]
     return (f"<h2>Search: {html.escape(root.name)}</h2>" + (f"<figure>{figure}</figure>" if figure else "")
             + _table(["setting", "accuracy", "tokens/problem"], rows))
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from selfimprove.errors import PoolError
+from selfimprove.errors import PoolError, UserError
 from selfimprove.policy.base import Completion, SamplerWrapper, SamplingParams
 from selfimprove.policy.ray_cluster import ANSI, ensure_ray, free_cpus, object_store_bytes
 from selfimprove.policy.wrapped import LocalLearnerEngine, derived_seed
@@ -257,6 +257,8 @@ class RayEngine(LocalLearnerEngine):
                         deadlines[k] = time.monotonic() + self.call_timeout
                     except RayTaskError as err:
                         cause = err.cause if getattr(err, "cause", None) is not None else err
+                        if isinstance(cause, UserError):  # the user's code failed on a worker (a reward
+                            raise cause from err  # function): the run stops as it would here
                         raise PoolError(f"engine.kind ray: rollout worker {k} failed: {type(cause).__name__}: "
                                         f"{first_line(cause)}") from err
             return [results[k] for k in range(count)]

@@ -142,9 +142,9 @@ def extract_answer(text: str, *, strict: bool = False) -> str | None:
     """The final answer a model gave, as text, or None when there is nothing that looks like one.
 
     Priority: `#### N` (GSM8K), the last `\\boxed{...}` (balanced braces, any depth), the last
-    "the answer is X" / "answer: X", else the last number anywhere (lenient). `strict` takes only the
-    explicit final-answer markers, `#### N` and `\\boxed{}` (lm-eval's strict match against its flexible
-    extract). Only the first `MAX_TEXT_CHARS` characters before any end marker are read.
+    "the answer is X" / "answer: X", else the last number anywhere (lenient). `strict` takes only an
+    explicitly marked final answer, the last `#### N` or `\\boxed{}` (stricter than the lenient chain, not
+    lm-eval's exact regex). Only the first `MAX_TEXT_CHARS` characters before any end marker are read.
     """
     try:
         if not isinstance(text, str):

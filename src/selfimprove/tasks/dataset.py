@@ -65,7 +65,10 @@ class DatasetConfig(TaskConfig):
     reward_timeout: float = Field(60.0, gt=0.0)
     """Seconds one call of a reward function may take; a slower call fails (its completions get no value)."""
     reward_threshold: float = 1.0
-    """With reward functions: a (weighted) reward at or above this counts as a correct answer."""
+    """With reward functions: a reward at or above this counts as a correct answer."""
+    correct_by: str | None = None
+    """With several reward functions: the one whose value decides correctness (e.g. accuracy, not format);
+    None: the weighted sum."""
     abs_tol: float | None = Field(None, ge=0.0, allow_inf_nan=False)
     """numeric: absolute tolerance; None: exact for integers, rel_tol otherwise."""
     rel_tol: float = Field(1e-6, ge=0.0, lt=1.0)
@@ -84,6 +87,8 @@ class DatasetConfig(TaskConfig):
                 raise ValueError(f"reward must be package.module:function, got {path!r}")
         if self.reward is not None and not self.reward_paths:
             raise ValueError("reward: give at least one package.module:function")
+        if self.correct_by is not None and not any(p.rsplit(":", 1)[-1] == self.correct_by for p in self.reward_paths):
+            raise ValueError(f"correct_by {self.correct_by!r} names none of the reward functions {self.reward_paths}")
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_paths):
             raise ValueError(f"reward_weights has {len(self.reward_weights)} weights for {len(self.reward_paths)} reward functions")
         if self.test_path is not None and self.split_field is not None:
@@ -128,6 +133,9 @@ class DatasetTask(Task):
         super().__init__(config)
         cfg = self.config
         self._reward = reward_functions(cfg) if cfg.reward is not None else None
+        self._judge = None  # the reward function that decides correctness (`correct_by`), by its metric name
+        if self._reward is not None and cfg.correct_by is not None:
+            self._judge = next(s.name for s in self._reward.specs if s.path.rsplit(":", 1)[-1] == cfg.correct_by)
         self.verifier: VerifierName = cfg.verifier or "numeric"
         tables = read_tables(cfg.path)
         self.source = cfg.path
@@ -252,7 +260,8 @@ class DatasetTask(Task):
         rows = [self._rows[int(p.metadata["position"])]["row"] for p in problems]
         names = [k for k in rows[0] if k != self.config.prompt_field] if rows else []
         columns = {k: [row.get(k) for row in rows] for k in names}
-        return verdicts_of(self._reward.score([p.prompt for p in problems], list(texts), columns), self.config.reward_threshold)
+        return verdicts_of(self._reward.score([p.prompt for p in problems], list(texts), columns), self.config.reward_threshold,
+                           self._judge)
 
     def describe(self) -> str:
         paths = self.config.reward_paths

@@ -4,8 +4,9 @@
 (int, float, bool, numpy or torch scalar) or None ("no opinion on this completion", TRL's convention),
 and the result a list, tuple, numpy array or 1-D torch tensor. A list of functions is combined as TRL
 combines `reward_funcs` with `reward_weights`: the weighted sum over the functions that gave a value (a
-completion no function scored gets 0). `async def` functions of one batch run concurrently, in an event
-loop of their own, while the plain ones run one after another; every call has a time limit.
+completion no function scored gets 0). `async def` functions of one batch run concurrently on one event
+loop kept for the process (in a thread of its own), while the plain ones run one after another on the
+calling thread, as TRL runs them; every call has a time limit.
 
 A call that raises, runs out of time or returns something else (a wrong length, a string, inf) *fails*:
 its completions get no value from it, the failure is logged once per call with the function's name, and
@@ -13,17 +14,21 @@ each completion records which functions failed for it. When every call of a batc
 raises `RewardError` (the run stops with one line; the CLI writes the traceback to a log file).
 
 Written by hand: TRL's calling code lives inside its trainer; this is the same contract, applied to any
-task's batch. A timed-out plain function cannot be stopped from outside: its thread is left to finish
-in the background (a daemon thread), and its result is ignored.
+task's batch. On the main thread a plain function's time limit is SIGALRM (so signal-using libraries,
+math_verify's timeouts, work as in TRL); off it (the asynchronous rollout thread) the call runs in a
+daemon thread that is abandoned at the limit, and the function is not called again while that runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import math
+import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -93,36 +98,42 @@ def _values(result: Any, n: int) -> list[float | None]:
     return out
 
 
-def _run_with_limit(call: Callable[[], Any], timeout: float) -> Any:
-    """`call()` in a daemon thread; `TimeoutError` after `timeout` seconds (the thread is abandoned)."""
-    box: dict[str, Any] = {}
+class _Loop:
+    """One event loop in a daemon thread for the process's `async def` reward functions: kept across
+    batches, so module-level async clients (httpx, aiohttp, OpenAI's) keep their loop."""
 
-    def target() -> None:
-        try:
-            box["result"] = call()
-        except BaseException as err:  # noqa: BLE001 - handed back to the caller below
-            box["error"] = err
+    _loop: asyncio.AbstractEventLoop | None = None
+    _lock = threading.Lock()
 
-    thread = threading.Thread(target=target, name="reward-call", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"took more than {timeout:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
+    @classmethod
+    def submit(cls, coroutine: Any) -> Any:
+        with cls._lock:
+            if cls._loop is None or cls._loop.is_closed():
+                cls._loop = asyncio.new_event_loop()
+                threading.Thread(target=cls._loop.run_forever, name="reward-loop", daemon=True).start()
+            return asyncio.run_coroutine_threadsafe(coroutine, cls._loop)
 
 
-async def _gather_async(specs: Sequence[RewardSpec], kwargs: Mapping[str, Any], timeout: float) -> list[Any]:
-    async def one(spec: RewardSpec) -> Any:
-        try:
-            return await asyncio.wait_for(spec.fn(**kwargs), timeout)
-        except asyncio.TimeoutError:
-            return TimeoutError(f"took more than {timeout:g} s")
-        except Exception as err:  # noqa: BLE001 - reported as this call's failure
-            return err
+class _TimedOut(BaseException):  # not an Exception: a function's own `except Exception` does not swallow it
+    pass
 
-    return list(await asyncio.gather(*(one(s) for s in specs)))
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise _TimedOut()
+
+
+def _call_in_main_thread(fn: Callable[[], Any], timeout: float) -> Any:
+    """`fn()` on this (the main) thread, stopped by SIGALRM after `timeout` seconds: libraries that use
+    signals themselves (math_verify's timeouts) work, as they do in TRL's single-threaded calls."""
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return fn()
+    except _TimedOut:
+        raise TimeoutError(f"took more than {timeout:g} s") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class RewardFunctions:
@@ -136,6 +147,34 @@ class RewardFunctions:
             raise ValueError(f"reward functions need distinct names, got {names}")
         self.specs = list(specs)
         self.timeout = timeout
+        self._stuck: dict[str, threading.Thread] = {}  # off the main thread: calls that outlived their limit
+
+    def _call(self, spec: RewardSpec, kwargs: Mapping[str, Any]) -> Any:
+        """A plain function's call with the time limit: on the main thread, stopped by SIGALRM; elsewhere
+        (the asynchronous rollout thread, a Ray actor's thread) in a daemon thread that is abandoned at the
+        limit, and the function is not called again until that call has ended."""
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+            return _call_in_main_thread(lambda: spec.fn(**kwargs), self.timeout)
+        stuck = self._stuck.get(spec.name)
+        if stuck is not None and stuck.is_alive():
+            raise TimeoutError("its previous call, past the time limit, is still running")
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = spec.fn(**kwargs)
+            except BaseException as err:  # noqa: BLE001 - handed back below
+                box["error"] = err
+
+        thread = threading.Thread(target=target, name=f"reward-{spec.name}", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if thread.is_alive():
+            self._stuck[spec.name] = thread
+            raise TimeoutError(f"took more than {self.timeout:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
 
     @property
     def names(self) -> list[str]:
@@ -146,20 +185,28 @@ class RewardFunctions:
         n = len(completions)
         kwargs = {"prompts": list(prompts), "completions": list(completions), **{k: list(v) for k, v in columns.items()}}
         results: dict[str, Any] = {}
-        asynchronous = [s for s in self.specs if s.is_async]
-        waiting = None
-        if asynchronous:  # concurrently with each other, and with the plain functions below
-            waiting = threading.Thread(target=lambda: results.update(zip(
-                [s.name for s in asynchronous], asyncio.run(_gather_async(asynchronous, kwargs, self.timeout)))), daemon=True)
-            waiting.start()
+        began = time.monotonic()
+        pending = {}  # async functions run concurrently on the loop, beside the plain ones below
+        for spec in self.specs:
+            if spec.is_async:
+                try:
+                    pending[spec.name] = _Loop.submit(spec.fn(**kwargs))
+                except Exception as err:  # noqa: BLE001 - making the coroutine failed
+                    results[spec.name] = err
         for spec in self.specs:
             if not spec.is_async:
                 try:
-                    results[spec.name] = _run_with_limit(lambda spec=spec: spec.fn(**kwargs), self.timeout)
+                    results[spec.name] = self._call(spec, kwargs)
                 except Exception as err:  # noqa: BLE001 - this call's failure
                     results[spec.name] = err
-        if waiting is not None:
-            waiting.join()
+        for name, future in pending.items():
+            try:  # a coroutine that blocks its loop still times out here, on this side
+                results[name] = future.result(timeout=max(0.0, began + self.timeout - time.monotonic()))
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                results[name] = TimeoutError(f"took more than {self.timeout:g} s")
+            except Exception as err:  # noqa: BLE001
+                results[name] = err
         values: dict[str, list[float | None]] = {}
         failed: dict[str, str] = {}
         errors: dict[str, BaseException] = {}

@@ -120,14 +120,17 @@ def reward_functions(config: Any) -> RewardFunctions:
     return RewardFunctions(specs, timeout=config.reward_timeout)
 
 
-def verdicts_of(batch: RewardBatch, threshold: float) -> list[Verdict]:
-    """A batch's rewards as verdicts: the combined reward is the score, correct at or above `threshold`;
-    `info` holds each function's value and whether one of them failed for the completion."""
+def verdicts_of(batch: RewardBatch, threshold: float, correct_by: str | None = None) -> list[Verdict]:
+    """A batch's rewards as verdicts: the combined reward is the score; correct when it (or the value of
+    the function named `correct_by`) is at or above `threshold`; `info` holds each function's value and
+    whether one of them failed for the completion."""
     out = []
+    judge = correct_by
     for i, total in enumerate(batch.totals):
         parts = batch.parts(i)
         failed = sorted(batch.failed)
-        correct = total >= threshold
+        decisive = total if judge is None else parts[judge]
+        correct = decisive is not None and decisive >= threshold
         reason = "correct" if correct else f"reward {total:g}"
         if failed:
             reason += f" ({', '.join(failed)} failed)"

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import yaml
 
 from selfimprove.config import EngineConfig, EvalConfig
 from selfimprove.eval.evaluate import EvalResult, evaluate_with
@@ -120,12 +121,14 @@ def job_state(job: Job, seconds: float) -> dict[str, Any]:
     }
 
 
-def _save_before_failing(plan: TrainingPlan, job: Job, ckpt_dir: Path, done: int, position: dict[str, Any],
+def _save_before_failing(plan: TrainingPlan, job: Job, ckpt_dir: Path, done: int, position: dict[str, Any] | None,
                          seconds: float, keep: int) -> None:
-    """A checkpoint of the last finished step before a step's failure stops the run (a reward function
-    that fails on every call): the failed step's problems are drawn again on resume. Sampling in flight
-    that failed too is not kept (the resumed run samples that step again)."""
-    job.stream.load_state_dict(position)
+    """A checkpoint of the last finished step before a failure stops the run (a reward function that
+    fails on every call, in a step or in its evaluation): a failed step's problems (`position`, the
+    stream before it) are drawn again on resume. Sampling in flight that failed too is not kept (the
+    resumed run samples that step again)."""
+    if position is not None:
+        job.stream.load_state_dict(position)
     try:
         extra = plan.checkpoint_state(job)
     except Exception:  # noqa: BLE001 - the batch in flight failed as well
@@ -145,6 +148,10 @@ def _finished(plan: TrainingPlan, run_dir: Path, resume: Path | None) -> dict[st
     spent = budget is not None and int(state.get("job", {}).get("sampled_tokens", 0)) >= budget
     if int(state["step"]) < recipe.steps and not spent:
         return None  # more steps asked for (a longer schedule): go on
+    saved = run_dir / "config.yaml"
+    before = (yaml.safe_load(saved.read_text()) or {}).get("eval") if saved.is_file() else None
+    if before is not None and before != recipe.eval.model_dump(mode="json"):
+        return None  # other evaluation settings: no steps to run, the final evaluation again (it replaces the last)
     return {**json.loads(summary.read_text()), "already_finished": True}
 
 
@@ -226,7 +233,12 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
                 metrics["train/sampled_tokens_total"] = job.sampled_tokens
                 last = ranks.any_rank(done == recipe.steps or (budget is not None and job.sampled_tokens >= budget))
                 if schedule.eval_every and done % schedule.eval_every == 0 and not last:
-                    metrics.update(run_eval(job, recipe.eval, schedule.eval_problems, recipe.seed).metrics())
+                    try:
+                        metrics.update(run_eval(job, recipe.eval, schedule.eval_problems, recipe.seed).metrics())
+                    except UserError as err:  # the step itself finished: keep it
+                        if getattr(err, "checkpoint_first", False) and ranks.is_main:
+                            _save_before_failing(plan, job, ckpt_dir, done, None, time.time() - began, schedule.keep_checkpoints)
+                        raise
                 metrics["seconds"] = round(time.time() - began, 3)
                 log.log(done, metrics)
                 if on_step is not None:
@@ -241,6 +253,8 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
                 if last:
                     break
         final = _final_eval(job, recipe.eval, recipe.seed, on_step)
+        if start == done and resume is not None:  # a finished run evaluated again (other eval settings)
+            log.forget("final/")
         log.log(done, {f"final/{k.split('/', 1)[1]}": v for k, v in final.metrics().items()})
     finally:
         log.close()
@@ -260,6 +274,8 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
         "reward_failures": job.reward_failures,
         "accuracy": final.accuracy,
         "pass_at_k": final.pass_at_k,
+        "eval": final.metrics("final"),  # every final metric (strict/lenient, pass@k, maj@k, avg@n)
+        "eval_sampling": final.sampling,
         "eval_problems": final.num_problems,
         "train_seconds": round(time.time() - began, 1),
         "model": str(run_dir / "final"),

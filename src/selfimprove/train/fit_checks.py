@@ -3,8 +3,11 @@ that would surface only deep inside a run (an "unexpected" error after the run f
 one line before anything is written:
 
 - a recipe that trains on demonstrations (SFT, the warm-up) on a task that gives none;
-- a model whose context (config.json's `max_position_embeddings`, `n_positions`, ...) cannot hold a
-  prompt plus the tokens the recipe generates (or the demonstration SFT trains on);
+- a model with learned absolute positions (GPT-2, OPT, ...) whose context (config.json's `n_positions`,
+  `max_position_embeddings`, ...) cannot hold a train prompt plus what a step generates (or the
+  demonstration SFT trains on), or a held-out prompt plus what evaluation generates (a model with
+  rotary or other relative positions runs past its context: a warning). Only a sample of each split is
+  read (`SAMPLE` problems), and the first attempt of a multi-turn method;
 and warnings, for what runs but is likely not what was meant:
 - `prompts_per_step` larger than the train split (every problem drawn several times in one step);
 - prompts the tokenizer maps to its unknown token (the model cannot read those characters).
@@ -25,7 +28,10 @@ logger = logging.getLogger(__name__)
 
 SAMPLE = 64  # problems read per split
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
-ROTARY_KEYS = ("rope_theta", "rope_parameters", "rope_scaling", "rotary_dim", "rotary_pct", "partial_rotary_factor")
+# Architectures with learned absolute position embeddings: a position past the table fails. Every other
+# (rotary, ALiBi, relative) runs past its configured context, less well: a warning, not an error.
+LEARNED_POSITIONS = frozenset({"gpt2", "gpt_neo", "opt", "gpt_bigcode", "biogpt", "ctrl", "bert", "roberta", "distilbert",
+                               "electra", "xlm-roberta", "imagegpt", "decision_transformer"})
 
 __all__ = ["check_fit"]
 
@@ -51,8 +57,8 @@ def model_context(path: str) -> tuple[int | None, str, bool]:
     for source in (config, config.get("text_config") or {}):
         for key in CONTEXT_KEYS:
             if isinstance(source.get(key), int) and source[key] > 0:
-                rotary = any(k in source for k in ROTARY_KEYS) or source.get("position_embedding_type") == "rotary"
-                return int(source[key]), f"config.json {key}", not rotary
+                hard = source.get("model_type", config.get("model_type")) in LEARNED_POSITIONS
+                return int(source[key]), f"config.json {key}", hard
     return None, "", False
 
 
@@ -91,16 +97,22 @@ def _demonstration_hint(task: Task) -> str:
     return ": use a task with demonstrations, or a method that samples (train, star)"
 
 
-def _generated_tokens(recipe: Any) -> tuple[int, str]:
-    """The most tokens the recipe generates after a prompt, and the field that says so."""
-    found: list[tuple[int, str]] = []
+def _train_tokens(task: Task, recipe: Any, train: list[Problem], tokenizer: Any) -> tuple[int, str]:
+    """What a training step puts after a train prompt: the sampled tokens, or (SFT) the demonstration."""
+    if getattr(type(recipe), "needs_demonstrations", False):
+        shown = [len(tokenizer(task.target_text(p), add_special_tokens=False).input_ids) + 1 for p in train if p.demonstration]
+        return max(shown, default=0), "the longest demonstration"
     sampling = getattr(recipe, "sampling", None)
     if sampling is not None and hasattr(sampling, "max_new_tokens"):
-        found.append((sampling.max_new_tokens, "sampling.max_new_tokens"))
+        return sampling.max_new_tokens, "sampling.max_new_tokens"
+    return 0, ""
+
+
+def _eval_tokens(recipe: Any) -> tuple[int, str]:
     evals = getattr(recipe, "eval", None)
     if evals is not None and hasattr(evals, "max_new_tokens"):
-        found.append((evals.max_new_tokens, "eval.max_new_tokens"))
-    return max(found) if found else (0, "")
+        return evals.max_new_tokens, "eval.max_new_tokens"
+    return 0, ""
 
 
 def check_fit(task: Task, recipe: Any) -> None:
@@ -125,25 +137,22 @@ def check_fit(task: Task, recipe: Any) -> None:
 
     evals = getattr(recipe, "eval", None)
     held_out = _sample(task, evals.split, evals.start) if evals is not None and hasattr(evals, "split") else []
-    prompts = {p.prompt for p in train + held_out}
-    encoded = {text: encode_prompt(tokenizer, text, chat=model.chat) for text in prompts}
-    longest = max((len(ids) for ids in encoded.values()), default=0)
-    new, field = _generated_tokens(recipe)
-    if getattr(type(recipe), "needs_demonstrations", False):
-        shown = [len(tokenizer(task.target_text(p), add_special_tokens=False).input_ids) + 1 for p in train if p.demonstration]
-        if shown and max(shown) > new:
-            new, field = max(shown), "the longest demonstration"
+    encoded = {text: encode_prompt(tokenizer, text, chat=model.chat) for text in {p.prompt for p in train + held_out}}
     context, where, hard = model_context(model.path)
-    if context is not None and longest + new > context:
+    for problems, (new, field) in ((train, _train_tokens(task, recipe, train, tokenizer)), (held_out, _eval_tokens(recipe))):
+        longest = max((len(encoded[p.prompt]) for p in problems), default=0)
+        if context is None or not new or longest + new <= context:
+            continue
         room = context - longest
         fix = f"lower {field} to at most {room}" if room > 0 and field.endswith("tokens") else "shorten the prompts"
         if hard:
             raise ModelError(f"model.path: the model's context is {context} tokens ({where}) but prompts take up to "
                              f"{longest} tokens and {field} is {new}: {fix}, or use a model with a longer context")
-        logger.warning("prompts take up to %d tokens and %s is %d, past the model's %d-token context (%s): its rotary "
+        logger.warning("prompts take up to %d tokens and %s is %d, past the model's %d-token context (%s): its "
                        "positions run past it, less well than within", longest, field, new, context, where)
     unk = tokenizer.unk_token_id
-    if unk is not None:
+    special = {tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id}
+    if unk is not None and unk not in special:  # an unk that doubles as eos (phi-2, CodeGen) marks nothing
         unreadable = [text for text, ids in encoded.items() if unk in ids]
         if unreadable:
             logger.warning("%d of %d sampled prompts (%.0f%%) hold characters the tokenizer maps to %s, e.g. %r: the "

@@ -66,6 +66,11 @@ class RunLog:
                 self.writer.add_scalar(key, value, step)
         self.writer.flush()
 
+    def forget(self, prefix: str) -> None:
+        """Drop the logged rows that hold a metric starting with `prefix` (a final evaluation redone)."""
+        kept = [row for row in read_jsonl(self.metrics_path) if not any(k.startswith(prefix) for k in row)]
+        self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
     def close(self) -> None:
         self.writer.close()
 
@@ -74,6 +79,9 @@ class NullLog:
     """What a data-parallel rank other than 0 logs: nothing (rank 0 writes the run's record)."""
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def forget(self, prefix: str) -> None:
         pass
 
     def close(self) -> None:
