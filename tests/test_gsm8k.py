@@ -136,7 +136,7 @@ def test_jsonl_file(tmp_path: Path) -> None:
     problems = _all(task, "train")
     assert [p.answer for p in problems] == ["72", "750", "0.75", "-3", "1434"]
     assert problems[0].prompt == ROWS[0]["question"] + "\nEnd with: #### <number>\n"
-    assert problems[0].metadata == {"row": 0, "source": str(path)}
+    assert problems[0].metadata == {"row": 0, "source": str(path), "solution": ROWS[0]["answer"]}
     for problem in problems:
         assert task.verify(problem, task.target_text(problem)).correct
     assert task.verify(problems[1], "They stay: #### 750 members").correct
@@ -162,7 +162,7 @@ def test_separate_test_file(tmp_path: Path) -> None:
     task = _gsm(path=str(train_path), test_path=str(test_path))
     assert (task.size("train"), task.size("test")) == (3, 3)  # the two shared questions stay in test
     assert [p.answer for p in _all(task, "test")] == ["-3", "1434", "72"]
-    assert _all(task, "test")[2].metadata == {"row": 2, "source": f"{train_path} + {test_path}"}
+    assert _all(task, "test")[2].metadata == {"row": 2, "source": f"{train_path} + {test_path}", "solution": ROWS[0]["answer"]}
     assert "split by file" in task.describe()
     with pytest.raises(ValidationError, match="not both"):
         _gsm(path=str(train_path), test_path=str(test_path), split_field="split")

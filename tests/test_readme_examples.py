@@ -20,6 +20,16 @@ def test_every_marked_code_block_equals_its_file() -> None:
         assert code == (ROOT / name).read_text(), f"the guide's block for {name} differs from the file"
 
 
+def test_the_readmes_tool_and_environment_are_the_files_the_recipes_name() -> None:
+    blocks = dict(re.findall(r"<!-- (\S+) -->\n```python\n(.*?)```", README, re.S))
+    assert set(blocks) == {"examples/tools/my_tools.py", "examples/tools/my_env.py"}
+    for name, code in blocks.items():
+        assert code == (ROOT / name).read_text(), f"the README's block for {name} differs from the file"
+    for recipe in ("tools-sums-sft.yaml", "tools-sums-grpo.yaml"):
+        env = yaml.safe_load((ROOT / "recipes" / recipe).read_text())["env"]
+        assert env["name"] == "examples.tools.my_env:FrugalTools" and env["tools"] == ["examples.tools.my_tools:add"]
+
+
 def test_the_readme_recipes_name_the_example_files() -> None:
     grpo = yaml.safe_load((ROOT / "recipes" / "dataset-grpo.yaml").read_text())
     assert grpo["task"]["params"]["reward"] == "examples.sums.my_rewards:final_number_reward"

@@ -63,6 +63,9 @@ class EstimatorInputs:
     scale: str = "group"  # GRPO's std scaling: group, batch or none (TRL's scale_rewards)
     turn_rewards: Tensor | None = None  # [B, K] the reward of each turn (trainable rewarded segment)
     turn_masks: Tensor | None = None  # [B, K, T] the target tokens of each turn
+    # [B, T] where each reward is paid (a conversation's turns at their last tokens), for token-level
+    # estimators; None: each episode's reward at its last trainable token
+    paid: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -188,17 +191,17 @@ def _rloo_turns(x: EstimatorInputs) -> Estimate:
 
 @register_estimator("reinforce_pp", token_level=True)
 def _reinforce_pp(x: EstimatorInputs) -> Estimate:
-    return Estimate(*reinforce_pp(x.rewards, x.mask, kl=x.kl, kl_coef=x.kl_coef, gamma=x.gamma, eps=x.eps))
+    return Estimate(*reinforce_pp(x.rewards, x.mask, kl=x.kl, kl_coef=x.kl_coef, gamma=x.gamma, eps=x.eps, paid=x.paid))
 
 
 @register_estimator("reinforce_pp_baseline", token_level=True)
 def _reinforce_pp_baseline(x: EstimatorInputs) -> Estimate:
     return Estimate(*reinforce_pp_baseline(x.rewards, x.groups, x.mask, kl=x.kl, kl_coef=x.kl_coef,
-                                           gamma=x.gamma, eps=x.eps))
+                                           gamma=x.gamma, eps=x.eps, paid=x.paid))
 
 
 @register_estimator("gae", needs_critic=True, token_level=True)
 def _gae(x: EstimatorInputs) -> Estimate:
     assert x.values is not None
     return Estimate(*gae(x.rewards, x.mask, x.values, kl=x.kl, kl_coef=x.kl_coef, gamma=x.gamma, lam=x.lam,
-                         eps=x.eps))
+                         eps=x.eps, paid=x.paid))

@@ -69,13 +69,15 @@ def last_token_mask(mask: Tensor) -> Tensor:
 
 
 def token_rewards(
-    rewards: Tensor, mask: Tensor, *, kl: Tensor | None = None, kl_coef: float = 0.0
+    rewards: Tensor, mask: Tensor, *, kl: Tensor | None = None, kl_coef: float = 0.0, paid: Tensor | None = None
 ) -> Tensor:
     """Per-token rewards [B, T]: -kl_coef * kl_t on trainable tokens, plus R at the last one.
 
     This is the reward of REINFORCE++ and of PPO/GAE with a per-token KL penalty (R^3). ``kl`` is
     only read on trainable positions; the result is exactly 0 elsewhere. A row with no trainable
-    token drops its reward (there is no token to pay it to).
+    token drops its reward (there is no token to pay it to). ``paid`` [B, T] says where each reward is
+    paid instead (a conversation's turns, each at its last token; `rollout.episode.collate`); a row's
+    payments sum to its R, and only trainable positions are read.
     """
     if rewards.dim() != 1 or mask.dim() != 2 or mask.shape[0] != rewards.shape[0]:
         raise ValueError(
@@ -83,12 +85,16 @@ def token_rewards(
             f"and {tuple(mask.shape)}"
         )
     dtype = _float_dtype(rewards) if kl is None else _float_dtype(rewards, kl)
-    last = last_token_mask(mask) != 0
-    out = torch.where(
-        last,
-        rewards.to(dtype).unsqueeze(-1).expand(mask.shape),
-        torch.zeros((), dtype=dtype, device=rewards.device),
-    )
+    if paid is not None:
+        _check_token_tensor("paid", paid, mask)
+        out = _zero_outside(paid.to(dtype), mask)
+    else:
+        last = last_token_mask(mask) != 0
+        out = torch.where(
+            last,
+            rewards.to(dtype).unsqueeze(-1).expand(mask.shape),
+            torch.zeros((), dtype=dtype, device=rewards.device),
+        )
     if kl is not None and kl_coef != 0.0:
         _check_token_tensor("kl", kl, mask)
         out = out - kl_coef * _zero_outside(kl.to(dtype), mask)
@@ -176,12 +182,13 @@ def _check_rows(rewards: Tensor, mask: Tensor) -> None:
 
 
 def _discounted(rewards: Tensor, mask: Tensor, kl: Tensor | None, kl_coef: float, gamma: float,
-                eps: float) -> tuple[Tensor, Tensor]:
+                eps: float, paid: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(whitened returns, returns) of REINFORCE++: the per-token sums are GAE with V = 0, lambda = 1."""
     work = work_dtype(rewards.device)
     if kl is not None:
         kl = kl.detach().to(work)
-    r_tok = token_rewards(rewards.detach().to(work), mask, kl=kl, kl_coef=kl_coef)
+    r_tok = token_rewards(rewards.detach().to(work), mask, kl=kl, kl_coef=kl_coef,
+                          paid=None if paid is None else paid.detach().to(work))
     returns, _ = gae_advantages(r_tok, torch.zeros_like(r_tok), mask, gamma=gamma, lam=1.0)
     dtype = out_dtype(rewards)
     return masked_whiten(returns, mask, eps=eps).to(dtype), returns.to(dtype)
@@ -189,45 +196,49 @@ def _discounted(rewards: Tensor, mask: Tensor, kl: Tensor | None, kl_coef: float
 
 def reinforce_pp(
     rewards: Tensor, mask: Tensor, *, kl: Tensor | None = None, kl_coef: float = 0.0, gamma: float = 1.0,
-    eps: float = 1e-6,
+    eps: float = 1e-6, paid: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """REINFORCE++: A_t = sum_{s>=t} r_s over trainable tokens, whitened over the whole batch.
 
     r_t = -kl_coef * kl_t, plus R at the row's last trainable token (``token_rewards``). Needs no
     critic and no group; the batch-wide whitening is its baseline. ``gamma`` discounts the sum per
     trainable token (1.0, the default, is the paper's plain sum); std <= ``eps`` only centres.
-    Returns (advantages, unwhitened returns).
+    Returns (advantages, unwhitened returns). ``paid`` places the rewards per turn (``token_rewards``).
     """
     _check_rows(rewards, mask)
-    return _discounted(rewards, mask, kl, kl_coef, gamma, eps)
+    return _discounted(rewards, mask, kl, kl_coef, gamma, eps, paid)
 
 
 def reinforce_pp_baseline(
     rewards: Tensor, groups: Tensor, mask: Tensor, *, kl: Tensor | None = None, kl_coef: float = 0.0,
-    gamma: float = 1.0, eps: float = 1e-6,
+    gamma: float = 1.0, eps: float = 1e-6, paid: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """REINFORCE++ with a group baseline: R is replaced by R - mean_g R before the per-token sums.
 
     Subtracting the group mean removes the prompt's difficulty from the return before the batch
-    whitening, as in OpenRLHF's ``reinforce_baseline``. Other arguments as ``reinforce_pp``.
+    whitening, as in OpenRLHF's ``reinforce_baseline``. With ``paid`` (rewards per turn) the mean is
+    taken off at the last token, so each row's payments still sum to R - mean_g R. Other arguments as
+    ``reinforce_pp``.
     """
     _check_rows(rewards, mask)
     mean, _, _ = group_stats(rewards.detach(), groups)
     centred = rewards.detach().to(mean.dtype) - mean
-    advantages, returns = _discounted(centred, mask, kl, kl_coef, gamma, eps)
+    if paid is not None:
+        paid = paid.detach().to(mean.dtype) - mean.unsqueeze(-1) * last_token_mask(mask).to(mean.dtype)
+    advantages, returns = _discounted(centred, mask, kl, kl_coef, gamma, eps, paid)
     dtype = out_dtype(rewards)
     return advantages.to(dtype), returns.to(dtype)
 
 
 def gae(
     rewards: Tensor, mask: Tensor, values: Tensor, *, kl: Tensor | None = None, kl_coef: float = 0.0,
-    gamma: float = 1.0, lam: float = 0.95, eps: float = 1e-6,
+    gamma: float = 1.0, lam: float = 0.95, eps: float = 1e-6, paid: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """PPO's GAE on ``token_rewards`` (-kl_coef * kl per token, R at the last), batch-whitened.
 
     ``values`` [B, T] are the critic's (read on trainable positions only). Returns (whitened
     advantages, returns = unwhitened advantages + values: the value loss's targets). std <= ``eps``
-    only centres.
+    only centres. ``paid`` places the rewards per turn (``token_rewards``).
     """
     if values is None:
         raise ValueError("the 'gae' estimator needs values=[B, T] from a critic (value head)")
@@ -235,7 +246,8 @@ def gae(
     work = work_dtype(rewards.device)
     if kl is not None:
         kl = kl.detach().to(work)
-    r_tok = token_rewards(rewards.detach().to(work), mask, kl=kl, kl_coef=kl_coef)
+    r_tok = token_rewards(rewards.detach().to(work), mask, kl=kl, kl_coef=kl_coef,
+                          paid=None if paid is None else paid.detach().to(work))
     adv, returns = gae_advantages(r_tok, values.detach().to(work), mask, gamma=gamma, lam=lam)
     dtype = out_dtype(rewards)
     return masked_whiten(adv, mask, eps=eps).to(dtype), returns.to(dtype)

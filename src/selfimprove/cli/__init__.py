@@ -1,6 +1,6 @@
 """The `selfimprove` command, built from the registries: one subcommand per registered method (`sft`,
 `train`, `dpo`, `score`, `rrr`, `star`, `pair-sft`, `warmup`, ...), `run RECIPE` for the method a recipe
-names, and init-model, eval, demo, compare, critic, search, report, tasks, models.
+names, and init-model, eval, demo, compare, critic, search, report, tasks, envs, models.
 
 Every subcommand that trains or evaluates takes a YAML recipe plus `--set key=value` overrides. A bad
 recipe gives one line per problem naming the field, and exit code 2, before anything is written.
@@ -24,6 +24,7 @@ from selfimprove.cli.commands import (
     cmd_models,
     cmd_reproduce,
     cmd_run,
+    cmd_envs,
     cmd_tasks,
     train_method,
 )
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--params", metavar="NAME", default=None,
                        help="print every parameter of a task (type, default, description)")
     tasks.set_defaults(func=cmd_tasks)
+    envs = sub.add_parser("envs", help="list the environments (env:) with their parameters, and the built-in tools")
+    envs.set_defaults(func=cmd_envs)
     export = sub.add_parser("export", help="write a run's rollouts, kept search paths and preference pairs as HF datasets (TRL columns)")
     export.add_argument("run_dir", help="a run folder")
     export.add_argument("--to", required=True, help="output folder (one save_to_disk dataset per record file, and index.json)")

@@ -80,8 +80,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from selfimprove.train.models import load_policy
     from selfimprove.train.preflight import preflight
 
+    from selfimprove.rollout.conversation import env_run
+
     task = preflight(recipe)
     assert task is not None
+    env = env_run(recipe.env, task, recipe.seed)
+    if env is not None and (args.self_refine or args.attempts == 2):
+        print("selfimprove: --attempts 2 and --self-refine are their own protocols; they do not run with env:",
+              file=sys.stderr)
+        return 2
     policy = load_policy(recipe.model, engine=recipe.engine, seed=recipe.seed)
     e = recipe.eval
     problems = task.distinct_problems(e.split, e.num_problems, e.start)
@@ -95,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             done[0] += n
             on_step(done[0], {})
 
-        result = evaluate_with(policy, task, problems, e, recipe.seed, on_batch=on_batch)
+        result = evaluate_with(policy, task, problems, e, recipe.seed, on_batch=on_batch, env=env)
     out = Path(recipe.run_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {"model": recipe.model.path, "task": recipe.task.name, "split": e.split, **result.metrics("eval"),
@@ -213,25 +220,46 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_envs(args: argparse.Namespace) -> int:
+    """`selfimprove envs`: the environments (registered and from entry points), their parameters, and the
+    built-in tools with their schemas' descriptions."""
+    from rich.console import Console
+
+    from selfimprove.envs.builtin_tools import BUILTIN_TOOLS
+    from selfimprove.envs.plugins import env_names, make_tools, resolve_env
+
+    console = Console()
+    for name in env_names():
+        cls = resolve_env(name)
+        console.print(f"[bold]{name}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        _print_params(console, cls, "env.params", indent="    ")
+    console.print("[bold]tools[/bold] (env.tools; or package.module:function, a typed function with an Args: docstring):")
+    for tool in make_tools(list(BUILTIN_TOOLS)):
+        console.print(f"  {tool.name}({', '.join(tool.parameters)}): {tool.schema['function']['description']}",
+                      markup=False, highlight=False)
+    return 0
+
+
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
     return text or str(annotation).replace("typing.", "")
 
 
-def _print_params(console: Any, cls: Any) -> int:
+def _print_params(console: Any, cls: Any, section: str = "task.params", indent: str = "") -> int:
     """One line per parameter (`name: type = default`) and its description under it: plain text, so it
     reads the same in a narrow terminal, a pipe or a file."""
     from pydantic_core import PydanticUndefined
 
-    console.print(f"task.params of {cls.name} ({cls.__module__}.{cls.__qualname__}):", markup=False, highlight=False)
+    console.print(f"{indent}{section} of {cls.name} ({cls.__module__}.{cls.__qualname__}):", markup=False, highlight=False)
     for field_name, field in cls.Config.model_fields.items():
         if field.default is PydanticUndefined:
             default = "(empty)" if field.default_factory is not None else "(required)"
         else:
             default = repr(field.default)
-        console.print(f"  {field_name}: {_type_name(field.annotation)} = {default}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"{indent}  {field_name}: {_type_name(field.annotation)} = {default}", markup=False, highlight=False,
+                      soft_wrap=True)
         if field.description:
-            console.print(f"      {field.description}", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"{indent}      {field.description}", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

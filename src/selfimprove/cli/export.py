@@ -3,6 +3,8 @@
 Found anywhere under RUN_DIR (a method made of several runs, such as AlphaLLM's rounds, included):
 - `buffers/rollouts.jsonl` (every trained episode of an RL run) -> `prompt`, `completion`, `reward`
   (+ `correct`, `step`, `problem_id`, `group`): TRL's prompt-completion format with a reward column;
+  a conversation with an environment also has `messages` (chat messages with `tool_calls` and `tool`
+  results) and `tools` (their JSON schemas): TRL's conversational format, which its SFT trainer reads;
 - `buffers/preference_pairs.jsonl` (online DPO) and AlphaLLM's `pairs.jsonl` (sibling steps of search
   trees) -> `prompt`, `chosen`, `rejected`: TRL's preference format (DPOTrainer reads it as is);
 - AlphaLLM's `kept.jsonl` (the paths a search kept) -> `prompt`, `completion`: TRL's SFT format;
@@ -12,7 +14,8 @@ Found anywhere under RUN_DIR (a method made of several runs, such as AlphaLLM's 
   `completion`, `reward` (the verifier's score), `correct`, `gold`, `mode` (greedy or sampled) and the
   sample's index.
 
-Each becomes `DIR/<path>` written by `Dataset.save_to_disk` (read back with `datasets.load_from_disk`),
+Each becomes `DIR/<path>` written by `Dataset.save_to_disk` (read back with `datasets.load_from_disk`;
+object columns such as `messages` are `datasets.Json`, so every message reads back exactly as written),
 with `DIR/index.json` listing name, kind, source file and rows. Records saved without text (older
 runs, STaR's and Pair-SFT's token-id traces) are skipped and reported.
 """
@@ -55,7 +58,9 @@ def _convert(kind: str, row: dict[str, Any]) -> dict[str, Any]:
 
 def export_run(run_dir: str | Path, out: str | Path) -> list[dict[str, Any]]:
     """Export every record file under `run_dir` (see the module docstring); returns the index."""
-    from datasets import Dataset, disable_progress_bars
+    from datasets import disable_progress_bars
+
+    from selfimprove.tasks.files import dataset_from_records
 
     disable_progress_bars()
     root, target = Path(run_dir), Path(out)
@@ -82,7 +87,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> list[dict[str, Any]]:
         folder = target / name
         if folder.exists():
             shutil.rmtree(folder)
-        Dataset.from_list(converted).save_to_disk(str(folder))
+        dataset_from_records(converted).save_to_disk(str(folder))
         index.append({**entry, "rows": len(converted), "columns": sorted(converted[0]), "path": str(folder)})
     target.mkdir(parents=True, exist_ok=True)
     (target / "index.json").write_text(json.dumps(index, indent=2))

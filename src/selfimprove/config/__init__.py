@@ -14,10 +14,12 @@ from selfimprove.config.loading import (
     parse_override,
     read_yaml,
     validate,
+    validate_env,
     validate_task,
 )
 from selfimprove.config.parts import (
     EngineConfig,
+    EnvSpec,
     EvalConfig,
     LoraConfig,
     LossConfig,
@@ -45,8 +47,8 @@ from selfimprove.errors import ConfigError
 from selfimprove.registry import full_checks, light_validation
 
 __all__ = [
-    "AsyncConfig", "ConfigError", "DPORecipe", "DemoRecipe", "EngineConfig", "EvalConfig", "EvalRecipe", "ImagineLayout",
+    "AsyncConfig", "ConfigError", "DPORecipe", "DemoRecipe", "EngineConfig", "EnvSpec", "EvalConfig", "EvalRecipe", "ImagineLayout",
     "InitRecipe", "LoraConfig", "LossConfig", "ModelConfig", "OptimConfig", "RLRecipe", "Recipe", "RolloutCorrectionConfig", "SFTRecipe", "SamplingConfig",
     "Schedule", "Strict", "TaskSpec", "ValueConfig", "apply_overrides", "check_demo", "dump_yaml", "format_validation_error",
-    "full_checks", "light_validation", "load_recipe", "parse_override", "read_yaml", "validate", "validate_task",
+    "full_checks", "light_validation", "load_recipe", "parse_override", "read_yaml", "validate", "validate_env", "validate_task",
 ]

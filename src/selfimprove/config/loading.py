@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from selfimprove.config.recipes import DemoRecipe, Recipe, RLRecipe, SFTRecipe
-from selfimprove.config.parts import TaskSpec
+from selfimprove.config.parts import EnvSpec, TaskSpec
 from selfimprove.errors import ConfigError
 from selfimprove.registry import light_validation
 
@@ -102,6 +102,15 @@ def validate_task(spec: TaskSpec, prefix: str = "task") -> None:
     validate(resolve_task(spec.name, f"{prefix}.name").Config, spec.params, f"{prefix}.params")
 
 
+def validate_env(spec: EnvSpec, prefix: str = "env") -> None:
+    """Check an environment's name, its params against its own schema, and every tool (importable, a
+    typed function whose docstring describes its arguments), so a mistake fails at load."""
+    from selfimprove.envs.plugins import make_tools, resolve_env
+
+    validate(resolve_env(spec.name, f"{prefix}.name").Config, spec.params, f"{prefix}.params")
+    make_tools(spec.tools, spec.tool_timeout, f"{prefix}.tools")
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -123,6 +132,8 @@ def load_recipe(schema: type[R], path: str | Path | None, overrides: Sequence[st
     recipe = validate(schema, data)
     if isinstance(recipe, (Recipe, DemoRecipe)):
         validate_task(recipe.task)
+    if isinstance(recipe, Recipe) and recipe.env is not None:
+        validate_env(recipe.env)
     if isinstance(recipe, DemoRecipe):
         check_demo(recipe)
     return recipe

@@ -81,6 +81,25 @@ class TaskSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class EnvSpec(Strict):
+    """A multi-turn environment around the task (`envs/`): the model's turns alternate with observations
+    (tool results, instructions) until the environment ends the conversation, `max_turns` model turns
+    pass, or the model has written `max_tokens` tokens in it."""
+
+    name: str = "tools"
+    """A registered environment (tools, function_call), package.module:Class, or an entry point."""
+    tools: list[str] = Field(default_factory=list)
+    """Tools the model may call: built in (calc, python) or package.module:function."""
+    max_turns: int = Field(4, ge=1)
+    """Model turns per conversation."""
+    max_tokens: int | None = Field(None, ge=1)
+    """Model tokens per conversation, over all its turns (None: max_turns x sampling.max_new_tokens)."""
+    tool_timeout: float | None = Field(None, gt=0.0)
+    """Seconds one tool call may take (None: the tool's default: calc 2, python 10, yours 10)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """The environment's own settings (e.g. tools' faults: {calc: 0.2})."""
+
+
 class SamplingConfig(Strict):
     n: int = Field(8, ge=1)
     temperature: float = Field(1.0, ge=0.0)

@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from selfimprove.config.parts import (
     EngineConfig,
+    EnvSpec,
     EvalConfig,
     LoraConfig,
     LossConfig,
@@ -33,6 +34,7 @@ class Recipe(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     task: TaskSpec = Field(default_factory=TaskSpec)
+    env: EnvSpec | None = None  # play the task as a conversation with an environment (tools, feedback)
 
 
 class InitRecipe(Strict):

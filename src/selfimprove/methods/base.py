@@ -42,10 +42,13 @@ class Method(ABC, Generic[R]):
     # run once it is spent (False: the method spends it in a sampling phase of its own).
     budget_path: ClassVar[str] = "max_sampled_tokens"
     budget_ends_run: ClassVar[bool] = True
+    # Whether its episodes can be conversations with the recipe's environment (`env:`).
+    supports_env: ClassVar[bool] = False
 
     def __init__(self, recipe: R) -> None:
         if not isinstance(recipe, self.Recipe):
             raise TypeError(f"{self.name} needs a {self.Recipe.__name__}, got {type(recipe).__name__}")
+        refuse_env(type(self), recipe)
         self.recipe = recipe
 
     # ------------------------------------------------------------------ what the driver reads
@@ -136,7 +139,17 @@ def load_method_recipe(method: type[Method[Any]], path: str | Path | None, overr
     named = apply_overrides(read_yaml(path) if path is not None else {}, overrides).get("method")
     if isinstance(named, str) and named != method.name:
         raise ConfigError(f"method: this recipe is for {named!r}, not {method.name!r} (use `selfimprove run`)")
-    return load_recipe(method.Recipe, path, overrides)
+    recipe = load_recipe(method.Recipe, path, overrides)
+    refuse_env(method, recipe)
+    return recipe
+
+
+def refuse_env(method: type[Method[Any]], recipe: Recipe) -> None:
+    """A recipe with an `env:` section for a method whose episodes are not conversations: one line."""
+    if getattr(recipe, "env", None) is not None and not method.supports_env:
+        known = ", ".join(n for n in METHODS.names() if METHODS.get(n).supports_env)
+        raise ConfigError(f"env: {method.name} makes its own episodes and does not run environments "
+                          f"(methods that do: {known}; and evaluation and search)")
 
 
 def method_of_file(path: str | Path) -> str:

@@ -44,11 +44,22 @@ def solved_groups(episodes: Sequence[Episode]) -> float:
     return sum(groups.values()) / max(1, len(groups))
 
 
+def sample(job: Job, sampler: Sampler, problems: Sequence[Any], params: SamplingParams, start: int) -> list[Episode]:
+    """`params.n` episodes per problem: completions judged by the task, or, with the recipe's environment,
+    whole conversations judged by it."""
+    if job.env is not None:
+        from selfimprove.rollout.conversation import run_conversations
+
+        return run_conversations(sampler, job.env.env, problems, params, job.env.limits(params.max_new_tokens),
+                                 group_offset=start)
+    from selfimprove.rollout.single import sample_episodes
+
+    return sample_episodes(sampler, job.task, problems, params, group_offset=start)
+
+
 def collect(job: Job, recipe: RLRecipe | DPORecipe, params: SamplingParams) -> tuple[list[Episode], dict[str, float]]:
     """Sample `prompts_per_step` groups from the job's stream (a group's id is its stream position);
     with dynamic sampling, refill until that many groups have mixed rewards."""
-    from selfimprove.rollout.single import sample_episodes
-
     per_step = recipe.prompts_per_step
     episodes: list[Episode] = []
     sampled: list[Episode] = []
@@ -58,7 +69,7 @@ def collect(job: Job, recipe: RLRecipe | DPORecipe, params: SamplingParams) -> t
         if need <= 0:
             break
         drawn = job.stream.take(job.task, need)
-        fresh = sample_episodes(job.policy, job.task, drawn.problems, params, group_offset=drawn.start)
+        fresh = sample(job, job.policy, drawn.problems, params, drawn.start)
         sampled += fresh
         episodes += informative(fresh) if recipe.sampling.dynamic else fresh
     if not episodes:  # every group was uniform: train on the last round anyway (zero advantages)
@@ -70,15 +81,28 @@ def rollout_stats(sampled: Sequence[Episode]) -> dict[str, float]:
     """What a step logs about the episodes it sampled; with reward functions also each function's mean
     (`train/reward/<name>`, over the completions it gave a value) and the completions for which a call
     failed (`train/reward_failures`)."""
-    return {**reward_parts(sampled), **{
+    return {**reward_parts(sampled), **conversation_stats(sampled), **{
         "train/reward": sum(e.reward for e in sampled) / len(sampled),
         "train/accuracy": sum(bool(e.info["correct"]) for e in sampled) / len(sampled),
         "train/solved_groups": solved_groups(sampled),
         "train/sampled_groups": float(len({e.group for e in sampled})),
         "train/completion_tokens": sum(e.num_trainable for e in sampled) / len(sampled),
-        "train/sampled_tokens": float(sum(e.num_trainable for e in sampled)),
+        "train/sampled_tokens": float(sum(e.info.get("sampled_tokens", e.num_trainable) for e in sampled)),
         "train/truncated": sum(e.info["finish_reason"] == "length" for e in sampled) / len(sampled),
     }}
+
+
+def conversation_stats(sampled: Sequence[Episode]) -> dict[str, float]:
+    """For conversations with an environment: turns, tool calls and failed calls per conversation, and
+    the share that a limit (turns, tokens, context) ended rather than the environment."""
+    talks = [e for e in sampled if "turns" in e.info]
+    if not talks:
+        return {}
+    n = len(talks)
+    return {"train/turns": sum(e.info["turns"] for e in talks) / n,
+            "train/tool_calls": sum(e.info["tool_calls"] for e in talks) / n,
+            "train/tool_errors": sum(e.info["tool_errors"] for e in talks) / n,
+            "train/cut_by_limit": sum(e.info["end"] != "done" for e in talks) / n}
 
 
 def reward_parts(sampled: Sequence[Episode]) -> dict[str, float]:
@@ -98,12 +122,10 @@ def ahead(job: Job, recipe: RLRecipe, params: SamplingParams) -> Callable[[Sampl
     given sampler (the rollout thread)."""
 
     def submit(sampler: Sampler) -> Callable[[], tuple[list[Episode], dict[str, float]]]:
-        from selfimprove.rollout.single import sample_episodes
-
         drawn = job.stream.take(job.task, recipe.prompts_per_step)
 
         def run() -> tuple[list[Episode], dict[str, float]]:
-            episodes = sample_episodes(sampler, job.task, drawn.problems, params, group_offset=drawn.start)
+            episodes = sample(job, sampler, drawn.problems, params, drawn.start)
             return episodes, rollout_stats(episodes)
 
         return run
@@ -127,12 +149,20 @@ class PolicyGradientMethod(Method[RLRecipe]):
         off_policy = recipe.asynchronous is not None and recipe.asynchronous.max_staleness > 0
         if off_policy and not self.supports_async:
             raise ConfigError(f"async: {self.name} samples in its own way; asynchronous rollouts are for `selfimprove train` (rl)")
-        self.objective = PolicyGradientObjective(self.loss, max_len=recipe.sampling.max_new_tokens, off_policy=off_policy)
+        self.objective = PolicyGradientObjective(self.loss, max_len=self.max_len, off_policy=off_policy)
         if recipe.sampling.top_p < 1 and (off_policy or self.loss.rollout_correction.kind != "none"):
             logger.warning("sampling.top_p %g < 1: the sampler's policy is the nucleus, the learner's the full distribution, "
                            "so their ratio holds the nucleus' mass (train/rollout_kl > 0 even on-policy) and the ratio "
                            "or correction weights it; RL here usually samples with top_p 1", recipe.sampling.top_p)
         self.rollouts: Any = None  # asynchronous rollouts (RL only), started on the first step
+
+    @property
+    def max_len(self) -> int:
+        """The most tokens an episode's model may write: one completion, or a conversation's token limit."""
+        env, per_turn = self.recipe.env, self.recipe.sampling.max_new_tokens
+        if env is None:
+            return per_turn
+        return env.max_tokens if env.max_tokens is not None else env.max_turns * per_turn
 
     @property
     def loss(self):  # type: ignore[no-untyped-def]
@@ -163,7 +193,7 @@ class PolicyGradientMethod(Method[RLRecipe]):
 
         if self.recipe.schedule.save_rollouts:
             job.buffer(ROLLOUTS).extend(e.record(step, job.policy.detokenize) for e in episodes)
-        shape_rewards(episodes, self.loss, self.recipe.sampling.max_new_tokens)
+        shape_rewards(episodes, self.loss, self.max_len)
         batch = collate(episodes, job.policy.pad_id)
         prepare(job.learner, batch, self.loss)
         metrics = update(job.learner, batch, self.objective, self.loss, self.recipe.seed, step)
@@ -176,6 +206,7 @@ class RL(PolicyGradientMethod):
     name = "rl"
     command = "train"
     supports_async = True
+    supports_env = True
     help = "RL on a task's verifier: GRPO, Dr.GRPO, RLOO, REINFORCE++, PPO, DAPO options"
 
     def label(self) -> str:

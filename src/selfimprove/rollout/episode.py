@@ -47,6 +47,10 @@ class Episode:
     `reward` is the reward of the *outcome segment* (the last trainable one, else the last one), and
     setting it (or passing `reward=` to the constructor) writes that segment's reward. Per-turn
     estimators read every trainable segment that carries a reward (`turns`).
+
+    A conversation with an environment (`sum_turns=True`) earns a reward per model turn: its `reward`
+    is their sum (the return), setting it moves the last turn's reward so the sum is the value, and
+    token-level estimators pay each turn's reward at that turn's last token (`paid_rewards`).
     """
 
     def __init__(
@@ -56,11 +60,13 @@ class Episode:
         problem_id: str = "",
         reward: float | None = None,
         info: dict[str, Any] | None = None,
+        sum_turns: bool = False,
     ) -> None:
         self.segments = list(segments)
         self.group = group
         self.problem_id = problem_id
         self.info: dict[str, Any] = {} if info is None else info
+        self.sum_turns = sum_turns
         if reward is not None:
             self.reward = reward
 
@@ -80,11 +86,17 @@ class Episode:
 
     @property
     def reward(self) -> float:
+        if self.sum_turns:
+            return float(sum(s.reward or 0.0 for s in self.segments if s.trainable))
         return float(self.outcome.reward or 0.0)
 
     @reward.setter
     def reward(self, value: float) -> None:
-        self.outcome.reward = float(value)
+        if self.sum_turns:
+            others = sum(s.reward or 0.0 for s in self.segments if s.trainable and s is not self.outcome)
+            self.outcome.reward = float(value) - others
+        else:
+            self.outcome.reward = float(value)
 
     @property
     def turns(self) -> list[Segment]:
@@ -113,12 +125,18 @@ class Episode:
         """The episode as one row of a run's `rollouts` buffer, in TRL's column names (`prompt`,
         `completion`, `reward`) plus what identifies it (`selfimprove export` reads these). Pass the
         sampler's `detokenize`: prompt segments hold token ids only. An episode from a start state (R^3)
-        also says how many demonstration steps its prompt holds (`start_k`)."""
+        also says how many demonstration steps its prompt holds (`start_k`); a conversation also holds
+        its chat `messages` (tool calls and results) and the `tools`' schemas."""
         prompt, completion = self.texts(detokenize)
         row = {"step": step, "problem_id": self.problem_id, "group": self.group, "prompt": prompt,
                "completion": completion, "reward": self.reward, "correct": bool(self.info.get("correct", False))}
         if "k" in self.info:
             row["start_k"] = int(self.info["k"])
+        if "messages" in self.info:  # a conversation: its chat messages (tool calls and results) for export
+            row["messages"] = self.info["messages"]
+            row["tools"] = self.info.get("tools") or []
+            row["turns"] = int(self.info.get("turns", 0))
+            row["tool_calls"] = int(self.info.get("tool_calls", 0))
         return row
 
     def segment(self, kind: str) -> Segment:
@@ -171,6 +189,8 @@ class TokenBatch:
     ref_logprobs: torch.Tensor | None = None  # [B, L-1], filled when a reference model is used
     old_values: torch.Tensor | None = None  # [B, L-1], PPO: values when the batch was sampled
     returns: torch.Tensor | None = None  # [B, L-1], PPO: value targets
+    # [B, L-1] where each reward is paid, when a conversation earns rewards per turn (see `paid_rewards`)
+    paid_rewards: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -224,6 +244,29 @@ def _turn_tensors(episodes: Sequence[Episode], width: int) -> tuple[torch.Tensor
     return rewards, masks
 
 
+def paid_rewards(episodes: Sequence[Episode], mask: torch.Tensor) -> torch.Tensor:
+    """[B, width] where token-level estimators pay rewards: a conversation (`sum_turns`) pays each turn's
+    reward at that turn's last target token; any other episode its reward at its last trainable one."""
+    from selfimprove.algos.token_advantages import last_token_mask
+
+    width = mask.shape[1]
+    out = last_token_mask(mask) * torch.tensor([e.reward for e in episodes], dtype=mask.dtype).unsqueeze(-1)
+    for i, e in enumerate(episodes):
+        if not e.sum_turns:
+            continue
+        out[i] = 0.0
+        start = 0
+        for s in e.segments:
+            n = len(s.token_ids)
+            columns = _target_columns(start, n, width)
+            if s.trainable and s.reward and columns.stop > columns.start:
+                out[i, columns.stop - 1] = float(s.reward)
+            start += n
+        last = last_token_mask(mask[i : i + 1])[0]
+        out[i] += last * (e.reward - float(out[i].sum()))  # a turn with no token left pays at the end
+    return out
+
+
 def collate(episodes: Sequence[Episode], pad_id: int) -> TokenBatch:
     """Pack episodes into one right-padded `TokenBatch`."""
     if not episodes:
@@ -250,6 +293,7 @@ def collate(episodes: Sequence[Episode], pad_id: int) -> TokenBatch:
         ):
             per_token[name][i, : n - 1] = torch.tensor(values[1:], dtype=torch.float32)
     turn_rewards, turn_masks = _turn_tensors(episodes, width - 1)
+    paid = paid_rewards(episodes, per_token["mask"]) if any(e.sum_turns for e in episodes) else None
     return TokenBatch(
         input_ids=input_ids,
         attention_mask=attention,
@@ -257,5 +301,6 @@ def collate(episodes: Sequence[Episode], pad_id: int) -> TokenBatch:
         groups=torch.tensor([e.group for e in episodes], dtype=torch.long),
         turn_rewards=turn_rewards,
         turn_masks=turn_masks,
+        paid_rewards=paid,
         **per_token,
     )

@@ -7,7 +7,7 @@ one critic call. Ties go to the earliest sample, so the choice is deterministic 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from pydantic import Field
 
@@ -18,11 +18,15 @@ from selfimprove.search.config import SampledSearchConfig, SearchConfig
 from selfimprove.policy.base import Sampler
 from selfimprove.rollout.expand import root_states
 from selfimprove.search.result import SearchResult, make_results
+from selfimprove.search.conversations import conversation_candidates
 from selfimprove.search.sample import sample_candidates
 from selfimprove.critics.base import score_states
 from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem, Task
 from selfimprove.search.registry import register_search
+
+if TYPE_CHECKING:
+    from selfimprove.rollout.conversation import EnvRun
 
 
 class GreedyConfig(SearchConfig):
@@ -42,21 +46,28 @@ def scored_candidates(
     config: "BestOfNConfig",
     critic: Critic | None,
     budgets: Sequence[Budget] | None,
+    env: EnvRun | None = None,
 ) -> tuple[list[Budget], list[list[State]], list[list[float]]]:
     """What best-of-N and the votes share: `config.n` answers per problem (lockstep rounds) and, with
-    a critic, their scores from one critic call, grouped per problem (empty lists without a critic)."""
+    a critic, their scores from one critic call, grouped per problem (empty lists without a critic).
+    With an environment (`env`), each answer is a whole conversation."""
     budgets = config.budgets(len(problems), budgets)
-    candidates = sample_candidates(
-        policy,
-        root_states(policy, problems),
-        config.n,
-        config.rule(),
-        config.sampling(),
-        budgets,
-        config.max_answer_tokens,
-        samples_per_call=config.samples_per_call,
-        generator=config.generator(policy),
-    )
+    if env is not None:
+        candidates = conversation_candidates(policy, env, problems, config.n, config.sampling(), budgets,
+                                             config.max_answer_tokens, samples_per_call=config.samples_per_call,
+                                             generator=config.generator(policy))
+    else:
+        candidates = sample_candidates(
+            policy,
+            root_states(policy, problems),
+            config.n,
+            config.rule(),
+            config.sampling(),
+            budgets,
+            config.max_answer_tokens,
+            samples_per_call=config.samples_per_call,
+            generator=config.generator(policy),
+        )
     flat = [s for group in candidates for s in group]
     flat_scores = score_states(critic, problems, flat, budgets) if critic is not None else []
     grouped: list[list[float]] = []
@@ -75,12 +86,13 @@ def best_of_n_search(
     config: BestOfNConfig,
     critic: Critic | None = None,
     budgets: Sequence[Budget] | None = None,
+    env: EnvRun | None = None,
 ) -> list[SearchResult]:
-    """The critic's favourite of `config.n` sampled answers per problem (a critic is required for
-    n > 1: without one there is nothing to choose by; use a vote instead)."""
+    """The critic's favourite of `config.n` sampled answers (or conversations, with `env`) per problem
+    (a critic is required for n > 1: without one there is nothing to choose by; use a vote instead)."""
     if critic is None and config.n > 1:
         raise ValueError("best_of_n with n > 1 needs a critic (majority_vote needs none)")
-    budgets, candidates, grouped_scores = scored_candidates(policy, problems, config, critic, budgets)
+    budgets, candidates, grouped_scores = scored_candidates(policy, problems, config, critic, budgets, env)
     chosen: list[State | None] = []
     scores: list[float | None] = []
     stats = []
@@ -107,12 +119,13 @@ def greedy_search(
     config: GreedyConfig,
     critic: Critic | None = None,
     budgets: Sequence[Budget] | None = None,
+    env: EnvRun | None = None,
 ) -> list[SearchResult]:
-    """One greedy answer per problem. A critic, if given, only scores the answer for the record."""
+    """One greedy answer (or conversation) per problem. A critic, if given, only scores it for the record."""
     as_best_of_1 = BestOfNConfig(
         n=1, temperature=0.0, **config.model_dump(include={"max_answer_tokens", "max_tokens", "step", "seed"})
     )
-    results = best_of_n_search(policy, task, problems, as_best_of_1, critic, budgets)
+    results = best_of_n_search(policy, task, problems, as_best_of_1, critic, budgets, env)
     for r in results:
         r.search = "greedy"
     return results

@@ -174,6 +174,13 @@ class SearchRecipe(Recipe):
             raise _bad(f"search {search.name!r} has no fast rollouts")
         return v
 
+    @model_validator(mode="after")
+    def _search_runs_conversations(self) -> "SearchRecipe":
+        if self.env is not None and full_checks() and not takes(self.search.name, "env"):
+            with_env = ", ".join(n for n in SEARCHES.names() if takes(n, "env"))
+            raise ValueError(f"env: search {self.search.name!r} does not run conversations (searches that do: {with_env})")
+        return self
+
     def points(self) -> list[tuple[dict[str, Any], SearchConfig]]:
         """One (setting, config) per point of the run: each sweep value, or the one configuration."""
         return search_points(self.search, self.seed, self.max_tokens)

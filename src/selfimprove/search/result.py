@@ -42,7 +42,13 @@ class SearchResult:
             "steps": list(self.state.steps) if self.state is not None else [],
             **self.budget.as_dict(),
             "stats": self.stats,
+            **({"messages": self.state.info["messages"]} if self.state is not None and "messages" in self.state.info else {}),
         }
+
+
+def answer_key(task: Task, problem: Problem, state: State) -> str | None:
+    """What a vote groups a state by: the task's key of its answer (a conversation's: its environment's)."""
+    return state.info["key"] if "key" in state.info else task.answer_key(problem, state.answer)
 
 
 def make_results(
@@ -60,7 +66,8 @@ def make_results(
     out = []
     for i, (problem, state) in enumerate(zip(problems, chosen, strict=True)):
         answer = state.answer if state is not None else ""
-        verdict = task.verify(problem, answer)
+        # A conversation was judged by its environment when it ended (its final state, not only its text).
+        verdict = state.info["verdict"] if state is not None and "verdict" in state.info else task.verify(problem, answer)
         out.append(
             SearchResult(
                 problem_id=problem.id,

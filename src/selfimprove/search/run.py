@@ -237,6 +237,10 @@ def run_search_eval(recipe: SearchRecipe, *, bar: StageBar = no_bar) -> dict[str
         check_critics_read_the_policy(policy, [critic, outcome])
         if outcome is not None:
             extra["outcome"] = outcome
+        if recipe.env is not None:
+            from selfimprove.rollout.conversation import env_run
+
+            extra["env"] = env_run(recipe.env, task, recipe.seed)
         if recipe.rollout_model is not None and takes(recipe.search.name, "rollout_policy"):
             extra["rollout_policy"] = load_policy(recipe.rollout_model, engine=recipe.engine, seed=recipe.seed)
 

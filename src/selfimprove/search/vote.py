@@ -5,17 +5,20 @@ their tie rules) is `eval/voting.py`, shared with evaluation's maj@k.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from selfimprove.critics.base import Critic
 from selfimprove.eval.voting import Vote, majority_vote, weighted_vote
 from selfimprove.search.best_of_n import BestOfNConfig, scored_candidates
 from selfimprove.rollout.budget import Budget
 from selfimprove.policy.base import Sampler
-from selfimprove.search.result import SearchResult, make_results
+from selfimprove.search.result import SearchResult, answer_key, make_results
 from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem, Task
 from selfimprove.search.registry import register_search
+
+if TYPE_CHECKING:
+    from selfimprove.rollout.conversation import EnvRun
 
 __all__ = ["Vote", "VoteConfig", "majority_vote", "majority_vote_search", "weighted_vote", "weighted_vote_search"]
 
@@ -32,9 +35,10 @@ def _vote_search(
     config: VoteConfig,
     critic: Critic | None,
     budgets: Sequence[Budget] | None,
+    env: EnvRun | None = None,
 ) -> list[SearchResult]:
     """Sample, key, vote (weighted by the critic's scores when a critic is given)."""
-    budgets, candidates, grouped_scores = scored_candidates(policy, problems, config, critic, budgets)
+    budgets, candidates, grouped_scores = scored_candidates(policy, problems, config, critic, budgets, env)
     weighted = critic is not None
     chosen: list[State | None] = []
     scores: list[float | None] = []
@@ -45,7 +49,7 @@ def _vote_search(
             scores.append(None)
             stats.append({"key": None, "votes": 0, "distinct_answers": 0})
             continue
-        keys = [task.answer_key(problem, s.answer) for s in group]
+        keys = [answer_key(task, problem, s) for s in group]
         vote = weighted_vote(keys, group_scores) if weighted else majority_vote(keys)
         chosen.append(group[vote.index])
         scores.append(group_scores[vote.index] if weighted else None)
@@ -67,9 +71,11 @@ def majority_vote_search(
     config: VoteConfig,
     critic: Critic | None = None,
     budgets: Sequence[Budget] | None = None,
+    env: EnvRun | None = None,
 ) -> list[SearchResult]:
-    """Self-consistency: the most frequent answer of `config.n` samples. A critic is not used."""
-    return _vote_search("majority_vote", policy, task, problems, config, None, budgets)
+    """Self-consistency: the most frequent answer of `config.n` samples (or conversations, with `env`).
+    A critic is not used."""
+    return _vote_search("majority_vote", policy, task, problems, config, None, budgets, env)
 
 
 @register_search("weighted_vote", VoteConfig)
@@ -80,8 +86,9 @@ def weighted_vote_search(
     config: VoteConfig,
     critic: Critic | None = None,
     budgets: Sequence[Budget] | None = None,
+    env: EnvRun | None = None,
 ) -> list[SearchResult]:
     """The answer whose samples' critic scores sum highest (needs a critic; one critic call)."""
     if critic is None:
         raise ValueError("weighted_vote needs a critic (majority_vote needs none)")
-    return _vote_search("weighted_vote", policy, task, problems, config, critic, budgets)
+    return _vote_search("weighted_vote", policy, task, problems, config, critic, budgets, env)

@@ -249,6 +249,19 @@ def answer_operations(text: str, fmt: CountdownFormat) -> list[str]:
     return sorted(ops)
 
 
+def operations_in_order(text: str, fmt: CountdownFormat) -> list[str]:
+    """The operations an answer computes, `a op b` in the order it computes them (children first for
+    an expression, line by line for steps): what a calculator would be asked (tool demonstrations)."""
+    lines = _answer_lines(text[:MAX_ANSWER_CHARS])
+    if fmt == "expression":
+        try:
+            ops, _ = _operations(parse(lines[0].partition("=")[0])) if lines else ([], None)
+        except (ArithError, ZeroDivisionError):
+            return []
+        return [f"{a}{op}{b}" for op, a, b, _ in ops]
+    return [f"{m[1]}{m[2]}{m[3]}" for line in lines if (m := _STEP_RE.fullmatch(line))]
+
+
 # ---------------------------------------------------------------------------------------------
 # The task.
 

@@ -17,7 +17,10 @@ batch (`tasks.reward_calls`), see `tasks.rewards`.
 Chat messages (`messages_field`: a list of `{role, content}`): a final assistant message is the
 demonstration; the prompt is the last user message, with a system message's content before it
 (earlier turns are written `role: content` lines above it). Prompts are text; with `model.chat: true`
-the engine wraps them in the tokenizer's chat template as one user turn.
+the engine wraps them in the tokenizer's chat template as one user turn. A row whose messages hold tool
+calls or tool results is a recorded conversation: the prompt is what comes before the assistant's
+first turn, and SFT trains on every assistant turn with the tool results masked (`tools_field` gives
+the tools' JSON schemas for the chat template).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, Mapping, Sequence
 
 from pydantic import Field, model_validator
 
+from selfimprove.chat import Message, check_messages
 from selfimprove.errors import DataError
 from selfimprove.tasks.base import SPLITS, Problem, Split, SplitPositions, Task, TaskConfig, Verdict, register_task
 from selfimprove.tasks.files import read_tables
@@ -106,6 +110,29 @@ class DatasetConfig(TaskConfig):
         return [] if self.reward is None else [self.reward] if isinstance(self.reward, str) else list(self.reward)
 
 
+def _is_conversation(messages: list[Any]) -> bool:
+    """Messages that hold a tool call or a tool's result: a multi-turn demonstration, not one prompt."""
+    return any(isinstance(m, Mapping) and (m.get("role") == "tool" or m.get("tool_calls")) for m in messages)
+
+
+def _conversation(messages: list[Any], where: str) -> tuple[str, tuple[str, ...] | None, list[Message]]:
+    """A recorded conversation with tool turns: the prompt is what comes before the first assistant
+    message; the whole conversation is the demonstration (it must end with the assistant's answer)."""
+    try:
+        checked = check_messages([{**m, "content": m.get("content") or ""} for m in messages], "messages")
+    except ValueError as err:
+        raise DataError(f"{where}: {err}") from None
+    first = next((i for i, m in enumerate(checked) if m["role"] == "assistant"), len(checked))
+    head = [m for m in checked[:first]]
+    if not head or head[-1]["role"] != "user":
+        raise DataError(f"{where}: a conversation must start with a user turn before the assistant's first one")
+    last = checked[-1]
+    if last["role"] != "assistant" or last.get("tool_calls"):
+        raise DataError(f"{where}: a conversation with tool turns must end with the assistant's answer (no tool call)")
+    prompt, _ = _messages_prompt(head, where)
+    return prompt, tuple(str(last.get("content", "")).splitlines()) or None, checked
+
+
 def _messages_prompt(messages: Any, where: str) -> tuple[str, tuple[str, ...] | None]:
     if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) and "content" in m for m in messages):
         raise DataError(f"{where}: messages must be a non-empty list of {{role, content}} objects")
@@ -183,8 +210,12 @@ class DatasetTask(Task):
         cfg = self.config
         where = f"{self.source}: row {number + 1}"
         demonstration = None
-        if cfg.messages_field:
-            prompt, demonstration = _messages_prompt(row[cfg.messages_field], where)
+        conversation = None
+        messages = row[cfg.messages_field] if cfg.messages_field else None
+        if isinstance(messages, list) and _is_conversation(messages):
+            prompt, demonstration, conversation = _conversation(messages, where)
+        elif cfg.messages_field:
+            prompt, demonstration = _messages_prompt(messages, where)
         elif cfg.prompt_template is not None:
             prompt = cfg.prompt_template.format(**{k: "" if v is None else v for k, v in row.items()})
         else:
@@ -197,7 +228,7 @@ class DatasetTask(Task):
                 raise DataError(f"{where}: {problem}")
         if cfg.demonstration_field and row.get(cfg.demonstration_field):
             demonstration = tuple(str(row[cfg.demonstration_field]).splitlines())
-        return {"prompt": prompt, "demonstration": demonstration, "row": row}
+        return {"prompt": prompt, "demonstration": demonstration, "row": row, "conversation": conversation}
 
     def _split(self, labels: list[str | None]) -> SplitPositions:
         cfg = self.config
@@ -234,8 +265,17 @@ class DatasetTask(Task):
             prompt=parsed["prompt"],
             answer=answer if isinstance(answer, str) else repr(answer),
             demonstration=parsed["demonstration"],
-            metadata={"position": position},
+            metadata=self._metadata(position, parsed),
         )
+
+    def _metadata(self, position: int, parsed: Mapping[str, Any]) -> dict[str, Any]:
+        """The row's position; for a recorded conversation also its messages and the tools' schemas (SFT
+        replays it: `rollout.demonstrations.recorded_episode`)."""
+        if parsed["conversation"] is None:
+            return {"position": position}
+        tools = parsed["row"].get(self.config.tools_field) if self.config.tools_field else None
+        schemas = [t for t in tools if isinstance(t, Mapping)] if isinstance(tools, list) else []
+        return {"position": position, "messages": parsed["conversation"], "tool_schemas": schemas}
 
     def judge(self, problem: Problem, text: str) -> Verdict:
         cfg = self.config

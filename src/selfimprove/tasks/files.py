@@ -93,6 +93,21 @@ def _strings_where_mixed(records: list[dict[str, Any]], path: Path) -> list[dict
     return [{k: (str(v) if k in mixed and v is not None else v) for k, v in record.items()} for record in records]
 
 
+def dataset_from_records(records: list[dict[str, Any]]) -> "Dataset":
+    """A `Dataset` of JSON records whose object and list columns (chat messages, tool schemas) are kept
+    exactly as written (`datasets.Json`): arrow's struct inference would give every tool call the union
+    of all calls' argument names, filled with nulls."""
+    from datasets import Dataset, Features, Json
+
+    nested = {k for r in records for k, v in r.items() if isinstance(v, (dict, list))}
+    if not nested:
+        return Dataset.from_list(records)
+    plain = Dataset.from_list([{k: v for k, v in r.items() if k not in nested} for r in records]).features
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    features = Features({k: Json() if k in nested else plain[k] for k in columns})
+    return Dataset.from_list(records, features=features)
+
+
 def _check_utf8_lines(path: Path) -> None:
     with path.open("rb") as f:
         for number, line in enumerate(f, start=1):
@@ -123,7 +138,7 @@ def _from_arrow(path: Path, kind: str) -> "Dataset":
 def read_tables(path: str | Path, field: str = "task.params.path") -> dict[str, "Dataset"]:
     """The data at `path` as `{"all": Dataset}`, or `{"train": ..., "test": ...}` for a saved
     `DatasetDict` that has those splits. Raises `DataError` for a missing, empty or unreadable file."""
-    from datasets import Dataset, DatasetDict, disable_progress_bars, load_from_disk
+    from datasets import DatasetDict, disable_progress_bars, load_from_disk
 
     disable_progress_bars()
     path = Path(path).expanduser()
@@ -151,9 +166,9 @@ def read_tables(path: str | Path, field: str = "task.params.path") -> dict[str, 
         if not records:
             raise DataError(f"{field}: {path} has no records")
         try:
-            data = Dataset.from_list(records)
+            data = dataset_from_records(records)
         except Exception:  # a column whose values differ in type between rows (`12` here, `"12"` there)
-            data = Dataset.from_list(_strings_where_mixed(records, path))
+            data = dataset_from_records(_strings_where_mixed(records, path))
     else:
         data = _from_arrow(path, kind)
     if len(data) == 0:

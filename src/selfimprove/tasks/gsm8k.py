@@ -91,6 +91,7 @@ class Row:
     demonstration: tuple[str, ...]
     answer: str
     label: str | None
+    solution: str = ""  # the worked solution as written, calculator annotations included
 
 
 def file_format(path: Path) -> FileFormat:
@@ -162,7 +163,7 @@ def rows_from_records(records: Iterable[Any], source: str, split_field: str | No
         except ValueError as error:
             raise ValueError(f"{source}: record {number}: {error}") from None
         label = str(record[split_field]).strip().lower() if split_field else None
-        rows.append(Row(number, question, demonstration, gold, label))
+        rows.append(Row(number, question, demonstration, gold, label, str(record["answer"])))
     if not rows:
         raise ValueError(f"{source}: no records")
     return tuple(rows)
@@ -255,7 +256,7 @@ class GSM8KTask(Task):
             prompt=self.config.prompt_template.format(question=row.question),
             answer=row.answer,
             demonstration=row.demonstration,
-            metadata={"row": row.row, "source": self.source},
+            metadata={"row": row.row, "source": self.source, "solution": row.solution},
         )
 
     def judge(self, problem: Problem, text: str) -> Verdict:

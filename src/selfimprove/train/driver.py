@@ -29,6 +29,7 @@ import yaml
 
 from selfimprove.config import EngineConfig, EvalConfig
 from selfimprove.eval.evaluate import EvalResult, evaluate_with
+from selfimprove.rollout.conversation import env_run
 from selfimprove.policy.lora import save_policy
 from selfimprove.tasks.base import Task
 from selfimprove.tasks.plugins import make_task
@@ -54,7 +55,7 @@ def seed_everything(seed: int) -> None:
 
 def run_eval(job: Job, config: EvalConfig, num_problems: int, seed: int, on_batch: Callable[[int], None] | None = None) -> EvalResult:
     problems = job.task.distinct_problems(config.split, num_problems, config.start)
-    return evaluate_with(job.policy, job.task, problems, config, seed, on_batch)
+    return evaluate_with(job.policy, job.task, problems, config, seed, on_batch, env=job.env)
 
 
 def _final_eval(job: Job, config: EvalConfig, seed: int, on_step: StepCallback | None) -> EvalResult:
@@ -187,6 +188,7 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
     job_dir = run_dir if ranks.is_main else run_dir / "ranks" / f"rank{ranks.rank}"  # other ranks' buffers
     seed_everything(recipe.seed)
     task = make_task(recipe.task.name, recipe.task.params)
+    env = env_run(getattr(recipe, "env", None), task, recipe.seed)  # before the model: a bad tool fails fast
     resume = _resume_point(run_dir, ranks)
     if resume is None:
         shutil.rmtree(job_dir / BUFFERS, ignore_errors=True)  # left by a run that never checkpointed
@@ -198,6 +200,7 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
                       f"(its summary: {run_dir / SUMMARY})")
         return finished
     job = _build(plan, resume, task, job_dir, ranks)
+    job.env = env
     if ranks.world > 1:  # rank 0 samples, the others receive its rollouts
         job.policy = distributed.SharedSampling(job.policy, ranks)  # type: ignore[assignment]
     start, elapsed = 0, 0.0

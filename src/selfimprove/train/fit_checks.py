@@ -97,8 +97,32 @@ def _demonstration_hint(task: Task) -> str:
     return ": use a task with demonstrations, or a method that samples (train, star)"
 
 
+def _env_tokens(recipe: Any) -> tuple[int, str]:
+    """A conversation's model tokens: `env.max_tokens`, else max_turns x the tokens of one turn."""
+    env = recipe.env
+    if env.max_tokens is not None:
+        return env.max_tokens, "env.max_tokens"
+    sampling = getattr(recipe, "sampling", None) or getattr(recipe, "eval", None)
+    per_turn = getattr(sampling, "max_new_tokens", 0)
+    return env.max_turns * per_turn, "env.max_tokens (max_turns x max_new_tokens)"
+
+
+def _check_env_demonstrations(task: Task, recipe: Any, train: list[Problem]) -> None:
+    """SFT through an environment trains on its worked conversations: it must write some."""
+    from selfimprove.rollout.conversation import env_run
+
+    run = env_run(recipe.env, task, recipe.seed)
+    assert run is not None
+    if all(run.env.demonstration(p) is None for p in train[:8]):
+        raise DataError(f"env: {run.env.describe()} writes no worked conversation for task {task.name!r}, so SFT has "
+                        "nothing to train on (shipped: chain and countdown with calc, gsm8k with calc or python, "
+                        "function_call; or a dataset of recorded conversations without env)")
+
+
 def _train_tokens(task: Task, recipe: Any, train: list[Problem], tokenizer: Any) -> tuple[int, str]:
     """What a training step puts after a train prompt: the sampled tokens, or (SFT) the demonstration."""
+    if getattr(recipe, "env", None) is not None:
+        return _env_tokens(recipe)
     if getattr(type(recipe), "needs_demonstrations", False):
         shown = [len(tokenizer(task.target_text(p), add_special_tokens=False).input_ids) + 1 for p in train if p.demonstration]
         return max(shown, default=0), "the longest demonstration"
@@ -110,6 +134,10 @@ def _train_tokens(task: Task, recipe: Any, train: list[Problem], tokenizer: Any)
 
 def _eval_tokens(recipe: Any) -> tuple[int, str]:
     evals = getattr(recipe, "eval", None)
+    if getattr(recipe, "env", None) is not None and evals is not None:
+        env = recipe.env
+        return (env.max_tokens, "env.max_tokens") if env.max_tokens is not None else (
+            env.max_turns * evals.max_new_tokens, "env.max_tokens (max_turns x eval.max_new_tokens)")
     if evals is not None and hasattr(evals, "max_new_tokens"):
         return evals.max_new_tokens, "eval.max_new_tokens"
     return 0, ""
@@ -123,7 +151,10 @@ def check_fit(task: Task, recipe: Any) -> None:
     if getattr(type(recipe), "needs_demonstrations", False) and pool:
         train = train[:pool]
     if getattr(type(recipe), "needs_demonstrations", False):
-        _check_demonstrations(task, train)
+        if getattr(recipe, "env", None) is not None:
+            _check_env_demonstrations(task, recipe, train)
+        else:
+            _check_demonstrations(task, train)
     per_step = getattr(recipe, "prompts_per_step", None)
     size = task.size("train")
     if per_step is not None and size is not None and per_step > size:

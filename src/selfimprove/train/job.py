@@ -21,6 +21,7 @@ from selfimprove.train.stream import ProblemStream
 if TYPE_CHECKING:  # annotations only: method modules (and the CLI's recipe checks) need no torch
     from selfimprove.policy.base import Engine, TrainableModel
     from selfimprove.policy.value import ValueModel
+    from selfimprove.rollout.conversation import EnvRun
     from selfimprove.tasks.base import Task
     from selfimprove.train.learner import Learner
 
@@ -72,6 +73,7 @@ class Job:
     sampled_tokens: int = 0
     reward_failures: int = 0  # completions whose reward function call failed (`train/reward_failures`), summed
     buffers: dict[str, JsonlBuffer] = field(default_factory=dict)
+    env: EnvRun | None = None  # the recipe's environment: episodes are conversations (`env:`)
 
     def buffer(self, name: str) -> JsonlBuffer:
         """A JSONL buffer in the run directory whose length each checkpoint records (see `train/buffer.py`)."""

@@ -68,6 +68,7 @@ def prepare(learner: Learner, batch: TokenBatch, loss: LossConfig) -> None:
         scale=loss.scale_rewards,
         turn_rewards=batch.turn_rewards,
         turn_masks=batch.turn_masks,
+        paid=batch.paid_rewards,
     ))
     batch.advantages = estimate.advantages
     batch.returns = estimate.returns

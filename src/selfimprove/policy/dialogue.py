@@ -1,0 +1,252 @@
+"""How a conversation becomes tokens for an engine, and how a model's turn becomes a message.
+
+Two layouts, picked by the engine's `chat` flag (`dialogue_for`):
+
+- `ChatDialogue` (chat models): the tokenizer's chat template renders the first messages with the
+  tools' schemas (`apply_chat_template(tools=...)`); calls are read with the tokenizer's
+  `response_template` when it has one (`parse_response`), else in the Hermes / Qwen form
+  `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` that most open chat templates write. An
+  observation's tokens are what the template adds after an assistant turn: the rendering of
+  `[user, assistant, *observation]` (with the generation prompt) minus that of `[user, assistant]`,
+  after the end of the model's own turn (its end token, when it sampled one, is not repeated).
+- `PlainDialogue` (prompts as plain text, the built-in tiny model): the short call format
+  `<<name arguments>>` (the turn stops at `>>`); `arguments` is the text of a one-argument tool's only
+  argument (`<<calc 12*7>>`) or a JSON object (`<<convert {"amount": 3, "to": "EUR"}>>`). A tool's
+  result follows as `=` + result + newline (`<<calc 12*7>>=84`), any other message as its text. A turn
+  that ended with the end token and is followed by more conversation drops that token.
+
+The model's sampled tokens are never re-tokenised: an episode holds them as sampled, and only
+observations (and demonstrations, for SFT) are tokenised from text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any, Mapping, Protocol, Sequence
+
+from selfimprove.chat import Message, assistant, calls_of, tool_call
+
+logger = logging.getLogger(__name__)
+
+SHORT_STOP = ">>"
+_SHORT_CALL = re.compile(r"<<([A-Za-z_][\w.\-]*)(?:[ \t]+(.*?))?[ \t]*>>\s*\Z", re.S)
+_HERMES = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
+_SENTINEL = "\x1fSELFIMPROVE\x1f"
+
+Schemas = Sequence[Mapping[str, Any]]
+
+
+class Dialogue(Protocol):
+    def stop(self, tools: Schemas) -> tuple[str, ...]:
+        """Stop strings that end a turn for a tool call."""
+        ...
+
+    def start(self, messages: Sequence[Message], tools: Schemas) -> list[int]:
+        """Token ids of the first messages, ending where the model writes."""
+        ...
+
+    def parse(self, token_ids: Sequence[int], tools: Schemas) -> tuple[Message, str | None]:
+        """A sampled turn as an assistant message (content, tool calls), and what is wrong with a call it
+        tried to write (None when nothing is)."""
+        ...
+
+    def kept(self, token_ids: Sequence[int], continues: bool) -> int:
+        """How many of a turn's sampled tokens stay in the conversation."""
+        ...
+
+    def observation(self, messages: Sequence[Message], after_eos: bool) -> tuple[list[int], str]:
+        """Tokens (and text) of messages that follow a model turn, up to where the model writes next."""
+        ...
+
+    def demonstration_turn(self, message: Message, tools: Schemas, final: bool) -> tuple[list[int], str]:
+        """Tokens (and text) the model would sample for a demonstration's assistant message."""
+        ...
+
+
+def _schema_of(tools: Schemas, name: str) -> Mapping[str, Any] | None:
+    for t in tools:
+        fn = t.get("function", t)
+        if fn.get("name") == name:
+            return fn
+    return None
+
+
+def _arguments(value: Any) -> tuple[dict[str, Any] | None, str | None]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None, "the arguments are not JSON"
+    if value is None:
+        return {}, None
+    if not isinstance(value, Mapping):
+        return None, "the arguments must be a JSON object"
+    return dict(value), None
+
+
+class PlainDialogue:
+    """Plain text with the short call format (see the module docstring)."""
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler = sampler
+
+    def stop(self, tools: Schemas) -> tuple[str, ...]:
+        return (SHORT_STOP,) if tools else ()
+
+    def start(self, messages: Sequence[Message], tools: Schemas) -> list[int]:
+        return list(self.sampler.encode_prompt("".join(str(m.get("content", "")) for m in messages)))
+
+    def _text(self, token_ids: Sequence[int]) -> str:
+        ids = list(token_ids)
+        if ids and ids[-1] in self.sampler.eos_ids:
+            ids = ids[:-1]
+        return self.sampler.detokenize(ids)
+
+    def parse(self, token_ids: Sequence[int], tools: Schemas) -> tuple[Message, str | None]:
+        text = self._text(token_ids)
+        if not tools or not text.rstrip().endswith(SHORT_STOP):
+            return assistant(text), None
+        start = text.rfind("<<")
+        match = _SHORT_CALL.match(text, start) if start >= 0 else None
+        if match is None:
+            return assistant(text), "malformed call (write <<tool arguments>>)"
+        name, raw = match[1], (match[2] or "").strip()
+        content = text[:start]
+        schema = _schema_of(tools, name)
+        params = list((schema or {}).get("parameters", {}).get("properties", {}))
+        if raw.startswith("{") or (schema is not None and len(params) != 1):
+            arguments, error = _arguments(raw or "{}")
+            if error:
+                return assistant(content, [tool_call(name, {})]), f"{error} (write <<{name} {{\"argument\": value}}>>)"
+        else:
+            arguments = {params[0]: raw} if params else ({"input": raw} if raw else {})
+        return assistant(content, [tool_call(name, arguments or {})]), None
+
+    def kept(self, token_ids: Sequence[int], continues: bool) -> int:
+        n = len(token_ids)
+        return n - 1 if continues and n and token_ids[-1] in self.sampler.eos_ids else n
+
+    def observation(self, messages: Sequence[Message], after_eos: bool) -> tuple[list[int], str]:
+        text = "".join(f"={m.get('content', '')}\n" if m.get("role") == "tool" else str(m.get("content", ""))
+                       for m in messages)
+        return list(self.sampler.encode_completion(text, add_eos=False)), text
+
+    def demonstration_turn(self, message: Message, tools: Schemas, final: bool) -> tuple[list[int], str]:
+        text = str(message.get("content", ""))
+        for name, arguments in calls_of(message):
+            schema = _schema_of(tools, name)
+            params = list((schema or {}).get("parameters", {}).get("properties", {}))
+            only = arguments.get(params[0]) if len(params) == 1 and set(arguments) <= {params[0]} else None
+            if isinstance(only, (str, int, float)) and not str(only).startswith("{"):
+                text += f"<<{name} {only}>>"
+            else:
+                text += f"<<{name} {json.dumps(arguments, separators=(',', ':'), ensure_ascii=False)}>>"
+        return list(self.sampler.encode_completion(text, add_eos=final)), text
+
+
+class ChatDialogue:
+    """The tokenizer's chat template (see the module docstring)."""
+
+    def __init__(self, tokenizer: Any, eos_ids: Sequence[int]) -> None:
+        self.tokenizer = tokenizer
+        self.eos_ids = list(eos_ids)
+        base = [{"role": "user", "content": "x"}]
+        with_turn = self._render(base + [{"role": "assistant", "content": _SENTINEL}], (), False)
+        cut = with_turn.find(_SENTINEL)
+        self.turn_end = with_turn[cut + len(_SENTINEL):] if cut >= 0 else ""  # what closes an assistant turn
+        self._base = base + [{"role": "assistant", "content": "y"}]
+        self._base_text = self._render(self._base, (), False)
+        head = self._render(base, (), False)
+        self.generation_prompt = self._render(base, (), True)[len(head):]
+        self.response_template = getattr(tokenizer, "response_template", None)
+        if self.response_template is not None:
+            try:
+                tokenizer.parse_response("", prefix=self.generation_prompt)
+            except Exception as err:  # the template itself is broken: every turn would be a "mistake"
+                logger.warning("the tokenizer's response_template cannot parse (%s); reading calls in the Hermes form", err)
+                self.response_template = None
+
+    def _render(self, messages: Sequence[Message], tools: Schemas, generation: bool) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(list(messages), tools=list(tools) or None,
+                                                      add_generation_prompt=generation, tokenize=False)
+        except Exception as err:  # jinja's TemplateError and the template's own raise_exception
+            raise ValueError(f"the chat template cannot render this conversation: {err}") from None
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def stop(self, tools: Schemas) -> tuple[str, ...]:
+        return ()
+
+    def start(self, messages: Sequence[Message], tools: Schemas) -> list[int]:
+        return self._ids(self._render(messages, tools, True))
+
+    def parse(self, token_ids: Sequence[int], tools: Schemas) -> tuple[Message, str | None]:
+        ids = list(token_ids)
+        if ids and ids[-1] in self.eos_ids:
+            ids = ids[:-1]
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        if self.response_template is not None:
+            try:
+                parsed = self.tokenizer.parse_response(text, prefix=self.generation_prompt, tools=list(tools) or None)
+                calls = [tool_call(n, a) for n, a in calls_of(parsed)]
+                return assistant(str(parsed.get("content") or ""), calls), None
+            except Exception as err:  # a call the parser cannot read is the model's mistake
+                return assistant(text), f"malformed call ({err})"
+        return hermes_parse(text)
+
+    def kept(self, token_ids: Sequence[int], continues: bool) -> int:
+        return len(token_ids)
+
+    def observation(self, messages: Sequence[Message], after_eos: bool) -> tuple[list[int], str]:
+        full = self._render(self._base + list(messages), (), True)
+        if not full.startswith(self._base_text):
+            raise ValueError("the chat template renders earlier turns differently once more follow; "
+                             "multi-turn rollouts need a template that only appends")
+        close = self.turn_end
+        if after_eos:
+            eos_text = self.tokenizer.decode(self.eos_ids[:1], skip_special_tokens=False)
+            close = close[len(eos_text):] if eos_text and close.startswith(eos_text) else close
+        text = close + full[len(self._base_text):]
+        return self._ids(text), text
+
+    def demonstration_turn(self, message: Message, tools: Schemas, final: bool) -> tuple[list[int], str]:
+        base = [{"role": "user", "content": "x"}]
+        head = self._render(base, tools, True)
+        whole = self._render(base + [dict(message)], tools, False)
+        text = whole[len(head):] if whole.startswith(head) else str(message.get("content", ""))
+        if self.turn_end and text.endswith(self.turn_end):
+            text = text[: -len(self.turn_end)]
+        for name, arguments in calls_of(message):
+            if name not in text:  # the template does not write calls: the Hermes form the parser reads
+                text += "<tool_call>" + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False) + "</tool_call>"
+        return self._ids(text) + self.eos_ids[:1], text
+
+
+def hermes_parse(text: str) -> tuple[Message, str | None]:
+    """`<tool_call>{json}</tool_call>` blocks (Hermes, Qwen 2.5/3, SmolLM3 templates) as tool calls."""
+    calls = []
+    for block in _HERMES.findall(text):
+        try:
+            value = json.loads(block)
+        except json.JSONDecodeError:
+            return assistant(text), "malformed call (the <tool_call> block is not JSON)"
+        if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+            return assistant(text), "malformed call (a <tool_call> needs a name)"
+        arguments, error = _arguments(value.get("arguments", value.get("parameters")))
+        if error:
+            return assistant(text), f"malformed call ({error})"
+        calls.append(tool_call(value["name"], arguments or {}))
+    if "<tool_call>" in text and not calls:
+        return assistant(text), "malformed call (an unclosed <tool_call>)"
+    return assistant(_HERMES.sub("", text).strip() if calls else text, calls), None
+
+
+def dialogue_for(sampler: Any) -> Dialogue:
+    """The layout of an engine: its chat template when it wraps prompts in one, else plain text."""
+    if getattr(sampler, "chat", False) and getattr(sampler, "tokenizer", None) is not None:
+        return ChatDialogue(sampler.tokenizer, sampler.eos_ids)
+    return PlainDialogue(sampler)

@@ -1,0 +1,178 @@
+"""How conversations become tokens: the short call format of plain prompts and chat templates with tools."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from selfimprove.chat import assistant, tool_call, tool_result, user
+from selfimprove.policy.dialogue import ChatDialogue, PlainDialogue, dialogue_for, hermes_parse
+from selfimprove.policy.hf import HFPolicy
+from selfimprove.policy.tiny import build_tiny_model
+
+CALC = {"type": "function", "function": {"name": "calc", "description": "Arithmetic.", "parameters": {
+    "type": "object", "properties": {"expression": {"type": "string", "description": "e.g. 1+2"}}, "required": ["expression"]}}}
+CONVERT = {"type": "function", "function": {"name": "convert", "description": "Money.", "parameters": {
+    "type": "object", "properties": {"amount": {"type": "number"}, "to": {"type": "string"}}, "required": ["amount", "to"]}}}
+
+# A Hermes / Qwen-style template over the tiny tokenizer's markers: tools listed first, calls written as
+# <tool_call>{json}</tool_call> inside the assistant turn, results as user-side turns.
+TOOL_TEMPLATE = (
+    "{{ bos_token }}{% if tools %}<|user|>tools:{% for t in tools %} {{ t.function.name }}{% endfor %}<|end|>{% endif %}"
+    "{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}<|assistant|>{{ m['content'] }}"
+    "{% for c in m.get('tool_calls', []) %}<tool_call>{{ {'name': c.function.name, 'arguments': c.function.arguments} | tojson }}"
+    "</tool_call>{% endfor %}<|end|>"
+    "{% elif m['role'] == 'tool' %}<|user|>result: {{ m['content'] }}<|end|>"
+    "{% else %}<|user|>{{ m['content'] }}<|end|>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def plain() -> HFPolicy:
+    model, tokenizer = build_tiny_model("small")
+    return HFPolicy(model, tokenizer)
+
+
+def chat_policy(template: str | None = TOOL_TEMPLATE, eos: str | None = None) -> HFPolicy:
+    model, tokenizer = build_tiny_model("small")
+    if template is not None:
+        tokenizer.chat_template = template
+    if eos is not None:
+        tokenizer.eos_token = eos
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return HFPolicy(model, tokenizer, chat=True)
+
+
+def ids(policy: HFPolicy, text: str, eos: bool = False) -> list[int]:
+    return policy.encode_completion(text, add_eos=eos)
+
+
+# ------------------------------------------------------------------------------ the short format
+def test_short_calls_parse_with_one_argument_or_a_json_object(plain: HFPolicy) -> None:
+    d = PlainDialogue(plain)
+    assert d.stop([CALC]) == (">>",) and d.stop([]) == ()
+    assert d.parse(ids(plain, "so <<calc 7+5 >>"), [CALC]) == (assistant("so ", [tool_call("calc", {"expression": "7+5"})]), None)
+    message, error = d.parse(ids(plain, '<<convert {"amount": 3, "to": "EUR"}>>'), [CONVERT])
+    assert error is None and message["tool_calls"] == [tool_call("convert", {"amount": 3, "to": "EUR"})]
+    # an unknown tool parses (the environment answers "unknown tool"); a bad one is an error to show the model
+    assert d.parse(ids(plain, "<<abacus 1+1>>"), [CALC])[0]["tool_calls"] == [tool_call("abacus", {"input": "1+1"})]
+    assert d.parse(ids(plain, "<<convert 3 EUR>>"), [CONVERT])[1].startswith("the arguments are not JSON")
+    assert d.parse(ids(plain, "7+5>>"), [CALC])[1] == "malformed call (write <<tool arguments>>)"
+    assert d.parse(ids(plain, "<< 7>>"), [CALC])[1] == "malformed call (write <<tool arguments>>)"
+    # no call: the final answer, its end token not part of the text; without tools `>>` is only text
+    assert d.parse(ids(plain, "12", eos=True), [CALC]) == (assistant("12"), None)
+    assert d.parse(ids(plain, "a >> b>>"), []) == (assistant("a >> b>>"), None)
+
+
+def test_short_format_renders_what_it_parses(plain: HFPolicy) -> None:
+    d = PlainDialogue(plain)
+    for message, tools in ((assistant("", [tool_call("calc", {"expression": "12*7"})]), [CALC]),
+                           (assistant("so ", [tool_call("convert", {"amount": 3, "to": "EUR"})]), [CONVERT]),
+                           (assistant("", [tool_call("calc", {"expression": "{1}"})]), [CALC])):
+        tokens, text = d.demonstration_turn(message, tools, final=False)
+        assert plain.detokenize(tokens) == text and d.parse(tokens, tools) == (message, None)
+    tokens, text = d.demonstration_turn(assistant("84"), [CALC], final=True)
+    assert text == "84" and tokens[-1] in plain.eos_ids
+
+
+def test_short_observations_and_the_end_token(plain: HFPolicy) -> None:
+    d = PlainDialogue(plain)
+    tokens, text = d.observation([tool_result("calc", "84")], after_eos=False)
+    assert text == "=84\n" and plain.detokenize(tokens) == text
+    assert d.observation([user("\nagain:")], after_eos=True)[1] == "\nagain:"
+    turn = ids(plain, "12", eos=True)
+    assert d.kept(turn, continues=True) == len(turn) - 1  # the conversation goes on: no end token inside it
+    assert d.kept(turn, continues=False) == len(turn)
+    assert d.start([user("7; +5:\n")], [CALC]) == plain.encode_prompt("7; +5:\n")
+    assert isinstance(dialogue_for(plain), PlainDialogue)
+
+
+# ------------------------------------------------------------------------------ chat templates
+def test_chat_start_shows_the_tools_and_ends_at_the_assistant_turn() -> None:
+    policy = chat_policy()
+    d = dialogue_for(policy)
+    assert isinstance(d, ChatDialogue) and d.stop([CALC]) == ()
+    text = policy.tokenizer.decode(d.start([user("7+5?")], [CALC]), skip_special_tokens=False)
+    assert text == "<bos><|user|>tools: calc<|end|><|user|>7+5?<|end|><|assistant|>"
+    assert d.turn_end == "<|end|>"
+
+
+def test_chat_observations_follow_the_model_turn_exactly() -> None:
+    # The model ends its turn with its end token: if that is the template's turn end, it is not repeated.
+    d = dialogue_for(chat_policy(eos="<|end|>"))
+    assert d.observation([tool_result("calc", "12")], after_eos=True)[1] == "<|user|>result: 12<|end|><|assistant|>"
+    assert d.observation([tool_result("calc", "12")], after_eos=False)[1] == "<|end|><|user|>result: 12<|end|><|assistant|>"
+    # The tiny model's own end token is not the template's: the turn is closed after it.
+    d = dialogue_for(chat_policy())
+    assert d.observation([user("again")], after_eos=True)[1] == "<|end|><|user|>again<|end|><|assistant|>"
+
+
+def test_chat_calls_parse_in_the_hermes_form() -> None:
+    policy = chat_policy(eos="<|end|>")
+    d = dialogue_for(policy)
+    tokens = policy.tokenizer('let me see<tool_call>{"name": "calc", "arguments": {"expression": "7+5"}}</tool_call><|end|>',
+                              add_special_tokens=False).input_ids
+    assert d.parse(tokens, [CALC]) == (assistant("let me see", [tool_call("calc", {"expression": "7+5"})]), None)
+    assert hermes_parse('<tool_call>{"name": "calc", "arguments": "{\\"expression\\": \\"1\\"}"}</tool_call>')[0]["tool_calls"] == [
+        tool_call("calc", {"expression": "1"})]  # arguments given as a JSON string
+    assert hermes_parse("<tool_call>{oops}</tool_call>")[1] == "malformed call (the <tool_call> block is not JSON)"
+    assert hermes_parse("<tool_call>{\"name\": \"calc\"")[1] == "malformed call (an unclosed <tool_call>)"
+    assert hermes_parse("12") == (assistant("12"), None)
+
+
+def test_chat_demonstration_turns_are_what_the_model_would_sample() -> None:
+    policy = chat_policy(eos="<|end|>")
+    d = dialogue_for(policy)
+    message = assistant("", [tool_call("calc", {"expression": "7+5"})])
+    tokens, text = d.demonstration_turn(message, [CALC], final=False)
+    assert text == '<tool_call>{"name": "calc", "arguments": {"expression": "7+5"}}</tool_call>'
+    assert tokens[-1] == policy.tokenizer.convert_tokens_to_ids("<|end|>")
+    assert d.parse(tokens, [CALC]) == (message, None)
+    # A template that does not write calls (the tiny model's own): the Hermes form is added, so it parses back.
+    bare = chat_policy(template=None)
+    tokens, text = dialogue_for(bare).demonstration_turn(message, [CALC], final=True)
+    assert text == '<tool_call>{"name": "calc", "arguments": {"expression": "7+5"}}</tool_call>'
+    assert dialogue_for(bare).parse(tokens, [CALC]) == (message, None)
+
+
+def test_chat_parsing_uses_the_tokenizers_response_template() -> None:
+    policy = chat_policy(eos="<|end|>")
+    policy.tokenizer.response_template = {
+        "defaults": {"role": "assistant"},
+        "start_anchor": "<|assistant|>",
+        "fields": {
+            "tool_calls": {"open_pattern": r"\s*<tool_call>", "close": "</tool_call>", "repeats": True, "content": "json",
+                           "transform": {"type": "function", "function": "{content}"}},
+            "content": {"close_pattern": r"\s*<\|end\|>", "content": "text"},
+        },
+    }
+    d = dialogue_for(policy)
+    tokens = policy.tokenizer('ok<tool_call>{"name": "calc", "arguments": {"expression": "2*3"}}</tool_call><|end|>',
+                              add_special_tokens=False).input_ids
+    message, error = d.parse(tokens, [CALC])
+    assert error is None and message["tool_calls"] == [tool_call("calc", {"expression": "2*3"})]
+    assert message["content"] == "ok"
+
+
+def test_a_broken_response_template_falls_back_to_the_hermes_form(caplog: pytest.LogCaptureFixture) -> None:
+    policy = chat_policy(eos="<|end|>")
+    policy.tokenizer.response_template = {"fields": {}}
+    d = dialogue_for(policy)
+    assert "response_template" in caplog.text
+    tokens = policy.tokenizer('<tool_call>{"name": "calc", "arguments": {"expression": "2"}}</tool_call>',
+                              add_special_tokens=False).input_ids
+    assert d.parse(tokens, [CALC]) == (assistant("", [tool_call("calc", {"expression": "2"})]), None)
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused() -> None:
+    rewriting = "{% for m in messages %}{% if loop.last %}{{ m['content'] }}{% endif %}{% endfor %}"
+    d = dialogue_for(chat_policy(template=rewriting))
+    with pytest.raises(ValueError, match="renders earlier turns differently"):
+        d.observation([tool_result("calc", "1")], after_eos=True)
+
+
+def _decode(policy: HFPolicy, tokens: list[int]) -> Any:
+    return policy.tokenizer.decode(tokens, skip_special_tokens=False)

@@ -1,0 +1,125 @@
+"""Tools: typed functions with docstrings become schemas; every way a call goes wrong is an error result."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from selfimprove.envs.builtin_tools import calc, python
+from selfimprove.envs.plugins import make_tools
+from selfimprove.envs.tools import Tool, ToolError, cast_value, result_text, run_calls
+from selfimprove.errors import ConfigError
+
+
+def convert(amount: float, rate: float = 1.0) -> float:
+    """Convert money.
+
+    Args:
+        amount: How much.
+        rate: The exchange rate.
+    """
+    return amount * rate
+
+
+def boom(x: int) -> int:
+    """Always fails.
+
+    Args:
+        x: Anything.
+    """
+    raise KeyError("no such record")
+
+
+def slow(seconds: float) -> str:
+    """Sleeps.
+
+    Args:
+        seconds: How long.
+    """
+    time.sleep(seconds)
+    return "woke"
+
+
+def undocumented(x: int) -> int:
+    """No argument section."""
+    return x
+
+
+def test_schema_from_a_typed_function() -> None:
+    tool = Tool.from_function(convert)
+    assert tool.name == "convert"
+    assert tool.schema["function"]["description"] == "Convert money."
+    assert tool.parameters == {"amount": {"type": "number", "description": "How much."},
+                               "rate": {"type": "number", "description": "The exchange rate."}}
+    assert tool.required == ["amount"]
+
+
+def test_a_function_without_argument_docs_is_refused_by_name() -> None:
+    with pytest.raises(ToolError, match="undocumented.*Args:"):
+        Tool.from_function(undocumented)
+
+
+def test_arguments_are_checked_and_cast_like_chat_parsers_do() -> None:
+    tool = Tool.from_function(convert)
+    assert tool.check_arguments({"amount": "3.5"}) == ({"amount": 3.5}, None)
+    assert tool.check_arguments({"amount": 2, "rate": 3}) == ({"amount": 2, "rate": 3}, None)
+    assert tool.check_arguments({"rate": 2})[1] == "convert needs argument 'amount'"
+    assert "has no argument 'currency'" in tool.check_arguments({"amount": 1, "currency": "EUR"})[1]
+    assert tool.check_arguments(["amount"])[1] == "the arguments of convert must be an object"
+    assert cast_value("7", {"type": "integer"}) == (7, None)
+    assert cast_value("seven", {"type": "integer"})[1] == "expected integer, got str"
+    assert cast_value(True, {"type": "integer"})[1] is not None  # a bool is not a number here
+    assert cast_value("true", {"type": "boolean"}) == (True, None)
+
+
+def test_every_failure_is_an_error_result_and_calls_run_concurrently() -> None:
+    tools = {t.name: t for t in [Tool.from_function(convert), Tool.from_function(boom),
+                                 Tool.from_function(slow, timeout=0.3)]}
+    began = time.monotonic()
+    out = run_calls([
+        (tools["convert"], "convert", {"amount": 2, "rate": 3}),
+        (None, "teleport", {}),
+        (tools["boom"], "boom", {"x": 1}),
+        (tools["slow"], "slow", {"seconds": 5}),
+        (tools["slow"], "slow", {"seconds": 0.01}),
+        (tools["convert"], "convert", {"amount": "lots"}),
+    ])
+    assert time.monotonic() - began < 2.0  # the hung call was abandoned at its timeout
+    assert [o.text for o in out] == [
+        "6", "error: unknown tool 'teleport'", "error: KeyError: 'no such record'", "error: slow timed out after 0.3s",
+        "woke", "error: argument 'amount' of convert: expected number, got str"]
+    assert [o.ok for o in out] == [True, False, False, False, True, False]
+    assert tools["slow"].stats == {"timeouts": 1} and tools["boom"].stats == {"errors": 1}
+
+
+def test_results_become_short_text() -> None:
+    assert result_text({"a": [1, 2]}) == '{"a": [1, 2]}'
+    assert result_text(object()).startswith("<object")
+    assert result_text("x" * 50, limit=10) == "x" * 10 + "...[cut]"
+
+
+def test_the_calculator_is_our_parser_and_never_eval() -> None:
+    assert calc("(12+3)*4") == "60"
+    assert calc(" 7 / 2 ") == "3.5"
+    for bad in ("__import__('os')", "2**10", "1e3", "0x10"):
+        with pytest.raises(ValueError, match="not arithmetic"):
+            calc(bad)
+
+
+def test_the_python_tool_runs_in_the_sandbox() -> None:
+    assert python("print(sum(range(10)))") == "45"
+    with pytest.raises(RuntimeError, match="^ZeroDivisionError: division by zero"):
+        python("print(1/0)")
+
+
+def test_tools_by_name_and_import_path() -> None:
+    tools = make_tools(["calc", "python", "test_tools:convert"])
+    assert [t.name for t in tools] == ["calc", "python", "convert"]
+    assert tools[0].timeout == 2.0 and tools[1].timeout == 10.0
+    with pytest.raises(ConfigError, match=r"env.tools\[0\]: unknown tool 'abacus'"):
+        make_tools(["abacus"])
+    with pytest.raises(ConfigError, match=r"env.tools\[0\]: tool undocumented"):
+        make_tools(["test_tools:undocumented"])
+    with pytest.raises(ConfigError, match="two tools are named 'calc'"):
+        make_tools(["calc", "calc"])
