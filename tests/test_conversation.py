@@ -106,6 +106,7 @@ def test_limits_end_a_conversation_and_a_bad_call_is_an_observation(tiny: HFPoli
     looping = Scripted(tiny, lambda context: "<<calc 1+1>>")
     [e] = run_conversations(looping, env, [problem], SamplingParams(max_new_tokens=20), Limits(max_turns=3, max_tokens=500))
     assert (e.info["end"], e.info["turns"], e.info["correct"], e.reward) == ("turns", 3, False, 0.0)
+    assert e.info["reason"] == "no final answer (the turns limit ended it)"
     [e] = run_conversations(looping, env, [problem], SamplingParams(max_new_tokens=20), Limits(max_turns=9, max_tokens=24))
     assert e.info["end"] == "tokens" and e.num_trainable == 24  # two calls of 12 tokens: nothing left
     [e] = run_conversations(looping, env, [problem], SamplingParams(max_new_tokens=20), Limits(max_turns=9, max_tokens=30))
@@ -204,3 +205,17 @@ def test_real_sampling_through_an_environment_is_reproducible(tiny: HFPolicy) ->
     assert all(e.num_trainable <= 30 for e in first)
     assert [problems[e.group].id for e in first] == [p.id for p in problems for _ in range(2)]
     _ = Problem  # (the type the environment's conversations are about)
+
+
+def test_a_problem_drawn_again_gets_fresh_random_streams(tiny: HFPolicy) -> None:
+    env = chain_env(faults={"calc": 0.5})
+    problem = env.task.problem("train", 0)
+    sampler = Scripted(tiny, solver)
+
+    def lies(**where: int) -> list[str]:
+        episodes = run_conversations(sampler, env, [problem] * 2, SamplingParams(n=2, max_new_tokens=20), Limits(6, 100), **where)
+        return [s.text for e in episodes for s in e.segments if s.kind == "observation"]
+
+    first = lies(group_offset=0)
+    assert lies(group_offset=0) == first  # the same draw replays the same (resume)
+    assert lies(group_offset=7) != first and lies(sample_offset=100) != first

@@ -80,9 +80,9 @@ def test_short_format_renders_what_it_parses(plain: HFPolicy) -> None:
 
 def test_short_observations_and_the_end_token(plain: HFPolicy) -> None:
     d = PlainDialogue(plain)
-    tokens, text = d.observation([tool_result("calc", "84")], after_eos=False)
+    tokens, text = d.observation([tool_result("calc", "84")], None)
     assert text == "=84\n" and plain.detokenize(tokens) == text
-    assert d.observation([user("\nagain:")], after_eos=True)[1] == "\nagain:"
+    assert d.observation([user("\nagain:")], plain.eos_ids[0])[1] == "\nagain:"
     turn = ids(plain, "12", eos=True)
     assert d.kept(turn, continues=True) == len(turn) - 1  # the conversation goes on: no end token inside it
     assert d.kept(turn, continues=False) == len(turn)
@@ -102,12 +102,39 @@ def test_chat_start_shows_the_tools_and_ends_at_the_assistant_turn() -> None:
 
 def test_chat_observations_follow_the_model_turn_exactly() -> None:
     # The model ends its turn with its end token: if that is the template's turn end, it is not repeated.
-    d = dialogue_for(chat_policy(eos="<|end|>"))
-    assert d.observation([tool_result("calc", "12")], after_eos=True)[1] == "<|user|>result: 12<|end|><|assistant|>"
-    assert d.observation([tool_result("calc", "12")], after_eos=False)[1] == "<|end|><|user|>result: 12<|end|><|assistant|>"
+    policy = chat_policy(eos="<|end|>")
+    d = dialogue_for(policy)
+    end = policy.tokenizer.convert_tokens_to_ids("<|end|>")
+    assert d.observation([tool_result("calc", "12")], end)[1] == "<|user|>result: 12<|end|><|assistant|>"
+    assert d.observation([tool_result("calc", "12")], None)[1] == "<|end|><|user|>result: 12<|end|><|assistant|>"
     # The tiny model's own end token is not the template's: the turn is closed after it.
-    d = dialogue_for(chat_policy())
-    assert d.observation([user("again")], after_eos=True)[1] == "<|end|><|user|>again<|end|><|assistant|>"
+    policy = chat_policy()
+    assert dialogue_for(policy).observation([user("again")], policy.eos_ids[0])[1] == "<|end|><|user|>again<|end|><|assistant|>"
+
+
+def test_the_turn_ends_with_the_end_token_the_template_uses() -> None:
+    """Llama 3 lists <|end_of_text|> first and <|eot_id|> after; a turn ends with <|eot_id|>."""
+    policy = chat_policy()
+    policy.tokenizer.eos_token = "<eos>"
+    policy.model.generation_config.eos_token_id = [policy.tokenizer.convert_tokens_to_ids("<eos>"),
+                                                   policy.tokenizer.convert_tokens_to_ids("<|end|>")]
+    d = dialogue_for(policy)
+    end = policy.tokenizer.convert_tokens_to_ids("<|end|>")
+    assert d.turn_eos == end
+    tokens, _ = d.demonstration_turn(assistant("12"), [CALC], final=False)
+    assert tokens[-1] == end
+    assert d.observation([user("again")], end)[1] == "<|user|>again<|end|><|assistant|>"
+
+
+def test_a_template_that_writes_the_last_turn_differently_still_works() -> None:
+    """Qwen3 writes an empty think block only in the last assistant turn: observations are read after
+    the turn's content, not as a difference of two renderings."""
+    qwen3_like = TOOL_TEMPLATE.replace("<|assistant|>{{ m['content'] }}",
+                                       "<|assistant|>{% if loop.last %}<think></think>{% endif %}{{ m['content'] }}")
+    policy = chat_policy(template=qwen3_like, eos="<|end|>")
+    d = dialogue_for(policy)
+    end = policy.tokenizer.convert_tokens_to_ids("<|end|>")
+    assert d.observation([tool_result("calc", "12")], end)[1] == "<|user|>result: 12<|end|><|assistant|>"
 
 
 def test_chat_calls_parse_in_the_hermes_form() -> None:
@@ -167,11 +194,31 @@ def test_a_broken_response_template_falls_back_to_the_hermes_form(caplog: pytest
     assert d.parse(tokens, [CALC]) == (assistant("", [tool_call("calc", {"expression": "2"})]), None)
 
 
-def test_a_template_that_rewrites_earlier_turns_is_refused() -> None:
-    rewriting = "{% for m in messages %}{% if loop.last %}{{ m['content'] }}{% endif %}{% endfor %}"
-    d = dialogue_for(chat_policy(template=rewriting))
-    with pytest.raises(ValueError, match="renders earlier turns differently"):
-        d.observation([tool_result("calc", "1")], after_eos=True)
+def test_a_template_that_hides_assistant_turns_is_refused() -> None:
+    hiding = "{% for m in messages %}{% if m['role'] != 'assistant' %}{{ m['content'] }}{% endif %}{% endfor %}"
+    d = dialogue_for(chat_policy(template=hiding))
+    with pytest.raises(ValueError, match="does not write an assistant turn's content"):
+        d.observation([tool_result("calc", "1")], None)
+
+
+def test_calls_a_template_writes_in_another_form_are_demonstrated_in_the_form_read_back() -> None:
+    """A Llama-3.1-like template writes calls as bare JSON with `parameters`; without a response_template
+    the parser reads the Hermes form, so demonstrations use that form."""
+    llama_like = TOOL_TEMPLATE.replace(
+        "<tool_call>{{ {'name': c.function.name, 'arguments': c.function.arguments} | tojson }}</tool_call>",
+        "{{ {'name': c.function.name, 'parameters': c.function.arguments} | tojson }}")
+    policy = chat_policy(template=llama_like, eos="<|end|>")
+    d = dialogue_for(policy)
+    message = assistant("", [tool_call("calc", {"expression": "7+5"})])
+    tokens, text = d.demonstration_turn(message, [CALC], final=False)
+    assert text == '<tool_call>{"name": "calc", "arguments": {"expression": "7+5"}}</tool_call>'
+    assert d.parse(tokens, [CALC]) == (message, None)
+
+
+def test_a_short_call_cut_inside_a_token_still_parses(plain: HFPolicy) -> None:
+    """With a BPE vocabulary the stop fires on a token such as `>>=`: the text after `>>` is ignored."""
+    d = PlainDialogue(plain)
+    assert d.parse(ids(plain, "<<calc 7+5>>="), [CALC]) == (assistant("", [tool_call("calc", {"expression": "7+5"})]), None)
 
 
 def _decode(policy: HFPolicy, tokens: list[int]) -> Any:

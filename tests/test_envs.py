@@ -53,8 +53,8 @@ def test_gsm8k_demonstrations_call_python_per_annotation(tiny: HFPolicy) -> None
     assert messages[2]["role"] == "tool" and messages[-1]["content"].startswith("#### ")
 
 
-def call(name: str, **arguments) -> Turn:
-    return Turn(assistant("", [tool_call(name, arguments)]))
+def call(tool: str, /, **arguments) -> Turn:
+    return Turn(assistant("", [tool_call(tool, arguments)]))
 
 
 def test_function_calls_run_on_the_device_and_the_final_state_is_judged() -> None:
@@ -103,6 +103,28 @@ def test_an_informing_tool_result_must_reach_the_reply() -> None:
     result = conversation.data["world"].results[0]
     conversation.messages[-1] = assistant(f"it is {result}")
     assert env.judge(conversation).correct
+
+
+def test_apigen_types_and_tools_without_code_here() -> None:
+    from selfimprove.envs.function_env import json_type
+
+    assert [json_type(t) for t in ("str", "int", "float, optional", "List[int]", "Dict[str, Any]", "Optional[int]",
+                                   "Union[int, float]", "Any", "bool")] == [
+        "string", "integer", "number", "array", "object", "integer", None, None, "boolean"]
+    # An APIGen file's tool whose name is a library tool's, with an argument called `name`: recorded, not
+    # run by the library tool's code, and no clash with the runner's own parameters.
+    tool = {"name": "translate", "description": "x", "parameters": {
+        "name": {"type": "str", "description": "who"}, "words": {"type": "List[str]", "description": "w"}}}
+    calls = [{"name": "translate", "arguments": {"name": "ann", "words": ["hi"]}}]
+    task = make_task("function_call", {"two_call_fraction": 0.0})
+    problem = task.problem("train", 0)
+    problem = type(problem)(problem.id, problem.prompt, problem.answer, problem.demonstration,
+                            {**problem.metadata, "tools": [tool], "calls": calls})
+    env = make_env("function_call", task)
+    conversation = env.start(problem)
+    reply = env.respond(conversation, call("translate", name="ann", words=["hi"]))
+    assert reply.observation[0]["content"] == "ok"
+    assert conversation.data["world"].executed == calls
 
 
 def test_apigen_schemas_become_json_schemas() -> None:

@@ -84,6 +84,16 @@ def test_resume_refuses_a_changed_recipe_and_names_the_keys(tmp_path: Path) -> N
     assert summary["steps"] == 4
 
 
+def test_a_run_saved_before_a_section_existed_resumes(tmp_path: Path) -> None:
+    """A run begun by an older version has no `env` in its config.yaml; the new default (None) is no change."""
+    run_dir = tmp_path / "run"
+    crashed_run(run_dir)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved.pop("env") is None
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert run_sft(recipe(run_dir))["steps"] == 4
+
+
 def test_steps_schedule_and_eval_may_change_on_resume(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     crashed_run(run_dir)

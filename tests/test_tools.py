@@ -123,3 +123,24 @@ def test_tools_by_name_and_import_path() -> None:
         make_tools(["test_tools:undocumented"])
     with pytest.raises(ConfigError, match="two tools are named 'calc'"):
         make_tools(["calc", "calc"])
+
+
+def test_odd_integers_are_a_bad_argument_not_a_crash() -> None:
+    for odd in ("--5", "+-5", "²", "5.5", ""):
+        value, error = cast_value(odd, {"type": "integer"})
+        assert value is None and error == "expected integer, got str"
+    assert cast_value(" -12 ", {"type": "integer"}) == (-12, None)
+
+
+def test_hung_calls_never_starve_the_ones_behind_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from selfimprove.envs import tools as module
+
+    monkeypatch.setattr(module, "_SLOTS", module._Slots(2))  # two slots, both taken by calls that hang
+    hung = Tool.from_function(slow, timeout=0.2)
+    quick = Tool.from_function(convert)
+    began = time.monotonic()
+    out = run_calls([(quick, "convert", {"amount": 1}), (hung, "slow", {"seconds": 30}), (hung, "slow", {"seconds": 30}),
+                     (quick, "convert", {"amount": 2}), (quick, "convert", {"amount": 3})])
+    assert [o.text for o in out] == ["1.0", "error: slow timed out after 0.2s", "error: slow timed out after 0.2s",
+                                     "2.0", "3.0"]
+    assert time.monotonic() - began < 3.0

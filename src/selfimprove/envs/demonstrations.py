@@ -62,9 +62,7 @@ def gsm8k_demo(task: Task, problem: Problem, tool: str) -> list[Message] | None:
         if match is None:
             continue
         argument = "code" if tool == "python" else "expression"
-        expression = match[1].strip()
-        if tool == "calc":
-            expression = expression.replace(",", "")
+        expression = match[1].strip().replace(",", "")  # thousands separators: `1,200` is not one number in code
         messages.append(assistant(line[: match.start()], [tool_call(tool, {argument: _code(tool, expression)})]))
     return messages + [assistant(f"#### {problem.answer}")]
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import threading
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Sequence
@@ -43,12 +45,16 @@ class World:
     playing: str | None = None
     executed: list[dict[str, Any]] = field(default_factory=list)
     results: dict[int, str] = field(default_factory=dict)  # executed call index -> its result (informing tools)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
-def _run(world: World, name: str, arguments: dict[str, Any]) -> str:
-    """Execute one call on the world (arguments already checked against the tool's schema)."""
+def _run(world: World, name: str, arguments: dict[str, Any], library: bool = True) -> str:
+    """Execute one call on the world (arguments already checked against the tool's schema): a tool of the
+    generator's library by its own code, any other (an APIGen file's) as a record only."""
     a = arguments
-    if name == "get_weather":
+    if not library:
+        result = "ok"
+    elif name == "get_weather":
         celsius = 5 + _hash("weather", a["city"]) % 26
         value = celsius if str(a["unit"]).lower().startswith("c") else round(celsius * 9 / 5 + 32)
         result = f"{value} {a['unit']}"
@@ -84,21 +90,35 @@ def _run(world: World, name: str, arguments: dict[str, Any]) -> str:
         result = f"playing {a['artist']}"
     else:
         result = "ok"
-    if name not in ACTIONS and name in TOOLS_BY_NAME:
+    if library and name not in ACTIONS:
         world.results[len(world.executed)] = result
     world.executed.append({"name": name, "arguments": dict(a)})
     return result
 
 
+def json_type(apigen_type: str) -> str | None:
+    """An APIGen type (`str`, `int`, `List[int]`, `Dict[str, Any]`, `str, optional`) as a JSON schema type;
+    None when it says nothing a JSON type can (`Union[int, float]`, `Any`): then any value is taken."""
+    kind = apigen_type.split(",")[0].strip() if not apigen_type.startswith(("Union", "Optional")) else apigen_type
+    head = re.match(r"[A-Za-z_]+", kind)
+    word = head[0] if head else ""
+    if word in ("List", "list", "Tuple", "tuple", "Set", "set", "array"):
+        return "array"
+    if word in ("Dict", "dict", "Mapping", "object"):
+        return "object"
+    if word == "Optional":
+        return json_type(kind[len("Optional["):-1])
+    return _TYPES.get(word, word if word in _TYPES.values() else None)
+
+
 def json_schema(apigen: dict[str, Any]) -> dict[str, Any]:
     """An APIGen tool schema as the JSON schema chat templates take."""
     params = apigen.get("parameters") or {}
-    properties = {}
+    properties: dict[str, Any] = {}
     for arg, spec in params.items():
-        spec = dict(spec) if isinstance(spec, dict) else {"type": "string"}
-        kind = str(spec.get("type", "str")).split(",")[0].strip()
-        properties[arg] = {"type": _TYPES.get(kind, kind if kind in _TYPES.values() else "string"),
-                           "description": str(spec.get("description", ""))}
+        spec = dict(spec) if isinstance(spec, dict) else {}
+        kind = json_type(str(spec.get("type", "")))
+        properties[arg] = {**({"type": kind} if kind else {}), "description": str(spec.get("description", ""))}
     required = [arg for arg, spec in params.items() if not (isinstance(spec, dict) and "default" in spec)]
     return {"type": "function", "function": {"name": apigen["name"], "description": apigen.get("description", ""),
                                              "parameters": {"type": "object", "properties": properties,
@@ -140,11 +160,12 @@ class FunctionCallEnv(Environment):
                 continue
             replies.append(None)
             schemas = {s["function"]["name"]: s for s in self.tool_schemas(conversation)}
+            library = {t for t in conversation.problem.metadata.get("tools") or [] if isinstance(t, str) and t in TOOLS_BY_NAME}
             world = conversation.data["world"]
             for name, arguments in turn.calls:
                 tool = None
                 if name in schemas:
-                    tool = Tool(name, partial(_run_named, world, name), schemas[name], timeout=5.0)
+                    tool = Tool(name, partial(_run_named, world, name, name in library), schemas[name], timeout=5.0)
                 pending.append(i)
                 scheduled.append((tool, name, arguments))
         observations: dict[int, list[Message]] = {}
@@ -182,11 +203,14 @@ class FunctionCallEnv(Environment):
         """One call per expected call, then a reply with the informing results (or `done`)."""
         calls = problem.metadata.get("calls") or []
         scratch = World()
-        results = [_run(scratch, c["name"], dict(c["arguments"])) for c in calls]
-        told = [r for c, r in zip(calls, results) if c["name"] not in ACTIONS and c["name"] in TOOLS_BY_NAME]
+        library = {t for t in problem.metadata.get("tools") or [] if isinstance(t, str) and t in TOOLS_BY_NAME}
+        results = [_run(scratch, c["name"], dict(c["arguments"]), c["name"] in library) for c in calls]
+        told = [r for c, r in zip(calls, results) if c["name"] not in ACTIONS and c["name"] in library]
         return [assistant("", [tool_call(c["name"], c["arguments"])]) for c in calls] + [assistant("; ".join(told) or "done")]
 
 
-def _run_named(world: World, name: str, **arguments: Any) -> str:
-    return _run(world, name, arguments)
+def _run_named(world: World, name: str, library: bool, /, **arguments: Any) -> str:
+    """One call on the world (positional-only parameters: a tool may have an argument called `name`)."""
+    with world.lock:  # the calls of one turn run on threads of their own
+        return _run(world, name, arguments, library)
 

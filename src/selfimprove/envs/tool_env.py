@@ -20,7 +20,7 @@ from selfimprove.chat import Message, tool_result
 from selfimprove.envs.base import Conversation, EnvConfig, Environment, Reply, Turn, register_env, tools_by_name
 from selfimprove.envs.demonstrations import tool_demonstration
 from selfimprove.envs.tools import Tool, run_calls
-from selfimprove.tasks.base import Problem
+from selfimprove.tasks.base import Problem, Verdict
 
 _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
@@ -101,6 +101,12 @@ class ToolEnv(Environment):
 
     def respond(self, conversation: Conversation, turn: Turn) -> Reply:
         return self.respond_all([conversation], [turn])[0]
+
+    def judge(self, conversation: Conversation) -> Verdict:
+        """The task's verdict on the final answer; a conversation a limit cut before one is wrong."""
+        if conversation.end not in ("done", ""):
+            return Verdict.wrong(f"no final answer (the {conversation.end} limit ended it)")
+        return super().judge(conversation)
 
     def demonstration(self, problem: Problem) -> list[Message] | None:
         return tool_demonstration(self.task, problem, [t.name for t in self.tools])

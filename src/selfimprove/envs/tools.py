@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +27,8 @@ from typing import Any, Callable, Mapping, Sequence
 logger = logging.getLogger(__name__)
 
 MAX_RESULT_CHARS = 2000  # a tool's result is cut here (observations stay small)
+MAX_CONCURRENT = max(2, os.cpu_count() or 2)  # calls running at once (a batch may hold hundreds)
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
 
 
 class ToolError(ValueError):
@@ -102,8 +106,8 @@ def cast_value(value: Any, schema: Mapping[str, Any]) -> tuple[Any, str | None]:
                 return value, None
             if isinstance(value, float) and value.is_integer():
                 return int(value), None
-            if isinstance(value, str) and value.strip().lstrip("+-").isdigit() and len(value) < 30:
-                return int(value), None
+            if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+                return int(value.strip()), None
         if k == "number":
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return value, None
@@ -148,47 +152,88 @@ class CallOutcome:
     seconds: float = 0.0
 
 
-def _call(tool: Tool, arguments: Mapping[str, Any], box: list[Any]) -> None:
-    try:
-        box.append((True, tool.fn(**arguments)))
-    except BaseException as err:  # a tool's failure is the model's observation, never the run's end
-        # A tool's own refusal (ValueError, RuntimeError) reads as its message; anything else names its type.
-        box.append((False, str(err) if type(err) in (ValueError, RuntimeError) else f"{type(err).__name__}: {err}"))
+class _Slots:
+    """At most `MAX_CONCURRENT` calls run at once; a call's time limit starts when it starts running. A
+    call abandoned at its limit gives its slot back (its thread may run on, outside the count)."""
+
+    def __init__(self, size: int) -> None:
+        self.free = threading.Semaphore(size)
+
+
+_SLOTS = _Slots(MAX_CONCURRENT)
+
+
+@dataclass
+class _Call:
+    tool: Tool
+    arguments: dict[str, Any]
+    started: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    began: float = 0.0
+    released: bool = False
+    result: tuple[bool, Any] | None = None
+
+    def release(self) -> None:
+        with self.lock:
+            if not self.released:
+                self.released = True
+                _SLOTS.free.release()
+
+    def run(self) -> None:
+        _SLOTS.free.acquire()
+        self.began = time.monotonic()
+        self.started.set()
+        try:
+            self.result = (True, self.tool.fn(**self.arguments))
+        except BaseException as err:  # a tool's failure is the model's observation, never the run's end
+            # A tool's own refusal (ValueError, RuntimeError) reads as its message; anything else names its type.
+            self.result = (False, str(err) if type(err) in (ValueError, RuntimeError) else f"{type(err).__name__}: {err}")
+        finally:
+            self.finished.set()
+            self.release()
 
 
 def run_calls(calls: Sequence[tuple[Tool | None, str, Any]], *, limit: int = MAX_RESULT_CHARS) -> list[CallOutcome]:
-    """Run calls `(tool or None when unknown, name, arguments)` concurrently, each within its tool's
-    timeout; one outcome per call, in order."""
-    started: list[tuple[threading.Thread | None, list[Any], float, CallOutcome | None]] = []
+    """Run calls `(tool or None when unknown, name, arguments)` concurrently (at most `MAX_CONCURRENT` at
+    once), each within its tool's timeout counted from when it starts; one outcome per call, in order."""
+    pending: list[_Call | CallOutcome] = []
     for tool, name, arguments in calls:
         if tool is None:
-            started.append((None, [], 0.0, CallOutcome(f"error: unknown tool {name!r}", False)))
+            pending.append(CallOutcome(f"error: unknown tool {name!r}", False))
             continue
         args, error = tool.check_arguments(arguments)
         if error is not None:
-            started.append((None, [], 0.0, CallOutcome(f"error: {error}", False)))
+            pending.append(CallOutcome(f"error: {error}", False))
             continue
-        box: list[Any] = []
-        thread = threading.Thread(target=_call, args=(tool, args, box), daemon=True, name=f"tool-{tool.name}")
-        thread.start()
-        started.append((thread, box, time.monotonic(), None))
-    out = []
-    for (tool, name, _), (thread, box, t0, ready) in zip(calls, started):
-        if ready is not None:
-            out.append(ready)
-            continue
-        assert tool is not None and thread is not None
-        thread.join(max(0.0, tool.timeout - (time.monotonic() - t0)))
-        seconds = time.monotonic() - t0
-        if not box:
-            tool.stats["timeouts"] = tool.stats.get("timeouts", 0) + 1
-            logger.warning("tool %s did not return within %gs (abandoned on its thread)", name, tool.timeout)
-            out.append(CallOutcome(f"error: {name} timed out after {tool.timeout:g}s", False, seconds))
-            continue
-        ok, value = box[0]
-        if not ok:
-            tool.stats["errors"] = tool.stats.get("errors", 0) + 1
-            out.append(CallOutcome(f"error: {value}"[:limit], False, seconds))
-        else:
-            out.append(CallOutcome(result_text(value, limit), True, seconds))
-    return out
+        call = _Call(tool, args)
+        threading.Thread(target=call.run, daemon=True, name=f"tool-{tool.name}").start()
+        pending.append(call)
+    # Resolve calls as they finish or run out of time, in any order: a call that waits for a slot held by
+    # hung calls gets it once those are abandoned.
+    results: dict[int, CallOutcome] = {i: item for i, item in enumerate(pending) if isinstance(item, CallOutcome)}  # type: ignore[misc]
+    while len(results) < len(pending):
+        now = time.monotonic()
+        for i, item in enumerate(pending):
+            if i in results or isinstance(item, CallOutcome):
+                continue
+            if item.finished.is_set():
+                results[i] = _outcome(item, calls[i][1], limit)
+            elif item.started.is_set() and now - item.began >= item.tool.timeout:
+                item.release()
+                item.tool.stats["timeouts"] = item.tool.stats.get("timeouts", 0) + 1
+                logger.warning("tool %s did not return within %gs (abandoned on its thread)", calls[i][1], item.tool.timeout)
+                results[i] = CallOutcome(f"error: {calls[i][1]} timed out after {item.tool.timeout:g}s", False, now - item.began)
+        if len(results) < len(pending):
+            time.sleep(0.002)
+    return [results[i] for i in range(len(pending))]
+
+
+def _outcome(call: _Call, name: str, limit: int) -> CallOutcome:
+    assert call.result is not None
+    ok, value = call.result
+    seconds = time.monotonic() - call.began
+    if not ok:
+        call.tool.stats["errors"] = call.tool.stats.get("errors", 0) + 1
+        return CallOutcome(f"error: {value}"[:limit], False, seconds)
+    return CallOutcome(result_text(value, limit), True, seconds)

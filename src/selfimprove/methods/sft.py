@@ -61,10 +61,10 @@ class SFT(Method[SFTRecipe]):
         from selfimprove.rollout.demonstrations import demonstration_episodes
 
         assert job.env is not None
+        if len(self._demos) > 50_000:  # a pool that never repeats (num_problems 0): keep memory bounded
+            self._demos.clear()
         missing = [p for p in dict((p.id, p) for p in problems).values() if p.id not in self._demos]
         if missing:
-            if len(self._demos) > 50_000:
-                self._demos.clear()
             for p, e in zip(missing, demonstration_episodes(job.policy, job.env.env, missing)):
                 self._demos[p.id] = e
         episodes = [self._demos[p.id] for p in problems if self._demos[p.id] is not None]

@@ -31,7 +31,7 @@ from selfimprove.chat import Message, assistant, calls_of, tool_call
 logger = logging.getLogger(__name__)
 
 SHORT_STOP = ">>"
-_SHORT_CALL = re.compile(r"<<([A-Za-z_][\w.\-]*)(?:[ \t]+(.*?))?[ \t]*>>\s*\Z", re.S)
+_SHORT_CALL = re.compile(r"<<([A-Za-z_][\w.\-]*)(?:[ \t]+(.*?))?[ \t]*>>", re.S)
 _HERMES = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 _SENTINEL = "\x1fSELFIMPROVE\x1f"
 
@@ -56,8 +56,9 @@ class Dialogue(Protocol):
         """How many of a turn's sampled tokens stay in the conversation."""
         ...
 
-    def observation(self, messages: Sequence[Message], after_eos: bool) -> tuple[list[int], str]:
-        """Tokens (and text) of messages that follow a model turn, up to where the model writes next."""
+    def observation(self, messages: Sequence[Message], last_token: int | None) -> tuple[list[int], str]:
+        """Tokens (and text) of messages that follow a model turn whose last token was `last_token` (None
+        when it was cut by a limit), up to where the model writes next."""
         ...
 
     def demonstration_turn(self, message: Message, tools: Schemas, final: bool) -> tuple[list[int], str]:
@@ -105,11 +106,14 @@ class PlainDialogue:
         return self.sampler.detokenize(ids)
 
     def parse(self, token_ids: Sequence[int], tools: Schemas) -> tuple[Message, str | None]:
+        """Generation stops at the first `>>` (the stop string), so a turn that holds one tried to call; what
+        follows `>>` in the text is the rest of the token that wrote it (`>>=` in a BPE vocabulary)."""
         text = self._text(token_ids)
-        if not tools or not text.rstrip().endswith(SHORT_STOP):
+        end = text.find(SHORT_STOP) if tools else -1
+        if end < 0:
             return assistant(text), None
-        start = text.rfind("<<")
-        match = _SHORT_CALL.match(text, start) if start >= 0 else None
+        start = text.rfind("<<", 0, end)
+        match = _SHORT_CALL.fullmatch(text, start, end + len(SHORT_STOP)) if start >= 0 else None
         if match is None:
             return assistant(text), "malformed call (write <<tool arguments>>)"
         name, raw = match[1], (match[2] or "").strip()
@@ -128,7 +132,7 @@ class PlainDialogue:
         n = len(token_ids)
         return n - 1 if continues and n and token_ids[-1] in self.sampler.eos_ids else n
 
-    def observation(self, messages: Sequence[Message], after_eos: bool) -> tuple[list[int], str]:
+    def observation(self, messages: Sequence[Message], last_token: int | None) -> tuple[list[int], str]:
         text = "".join(f"={m.get('content', '')}\n" if m.get("role") == "tool" else str(m.get("content", ""))
                        for m in messages)
         return list(self.sampler.encode_completion(text, add_eos=False)), text
@@ -156,8 +160,12 @@ class ChatDialogue:
         with_turn = self._render(base + [{"role": "assistant", "content": _SENTINEL}], (), False)
         cut = with_turn.find(_SENTINEL)
         self.turn_end = with_turn[cut + len(_SENTINEL):] if cut >= 0 else ""  # what closes an assistant turn
-        self._base = base + [{"role": "assistant", "content": "y"}]
-        self._base_text = self._render(self._base, (), False)
+        # The end token a turn ends with: the one the template's turn end starts with (Llama 3's <|eot_id|>,
+        # Qwen's <|im_end|>), else the first end token.
+        texts = {i: tokenizer.decode([i], skip_special_tokens=False) for i in self.eos_ids}
+        starting = [i for i in self.eos_ids if texts[i] and self.turn_end.startswith(texts[i])]
+        self.turn_eos = max(starting, key=lambda i: len(texts[i])) if starting else self.eos_ids[0]
+        self._eos_text = texts
         head = self._render(base, (), False)
         self.generation_prompt = self._render(base, (), True)[len(head):]
         self.response_template = getattr(tokenizer, "response_template", None)
@@ -201,29 +209,42 @@ class ChatDialogue:
     def kept(self, token_ids: Sequence[int], continues: bool) -> int:
         return len(token_ids)
 
-    def observation(self, messages: Sequence[Message], after_eos: bool) -> tuple[list[int], str]:
-        full = self._render(self._base + list(messages), (), True)
-        if not full.startswith(self._base_text):
-            raise ValueError("the chat template renders earlier turns differently once more follow; "
-                             "multi-turn rollouts need a template that only appends")
-        close = self.turn_end
-        if after_eos:
-            eos_text = self.tokenizer.decode(self.eos_ids[:1], skip_special_tokens=False)
-            close = close[len(eos_text):] if eos_text and close.startswith(eos_text) else close
-        text = close + full[len(self._base_text):]
+    def observation(self, messages: Sequence[Message], last_token: int | None) -> tuple[list[int], str]:
+        """What the template writes after an assistant turn: the end of that turn, the messages and the next
+        turn's opening, read after the turn's content in `[user, assistant, *messages]` (so a template that
+        writes the last assistant turn differently, like Qwen3's, still works); the end token the model
+        sampled is not written twice."""
+        full = self._render([{"role": "user", "content": "x"}, {"role": "assistant", "content": _SENTINEL}, *messages], (), True)
+        cut = full.find(_SENTINEL)
+        if cut < 0:
+            raise ValueError("the chat template does not write an assistant turn's content; a multi-turn rollout needs it")
+        text = full[cut + len(_SENTINEL):]
+        sampled = self._eos_text.get(last_token, "") if last_token is not None else ""
+        if sampled and text.startswith(sampled):
+            text = text[len(sampled):]
         return self._ids(text), text
 
     def demonstration_turn(self, message: Message, tools: Schemas, final: bool) -> tuple[list[int], str]:
+        """The turn as the template writes it, ending with the turn's end token; where the template does not
+        write calls in a form `parse` reads back (or at all), the calls in the Hermes form it does read."""
         base = [{"role": "user", "content": "x"}]
         head = self._render(base, tools, True)
         whole = self._render(base + [dict(message)], tools, False)
         text = whole[len(head):] if whole.startswith(head) else str(message.get("content", ""))
         if self.turn_end and text.endswith(self.turn_end):
             text = text[: -len(self.turn_end)]
-        for name, arguments in calls_of(message):
-            if name not in text:  # the template does not write calls: the Hermes form the parser reads
-                text += "<tool_call>" + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False) + "</tool_call>"
-        return self._ids(text) + self.eos_ids[:1], text
+        if not self._reads_back(text, message, tools):
+            text = str(message.get("content", "")) + "".join(
+                "<tool_call>" + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False) + "</tool_call>"
+                for name, arguments in calls_of(message))
+            if not self._reads_back(text, message, tools):
+                raise ValueError("this tokenizer's response_template does not read the calls its chat template writes, "
+                                 "nor the Hermes <tool_call> form: worked conversations cannot be written for it")
+        return self._ids(text) + [self.turn_eos], text
+
+    def _reads_back(self, text: str, message: Message, tools: Schemas) -> bool:
+        parsed, error = self.parse(self._ids(text) + [self.turn_eos], tools)
+        return error is None and calls_of(parsed) == calls_of(message)
 
 
 def hermes_parse(text: str) -> tuple[Message, str | None]:

@@ -95,26 +95,28 @@ def run_conversations(
     limits: Limits,
     *,
     group_offset: int = 0,
+    sample_offset: int = 0,
     generator: torch.Generator | None = None,
     dialogue: Dialogue | None = None,
 ) -> list[Episode]:
-    """`params.n` conversations per problem (one group per problem), each turned into an `Episode`."""
+    """`params.n` conversations per problem (one group per problem), each turned into an `Episode`.
+
+    Conversation k of the problem in group g gets the random stream of sample `g * n + k + sample_offset`
+    (with the problem's id): a problem drawn again later (another group, another search round: a larger
+    `sample_offset`) gets fresh streams, a rerun the same ones."""
     dialogue = dialogue or dialogue_for(policy)
     live: list[_Live] = []
-    starts: list[list[int]] = []
     for i, problem in enumerate(problems):
         for k in range(params.n):
-            conversation = env.start(problem, sample=k)
+            group = group_offset + i
+            conversation = env.start(problem, sample=group * params.n + k + sample_offset)
             tools = env.tool_schemas(conversation)
-            ids = dialogue.start(conversation.messages, tools) if k == 0 else starts[-1]
-            if k == 0:
-                starts.append(ids)
-            live.append(_Live(conversation, tools, group_offset + i, list(ids), [Segment("prompt", list(ids))],
-                              index=len(live)))
+            ids = dialogue.start(conversation.messages, tools)
+            live.append(_Live(conversation, tools, group, list(ids), [Segment("prompt", list(ids))], index=len(live)))
     stop = tuple(params.stop) + dialogue.stop([t for c in live for t in c.tools])
     limit = context_limit(policy)
     first = replace(params, max_new_tokens=min(params.max_new_tokens, limits.max_tokens), stop=stop)
-    completions = policy.generate_ids(starts, first, generator=generator) if live else []
+    completions = _first_turns(policy, live, params.n, first, generator) if live else []
     done: list[_Live] = []
     while live:
         turns = []
@@ -134,7 +136,8 @@ def run_conversations(
                    else "tokens" if room < 1 else "")
             observation: tuple[list[int], str] = ([], "")
             if not end:
-                observation = dialogue.observation(reply.observation, after_eos=completion.finish_reason == "eos")
+                ended = completion.token_ids[-1] if completion.finish_reason == "eos" and completion.token_ids else None
+                observation = dialogue.observation(reply.observation, ended)
                 kept = dialogue.kept(completion.token_ids, True)
                 if limit is not None and len(c.context) + kept + len(observation[0]) + room > limit:
                     end = "context"
@@ -156,6 +159,16 @@ def run_conversations(
             # One call per distinct room, in order (usually one: every conversation has the same room).
             completions = _sample(policy, live, rooms, replace(params, n=1, stop=stop), generator)
     return [_episode(env, c) for c in sorted(done, key=lambda c: c.index)]
+
+
+def _first_turns(policy: Sampler, live: Sequence[_Live], n: int, params: SamplingParams,
+                 generator: torch.Generator | None) -> list[Completion]:
+    """The first turn of every conversation: `n` samples of each problem's prompt in one call when a
+    problem's conversations open alike (the usual case), else one sample of each conversation's own."""
+    starts = [c.context for c in live]
+    if all(starts[i] == starts[i - i % n] for i in range(len(starts))):
+        return policy.generate_ids(starts[::n], params, generator=generator)
+    return policy.generate_ids(starts, replace(params, n=1), generator=generator)
 
 
 def _sample(policy: Sampler, live: Sequence[_Live], rooms: Sequence[int], params: SamplingParams,

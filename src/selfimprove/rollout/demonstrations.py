@@ -55,8 +55,7 @@ def demonstration_episodes(policy: Sampler, env: Environment, problems: Sequence
             if final:
                 conversations[i].end = "done"  # type: ignore[union-attr]
                 continue
-            after_eos = bool(ids) and ids[-1] in policy.eos_ids
-            observation, shown = dialogue.observation(reply.observation, after_eos=after_eos)
+            observation, shown = dialogue.observation(reply.observation, _ended(policy, ids))
             segments[i].append(Segment("observation", observation, text=shown))
     out: list[Episode | None] = []
     for i, (problem, conversation) in enumerate(zip(problems, conversations)):
@@ -94,8 +93,13 @@ def recorded_episode(policy: Sampler, messages: Sequence[Message], tools: Sequen
         while j < len(messages) and messages[j].get("role") != "assistant":
             j += 1
         if not final:
-            observation, shown = dialogue.observation(messages[i + 1 : j], after_eos=bool(ids) and ids[-1] in policy.eos_ids)
+            observation, shown = dialogue.observation(messages[i + 1 : j], _ended(policy, ids))
             segments.append(Segment("observation", observation, text=shown))
         i = j
     return Episode(segments, group=group, problem_id=problem_id, sum_turns=True,
                    info={"correct": True, "messages": list(messages), "tools": list(tools)})
+
+
+def _ended(policy: Sampler, ids: Sequence[int]) -> int | None:
+    """The end token a turn's tokens end with (None when they end without one)."""
+    return ids[-1] if ids and ids[-1] in policy.eos_ids else None

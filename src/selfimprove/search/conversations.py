@@ -56,6 +56,7 @@ def conversation_candidates(
     per_call = n if samples_per_call is None else samples_per_call
     limits = env.limits(max_answer_tokens)
     out: list[list[State]] = [[] for _ in problems]
+    drawn = 0  # conversations per problem started in earlier rounds: each round's get fresh random streams
     while True:
         wanted = {i: min(per_call, n - len(out[i])) for i in range(len(problems))
                   if len(out[i]) < n and not budgets[i].exhausted}
@@ -65,7 +66,7 @@ def conversation_candidates(
             rows = [i for i, k in wanted.items() if k == count]
             round_params = replace(params, n=count, max_new_tokens=max_answer_tokens)
             episodes = run_conversations(policy, env.env, [problems[i] for i in rows], round_params, limits,
-                                         generator=generator)
+                                         sample_offset=drawn * len(problems), generator=generator)
             turns: dict[int, int] = {}
             for e in episodes:
                 i = rows[e.group]
@@ -74,3 +75,4 @@ def conversation_candidates(
                 turns[i] = max(turns.get(i, 0), int(e.info["turns"]))
             for i, calls in turns.items():
                 budgets[i].policy_calls += calls
+        drawn += max(wanted.values())

@@ -156,7 +156,9 @@ def check_same_recipe(run_dir: str | Path, recipe: dict[str, Any]) -> None:
         old = yaml.safe_load(saved.read_text()) or {}
     except yaml.YAMLError:
         return  # a damaged record cannot be compared; the checkpoint itself is verified separately
-    changes = [(k, a, b) for k, a, b in changed_keys(old, recipe) if not _extendable(k)]
+    # A section added to recipes since the run began (absent then, None now, e.g. `env`) changes nothing.
+    before = _flatten(old)
+    changes = [(k, a, b) for k, a, b in changed_keys(old, recipe) if not _extendable(k) and not (k not in before and b is None)]
     if not changes:
         return
     shown = ", ".join(f"{k} {_show(a)} -> {_show(b)}" for k, a, b in changes[:6])
