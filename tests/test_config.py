@@ -70,6 +70,10 @@ SCHEMAS = {
     "function-call-grpo.yaml": RLRecipe,
     "code-grpo.yaml": RLRecipe,
     "rgym-sft.yaml": SFTRecipe,
+    "chain-tools-sft.yaml": SFTRecipe,
+    "chain-tools-grpo.yaml": RLRecipe,
+    "tools-sums-sft.yaml": SFTRecipe,
+    "tools-sums-grpo.yaml": RLRecipe,
 }
 
 

@@ -63,6 +63,6 @@ def test_a_run_evaluates_the_problems_from_its_start(small_policy) -> None:
     from selfimprove.train.driver import run_eval
 
     task = make_task("countdown", COUNTDOWN)
-    job = SimpleNamespace(task=task, policy=small_policy)
+    job = SimpleNamespace(task=task, policy=small_policy, env=None)
     result = run_eval(job, EvalConfig(split="train", start=1_000_000, num_problems=3, max_new_tokens=4), 3, seed=0)
     assert [r["prompt"] for r in result.records] == [p.prompt for p in task.distinct_problems("train", 3, start=1_000_000)]

@@ -3,9 +3,11 @@
 
 `Tool.from_function` reads the function's JSON schema with transformers' `get_json_schema` (type hints
 and the docstring's `Args:` section), so the schema a chat template shows the model is the one the
-call is checked against. `run_calls` executes a batch of calls concurrently, each on a daemon thread
-with its own time limit, and turns every way a call can go wrong (an unknown tool, bad arguments, an
-exception, a timeout, a result that is not text) into an error *result*: a tool never ends a run.
+call is checked against. `run_calls` executes a batch of calls concurrently, each on a daemon thread,
+at most `MAX_CONCURRENT` at once (a batch of 128 sandboxed programs must not start 128 processes on
+two cores, where wall-clock limits would fire by load), each timed from when it starts, and turns every
+way a call can go wrong (an unknown tool, bad arguments, an exception, a timeout, a result that is not
+text) into an error *result*: a tool never ends a run.
 
 Why threads and not a process pool: tools are user functions that may close over state (a database
 handle, an environment's world) and need not be picklable; the model-written code tool (`python`)
