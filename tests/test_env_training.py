@@ -222,9 +222,10 @@ def test_an_environment_from_an_entry_point(monkeypatch: pytest.MonkeyPatch) -> 
     from importlib.metadata import EntryPoint
 
     from selfimprove.envs import plugins
+    from selfimprove.tasks import plugins as task_plugins
 
     point = EntryPoint("frugal", "examples.tools.my_env:FrugalTools", plugins.ENTRY_POINTS)
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [point] if group == plugins.ENTRY_POINTS else [])
+    monkeypatch.setattr(task_plugins, "entry_points", lambda group: [point] if group == plugins.ENTRY_POINTS else [])
     monkeypatch.chdir(ROOT)
     assert "frugal" in plugins.env_names()
     assert plugins.resolve_env("frugal").__name__ == "FrugalTools"

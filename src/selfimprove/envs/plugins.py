@@ -8,7 +8,6 @@ paths `package.module:function` of typed functions with docstrings.
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import Any, Sequence
 
 from selfimprove.envs.base import ENVS, Environment
@@ -16,7 +15,7 @@ from selfimprove.envs.builtin_tools import BUILTIN_TOOLS, TOOL_TIMEOUTS
 from selfimprove.envs.tools import Tool, ToolError
 from selfimprove.errors import ConfigError
 from selfimprove.tasks.base import Task
-from selfimprove.tasks.plugins import import_object
+from selfimprove.tasks.plugins import import_object, plugin_names, resolve_class
 
 ENTRY_POINTS = "selfimprove.envs"
 
@@ -25,31 +24,12 @@ __all__ = ["ENTRY_POINTS", "env_names", "make_env", "make_tools", "resolve_env"]
 
 def env_names() -> list[str]:
     """Registered environments and those installed packages declare."""
-    return sorted(set(ENVS.names()) | {ep.name for ep in entry_points(group=ENTRY_POINTS)})
+    return sorted(set(ENVS.names()) | set(plugin_names(ENTRY_POINTS)))
 
 
 def resolve_env(name: str, field: str = "env.name") -> type[Environment]:
-    """The environment class a recipe names."""
-    if name in ENVS:
-        return ENVS.get(name)
-    if ":" in name:
-        cls = import_object(name, field)
-    else:
-        cls = None
-        for ep in entry_points(group=ENTRY_POINTS):
-            if ep.name == name:
-                try:
-                    cls = ep.load()
-                except Exception as err:
-                    raise ConfigError(f"{field}: the entry point {name!r} ({ep.value}) failed to load: {err}") from None
-        if cls is None:
-            raise ConfigError(f"{field}: unknown environment {name!r} (known: {', '.join(env_names())}; or give "
-                              "package.module:ClassName)")
-    if not (isinstance(cls, type) and issubclass(cls, Environment)):
-        raise ConfigError(f"{field}: {name!r} is not an Environment subclass (got {type(cls).__name__})")
-    if not getattr(cls, "name", None):
-        cls.name = name
-    return cls
+    """The environment class a recipe names (registered name, import path or entry point)."""
+    return resolve_class(name, ENVS, ENTRY_POINTS, Environment, "environment", field)
 
 
 def make_tools(names: Sequence[str], timeout: float | None = None, field: str = "env.tools") -> list[Tool]:

@@ -19,11 +19,12 @@ from importlib.metadata import entry_points
 from typing import Any, Mapping
 
 from selfimprove.errors import ConfigError
+from selfimprove.registry import Registry
 from selfimprove.tasks.base import TASKS, Task
 
 ENTRY_POINTS = "selfimprove.tasks"
 
-__all__ = ["ENTRY_POINTS", "import_object", "make_task", "plugin_names", "resolve_task"]
+__all__ = ["ENTRY_POINTS", "import_object", "make_task", "plugin_names", "resolve_class", "resolve_task"]
 
 
 def import_object(path: str, field: str) -> Any:
@@ -53,39 +54,47 @@ def import_object(path: str, field: str) -> Any:
     return obj
 
 
-def _entry_point(name: str) -> Any | None:
-    for ep in entry_points(group=ENTRY_POINTS):
+def _entry_point(name: str, group: str, field: str) -> Any | None:
+    for ep in entry_points(group=group):
         if ep.name == name:
             try:
                 return ep.load()
             except Exception as err:
-                raise ConfigError(f"task.name: the entry point {name!r} ({ep.value}) failed to load: {err}") from None
+                raise ConfigError(f"{field}: the entry point {name!r} ({ep.value}) failed to load: {err}") from None
     return None
 
 
-def plugin_names() -> list[str]:
-    """Task names declared by installed packages' entry points."""
-    return sorted({ep.name for ep in entry_points(group=ENTRY_POINTS)})
+def plugin_names(group: str = ENTRY_POINTS) -> list[str]:
+    """Names declared by installed packages' entry points (tasks, or another group's)."""
+    return sorted({ep.name for ep in entry_points(group=group)})
+
+
+def resolve_class(name: str, registry: Registry[Any], group: str, base: type, kind: str, field: str) -> Any:
+    """The class a recipe names: registered, `package.module:ClassName`, or an entry point of `group`;
+    it must subclass `base` (tasks, environments). A class found by path or entry point without a
+    registered `name` is named by the recipe's string."""
+    if name in registry:
+        return registry.get(name)
+    if ":" in name:
+        cls = import_object(name, field)
+    else:
+        cls = _entry_point(name, group, field)
+        if cls is None:
+            known = ", ".join(sorted(set(registry.names()) | set(plugin_names(group))))
+            raise ConfigError(f"{field}: unknown {kind} {name!r} (known: {known}; or give package.module:ClassName)")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"{field}: {name!r} is not {'an' if base.__name__[0] in 'AEIOU' else 'a'} {base.__name__} "
+                          f"subclass (got {type(cls).__name__})")
+    if not getattr(cls, "name", None):
+        cls.name = name
+    return cls
 
 
 def resolve_task(name: str, field: str = "task.name") -> type[Task]:
     """The task class a recipe names (registered name, import path or entry point)."""
     import selfimprove.tasks  # noqa: F401  (registers the built-in tasks)
 
-    if name in TASKS:
-        return TASKS.get(name)
-    if ":" in name:
-        cls = import_object(name, field)
-    else:
-        cls = _entry_point(name)
-        if cls is None:
-            known = ", ".join(TASKS.names() + plugin_names())
-            raise ConfigError(f"{field}: unknown task {name!r} (known: {known}; or give package.module:ClassName)")
-    if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise ConfigError(f"{field}: {name!r} is not a Task subclass (got {type(cls).__name__})")
-    if not getattr(cls, "name", None):
-        cls.name = name
-    return cls
+    return resolve_class(name, TASKS, ENTRY_POINTS, Task, "task", field)
 
 
 def make_task(name: str, params: Mapping[str, Any] | None = None) -> Task:
