@@ -266,6 +266,7 @@ def report(args: argparse.Namespace, root: Path, seconds: float) -> None:
     verdict = (f"The tool arm beats the no-tool arm by {100 * gap:+.1f} points on average over seeds {seeds} "
                f"({', '.join(f'{100 * g:+.1f}' for g in gaps)}): the issue asks for at least +5, "
                f"{'met' if gaps and min(gaps) >= 0.05 else 'not met on every seed'}.")
+    lying = lying_summary(args, rows)
     train_seconds = sum(float(r.get("train_seconds", 0.0)) for r in rows)
     tuned = {arm: json.loads((root / "tune" / f"{arm}.json").read_text()) for arm in ("no_tools", "tools")
              if (root / "tune" / f"{arm}.json").is_file()}
@@ -285,6 +286,7 @@ def report(args: argparse.Namespace, root: Path, seconds: float) -> None:
           markdown_table(["arm", "accuracy %", "per seed", "sampled tokens (training)", "tokens per problem (eval)",
                           "tool calls per problem", "repeated calls %", "answers not the last result %"], table),
           f"\n{verdict}\n",
+          "\n## What the policy learns from a calculator that lies\n", lying + "\n",
           f"\n## GRPO's step size, chosen on {args.tune_problems} validation problems of the train split (seed 0, the "
           f"full budget each)\n",
           markdown_table(["arm", "lr", "validation accuracy % after GRPO", "validation accuracy % of the SFT base", ""], tuning)]
@@ -299,6 +301,26 @@ def report(args: argparse.Namespace, root: Path, seconds: float) -> None:
                       "gap_points": 100 * gap, "wall_seconds": round(seconds), "train_seconds": round(train_seconds)}}
     (RESULTS / f"{args.out}.json").write_text(json.dumps(repo_relative_paths(data), indent=2))
     plot(args, rows)
+
+
+def lying_summary(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+    """The lying arm against the honest-trained model under the same lies, and what would be expected if
+    the policy simply trusted every result."""
+    def mean(arm: str, key: str) -> float:
+        values = [r[key] for r in rows if r["arm"] == arm]
+        return statistics.fmean(values) if values else float("nan")
+
+    trusting = (1 - LIE_RATE) ** args.steps
+    return (f"A policy that calls once per step and trusts every result is right only when all {args.steps} results are "
+            f"honest: {100 * trusting:.1f}%. With the lying calculator the tool SFT model scores "
+            f"{100 * mean('tools (SFT), lying calc', 'accuracy'):.1f}%, the honest-trained GRPO model "
+            f"{100 * mean('tools, lying calc', 'accuracy'):.1f}%, and GRPO trained under the lies "
+            f"{100 * mean('lying', 'accuracy'):.1f}% ({mean('lying', 'tool_calls_per_problem'):.2f} calls per problem, "
+            f"{100 * mean('lying', 'repeated_calls'):.1f}% of them repeating an expression, against "
+            f"{100 * mean('tools (SFT), lying calc', 'repeated_calls'):.1f}% before; with the honest calculator again it "
+            f"scores {100 * mean('lying, honest calc', 'accuracy'):.1f}%). Learning a defence means writing something the "
+            "demonstrations never show (calling again and comparing, or working a step out): GRPO can only reinforce "
+            "what its samples already do, and the lies fall on the samples of a group at random, whatever they write.")
 
 
 def plot(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
@@ -316,7 +338,7 @@ def plot(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         curve = [(m["train/sampled_tokens_total"], m["eval/accuracy"]) for m in metrics if "eval/accuracy" in m]
         if curve:
             axes[0].plot(*zip(*curve), marker="o", label=arm)
-    axes[0].set_title(f"greedy accuracy on 100 validation problems while training (seed {runs[0]['seed'] if runs else 0})")
+    axes[0].set_title(f"validation accuracy while training (seed {runs[0]['seed'] if runs else 0}, 100 problems)")
     axes[0].set_xlabel("sampled tokens")
     arms = [a for a in ORDER if any(r["arm"] == a for r in rows)]
     means = [statistics.fmean(r["accuracy"] for r in rows if r["arm"] == a) for a in arms]
@@ -326,7 +348,7 @@ def plot(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         axes[1].text(m, y, f" {100 * m:.0f}% ({c:.1f} calls)", va="center", fontsize=8)
     axes[1].set_xlim(0, 1.15)
     axes[1].invert_yaxis()
-    axes[1].set_title("final greedy accuracy (mean over seeds) and tool calls per problem")
+    axes[1].set_title("held-out greedy accuracy, mean over seeds (calls per problem)", fontsize=10)
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend()
