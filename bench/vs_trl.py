@@ -8,9 +8,12 @@ constant lr 5e-5, gradient clipping at 1.0, fp32 on CPU, no gradient checkpointi
 
 The two alternate in one process, in chunks of `--chunk` steps: ours, TRL, ours, TRL, ... (TRL drives,
 and a callback runs our next chunk, which resumes exactly from its own checkpoint). Seconds per step
-cover everything a step does (sampling, scoring, the update); ours from `run_rl`'s step clock, TRL's
-from `on_step_begin` to `on_step_end`. Then both are evaluated by our `evaluate` (greedy) on the same
-held-out test problems. Everything is written to a temporary folder that is removed at the end.
+cover everything a step does (sampling, scoring, the update); ours from `run_rl`'s step clock by
+differences (the clock continues across resumes: `step_phases.chunk_seconds`), TRL's from
+`on_step_begin` to `on_step_end`. Each side's step is broken down into generation, scoring, ref/old
+log-probs, forward/backward, optimizer and bookkeeping (`bench/step_phases.py`). Then both are
+evaluated by our `evaluate` (greedy) on the same held-out test problems. Everything is written to a
+temporary folder that is removed at the end.
 
 The last line is `ours_s_per_step=<x> trl_s_per_step=<y> ratio=<x/y>`.
 
@@ -36,6 +39,9 @@ os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_phases import TRLClocks, breakdown_table, chunk_seconds, ours_breakdown  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -163,22 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             # evaluated the same way at the end)
             eval=EvalConfig(num_problems=1, max_new_tokens=args.eval_max_new_tokens),
         )
-        # Time spent generating inside the training steps, to show where a step's time goes.
-        generating = {"ours": 0.0, "trl": 0.0}
-        in_ours = [False]
-        plain_generate_ids = HFPolicy.generate_ids
-
-        def timed_generate_ids(self: HFPolicy, *a: Any, **k: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return plain_generate_ids(self, *a, **k)
-            finally:
-                if in_ours[0]:
-                    generating["ours"] += time.perf_counter() - t0
-
-        HFPolicy.generate_ids = timed_generate_ids  # type: ignore[method-assign]
-
-        ours_chunks: list[tuple[int, float]] = []  # (steps, step-clock seconds) per chunk
+        ours_clocks: list[list[float]] = []  # the step clock's `seconds` at each step, per chunk
+        ours_rows: list[dict[str, Any]] = []  # every step's metrics (time/<phase> for the breakdown)
         ours_rewards: list[float] = []
         ours_done = 0
 
@@ -186,36 +178,29 @@ def main(argv: list[str] | None = None) -> int:
             nonlocal ours_done
             if until <= ours_done:
                 return
-            last: dict[str, Any] = {}
+            clock: list[float] = []
 
             def on_step(step: int, metrics: dict[str, Any]) -> None:
+                if "train/reward" not in metrics:  # a note, not a step
+                    return
                 ours_rewards.append(float(metrics["train/reward"]))
-                last["seconds"] = float(metrics["seconds"])
+                clock.append(float(metrics["seconds"]))
+                ours_rows.append(dict(metrics))
 
-            in_ours[0] = True
-            try:
-                with GlobalRNG():
-                    run_rl(RLRecipe(steps=until, **recipe_base), on_step=on_step)
-            finally:
-                in_ours[0] = False
-            ours_chunks.append((until - ours_done, last["seconds"]))
+            with GlobalRNG():
+                run_rl(RLRecipe(steps=until, **recipe_base), on_step=on_step)
+            ours_clocks.append(clock)
             ours_done = until
+
+        def ours_chunk() -> tuple[int, float]:
+            """(steps, seconds) of our last chunk."""
+            return len(ours_clocks[-1]), chunk_seconds(ours_clocks)[-1]
 
         # ------------------------------------------------------------------ TRL's GRPO
         tokenizer = AutoTokenizer.from_pretrained(start_dir)
         tokenizer.padding_side = "left"
         assert tokenizer.eos_token_id is not None and tokenizer.pad_token_id is not None
         trl_model = AutoModelForCausalLM.from_pretrained(start_dir, dtype=torch.float32)
-        plain_generate = trl_model.generate
-
-        def timed_generate(*a: Any, **k: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return plain_generate(*a, **k)
-            finally:
-                generating["trl"] += time.perf_counter() - t0
-
-        trl_model.generate = timed_generate  # type: ignore[method-assign]
         problems = task.problems("train", args.steps * args.prompts, start=args.first_problem)
         dataset = Dataset.from_dict({"prompt": [p.prompt for p in problems], "problem": list(range(len(problems)))})
 
@@ -270,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)
+        clocks = TRLClocks()
+        clocks.wrap(trainer, trl_model)
 
         trl_seconds: list[float] = []
 
@@ -280,14 +267,17 @@ def main(argv: list[str] | None = None) -> int:
                 run_ours(min(args.chunk, args.steps))
 
             def on_step_begin(self, *a: Any, **k: Any) -> None:
-                self.t0 = time.perf_counter()
+                clocks.begin()
+
+            def on_optimizer_step(self, *a: Any, **k: Any) -> None:
+                clocks.optimized()
 
             def on_step_end(self, a: Any, state: Any, control: Any, **k: Any) -> None:
-                trl_seconds.append(time.perf_counter() - self.t0)
+                trl_seconds.append(clocks.end())
                 done = state.global_step
                 if done % args.chunk == 0 or done == args.steps:
                     k_trl = done - (done - 1) // args.chunk * args.chunk
-                    k_ours, secs = ours_chunks[-1]
+                    k_ours, secs = ours_chunk()
                     print(f"steps {done - k_trl + 1:>3}-{done:<3} ours {secs / k_ours:.2f} s/step, "
                           f"TRL {statistics.mean(trl_seconds[-k_trl:]):.2f} s/step "
                           f"(mean reward: ours {statistics.mean(ours_rewards[-k_ours:]):.3f}, "
@@ -298,14 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train()
         run_ours(args.steps)  # (no-op unless TRL stopped early)
 
-        ours_s = sum(sec for _, sec in ours_chunks) / sum(k for k, _ in ours_chunks)
+        ours_s = sum(chunk_seconds(ours_clocks)) / sum(len(c) for c in ours_clocks)
         trl_s = sum(trl_seconds) / len(trl_seconds)
-        trl_model.generate = plain_generate  # type: ignore[method-assign]
-        HFPolicy.generate_ids = plain_generate_ids  # type: ignore[method-assign]
-        ours_gen, trl_gen = generating["ours"] / args.steps, generating["trl"] / len(trl_seconds)
-        print(f"seconds per step over {args.steps} steps ({batch} completions each): ours {ours_s:.2f}, TRL {trl_s:.2f}")
-        print(f"  of which generating: ours {ours_gen:.2f} (our decode loop), TRL {trl_gen:.2f} (model.generate); "
-              f"the rest (scoring, forward/backward, optimizer): ours {ours_s - ours_gen:.2f}, TRL {trl_s - trl_gen:.2f}")
+        print(f"seconds per step over {args.steps} steps ({batch} completions each): ours {ours_s:.3f}, TRL {trl_s:.3f}")
+        print("where a step's time goes (mean seconds per step; ours from its time/<phase> metrics, which leave out "
+              "the checkpoint written at each chunk's end for the alternation):")
+        print(breakdown_table(ours_breakdown(ours_rows), clocks.breakdown()))
 
         # ------------------------------------------------------------------ held-out accuracy
         ours_acc = accuracy(HFPolicy.load(tmp / "ours" / "final", seed=args.seed))

@@ -14,6 +14,11 @@ class Crash(RuntimeError):
     """Raised by `crash_at` to stop a run as a crash would (after its metrics were logged)."""
 
 
+def without_clocks(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row without what a clock measured (`time`, `seconds`, `time/<phase>`): what a rerun must repeat."""
+    return {k: v for k, v in row.items() if k not in ("time", "seconds") and not k.startswith("time/")}
+
+
 def crash_at(step: int) -> Callable[[int, dict[str, Any]], None]:
     """An `on_step` callback that crashes the run when step `step` is done."""
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import without_clocks
 
 from selfimprove.config import ConfigError, RLRecipe, load_recipe
 from selfimprove.methods.rl import run_rl
@@ -28,7 +29,7 @@ def _run(tmp_path: Path, name: str, **extra: Any) -> list[dict[str, Any]]:
         **extra})
     run_rl(recipe)
     rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("time", "seconds")} for r in rows]
+    return [without_clocks(r) for r in rows]
 
 
 def test_staleness_zero_is_exactly_the_synchronous_run(tmp_path: Path) -> None:
@@ -119,7 +120,7 @@ def _record(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor
     from safetensors.torch import load_file
 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return ([{k: v for k, v in r.items() if k not in ("time", "seconds")} for r in rows],
+    return ([without_clocks(r) for r in rows],
             load_file(str(run_dir / "final" / "model.safetensors")))
 
 

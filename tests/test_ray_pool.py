@@ -15,6 +15,8 @@ import torch
 
 ray = pytest.importorskip("ray")
 
+from helpers import without_clocks  # noqa: E402
+
 from selfimprove.config import RLRecipe  # noqa: E402
 from selfimprove.methods.rl import run_rl  # noqa: E402
 from selfimprove.policy.base import SamplingParams  # noqa: E402
@@ -105,7 +107,7 @@ def test_a_training_run_on_the_pool_is_reproducible(ray_cluster: None, tmp_path:
             "eval": {"num_problems": 4, "max_new_tokens": 6}, "schedule": {"checkpoint_every": 1}})
         run_rl(recipe)
         rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in r.items() if k not in ("time", "seconds")} for r in rows]
+        return [without_clocks(r) for r in rows]
 
     first = run("a")
     assert first == run("b")

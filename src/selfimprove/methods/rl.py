@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from selfimprove.config import ConfigError, DPORecipe, RLRecipe
 from selfimprove.methods.base import Method, register_method
+from selfimprove.timing import phase
 
 if TYPE_CHECKING:  # loaded when a run starts (see methods/__init__.py)
     from selfimprove.policy.base import Sampler, SamplingParams, TrainableModel
@@ -192,7 +193,8 @@ class PolicyGradientMethod(Method[RLRecipe]):
         from selfimprove.train.update import prepare, shape_rewards, update
 
         if self.recipe.schedule.save_rollouts:
-            job.buffer(ROLLOUTS).extend(e.record(step, job.policy.detokenize) for e in episodes)
+            with phase("rollouts"):
+                job.buffer(ROLLOUTS).extend(e.record(step, job.policy.detokenize) for e in episodes)
         shape_rewards(episodes, self.loss, self.max_len)
         batch = collate(episodes, job.policy.pad_id)
         prepare(job.learner, batch, self.loss)
@@ -222,7 +224,8 @@ class RL(PolicyGradientMethod):
             def ends_run(result: tuple[list[Episode], dict[str, float]]) -> bool:  # this step spends the token budget
                 return budget is not None and job.sampled_tokens + int(result[1]["train/sampled_tokens"]) >= budget
 
-            (episodes, metrics), staleness = self._rollouts(job).next(step, ahead(job, self.recipe, self.params), ends_run)
+            with phase("rollout_wait"):  # the rollout thread samples; this is the wait for its batch
+                (episodes, metrics), staleness = self._rollouts(job).next(step, ahead(job, self.recipe, self.params), ends_run)
             metrics = dict(metrics)  # a batch restored from a checkpoint is not changed in place
             metrics["train/staleness"] = float(staleness)
         metrics.update(self.learn(job, episodes, step))

@@ -22,6 +22,7 @@ from selfimprove.policy.base import Completion, Sampler, SamplingParams
 from selfimprove.policy.dialogue import Dialogue, dialogue_for
 from selfimprove.rollout.episode import Episode, Segment
 from selfimprove.tasks.base import Problem, Task
+from selfimprove.timing import phase
 
 if TYPE_CHECKING:
     import torch
@@ -127,7 +128,8 @@ def run_conversations(
             c.sampled += completion.num_tokens
             c.last = completion
             turns.append(Turn(message, error, completion.finish_reason))
-        replies = env.respond_all([c.conversation for c in live], turns)
+        with phase("score"):
+            replies = env.respond_all([c.conversation for c in live], turns)
         going: list[_Live] = []
         for c, completion, reply in zip(live, completions, replies):
             conversation = c.conversation
@@ -158,7 +160,8 @@ def run_conversations(
             rooms = [min(params.max_new_tokens, limits.max_tokens - c.sampled) for c in live]
             # One call per distinct room, in order (usually one: every conversation has the same room).
             completions = _sample(policy, live, rooms, replace(params, n=1, stop=stop), generator)
-    return [_episode(env, c) for c in sorted(done, key=lambda c: c.index)]
+    with phase("score"):
+        return [_episode(env, c) for c in sorted(done, key=lambda c: c.index)]
 
 
 def _first_turns(policy: Sampler, live: Sequence[_Live], n: int, params: SamplingParams,
@@ -166,9 +169,10 @@ def _first_turns(policy: Sampler, live: Sequence[_Live], n: int, params: Samplin
     """The first turn of every conversation: `n` samples of each problem's prompt in one call when a
     problem's conversations open alike (the usual case), else one sample of each conversation's own."""
     starts = [c.context for c in live]
-    if all(starts[i] == starts[i - i % n] for i in range(len(starts))):
-        return policy.generate_ids(starts[::n], params, generator=generator)
-    return policy.generate_ids(starts, replace(params, n=1), generator=generator)
+    with phase("generate"):
+        if all(starts[i] == starts[i - i % n] for i in range(len(starts))):
+            return policy.generate_ids(starts[::n], params, generator=generator)
+        return policy.generate_ids(starts, replace(params, n=1), generator=generator)
 
 
 def _sample(policy: Sampler, live: Sequence[_Live], rooms: Sequence[int], params: SamplingParams,
@@ -177,7 +181,9 @@ def _sample(policy: Sampler, live: Sequence[_Live], rooms: Sequence[int], params
     out: list[Completion | None] = [None] * len(live)
     for room in sorted(set(rooms), reverse=True):
         rows = [i for i, r in enumerate(rooms) if r == room]
-        sampled = policy.generate_ids([live[i].context for i in rows], replace(params, max_new_tokens=room), generator=generator)
+        with phase("generate"):
+            sampled = policy.generate_ids([live[i].context for i in rows], replace(params, max_new_tokens=room),
+                                          generator=generator)
         for i, completion in zip(rows, sampled):
             out[i] = completion
     return out  # type: ignore[return-value]

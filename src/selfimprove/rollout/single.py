@@ -9,6 +9,7 @@ from selfimprove.policy.base import Sampler
 from selfimprove.rollout.episode import Episode, Segment
 from selfimprove.rollout.verify import verify_all
 from selfimprove.tasks.base import Problem, Task
+from selfimprove.timing import phase
 
 
 def sample_episodes(
@@ -20,7 +21,8 @@ def sample_episodes(
     group_offset: int = 0,
 ) -> list[Episode]:
     """Sample `params.n` answers per problem and score them; the answers of one problem form a group."""
-    completions = policy.generate([p.prompt for p in problems], params)
+    with phase("generate"):
+        completions = policy.generate([p.prompt for p in problems], params)
     verdicts = verify_all(policy, task, [problems[c.prompt_index] for c in completions], [c.text for c in completions])
     episodes = []
     for c, verdict in zip(completions, verdicts):

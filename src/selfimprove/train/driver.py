@@ -43,6 +43,7 @@ from selfimprove.train.run_dir import check_run_dir, check_same_recipe, run_lock
 from selfimprove.train.runlog import NullLog, RunLog
 from selfimprove.train.signals import stop_at_step_end
 from selfimprove.progress import note, stage
+from selfimprove import timing
 
 SUMMARY = "summary.json"
 
@@ -182,6 +183,18 @@ def _resume_point(run_dir: Path, ranks: distributed.Ranks) -> Path | None:
     return resume
 
 
+def _step_times(metrics: dict[str, Any], mark: float) -> float:
+    """Add `time/step` (seconds since the previous step's record: the previous step's logging and
+    checkpoint included) and `time/<phase>` for each phase timed in that span (`selfimprove.timing`),
+    so the phases plus `time/other` sum to `time/step`. Returns the new mark."""
+    now = time.perf_counter()
+    phases = timing.take()
+    metrics.update({f"time/{name}": round(seconds, 4) for name, seconds in sorted(phases.items())})
+    metrics["time/other"] = round(max(0.0, now - mark - sum(phases.values())), 4)
+    metrics["time/step"] = round(now - mark, 4)
+    return now
+
+
 def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks: distributed.Ranks) -> dict[str, Any]:
     recipe = plan.recipe
     ckpt_dir = run_dir / "checkpoints"
@@ -218,6 +231,8 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
     began = time.time() - elapsed
     budget = getattr(recipe, "max_sampled_tokens", None) if plan.budget_ends_run else None
     done = start
+    timing.take()  # phases before the first step (loading, resuming) are not a step's
+    mark = time.perf_counter()
     try:
         with stop_at_step_end() as stop:
             for step in range(start, recipe.steps):
@@ -237,20 +252,25 @@ def _run(plan: TrainingPlan, run_dir: Path, on_step: StepCallback | None, ranks:
                 last = ranks.any_rank(done == recipe.steps or (budget is not None and job.sampled_tokens >= budget))
                 if schedule.eval_every and done % schedule.eval_every == 0 and not last:
                     try:
-                        metrics.update(run_eval(job, recipe.eval, schedule.eval_problems, recipe.seed).metrics())
+                        with timing.phase("eval"):
+                            evaluated = run_eval(job, recipe.eval, schedule.eval_problems, recipe.seed)
+                        metrics.update(evaluated.metrics())
                     except UserError as err:  # the step itself finished: keep it
                         if getattr(err, "checkpoint_first", False) and ranks.is_main:
                             _save_before_failing(plan, job, ckpt_dir, done, None, time.time() - began, schedule.keep_checkpoints)
                         raise
                 metrics["seconds"] = round(time.time() - began, 3)
-                log.log(done, metrics)
+                mark = _step_times(metrics, mark)
+                with timing.phase("log"):
+                    log.log(done, metrics)
                 if on_step is not None:
                     on_step(done, metrics)
                 stopping = ranks.any_rank(stop.requested)  # a signal that reached one rank stops them all
                 if (done % schedule.checkpoint_every == 0 or last or stopping) and ranks.is_main:
-                    extra = plan.checkpoint_state(job)  # first: it may wait for sampling in flight (RNG, stream)
-                    save_checkpoint(ckpt_dir, done, job.policy, job.learner, {"job": job_state(job, time.time() - began)},
-                                    keep=schedule.keep_checkpoints, extra=extra)
+                    with timing.phase("checkpoint"):
+                        extra = plan.checkpoint_state(job)  # first: it may wait for sampling in flight (RNG, stream)
+                        save_checkpoint(ckpt_dir, done, job.policy, job.learner, {"job": job_state(job, time.time() - began)},
+                                        keep=schedule.keep_checkpoints, extra=extra)
                 if stopping:
                     raise stop.interrupt()  # SIGTERM or Ctrl-C: the step is finished and saved
                 if last:

@@ -21,6 +21,7 @@ from selfimprove.config import OptimConfig
 from selfimprove.policy.base import TrainableModel
 from selfimprove.policy.value import ValueModel
 from selfimprove.rollout.episode import TokenBatch
+from selfimprove.timing import phase
 from selfimprove.train import distributed
 from selfimprove.train.prefix import shared_prefix_forward
 
@@ -198,8 +199,9 @@ class Learner:
             if micro.mask.sum() == 0 and micro.kl_mask.sum() == 0:
                 continue
             micro = micro.to(self.policy.device)
-            loss, stats = objective(self.forward(micro, with_entropy=with_entropy), micro, norms)
-            loss.backward()
+            with phase("forward_backward"):
+                loss, stats = objective(self.forward(micro, with_entropy=with_entropy), micro, norms)
+                loss.backward()
             share = float(micro.mask.sum().item()) / max(norms.num_tokens, 1.0)
             totals["loss"] = totals.get("loss", 0.0) + float(loss.item())
             for k, v in stats.items():
@@ -209,8 +211,9 @@ class Learner:
                     totals[k] = totals.get(k, 0.0) + (1.0 if k.endswith("loss") else share) * float(v)
         ranks.sum_gradients(self._parameters())
         totals = ranks.sum_stats(totals)
-        totals.update(self._apply())
-        self._publish()
+        with phase("optimizer"):
+            totals.update(self._apply())
+            self._publish()
         return totals
 
     def _publish(self) -> None:

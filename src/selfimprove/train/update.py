@@ -17,6 +17,7 @@ from selfimprove.algos.shaping import overlong_penalty
 from selfimprove.algos.token_advantages import fold_kl_into_rewards
 from selfimprove.config import LossConfig
 from selfimprove.rollout.episode import Episode, TokenBatch
+from selfimprove.timing import phase
 from selfimprove.train.learner import Learner, Objective, is_max
 
 
@@ -42,11 +43,14 @@ def prepare(learner: Learner, batch: TokenBatch, loss: LossConfig) -> None:
     rollout batch. The sampler's behaviour log-probs stay as collated (`batch.behaviour_logprobs`)."""
     spec = loss.spec
     if loss.kl_coef > 0:
-        learner.add_reference_logprobs(batch)
+        with phase("reference"):
+            learner.add_reference_logprobs(batch)
     if learner.value_model is not None:
-        batch.old_logprobs, batch.old_values = learner.score_values(batch)
+        with phase("old_logprobs"):
+            batch.old_logprobs, batch.old_values = learner.score_values(batch)
     elif needs_proximal(loss):
-        batch.old_logprobs = learner.score(learner.policy, batch)
+        with phase("old_logprobs"):
+            batch.old_logprobs = learner.score(learner.policy, batch)
     kl = None
     rewards = batch.rewards
     if loss.kl_as_reward:
@@ -55,7 +59,14 @@ def prepare(learner: Learner, batch: TokenBatch, loss: LossConfig) -> None:
         if not spec.token_level:
             rewards = fold_kl_into_rewards(rewards, kl, batch.mask, loss.kl_coef)
             kl = None
-    estimate = spec(EstimatorInputs(
+    with phase("advantages"):
+        estimate = spec(_inputs(batch, loss, rewards, kl))
+    batch.advantages = estimate.advantages
+    batch.returns = estimate.returns
+
+
+def _inputs(batch: TokenBatch, loss: LossConfig, rewards: torch.Tensor, kl: torch.Tensor | None) -> EstimatorInputs:
+    return EstimatorInputs(
         rewards=rewards,
         groups=batch.groups,
         mask=batch.mask,
@@ -69,9 +80,7 @@ def prepare(learner: Learner, batch: TokenBatch, loss: LossConfig) -> None:
         turn_rewards=batch.turn_rewards,
         turn_masks=batch.turn_masks,
         paid=batch.paid_rewards,
-    ))
-    batch.advantages = estimate.advantages
-    batch.returns = estimate.returns
+    )
 
 
 def minibatch_order(size: int, parts: int, seed: int, step: int, epoch: int) -> list[torch.Tensor]:
