@@ -16,6 +16,7 @@ What keeps it fast (bench/generate.py measures it against `model.generate`):
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
     from transformers import DynamicCache, PreTrainedModel
 
 from selfimprove.policy.base import Completion, SamplingParams
+from selfimprove.policy.cascade import CascadeCache, cascading
 
 try:  # transformers >= 4.56: a cache is a list of layer objects
     from transformers.cache_utils import DynamicLayer
@@ -203,14 +205,15 @@ def decode(
     eos_ids: Sequence[int],
     detokenize: Callable[[list[int]], str],
     generator: torch.Generator | None = None,
+    cascade: bool = True,
 ) -> list[Completion]:
-    """Sample `params.n` completions for every prompt (prompt-major order) in one batch."""
+    """Sample `params.n` completions for every prompt (prompt-major order) in one batch. With `cascade`
+    (and n > 1, on a model it fits) the samples of a prompt share its KV cache (`policy/cascade.py`)."""
     prompts = [list(p) for p in prompt_ids]
     if not prompts:
         return []
     device = model.device
-    n, steps = params.n, params.max_new_tokens
-    total = len(prompts) * n
+    steps = params.max_new_tokens
 
     # Prefill each distinct prompt once (left-padded), then repeat its cache for the n samples.
     width = max(len(p) for p in prompts)
@@ -223,7 +226,24 @@ def decode(
     input_ids, attention = input_ids.to(device), attention.to(device)
     positions = (attention[:, :width].cumsum(-1) - 1).clamp(min=0)
 
-    cache = make_cache(model, width + steps - 1)  # the last sampled token is never fed back
+    with cascading(model) if params.n > 1 and cascade else nullcontext(False) as shared:
+        return _decode(model, prompts, params, input_ids, attention, positions, padded, shared, pad_id=pad_id,
+                       eos_ids=eos_ids, detokenize=detokenize, generator=generator)
+
+
+def _decode(model: PreTrainedModel, prompts: list[list[int]], params: SamplingParams, input_ids: torch.Tensor,
+            attention: torch.Tensor, positions: torch.Tensor, padded: bool, shared: bool, *, pad_id: int,
+            eos_ids: Sequence[int], detokenize: Callable[[list[int]], str],
+            generator: torch.Generator | None) -> list[Completion]:
+    """The loop itself; with `shared`, the KV cache keeps each prompt once (`policy/cascade.py`)."""
+    device = model.device
+    n, steps = params.n, params.max_new_tokens
+    total = len(prompts) * n
+    width = input_ids.shape[1]
+    if shared:
+        cache = CascadeCache.for_model(model, steps - 1)  # the rows' own tokens; the last is never fed back
+    else:
+        cache = make_cache(model, width + steps - 1)
     extra = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     out = model(
         input_ids=input_ids,
@@ -235,8 +255,12 @@ def decode(
     )
     logits = out.logits[:, -1, :]
     last_pos = positions[:, -1]
+    if shared:
+        cache.share(attention[:, :width], torch.arange(len(prompts), device=device).repeat_interleave(n))
+        padded = False  # the cascade masks the prompts' padding itself
     if n > 1:
-        cache.batch_repeat_interleave(n)
+        if not shared:
+            cache.batch_repeat_interleave(n)
         logits = logits.repeat_interleave(n, dim=0)
         last_pos = last_pos.repeat_interleave(n, dim=0)
         attention = attention.repeat_interleave(n, dim=0)

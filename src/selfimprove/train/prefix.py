@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from selfimprove.policy.logprobs import token_entropy, token_logprobs
+from selfimprove.policy.cascade import CascadeCache, Packing, cascading
 from selfimprove.policy.decode import accepts_logits_to_keep
 from selfimprove.rollout.episode import TokenBatch
 
@@ -63,17 +64,28 @@ def shared_prefix_forward(
         p_ids[u, width - len(p) :] = torch.tensor(p, device=device)
         p_mask[u, width - len(p) :] = 1
     p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+    with cascading(model) as shared:
+        return _forward(model, batch, temperature, with_entropy, p_ids, p_mask, p_pos, row_prefix, lengths, shared)
+
+
+def _forward(model: PreTrainedModel, batch: TokenBatch, temperature: float, with_entropy: bool, p_ids: Tensor,
+             p_mask: Tensor, p_pos: Tensor, row_prefix: Tensor, lengths: Tensor,
+             shared: bool) -> tuple[Tensor, Tensor | None] | None:
+    """The prefix pass, then the rows' own tokens on its cache: kept once per prefix (`shared`, the
+    cascade of `policy/cascade.py`) or repeated for every row."""
     from transformers import DynamicCache
 
-    cache = DynamicCache()
+    device = batch.input_ids.device
+    cache = CascadeCache.for_model(model) if shared else DynamicCache()
     keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, past_key_values=cache, use_cache=True, **keep)
-    if not all(hasattr(layer, "keys") and layer.keys is not None for layer in getattr(cache, "layers", [None])):
-        return None  # a cache we cannot repeat row-wise (e.g. sliding-window or hybrid layers)
     first_logits = out.logits[:, -1, :].index_select(0, row_prefix)  # predicts each row's first suffix token
-    for layer in cache.layers:
-        layer.keys = layer.keys.index_select(0, row_prefix)
-        layer.values = layer.values.index_select(0, row_prefix)
+    if not shared:
+        if not all(hasattr(layer, "keys") and layer.keys is not None for layer in getattr(cache, "layers", [None])):
+            return None  # a cache we cannot repeat row-wise (e.g. sliding-window or hybrid layers)
+        for layer in cache.layers:
+            layer.keys = layer.keys.index_select(0, row_prefix)
+            layer.values = layer.values.index_select(0, row_prefix)
 
     suffix_len = batch.attention_mask.sum(-1) - lengths
     s_width = int(suffix_len.max())
@@ -82,8 +94,15 @@ def shared_prefix_forward(
     valid = steps < suffix_len[:, None]
     width_in = batch.input_ids.shape[1]
     s_ids = torch.where(valid, batch.input_ids.gather(1, cols.clamp(max=width_in - 1)), torch.zeros_like(cols))
-    mask = torch.cat([p_mask.index_select(0, row_prefix), valid.long()], dim=1)
-    logits = model(input_ids=s_ids, attention_mask=mask, position_ids=cols, past_key_values=cache, use_cache=True).logits
+    if shared:  # the rows' tokens packed into one sequence: no layer computes padding
+        packing = Packing(valid)
+        cache.share(p_mask, row_prefix, packing)
+        logits = model(input_ids=s_ids[valid][None], position_ids=cols[valid][None], past_key_values=cache,
+                       use_cache=True).logits
+        logits = packing.scatter(logits[0])
+    else:
+        mask = torch.cat([p_mask.index_select(0, row_prefix), valid.long()], dim=1)
+        logits = model(input_ids=s_ids, attention_mask=mask, position_ids=cols, past_key_values=cache, use_cache=True).logits
     # The target of suffix position j is suffix token j; token 0 is predicted by the prefix pass.
     all_logits = torch.cat([first_logits[:, None, :], logits[:, :-1, :]], dim=1)  # [B, s_width, V]
     lp = torch.where(valid, token_logprobs(all_logits, s_ids, temperature), torch.zeros((), device=device))
