@@ -129,8 +129,13 @@ class OptimConfig(Strict):
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
     micro_batch_size: int = Field(64, ge=1)
-    # Run each prompt shared by several rows once and repeat its KV cache (same numbers, less work).
+    # Run each prompt shared by several rows once and keep one copy of its KV cache (same numbers, less work).
     share_prefix: bool = True
+    # The learner's passes (forward, backward, its no-grad log-prob passes) under torch.autocast in
+    # bfloat16: matrix products in bf16 (AMX / avx512_bf16 on CPUs that have them), while weights,
+    # gradients and AdamW stay in the model's dtype. Sampling is unchanged. Off by default: measured
+    # in bench/README.md ("bf16 on CPU").
+    autocast: Literal["none", "bfloat16"] = "none"
 
 
 class ValueConfig(Strict):

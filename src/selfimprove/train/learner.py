@@ -9,6 +9,7 @@ computed per micro-batch by the caller (`step_on`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, TypeVar
@@ -124,6 +125,12 @@ class Learner:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, total_steps))
         self.step_count = 0
 
+    def _cast(self) -> contextlib.AbstractContextManager[Any]:
+        """`optim.autocast`: the learner's passes with bf16 matrix products (weights stay as they are)."""
+        if self.config.autocast == "none":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.policy.device.type, dtype=torch.bfloat16)
+
     def _micro_batches(self, batch: TokenBatch) -> list[TokenBatch]:
         size = self.config.micro_batch_size
         return [batch.rows(slice(i, i + size)) for i in range(0, batch.size, size)]
@@ -157,7 +164,8 @@ class Learner:
         values = torch.zeros_like(batch.mask) if policy is self.policy and self.value_model is not None else None
         size = self.config.micro_batch_size
         for i in range(0, batch.size, size):
-            out = self.forward(batch.rows(slice(i, i + size)).to(policy.device), model=policy.module)
+            with self._cast():
+                out = self.forward(batch.rows(slice(i, i + size)).to(policy.device), model=policy.module)
             width = out.logp.shape[1]
             logp[i : i + size, :width] = out.logp.cpu()
             if values is not None and out.values is not None:
@@ -209,7 +217,9 @@ class Learner:
                 continue
             micro = micro.to(self.policy.device)
             with phase("forward_backward"):
-                loss, stats = objective(self.forward(micro, with_entropy=with_entropy), micro, norms)
+                with self._cast():
+                    out = self.forward(micro, with_entropy=with_entropy)
+                loss, stats = objective(out, micro, norms)
                 loss.backward()
             share = float(micro.mask.sum().item()) / max(norms.num_tokens, 1.0)
             totals["loss"] = totals.get("loss", 0.0) + float(loss.item())
