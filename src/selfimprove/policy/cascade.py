@@ -202,6 +202,14 @@ def cascade_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value
     packing: Packing | None = cache.packing
     if packing is not None:
         query, key, value = packing.unpack(query), packing.unpack(key), packing.unpack(value)
+    out = attend(query, key, value, layer, scaling)
+    return (out.contiguous() if packing is None else packing.pack(out)), None
+
+
+def attend(query: Tensor, key: Tensor, value: Tensor, layer: "CascadeLayer", scaling: float | None = None) -> Tensor:
+    """Attention of a cascade layer's rows: queries `[B, H, S, D]` (the last S of each row's own tokens),
+    the rows' own keys and values `[B, Hkv, Ls, D]` and the layer's prefixes; returns `[B, S, H, D]`."""
+    cache = layer.cache
     b, heads, s, d = query.shape
     kv_heads = key.shape[1]
     scale = d**-0.5 if scaling is None else scaling
@@ -217,8 +225,7 @@ def cascade_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value
     weights = torch.softmax(torch.cat([shared, own], dim=-1).float(), dim=-1).to(q.dtype)
     lp = shared.shape[-1]
     out = groups.unstack(torch.matmul(groups.stack(weights[..., :lp]), layer.prefix_values), q.shape[2])
-    out = (out + torch.matmul(weights[..., lp:], value)).reshape(b, heads, s, d).transpose(1, 2)
-    return (out.contiguous() if packing is None else packing.pack(out)), None
+    return (out + torch.matmul(weights[..., lp:], value)).reshape(b, heads, s, d).transpose(1, 2)
 
 
 def supports_cascade(model: PreTrainedModel) -> bool:

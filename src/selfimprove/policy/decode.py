@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # loaded when a run starts, not when a recipe is validated
 
 from selfimprove.policy.base import Completion, SamplingParams
 from selfimprove.policy.cascade import CascadeCache, cascading
+from selfimprove.policy.fast_decode import FastDecoder
 
 try:  # transformers >= 4.56: a cache is a list of layer objects
     from transformers.cache_utils import DynamicLayer
@@ -206,9 +207,11 @@ def decode(
     detokenize: Callable[[list[int]], str],
     generator: torch.Generator | None = None,
     cascade: bool = True,
+    fast_steps: bool = True,
 ) -> list[Completion]:
     """Sample `params.n` completions for every prompt (prompt-major order) in one batch. With `cascade`
-    (and n > 1, on a model it fits) the samples of a prompt share its KV cache (`policy/cascade.py`)."""
+    (and n > 1, on a model it fits) the samples of a prompt share its KV cache (`policy/cascade.py`),
+    and with `fast_steps` too the decode steps skip the model's modules (`policy/fast_decode.py`)."""
     prompts = [list(p) for p in prompt_ids]
     if not prompts:
         return []
@@ -228,20 +231,23 @@ def decode(
 
     with cascading(model) if params.n > 1 and cascade else nullcontext(False) as shared:
         return _decode(model, prompts, params, input_ids, attention, positions, padded, shared, pad_id=pad_id,
-                       eos_ids=eos_ids, detokenize=detokenize, generator=generator)
+                       eos_ids=eos_ids, detokenize=detokenize, generator=generator, fast_steps=fast_steps)
 
 
 def _decode(model: PreTrainedModel, prompts: list[list[int]], params: SamplingParams, input_ids: torch.Tensor,
             attention: torch.Tensor, positions: torch.Tensor, padded: bool, shared: bool, *, pad_id: int,
             eos_ids: Sequence[int], detokenize: Callable[[list[int]], str],
-            generator: torch.Generator | None) -> list[Completion]:
-    """The loop itself; with `shared`, the KV cache keeps each prompt once (`policy/cascade.py`)."""
+            generator: torch.Generator | None, fast_steps: bool) -> list[Completion]:
+    """The loop itself; with `shared`, the KV cache keeps each prompt once (`policy/cascade.py`) and,
+    with `fast_steps` on a model it fits, the steps after the prefill run `policy/fast_decode.py`."""
     device = model.device
     n, steps = params.n, params.max_new_tokens
     total = len(prompts) * n
     width = input_ids.shape[1]
+    fast = None
     if shared:
         cache = CascadeCache.for_model(model, steps - 1)  # the rows' own tokens; the last is never fed back
+        fast = FastDecoder.for_model(model) if fast_steps else None
     else:
         cache = make_cache(model, width + steps - 1)
     extra = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
@@ -314,6 +320,9 @@ def _decode(model: PreTrainedModel, prompts: list[list[int]], params: SamplingPa
             if stop:
                 row_list = rows.tolist()
         last_pos = last_pos + 1
+        if fast is not None:
+            logits = fast.step(tok, last_pos, cache)
+            continue
         out = model(
             input_ids=tok[:, None],
             attention_mask=attention[:, : width + step + 1] if padded else None,
