@@ -215,12 +215,16 @@ def attend(query: Tensor, key: Tensor, value: Tensor, layer: "CascadeLayer", sca
     scale = d**-0.5 if scaling is None else scaling
     q = query.reshape(b, kv_heads, (heads // kv_heads) * s, d)  # query head h uses key head h // group
     groups: Groups = cache.groups
-    own = torch.matmul(q, key.transpose(-1, -2)) * scale  # [B, Hkv, g*S, Ls]
+    own = torch.matmul(q, key.transpose(-1, -2))  # [B, Hkv, g*S, Ls]
+    if scale != 1.0:
+        own = own * scale
     span = key.shape[-2]
     if s > 1:  # query i sits at own position span - s + i: it sees own tokens up to there
         i = torch.arange(s, device=q.device).repeat(heads // kv_heads)[:, None]
         own = own.masked_fill(torch.arange(span, device=q.device)[None, :] > span - s + i, float("-inf"))
-    shared = torch.matmul(groups.stack(q), layer.prefix_keys.transpose(-1, -2)) * scale  # [P, Hkv, slots*g*S, Lp]
+    shared = torch.matmul(groups.stack(q), layer.prefix_keys.transpose(-1, -2))  # [P, Hkv, slots*g*S, Lp]
+    if scale != 1.0:
+        shared = shared * scale
     shared = groups.unstack(shared.masked_fill(~cache.prefix_mask[:, None, None, :], float("-inf")), q.shape[2])
     weights = torch.softmax(torch.cat([shared, own], dim=-1).float(), dim=-1).to(q.dtype)
     lp = shared.shape[-1]

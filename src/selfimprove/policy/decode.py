@@ -50,7 +50,7 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         logp = torch.log_softmax(logits, dim=-1)
         tokens = logits.argmax(dim=-1)
         return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
-    logp = torch.log_softmax(logits / params.temperature, dim=-1)
+    logp = torch.log_softmax(logits if params.temperature == 1.0 else logits / params.temperature, dim=-1)
     probs = logp.exp()
     if params.top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)

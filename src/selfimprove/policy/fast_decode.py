@@ -41,11 +41,14 @@ class FastDecoder:
         self.layers = []
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
+            # The attention's scale goes into q's weights (rotary embedding is linear, so it commutes):
+            # exact when the scale is a power of two (head dim 64, 256, ...).
             qkv_b = None
             if a.q_proj.bias is not None:
-                qkv_b = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
+                qkv_b = torch.cat([a.q_proj.bias * a.scaling, a.k_proj.bias, a.v_proj.bias])
             self.layers.append((
-                layer.input_layernorm.weight, torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), qkv_b,
+                layer.input_layernorm.weight,
+                torch.cat([a.q_proj.weight * a.scaling, a.k_proj.weight, a.v_proj.weight]), qkv_b,
                 a.o_proj.weight, a.o_proj.bias, layer.post_attention_layernorm.weight,
                 torch.cat([m.gate_proj.weight, m.up_proj.weight]), m.down_proj.weight,
             ))
@@ -53,7 +56,6 @@ class FastDecoder:
         self.head_dim = first.head_dim
         self.heads = first.q_proj.weight.shape[0] // self.head_dim
         self.kv_heads = first.k_proj.weight.shape[0] // self.head_dim
-        self.scaling = first.scaling
 
     @classmethod
     def for_model(cls, model: PreTrainedModel) -> FastDecoder | None:
@@ -75,14 +77,13 @@ class FastDecoder:
         x = F.embedding(tokens, self.embed)
         cos, sin = self.rotary(x[:, None, :], positions[:, None])  # [B, 1, D]
         cos, sin = cos[:, None], sin[:, None]  # broadcast over heads: [B, 1, 1, D]
-        sizes = [self.heads * hd, self.kv_heads * hd, self.kv_heads * hd]
+        heads, kv = self.heads, self.kv_heads
         for layer, (ln1, w_qkv, b_qkv, w_o, b_o, ln2, w_gu, w_down) in zip(cache.layers, self.layers):
             h = F.rms_norm(x, (d,), ln1, self.eps)
-            q, k, v = F.linear(h, w_qkv, b_qkv).split(sizes, dim=-1)
-            q = _rotate(q.view(b, self.heads, 1, hd), cos, sin)
-            k = _rotate(k.view(b, self.kv_heads, 1, hd), cos, sin)
-            keys, values = layer.update(k, v.view(b, self.kv_heads, 1, hd))
-            out = attend(q, keys, values, layer, self.scaling)  # [B, 1, H, D]
+            qkv = F.linear(h, w_qkv, b_qkv).view(b, heads + 2 * kv, 1, hd)
+            qk = _rotate(qkv[:, : heads + kv], cos, sin)  # q and k in one go
+            keys, values = layer.update(qk[:, heads:], qkv[:, heads + kv :])
+            out = attend(qk[:, :heads], keys, values, layer, 1.0)  # [B, 1, H, D]; q is already scaled
             x = x + F.linear(out.reshape(b, self.heads * hd), w_o, b_o)
             gate, up = F.linear(F.rms_norm(x, (d,), ln2, self.eps), w_gu).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, w_down)
