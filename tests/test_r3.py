@@ -73,6 +73,37 @@ def test_a_continuation_is_judged_together_with_its_prefix() -> None:
     assert "".join(map(chr, engine.contexts[0])) == problem.prompt + prefix_text(problem, 3)
 
 
+def test_only_a_number_the_continuation_wrote_is_paid() -> None:
+    """An empty continuation from s_k (k >= 1) scores 0, not the prefix's last number; partial reward only
+    for a wrong number the continuation itself wrote (issue 26)."""
+    task = make_task("chain", {**CHAIN, "partial_reward": 0.2})
+    problem = task.problem("train", 0)
+    state = [StartState(problem, 3)]
+    empty = start_state_episodes(Continue(""), task, state, SamplingParams(n=1))[0]  # type: ignore[arg-type]
+    assert (empty.reward, empty.info["correct"]) == (0.0, False)  # was 0.2: step 3's result read as a wrong answer
+    words = start_state_episodes(Continue("done"), task, state, SamplingParams(n=1))[0]  # type: ignore[arg-type]
+    assert words.reward == 0.0
+    wrong = start_state_episodes(Continue("9*9=81"), task, state, SamplingParams(n=1))[0]  # type: ignore[arg-type]
+    assert wrong.reward == pytest.approx(0.2)  # a number it wrote, wrong: the partial reward stays
+    # a demonstration whose last step only restates the answer (GSM8K's `#### N`): s_{n-1} holds it already
+    gsm = Problem("g", "3; +1 *2:\n", "8", ("3+1=4", "4*2=8", "#### 8"))
+    held = start_state_episodes(Continue(""), task, [StartState(gsm, 2)], SamplingParams(n=1))[0]  # type: ignore[arg-type]
+    assert (held.reward, held.info["correct"]) == (0.0, False)  # was 1.0 and correct
+    said = start_state_episodes(Continue("#### 8"), task, [StartState(gsm, 2)], SamplingParams(n=1))[0]  # type: ignore[arg-type]
+    assert said.info["correct"] and said.reward == 1.0
+    bare = start_state_episodes(Continue("3+1=4\n4*2=8"), task, [StartState(gsm, 0)], SamplingParams(n=1))[0]  # type: ignore[arg-type]
+    assert bare.info["correct"]  # from s_0 the whole answer is the continuation's
+
+
+def test_the_adaptive_rule_moves_a_problem_once_when_it_is_drawn_twice_in_a_step() -> None:
+    task = make_task("chain", CHAIN)
+    c = Curriculum("adaptive", first=0, pool=1, seed=0, per_step=2, advance_at=0.5, retreat_at=0.0)
+    drawn = c.take(task, 2)  # the pool's one problem, twice
+    assert [s.k for s in drawn.states] == [3, 3]
+    c.observe(drawn, [1.0, 1.0])
+    assert c.state_dict()["starts"] == {"0": 2}  # one step back from the k both visits started at, not two
+
+
 def test_the_prefix_is_context_and_gets_no_gradient(small_policy) -> None:  # type: ignore[no-untyped-def]
     task = make_task("chain", CHAIN)
     problem = task.problem("train", 1)
@@ -144,6 +175,7 @@ def test_r3_defaults_are_the_papers_ppo() -> None:
     loss = r3_recipe(Path("x"), "mixed").loss
     assert (loss.estimator, loss.gamma, loss.lam, loss.eps_low, loss.vf_coef, loss.epochs, loss.kl_coef) == ("gae", 1.0, 0.95, 0.2, 5.0, 2, 0.05)
     assert loss.kl_as_reward and r3_recipe(Path("x"), "mixed").value.kind == "head"
+    assert loss.aggregation == "token_mean"  # the official PPO's masked mean over the batch's tokens (issue 26)
     grpo = r3_recipe(Path("x"), "mixed", loss={"estimator": "grpo"}, value={"kind": "none"})
     assert grpo.loss.estimator == "grpo"
     with pytest.raises(Exception, match="retreat_at"):

@@ -6,7 +6,8 @@ prefix + continuation as one answer. The curriculum (`train/curriculum.py`) deci
 step trains from: `staged` (nearest the end first, sliding back to s_0), `mixed` (R^3's method: every
 (problem, k) uniformly), `adaptive` (per problem, back on success, forward on failure), or `none`
 (vanilla RL from s_0). Learning is the shared RL tail: by default PPO with GAE and a value head as R^3
-does (gamma 1, lambda 0.95, clip 0.2, vf_coef 5, 2 epochs, KL 0.05 in the reward); with
+does (gamma 1, lambda 0.95, clip 0.2, vf_coef 5, 2 epochs, KL 0.05 in the reward, the loss a mean over
+the batch's tokens as its PPO code takes it); with
 `loss.estimator: grpo` (and no value head) the groups are the samples of one start state.
 """
 
@@ -41,7 +42,7 @@ class R3Recipe(RLRecipe):
     r3: R3Config = Field(default_factory=R3Config)
     loss: LossConfig = Field(default_factory=lambda: LossConfig(
         estimator="gae", eps_low=0.2, eps_high=0.2, kl_coef=0.05, kl_estimator="k1", epochs=2, gamma=1.0, lam=0.95,
-        vf_coef=5.0, value_clip=0.2))
+        vf_coef=5.0, value_clip=0.2, aggregation="token_mean"))
     value: ValueConfig = Field(default_factory=lambda: ValueConfig(kind="head"))
 
     @model_validator(mode="after")

@@ -4,7 +4,11 @@ A problem's demonstration is a list of steps (one per line). Start state s_k is 
 first k steps, for k = 0..n-1, so at least one step is left to write. An episode from s_k is the prompt
 (context), the demonstration prefix (context: a segment that is never trained) and the policy's
 continuation (trained); the verifier judges prefix + continuation as one answer, so a continuation is
-rewarded for finishing the demonstration's solution correctly from where it was dropped.
+rewarded for finishing the demonstration's solution correctly from where it was dropped. The answer
+must be the continuation's own: one that writes no answer (nothing, or no number on a numeric task)
+scores 0, since reading the final number from the text would otherwise take the prefix's last
+number (paid as a partial reward, or as the answer itself where the demonstration's last step only
+restates it, as GSM8K's `#### N` does).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from typing import Sequence
 
 from selfimprove.policy.base import Sampler, SamplingParams
 from selfimprove.rollout.episode import Episode, Segment
-from selfimprove.tasks.base import Problem, Task
+from selfimprove.tasks.answers import extract_answer
+from selfimprove.tasks.base import Problem, Task, Verdict
 
-__all__ = ["StartState", "prefix_text", "start_state_episodes", "start_states"]
+__all__ = ["StartState", "prefix_text", "start_state_episodes", "start_states", "wrote_answer"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,14 @@ def start_states(problem: Problem) -> list[StartState]:
     return [StartState(problem, k) for k in range(max(1, n))]
 
 
+def wrote_answer(task: Task, continuation: str) -> bool:
+    """Whether a continuation gives an answer of its own: any text, and on a numeric task a final
+    answer `answers.extract_answer` finds in it (`#### N`, `\\boxed{}`, "the answer is", a number)."""
+    if not continuation.strip():
+        return False
+    return not task.has_numeric_answers() or extract_answer(continuation) is not None
+
+
 def start_state_episodes(
     sampler: Sampler, task: Task, states: Sequence[StartState], params: SamplingParams, *, group_offset: int = 0
 ) -> list[Episode]:
@@ -61,7 +74,8 @@ def start_state_episodes(
     for c in completions:
         i = c.prompt_index
         state, text = states[i], prefixes[i] + c.text
-        verdict = task.verify(state.problem, text)
+        verdict = task.verify(state.problem, text) if wrote_answer(task, c.text) else Verdict.wrong(
+            "no answer after the given steps")
         segments = [Segment("prompt", list(prompts[i]))]
         if prefix_ids[i]:
             segments.append(Segment("prefix", list(prefix_ids[i]), text=prefixes[i]))

@@ -13,8 +13,9 @@ All draw from a finite pool of train problems with demonstrations (`first`, `fir
   one shuffled dataset: uniform over states.
 - `adaptive` (after AdaBack 2025, beyond R^3): each problem keeps its own start, first one step from the
   end; after a visit, the start moves one step back when the visit's success rate is at least
-  `advance_at`, and one step forward when it is at most `retreat_at`. The per-problem starts are part of
-  the checkpoint.
+  `advance_at`, and one step forward when it is at most `retreat_at`, from the start that visit had (a
+  problem drawn twice in one step moves once, not twice). The per-problem starts are part of the
+  checkpoint.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class Curriculum:
         for i, (state, rate) in enumerate(zip(drawn.states, success)):
             index = pool_index(drawn.start + i, self.pool, self.seed)
             n = max(1, state.steps)
-            k = min(self.starts.get(index, n - 1), n - 1)
+            k = min(state.k, n - 1)  # the start this visit had: a problem drawn twice in a step moves once
             if rate >= self.advance_at:
                 k = max(0, k - 1)
             elif rate <= self.retreat_at:
