@@ -12,6 +12,7 @@ import torch
 
 from selfimprove.cli import main
 from selfimprove.config import validate
+from selfimprove.critics.base import score_states
 from selfimprove.critics.combined import CombinedCritic
 from selfimprove.critics.labels import Example, build_labels, load_labels, save_labels, step_boundaries
 from selfimprove.critics.model import ORMCritic, PRMCritic, ValueCritic, critic_input, load_critic
@@ -290,6 +291,23 @@ def test_combined_critic_is_a_weighted_mean_with_one_call_per_member() -> None:
         CombinedCritic([v], [-1.0])
     with pytest.raises(ValueError, match="2 critics but 1 weights"):
         CombinedCritic([v, p], [1.0])
+
+
+def test_a_search_charges_a_combined_critic_one_call_per_member_it_calls() -> None:
+    """`score_states` (every search's critic call) charges what the critic really calls: each member of a
+    combined critic, nested ones included; it used to charge one call for all (issue 26)."""
+    states = [State(0, (1,)), State(1, (2,)), State(1, (3,))]
+    v, p, o = Fixed("value", [0.2, 0.4, 1.0]), Fixed("prm", [0.8, 0.4, 0.0]), Fixed("orm", [0.5, 1.0, 0.5])
+    budgets = [Budget(), Budget()]
+    score_states(CombinedCritic([CombinedCritic([v, p]), o]), [], states, budgets)
+    assert (budgets[0].critic_calls, budgets[0].critic_items) == (3, 3)
+    assert (budgets[1].critic_calls, budgets[1].critic_items) == (3, 6)
+    plain = [Budget(), Budget()]
+    score_states(v, [], states, plain)
+    assert (plain[1].critic_calls, plain[1].critic_items) == (1, 2)
+    skipped = [Budget(), Budget()]
+    score_states(CombinedCritic([v, p, o], [1.0, 0.0, 1.0]), [], states, skipped)
+    assert skipped[0].critic_calls == 2  # a member with weight 0 is not called, so not charged
 
 
 # --------------------------------------------------------------------------------------- end to end

@@ -168,7 +168,8 @@ def test_best_of_n_ranks_by_critic_folders_combined_and_counts_critic_calls(smal
     summary = run_search_eval(load_recipe(SearchRecipe, RECIPE, sets))
     records = read_results(tmp_path / "run" / "results.jsonl")
     assert summary["critics"]["members"] == {"value": str(value), "orm": str(orm)}
-    assert all(r["critic_calls"] == 1 and r["critic_items"] == r["candidates"] == 2 for r in records)  # one combined call
+    # the combined critic calls both members: two calls of the 2 candidates each (issue 26: it was charged as one)
+    assert all(r["critic_calls"] == 2 and r["critic_items"] == 2 * r["candidates"] == 4 for r in records)
     assert all(r["score"] == pytest.approx(0.5) and r["max_tokens"] == 20 for r in records)  # zero heads: 0.5 each
     assert summary["points"][0]["config"]["max_tokens"] == 20
 

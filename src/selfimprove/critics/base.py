@@ -26,17 +26,25 @@ class Critic(Protocol):
         """Score `states[i]`, a state of `problems[states[i].problem_index]`, in [0, 1]."""
 
 
-def charge_critic_call(budgets: Sequence[Budget], states: Sequence[State]) -> None:
-    """Charge one batched critic call to every problem that has states in it, with its item count."""
+def calls_per_score(critic: Critic) -> int:
+    """Batched calls one `critic.score` makes: 1, or what a critic that calls others declares
+    (`CombinedCritic`: one per member it calls)."""
+    return int(getattr(critic, "calls_per_score", 1))
+
+
+def charge_critic_call(budgets: Sequence[Budget], states: Sequence[State], calls: int = 1) -> None:
+    """Charge `calls` batched critic calls to every problem that has states in it, each with its item count."""
     for problem_index, items in Counter(s.problem_index for s in states).items():
-        budgets[problem_index].charge_critic(items)
+        for _ in range(calls):
+            budgets[problem_index].charge_critic(items)
 
 
 def score_states(
     critic: Critic, problems: Sequence[Problem], states: Sequence[State], budgets: Sequence[Budget]
 ) -> list[float]:
-    """Scores of `states` in one `critic.score` call; every problem with a state in it is charged one
-    critic call and its number of states. A critic that breaks its contract (wrong length, a score
+    """Scores of `states` in one `critic.score` call; every problem with a state in it is charged the
+    critic calls that made (`calls_per_score`: one, or one per member of a combined critic) and its
+    number of states for each. A critic that breaks its contract (wrong length, a score
     outside [0, 1] or NaN) raises here, before a search ranks anything by a bad score."""
     if not states:
         return []
@@ -46,5 +54,5 @@ def score_states(
     bad = [x for x in scores if math.isnan(x) or not 0.0 <= x <= 1.0]
     if bad:
         raise ValueError(f"critic {getattr(critic, 'name', critic)!r} returned scores outside [0, 1]: {bad[:3]}")
-    charge_critic_call(budgets, states)
+    charge_critic_call(budgets, states, calls_per_score(critic))
     return scores
