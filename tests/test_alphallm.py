@@ -207,6 +207,29 @@ def test_kept_paths_are_the_critics_best_above_gamma() -> None:
     assert strict.kept == []
 
 
+def test_search_data_keeps_the_best_scored_path_whatever_the_search_answers_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPECS §5: per prompt the finished path with the best critic score is kept. A search tuned to answer
+    by visits at test time (`final: visits`, as the shipped recipe) must still keep by score (issue 26)."""
+    import selfimprove.search.mcts as mcts
+
+    seen: list[str] = []
+    real = mcts.mcts_trees
+
+    def spy(policy, problems, config, *a, **k):  # type: ignore[no-untyped-def]
+        seen.append(config.final)
+        return real(policy, problems, config, *a, **k)
+
+    monkeypatch.setattr(mcts, "mcts_trees", spy)
+    policy = ScriptedPolicy(lambda ctx, j: ["3$", "9$", "5$", "1$"][j % 4])
+    task = EchoTask()
+    critic = ScriptedCritic(lambda a: int(a) / 10 if a else 0.5)
+    search = MCTSConfig(max_answer_tokens=4, final="visits", simulations=4, branching=2)
+    got = collect_self_data(policy, task, task.problems("test", 10)[3:5], DataConfig(source="mcts", gamma=0.0),
+                            budget_tokens=200, search=search, value=critic, outcome=critic, seed=0)
+    assert seen == ["value"] and got.kept
+    assert all(e.reward == max(0.9, e.reward) for e in got.kept)  # 9, the best score any path can have here
+
+
 # ------------------------------------------------------------------------------------ the loop
 def loop_recipe(run_dir: Path, model: Path) -> Any:
     from selfimprove.methods.alphallm import AlphaLLMRecipe
@@ -281,3 +304,24 @@ def test_a_search_recipe_can_use_the_tool_critic_at_test_time(small_model_dir: P
     assert summary["problems"] == 4 and summary["critics"]["members"] == {"tool": None} and not summary["uses_gold_answers"]
     with pytest.raises(Exception, match="outcome_tool"):
         SearchRecipe.model_validate({"run_dir": "x", "search": {"name": "mcts"}, "critics": {"tool": True, "outcome_tool": True}})
+
+
+def test_the_loops_search_scores_with_value_prm_and_orm_as_the_paper(small_policy: Any, small_model_dir: Path, tmp_path: Path) -> None:
+    """A PRM the recipe trains is part of the search's score (s = v + PRM for unfinished states, the ORM on
+    finished ones and fast rollouts), flat beside the tool critic; it used to be trained and ignored (issue 26)."""
+    from selfimprove.critics.model import CRITICS
+    from selfimprove.methods.alphallm import Loop
+
+    folder = tmp_path / "critics"
+    for kind in ("value", "prm", "orm"):
+        CRITICS[kind].from_policy(small_policy, batch_size=8).save(folder / kind, tokenizer_of=small_policy)
+    recipe = loop_recipe(tmp_path / "run", small_model_dir)
+    value, outcome = Loop(recipe.model_copy(update={"tool": False})).critic_pair(folder)
+    assert [c.name for c in value.critics] == ["value", "prm"] and outcome.name == "orm"
+    value, outcome = Loop(recipe).critic_pair(folder)  # with the tool critic: one flat mean, equal weights
+    assert [c.name for c in value.critics] == ["value", "prm", "tool"] and value.weights == [1.0, 1.0, 1.0]
+    assert [c.name for c in outcome.critics] == ["orm", "tool"]
+    assert value.calls_per_score == 3 and outcome.calls_per_score == 2
+    (folder / "prm").rename(folder / "unused")  # no PRM trained: value alone, as before
+    value, _ = Loop(recipe.model_copy(update={"tool": False})).critic_pair(folder)
+    assert value.name == "value"

@@ -142,16 +142,25 @@ class Loop:
         return run_critic_training(critic_recipe(self.recipe, out, policy, round_index), bar=self.bar)
 
     def critic_pair(self, critics_dir: Path):  # type: ignore[no-untyped-def]
-        """(value critic, outcome critic): learned, each combined with the tool critic when `tool`."""
+        """(critic of unfinished states, outcome critic), as AlphaLLM scores (SPECS §5: s = v + PRM + ORM, all
+        weights 1): the value function and the PRM when one was trained, averaged, for unfinished states;
+        the ORM (else the value function) for finished states and fast rollouts; the tool critic joins
+        each as one more equal member when `tool`."""
         from selfimprove.critics.model import load_critic
 
-        value = load_critic(critics_dir / "value")
-        outcome = load_critic(critics_dir / "orm") if (critics_dir / "orm").is_dir() else value
+        states = [load_critic(critics_dir / "value")]
+        if (critics_dir / "prm").is_dir():
+            states.append(load_critic(critics_dir / "prm"))
+        outcomes = [load_critic(critics_dir / "orm") if (critics_dir / "orm").is_dir() else states[0]]
         if self.recipe.tool:
             tool = ToolCritic(self.task)
-            value = CombinedCritic([value, tool], name="value+tool")
-            outcome = CombinedCritic([outcome, tool], name="orm+tool")
-        return value, outcome
+            states.append(tool)
+            outcomes.append(tool)
+
+        def combined(critics: list[Any]) -> Any:
+            return critics[0] if len(critics) == 1 else CombinedCritic(critics, name="+".join(c.name for c in critics))
+
+        return combined(states), combined(outcomes)
 
     def imagine(self, out: Path, policy_path: str, seen: set[str], round_index: int) -> tuple[list[Problem], dict[str, Any]]:
         done = out / "imagined.jsonl"

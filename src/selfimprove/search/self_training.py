@@ -87,7 +87,9 @@ def collect_self_data(
     for start in range(0, len(problems), config.problems_per_batch):
         batch = list(problems[start : start + config.problems_per_batch])
         if config.source == "mcts":
-            mcts = search.model_copy(update={"max_tokens": per_problem, "seed": seed * 1_000_003 + start})
+            # keep the finished path with the best critic score (SPECS §5), whatever `final` the search
+            # answers with at test time
+            mcts = search.model_copy(update={"max_tokens": per_problem, "seed": seed * 1_000_003 + start, "final": "value"})
             trees, budgets = mcts_trees(policy, batch, mcts, value, outcome=outcome)
             kept = sft_episodes(trees, batch, min_score=config.gamma, group_offset=start)
             out.pairs += dpo_pairs(trees, batch, margin=config.dpo_margin, group_offset=start)
