@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from selfimprove.policy.logprobs import token_logprobs
 from selfimprove.policy.base import Completion, SamplingParams
 from selfimprove.policy.decode import decode
+from selfimprove.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,7 @@ class HFPolicy:
         """
         return self.generate_ids([self.encode_prompt(p) for p in prompts], params, generator=generator)
 
+    @timed("generate")
     def generate_ids(
         self,
         prompt_ids: Sequence[Sequence[int]],

@@ -36,6 +36,7 @@ from selfimprove.errors import PoolError, UserError
 from selfimprove.policy.base import Completion, SamplerWrapper, SamplingParams
 from selfimprove.policy.ray_cluster import ANSI, ensure_ray, free_cpus, object_store_bytes
 from selfimprove.policy.wrapped import LocalLearnerEngine, derived_seed
+from selfimprove.timing import timed
 
 if TYPE_CHECKING:
     import torch
@@ -174,6 +175,7 @@ class RayEngine(LocalLearnerEngine):
             return []
         return self.sample(prompt_ids, params, generator, self.snapshot())
 
+    @timed("generate")
     def sample(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, generator: "torch.Generator | None",
                snapshot: Snapshot) -> list[Completion]:
         """Sample on the workers with the weights of `snapshot`."""

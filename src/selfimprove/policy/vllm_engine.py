@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from selfimprove.policy.base import Completion, FinishReason, SamplingParams
 from selfimprove.policy.wrapped import LocalLearnerEngine, derived_seed
+from selfimprove.timing import timed
 
 if TYPE_CHECKING:
     import torch
@@ -144,6 +145,7 @@ class VLLMEngine(LocalLearnerEngine):
         self._pushed = version
 
     # ------------------------------------------------------------------ Sampler
+    @timed("generate")
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
                      generator: "torch.Generator | None" = None) -> list[Completion]:
         from vllm import SamplingParams as VLLMParams

@@ -14,7 +14,7 @@ turns' rewards (`sum_turns`), the judge's score on the last turn.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 from selfimprove.envs.base import Conversation, Environment, Turn
@@ -75,7 +75,6 @@ class _Live:
     index: int = 0  # position among the batch's conversations (problem-major)
     sampled: int = 0  # model tokens sampled (kept or not)
     last: Completion | None = None
-    rewards: list[float] = field(default_factory=list)
 
 
 def context_limit(policy: Sampler) -> int | None:
@@ -169,10 +168,9 @@ def _first_turns(policy: Sampler, live: Sequence[_Live], n: int, params: Samplin
     """The first turn of every conversation: `n` samples of each problem's prompt in one call when a
     problem's conversations open alike (the usual case), else one sample of each conversation's own."""
     starts = [c.context for c in live]
-    with phase("generate"):
-        if all(starts[i] == starts[i - i % n] for i in range(len(starts))):
-            return policy.generate_ids(starts[::n], params, generator=generator)
-        return policy.generate_ids(starts, replace(params, n=1), generator=generator)
+    if all(starts[i] == starts[i - i % n] for i in range(len(starts))):
+        return policy.generate_ids(starts[::n], params, generator=generator)
+    return policy.generate_ids(starts, replace(params, n=1), generator=generator)
 
 
 def _sample(policy: Sampler, live: Sequence[_Live], rooms: Sequence[int], params: SamplingParams,
@@ -181,9 +179,8 @@ def _sample(policy: Sampler, live: Sequence[_Live], rooms: Sequence[int], params
     out: list[Completion | None] = [None] * len(live)
     for room in sorted(set(rooms), reverse=True):
         rows = [i for i, r in enumerate(rooms) if r == room]
-        with phase("generate"):
-            sampled = policy.generate_ids([live[i].context for i in rows], replace(params, max_new_tokens=room),
-                                          generator=generator)
+        sampled = policy.generate_ids([live[i].context for i in rows], replace(params, max_new_tokens=room),
+                                      generator=generator)
         for i, completion in zip(rows, sampled):
             out[i] = completion
     return out  # type: ignore[return-value]

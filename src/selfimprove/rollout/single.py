@@ -9,7 +9,6 @@ from selfimprove.policy.base import Sampler
 from selfimprove.rollout.episode import Episode, Segment
 from selfimprove.rollout.verify import verify_all
 from selfimprove.tasks.base import Problem, Task
-from selfimprove.timing import phase
 
 
 def sample_episodes(
@@ -21,8 +20,7 @@ def sample_episodes(
     group_offset: int = 0,
 ) -> list[Episode]:
     """Sample `params.n` answers per problem and score them; the answers of one problem form a group."""
-    with phase("generate"):
-        completions = policy.generate([p.prompt for p in problems], params)
+    completions = policy.generate([p.prompt for p in problems], params)
     verdicts = verify_all(policy, task, [problems[c.prompt_index] for c in completions], [c.text for c in completions])
     episodes = []
     for c, verdict in zip(completions, verdicts):

@@ -190,7 +190,7 @@ def _step_times(metrics: dict[str, Any], mark: float) -> float:
     now = time.perf_counter()
     phases = timing.take()
     metrics.update({f"time/{name}": round(seconds, 4) for name, seconds in sorted(phases.items())})
-    metrics["time/other"] = round(max(0.0, now - mark - sum(phases.values())), 4)
+    metrics["time/other"] = round(now - mark - sum(phases.values()), 4)  # phases are exclusive: never negative
     metrics["time/step"] = round(now - mark, 4)
     return now
 
