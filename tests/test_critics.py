@@ -283,7 +283,7 @@ def test_combined_critic_is_a_weighted_mean_with_one_call_per_member() -> None:
     assert CombinedCritic([v, p], [3.0, 1.0]).score([], states) == pytest.approx([0.35, 0.4, 0.75])
     assert (v.calls, p.calls, o.calls) == (2, 2, 1)
     budgets = [Budget(), Budget()]
-    CombinedCritic([v, p, o], [1.0, 0.0, 1.0]).score([], states, budgets=budgets)
+    score_states(CombinedCritic([v, p, o], [1.0, 0.0, 1.0]), [], states, budgets)
     assert p.calls == 2  # weight 0: not called, not charged
     assert (budgets[0].critic_calls, budgets[0].critic_items) == (2, 2)
     assert (budgets[1].critic_calls, budgets[1].critic_items) == (2, 4)

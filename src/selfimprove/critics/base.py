@@ -35,8 +35,7 @@ def calls_per_score(critic: Critic) -> int:
 def charge_critic_call(budgets: Sequence[Budget], states: Sequence[State], calls: int = 1) -> None:
     """Charge `calls` batched critic calls to every problem that has states in it, each with its item count."""
     for problem_index, items in Counter(s.problem_index for s in states).items():
-        for _ in range(calls):
-            budgets[problem_index].charge_critic(items)
+        budgets[problem_index].charge_critic(items, calls)
 
 
 def score_states(

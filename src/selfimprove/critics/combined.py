@@ -4,17 +4,15 @@ all b = 1).
 We divide by the sum of the weights so the combined score stays in [0, 1] like every member's, which
 ranks states exactly as the paper's plain weighted sum does. Each member is called once per batch
 with all the states, so combining three critics costs three batched calls, not three per state.
-Spend is one critic call per member it calls (`calls_per_score`, which `critics.base.score_states`
-charges, nested combinations counted to their leaves), or, when the caller passes per-problem
-`Budget`s to `score`, charged here (then the caller must not charge the same calls again).
+Spend is one critic call per member it calls (`calls_per_score`, nested combinations counted to their
+leaves), which `critics.base.score_states` charges, as for any critic.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from selfimprove.critics.base import Critic, calls_per_score, charge_critic_call
-from selfimprove.rollout.budget import Budget
+from selfimprove.critics.base import Critic, calls_per_score
 from selfimprove.rollout.state import State
 from selfimprove.tasks.base import Problem
 
@@ -37,8 +35,7 @@ class CombinedCritic:
         """Batched calls one `score` makes: each member it calls (weight > 0), counted to the leaves."""
         return sum(calls_per_score(c) for c, w in zip(self.critics, self.weights) if w > 0)
 
-    def score(self, problems: Sequence[Problem], states: Sequence[State], *,
-              budgets: Sequence[Budget] | None = None) -> list[float]:
+    def score(self, problems: Sequence[Problem], states: Sequence[State]) -> list[float]:
         """sum_k w_k s_k(state) / sum_k w_k for every state; members with weight 0 are not called."""
         if not states:
             return []
@@ -50,8 +47,6 @@ class CombinedCritic:
             scores = critic.score(problems, states)
             if len(scores) != len(states):
                 raise ValueError(f"critic {critic.name!r} returned {len(scores)} scores for {len(states)} states")
-            if budgets is not None:
-                charge_critic_call(budgets, states, calls_per_score(critic))
             for i, s in enumerate(scores):
                 total[i] += weight * s
         return [t / norm for t in total]

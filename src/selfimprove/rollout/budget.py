@@ -30,9 +30,10 @@ class Budget:
         self.tokens += int(tokens)
         self.policy_calls += 1
 
-    def charge_critic(self, items: int) -> None:
-        self.critic_calls += 1
-        self.critic_items += int(items)
+    def charge_critic(self, items: int, calls: int = 1) -> None:
+        """`calls` batched critic calls, each scoring `items` of this problem's states."""
+        self.critic_calls += calls
+        self.critic_items += calls * int(items)
 
     def as_dict(self) -> dict[str, int | None]:
         return asdict(self)
