@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
             if "time/step" not in metrics:
                 return
             row: dict[str, Any] = {"step": step, "rss_mib": round(rss_mib(), 1)}
-            if step % args.checkpoint_every == 1 and step > 1:  # the checkpoint written after step - 1 exists now
+            if step > 1 and (step - 1) % args.checkpoint_every == 0:  # the checkpoint written after step - 1 exists now
                 saved = grpo / "checkpoints" / f"step_{step - 1:07d}"
                 row["checkpoint"] = {"step": step - 1, "mib": round(folder_mib(saved), 3) if saved.exists() else None,
                                      "seconds": metrics.get("time/checkpoint")}

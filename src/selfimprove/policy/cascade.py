@@ -169,6 +169,7 @@ if DynamicLayer is not None:
             self.layer_class_to_replicate = None
             self.groups: Groups | None = None
             self.prefix_mask: Tensor | None = None
+            self.prefix_padding: Tensor | None = None
             self.packing: Packing | None = None
 
         @classmethod
@@ -180,6 +181,7 @@ if DynamicLayer is not None:
             which prefix each row continues (`[B]`); with `packing`, the rows' tokens come next as one
             sequence without padding (a training forward)."""
             self.prefix_mask = prefix_mask.bool()
+            self.prefix_padding = ~self.prefix_mask[:, None, None, :]  # [P, 1, 1, Lp]: what no query sees
             self.groups = Groups(row_prefix, prefix_mask.shape[0])
             self.packing = packing
 
@@ -214,18 +216,16 @@ def attend(query: Tensor, key: Tensor, value: Tensor, layer: "CascadeLayer", sca
     kv_heads = key.shape[1]
     scale = d**-0.5 if scaling is None else scaling
     q = query.reshape(b, kv_heads, (heads // kv_heads) * s, d)  # query head h uses key head h // group
+    if scale != 1.0:  # once, on the queries, for both products
+        q = q * scale
     groups: Groups = cache.groups
     own = torch.matmul(q, key.transpose(-1, -2))  # [B, Hkv, g*S, Ls]
-    if scale != 1.0:
-        own = own * scale
     span = key.shape[-2]
     if s > 1:  # query i sits at own position span - s + i: it sees own tokens up to there
         i = torch.arange(s, device=q.device).repeat(heads // kv_heads)[:, None]
         own = own.masked_fill(torch.arange(span, device=q.device)[None, :] > span - s + i, float("-inf"))
     shared = torch.matmul(groups.stack(q), layer.prefix_keys.transpose(-1, -2))  # [P, Hkv, slots*g*S, Lp]
-    if scale != 1.0:
-        shared = shared * scale
-    shared = groups.unstack(shared.masked_fill(~cache.prefix_mask[:, None, None, :], float("-inf")), q.shape[2])
+    shared = groups.unstack(shared.masked_fill(cache.prefix_padding, float("-inf")), q.shape[2])
     weights = torch.softmax(torch.cat([shared, own], dim=-1).float(), dim=-1).to(q.dtype)
     lp = shared.shape[-1]
     out = groups.unstack(torch.matmul(groups.stack(weights[..., :lp]), layer.prefix_values), q.shape[2])

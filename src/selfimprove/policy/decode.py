@@ -269,7 +269,8 @@ def _decode(model: PreTrainedModel, prompts: list[list[int]], params: SamplingPa
             cache.batch_repeat_interleave(n)
         logits = logits.repeat_interleave(n, dim=0)
         last_pos = last_pos.repeat_interleave(n, dim=0)
-        attention = attention.repeat_interleave(n, dim=0)
+        if padded:  # the mask is read only for padded prompts on the plain cache
+            attention = attention.repeat_interleave(n, dim=0)
     del out
 
     # Results, indexed by the original row (prompt-major); read back once at the end.
@@ -314,7 +315,9 @@ def _decode(model: PreTrainedModel, prompts: list[list[int]], params: SamplingPa
         if dead and dead >= COMPACT_FRACTION * len(rows):
             keep = live.nonzero().squeeze(1)
             cache.batch_select_indices(keep)
-            rows, tok, last_pos, attention = rows[keep], tok[keep], last_pos[keep], attention[keep]
+            rows, tok, last_pos = rows[keep], tok[keep], last_pos[keep]
+            if padded:
+                attention = attention[keep]
             live = live[keep]
             compacted = True
             if stop:

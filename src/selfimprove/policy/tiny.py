@@ -65,11 +65,10 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 def build_config(tokenizer: PreTrainedTokenizerFast, preset: Preset = "default", **overrides: int) -> LlamaConfig:
     """A small Llama whose vocabulary and special ids match the character tokenizer."""
     sizes = {**PRESETS[preset], **overrides}
-    kv_heads = sizes.pop("num_key_value_heads", sizes["num_attention_heads"])  # fewer: grouped-query attention
+    sizes.setdefault("num_key_value_heads", sizes["num_attention_heads"])  # fewer: grouped-query attention
     return LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=512,
-        num_key_value_heads=kv_heads,
         rms_norm_eps=1e-5,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
