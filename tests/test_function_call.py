@@ -425,6 +425,24 @@ def test_loading_plain_lists_works_too(tmp_path: Path) -> None:
     assert load_apigen(_write(tmp_path, "plain.json", records)) == load_apigen(_write(tmp_path, "s.json", _RECORDS[:5]))
 
 
+def test_an_apigen_files_own_tools_are_shown_and_recorded_by_the_environment(tmp_path: Path) -> None:
+    """The file's schemas reach the multi-turn environment: its tools are offered and their calls recorded
+    (they were dropped as unknown tools when the problem carried only their names)."""
+    from selfimprove.envs.plugins import make_env
+
+    renamed = [{**r, "answers": r["answers"].replace('"add"', '"sum_two"'), "tools": r["tools"].replace('"add"', '"sum_two"')}
+               for r in _RECORDS]  # `sum_two` is no library tool
+    task = _task(path=str(_write(tmp_path, "data.json", renamed)), test_fraction=0.3)
+    problem = task.problem("train", 0)
+    assert problem.metadata["tools"] == ["get_weather", "sum_two"]  # names, as the judge reads them
+    env = make_env("function_call", task)
+    conversation = env.start(problem)
+    assert [s["function"]["name"] for s in env.tool_schemas(conversation)] == ["get_weather", "sum_two"]
+    demo = env.demonstration(problem)
+    assert demo is not None and [m["tool_calls"][0]["function"]["name"] for m in demo[:-1]] == \
+        [c["name"] for c in problem.metadata["calls"]]
+
+
 def test_missing_file_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="APIGen file not found"):
         _task(path=str(tmp_path / "nope.json"))

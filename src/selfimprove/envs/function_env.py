@@ -11,7 +11,6 @@ file without an implementation here are executed as a record only (result `ok`).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from selfimprove.chat import Message, assistant, tool_call, tool_result
 from selfimprove.envs.base import Conversation, Environment, Reply, Turn, register_env
 from selfimprove.envs.tools import Tool, run_calls
 from selfimprove.tasks.base import Problem, Verdict
-from selfimprove.tasks.function_call.judge import format_calls, judge_calls
+from selfimprove.tasks.function_call.judge import calls_key, format_calls, judge_calls
 from selfimprove.tasks.function_call.tools import TOOLS_BY_NAME
 
 ACTIONS = ("set_alarm", "set_timer", "send_email", "play_music")  # change the device; the rest inform
@@ -130,9 +129,8 @@ class FunctionCallEnv(Environment):
     """Call the shown tools on a simulated device, then reply; judged on the executed calls and the reply."""
 
     def _schemas(self, problem: Problem) -> list[dict[str, Any]]:
-        shown = problem.metadata.get("tools") or []
         out = []
-        for tool in shown:
+        for tool in _shown(problem):
             if isinstance(tool, str):
                 if tool in TOOLS_BY_NAME:
                     out.append(json_schema(TOOLS_BY_NAME[tool].schema()))
@@ -160,7 +158,7 @@ class FunctionCallEnv(Environment):
                 continue
             replies.append(None)
             schemas = {s["function"]["name"]: s for s in self.tool_schemas(conversation)}
-            library = {t for t in conversation.problem.metadata.get("tools") or [] if isinstance(t, str) and t in TOOLS_BY_NAME}
+            library = _library(conversation.problem)
             world = conversation.data["world"]
             for name, arguments in turn.calls:
                 tool = None
@@ -195,18 +193,28 @@ class FunctionCallEnv(Environment):
         return Verdict.right()
 
     def answer_key(self, conversation: Conversation) -> str | None:
-        world: World = conversation.data["world"]
-        calls = sorted(json.dumps(c, sort_keys=True) for c in world.executed)
-        return json.dumps(calls) + "\n" + self.answer(conversation).strip()
+        world: World = conversation.data["world"]  # the calls in the verifier's canonical form (numbers by value)
+        return (calls_key(format_calls(world.executed)) or "[]") + "\n" + self.answer(conversation).strip()
 
     def demonstration(self, problem: Problem) -> list[Message] | None:
         """One call per expected call, then a reply with the informing results (or `done`)."""
         calls = problem.metadata.get("calls") or []
         scratch = World()
-        library = {t for t in problem.metadata.get("tools") or [] if isinstance(t, str) and t in TOOLS_BY_NAME}
+        library = _library(problem)
         results = [_run(scratch, c["name"], dict(c["arguments"]), c["name"] in library) for c in calls]
         told = [r for c, r in zip(calls, results) if c["name"] not in ACTIONS and c["name"] in library]
         return [assistant("", [tool_call(c["name"], c["arguments"])]) for c in calls] + [assistant("; ".join(told) or "done")]
+
+
+def _shown(problem: Problem) -> list[Any]:
+    """The tools a problem offers: an APIGen file's schemas, else the names of library tools."""
+    return list(problem.metadata.get("tool_schemas") or problem.metadata.get("tools") or [])
+
+
+def _library(problem: Problem) -> set[str]:
+    """The offered tools the simulated device runs (library tools named by name); a file's own schemas are
+    recorded, not run."""
+    return {t for t in _shown(problem) if isinstance(t, str) and t in TOOLS_BY_NAME}
 
 
 def _run_named(world: World, name: str, library: bool, /, **arguments: Any) -> str:

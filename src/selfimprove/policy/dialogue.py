@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import weakref
 from typing import Any, Mapping, Protocol, Sequence
 
 from selfimprove.chat import Message, assistant, calls_of, tool_call
@@ -266,8 +267,19 @@ def hermes_parse(text: str) -> tuple[Message, str | None]:
     return assistant(_HERMES.sub("", text).strip() if calls else text, calls), None
 
 
+_CHAT_DIALOGUES: "weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], ChatDialogue]]" = weakref.WeakKeyDictionary()
+
+
 def dialogue_for(sampler: Any) -> Dialogue:
-    """The layout of an engine: its chat template when it wraps prompts in one, else plain text."""
-    if getattr(sampler, "chat", False) and getattr(sampler, "tokenizer", None) is not None:
-        return ChatDialogue(sampler.tokenizer, sampler.eos_ids)
+    """The layout of an engine: its chat template when it wraps prompts in one, else plain text. A chat
+    layout renders its template to find its markers, so it is made once per tokenizer, template and end
+    tokens."""
+    tokenizer = getattr(sampler, "tokenizer", None)
+    if getattr(sampler, "chat", False) and tokenizer is not None:
+        made = _CHAT_DIALOGUES.setdefault(tokenizer, {})
+        response = json.dumps(getattr(tokenizer, "response_template", None), sort_keys=True, default=str)
+        key = (tuple(sampler.eos_ids), str(tokenizer.chat_template), response)
+        if key not in made:
+            made[key] = ChatDialogue(tokenizer, sampler.eos_ids)
+        return made[key]
     return PlainDialogue(sampler)

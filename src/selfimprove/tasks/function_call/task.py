@@ -115,6 +115,7 @@ class FunctionCallTask(GeneratedTask):
                 "query": item.query,
                 "calls": copy.deepcopy(list(item.answers)),
                 "tools": tool_names(item.tools),
+                "tool_schemas": copy.deepcopy(list(item.tools)),  # what a multi-turn environment offers
                 "source": str(self.config.path),
                 "item": position,
                 "source_id": item.source_id,
