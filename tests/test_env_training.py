@@ -159,7 +159,7 @@ def test_other_estimators_and_asynchronous_rollouts_train_on_conversations(sft_m
                                                                            extra: tuple[str, ...]) -> None:
     assert main(grpo(tmp_path / "run", sft_model / "final", "steps=1", *extra)) == 0
     [step] = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train/loss" in m]
-    assert step["train/tool_calls"] >= 0 and step["train/sampled_tokens"] > 0
+    assert step["train/tool_calls"] > 0 and step["train/sampled_tokens"] > 0  # the SFT model calls its tool
 
 
 def test_best_of_n_chooses_among_whole_conversations(sft_model: Path) -> None:

@@ -55,8 +55,11 @@ async def remote_b(prompts, completions, **kwargs):
     await asyncio.sleep(0.6)
     return [2.0 for _ in completions]
 
+BLOCKED = []  # filled when `blocking` returns
+
 async def blocking(prompts, completions, **kwargs):
     time.sleep(3)  # blocks its event loop: the time limit must still hold
+    BLOCKED.append(True)
     return [1.0 for _ in completions]
 
 def with_signals(prompts, completions, **kwargs):
@@ -199,9 +202,10 @@ def test_a_run_whose_every_reward_call_fails_stops_with_one_line_a_log_and_a_che
 def test_a_blocking_async_function_times_out_and_signal_using_ones_run_on_the_main_thread(data: Path) -> None:
     task = _task(data, ["user_rewards:blocking", "user_rewards:with_signals"], reward_timeout=0.5)
     p = task.problems("train", 2)
-    began = time.perf_counter()
     verdicts = task.verify_many(p, ["x", "y"])
-    assert time.perf_counter() - began < 2.0  # the blocked loop did not hold the batch for 3 s
+    import user_rewards
+
+    assert user_rewards.BLOCKED == []  # the batch came back before the blocked loop did
     assert [v.score for v in verdicts] == [1.0, 1.0] and "(blocking failed)" in verdicts[0].reason  # with_signals ran
 
 
