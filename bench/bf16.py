@@ -22,6 +22,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -81,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
     for name in ("step", "decode"):
         print(f"{name}: fp32 {med[(name, 'none')]:.3f} s, bf16 autocast {med[(name, 'bfloat16')]:.3f} s (median of {args.reps})")
+    ratios = {name: med[(name, "bfloat16")] / med[(name, "none")] for name in ("step", "decode")}
+    write_result("bf16", "bf16 autocast against fp32 on the CPU (bench/bf16.py)", {
+        "model": str(args.model), "reps": args.reps, "batch": [batch.size, int(batch.input_ids.shape[1])],
+        "seconds": {f"{name}/{cast}": v for (name, cast), v in times.items()},
+        "median_seconds": {f"{name}/{cast}": v for (name, cast), v in med.items()}, "ratio_bf16_to_fp32": ratios,
+    }, ["| | fp32 s | bf16 autocast s | bf16 / fp32 |", "|---|---:|---:|---:|",
+        *(f"| {name} | {med[(name, 'none')]:.3f} | {med[(name, 'bfloat16')]:.3f} | {ratios[name]:.3f} |" for name in ("step", "decode")),
+        "", f"Medians of {args.reps} alternating repetitions; model `{args.model}`, batch {batch.size} x "
+        f"{batch.input_ids.shape[1]} tokens (the demo's GRPO batch)."])
     print(f"step_ratio={med[('step', 'bfloat16')] / med[('step', 'none')]:.3f} "
           f"decode_ratio={med[('decode', 'bfloat16')] / med[('decode', 'none')]:.3f}")
     return 0

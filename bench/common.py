@@ -5,10 +5,13 @@ error of a mean over seeds."""
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import math
 import os
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path, PurePath
 from typing import Any, Callable, Iterator, Sequence
@@ -20,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository
 RESULTS = Path(os.environ.get("SELFIMPROVE_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 __all__ = ["BEGAN", "RESULTS", "ROOT", "line_bar", "log", "repo_relative", "repo_relative_paths", "run_logged", "set_args",
-           "stderr"]
+           "stderr", "write_result"]
 
 
 def repo_relative(path: str | os.PathLike[str]) -> str:
@@ -102,3 +105,22 @@ def run_logged(command: Sequence[object], log_file: Path, env: dict[str, str], c
         done = subprocess.run(list(map(str, command)), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise RuntimeError(f"`{' '.join(map(str, list(command)[2:5]))} ...` exited {done.returncode}: see {log_file}, then rerun to resume")
+
+
+def write_result(name: str, title: str, data: dict[str, Any], table: Sequence[str], argv: Sequence[str] | None = None) -> Path:
+    """Commit-ready `RESULTS/<name>.md` and `.json`: the figures in `data`, the markdown `table` lines, and
+    the setup that produced them (command, date, torch and its threads, the CPU's vector unit), paths
+    named relative to the repository. Returns the JSON's path."""
+    import torch
+
+    command = " ".join([".venv/bin/python", repo_relative(sys.argv[0]), *(sys.argv[1:] if argv is None else argv)])
+    setup = {"command": command, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+             "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+             "cpus": os.cpu_count()}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(repo_relative_paths({"setup": setup, **data}), indent=2) + "\n")
+    lines = [f"# {title}", "", f"`{command}` ({setup['date']}; torch {setup['torch']}, {setup['torch_threads']} threads, "
+             f"{setup['cpus']} CPUs, {setup['cpu_capability']})", "", *table]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    return path

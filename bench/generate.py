@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
@@ -36,6 +38,8 @@ from selfimprove.policy.base import SamplingParams  # noqa: E402
 from selfimprove.policy.hf import HFPolicy  # noqa: E402
 from selfimprove.policy.tiny import build_tiny_model  # noqa: E402
 from selfimprove.tasks.countdown import CountdownConfig, CountdownTask  # noqa: E402
+
+from common import write_result  # noqa: E402
 
 
 class NoEosPolicy(HFPolicy):
@@ -57,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--model", type=Path, default=None, help="a local HF model folder instead of a fresh tiny model")
     ap.add_argument("--keep-eos", action="store_true", help="let the end token finish rows (use with a trained --model)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-as", default=None,
+                    help="write bench/results/<name>.{md,json} (default generate_fixed_length, or generate_early_stop "
+                         "with --keep-eos); '-' writes nothing")
     return ap.parse_args(argv)
 
 
@@ -136,6 +143,19 @@ def main(argv: list[str] | None = None) -> int:
         f"median tokens/s: ours {ours_rate:,.0f}, hf generate {hf_rate:,.0f} "
         f"(tokens per call: ours {statistics.mean(tokens['ours']):.0f}, hf {statistics.mean(tokens['hf']):.0f})"
     )
+    name = args.save_as or ("generate_early_stop" if args.keep_eos else "generate_fixed_length")
+    if name != "-":
+        case = "early stop (rows end at their end token)" if args.keep_eos else "fixed length (end token off)"
+        write_result(name, f"Decoding against Hugging Face `generate`, {case} (bench/generate.py)", {
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "model": source, "sequences": rows, "tok_s": {"ours": rates["ours"], "hf": rates["hf"]},
+            "tokens_per_call": {"ours": tokens["ours"], "hf": tokens["hf"]},
+            "median_tok_s": {"ours": ours_rate, "hf": hf_rate}, "speedup": ours_rate / hf_rate,
+        }, [f"{source}; {rows} sequences ({args.prompts} prompts x {args.samples}), at most {args.max_new_tokens} new "
+            f"tokens, temperature {args.temperature}; {args.reps} alternating repetitions after a warm-up each.", "",
+            "| engine | median tok/s | tok/s per repetition |", "|---|---:|---|",
+            *(f"| {k} | {statistics.median(v):,.0f} | {', '.join(f'{r:,.0f}' for r in v)} |" for k, v in rates.items()), "",
+            f"Speedup (ours / generate): **{ours_rate / hf_rate:.2f}x**."])
     print(f"ours_tok_s={ours_rate:.1f} hf_tok_s={hf_rate:.1f} speedup={ours_rate / hf_rate:.2f}")
     return 0
 

@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
 from step_phases import TRLClocks, breakdown_table, chunk_seconds, ours_breakdown  # noqa: E402
 
 
@@ -301,7 +302,22 @@ def main(argv: list[str] | None = None) -> int:
         trl_acc = accuracy(HFPolicy(trl_model, tokenizer, seed=args.seed))
         print(f"held-out greedy accuracy after {args.steps} steps: ours {ours_acc:.1%}, TRL {trl_acc:.1%} "
               f"(start {start_acc:.1%}; {len(test_problems)} test problems)")
-        print(f"benchmark wall time {time.perf_counter() - began:.0f}s")
+        wall = time.perf_counter() - began
+        print(f"benchmark wall time {wall:.0f}s")
+    table = breakdown_table(ours_breakdown(ours_rows), clocks.breakdown())
+    write_result("vs_trl", "GRPO step time against TRL's GRPOTrainer (bench/vs_trl.py)", {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "completions_per_step": batch, "ours_s_per_step": ours_s, "trl_s_per_step": trl_s, "ratio": ours_s / trl_s,
+        "ours_chunk_s_per_step": [s / len(c) for s, c in zip(chunk_seconds(ours_clocks), ours_clocks)],
+        "trl_step_seconds": trl_seconds,
+        "phases_s_per_step": {"ours": ours_breakdown(ours_rows), "trl": clocks.breakdown()},
+        "accuracy": {"start": start_acc, "ours": ours_acc, "trl": trl_acc, "test_problems": len(test_problems)},
+        "wall_seconds": wall,
+    }, [f"Seconds per GRPO step over {args.steps} steps of {batch} completions, alternating in chunks of {args.chunk}: "
+        f"ours **{ours_s:.3f}**, TRL **{trl_s:.3f}**, ratio **{ours_s / trl_s:.3f}**.", "",
+        "Where a step's time goes (mean seconds per step):", "", "```", table, "```", "",
+        f"Held-out greedy accuracy after the steps: ours {ours_acc:.1%}, TRL {trl_acc:.1%} (start {start_acc:.1%}, "
+        f"{len(test_problems)} test problems). Wall time {wall:.0f} s."], argv)
     print(f"ours_s_per_step={ours_s:.3f} trl_s_per_step={trl_s:.3f} ratio={ours_s / trl_s:.3f}")
     return 0
 

@@ -130,7 +130,10 @@ def _stray_ray() -> set[int]:
     return set(stray_ray_processes())
 
 
-@pytest.mark.parametrize("engine,every,kill", [({}, 3, 4), ({"engine": {"kind": "ray", "workers": 1}}, 1, 2)], ids=["hf", "ray"])
+@pytest.mark.parametrize("engine,every,kill", [
+    pytest.param({}, 3, 4, id="hf"),
+    pytest.param({"engine": {"kind": "ray", "workers": 1}}, 1, 2, id="ray", marks=pytest.mark.xdist_group("ray")),
+])
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_run(tmp_path: Path, engine: dict[str, Any], every: int,
                                                                       kill: int, request: pytest.FixtureRequest) -> None:
     """Staleness 2, SIGKILL one step after a checkpoint. hf: checkpoint at step 3, where the batch of step

@@ -18,14 +18,37 @@ import pytest
 
 from selfimprove.sandbox import Limits, SandboxError, TestReport, run_python, run_tests
 from selfimprove.sandbox import plan as sandbox
-from selfimprove.sandbox import types as sandbox_types
 
 FAST = Limits(wall_seconds=2.0, cpu_seconds=1.0, memory_mb=256, max_processes=8)
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def _sandbox_processes() -> set[int]:
-    """Processes that look like sandboxed programs (by per-run uid, or by the worker's command line)."""
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _ours_or_orphaned(pid: int) -> bool:
+    """Started under this process, or left to init: not a live run of another test process (pytest-xdist
+    runs two at once, and the other one's programs are its own business)."""
+    parent = _parent(pid)
+    if parent in (0, 1):
+        return True
+    for _ in range(64):
+        if parent == os.getpid():
+            return True
+        if parent in (0, 1):
+            return False
+        parent = _parent(parent)
+    return False
+
+
+def _sandbox_processes(uids: set[int]) -> set[int]:
+    """Processes that look like sandboxed programs: by a per-run uid this process handed out, or by the
+    worker's command line when they were started under this process or orphaned."""
     found = set()
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -36,17 +59,16 @@ def _sandbox_processes() -> set[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        in_range = sandbox_types._UID_BASE <= uid < sandbox_types._UID_BASE + sandbox_types._UID_SPAN
         worker = b"-B" in argv and b"-S" in argv and any(a.endswith(b"/main.py") for a in argv)
-        if in_range or worker:
+        if uid in uids or (worker and _ours_or_orphaned(int(name))):
             found.add(int(name))
     return found
 
 
-def _assert_no_strays(before: set[int]) -> None:
+def _assert_no_strays(before: set[int], uids: set[int]) -> None:
     deadline = time.monotonic() + 3.0
     while True:
-        left = _sandbox_processes() - before
+        left = _sandbox_processes(uids) - before
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -54,10 +76,21 @@ def _assert_no_strays(before: set[int]) -> None:
 
 
 @pytest.fixture()
-def no_strays():
-    before = _sandbox_processes()
+def no_strays(monkeypatch: pytest.MonkeyPatch):
+    from selfimprove.sandbox import run as sandbox_run
+
+    uids: set[int] = set()
+    allocate = sandbox_run._allocate_uid
+
+    def recorded() -> int:
+        uid = allocate()
+        uids.add(uid)
+        return uid
+
+    monkeypatch.setattr(sandbox_run, "_allocate_uid", recorded)
+    before = _sandbox_processes(uids)
     yield
-    _assert_no_strays(before)
+    _assert_no_strays(before, uids)
 
 
 # ---------------------------------------------------------------------------------------------
