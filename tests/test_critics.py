@@ -14,7 +14,7 @@ from selfimprove.cli import main
 from selfimprove.config import validate
 from selfimprove.critics.base import score_states
 from selfimprove.critics.combined import CombinedCritic
-from selfimprove.critics.labels import Example, build_labels, load_labels, save_labels, step_boundaries
+from selfimprove.critics.labels import Example, build_labels, load_labels, save_labels, smooth_labels, step_boundaries
 from selfimprove.critics.model import ORMCritic, PRMCritic, ValueCritic, critic_input, load_critic
 from selfimprove.critics.recipe import CriticRecipe, CriticTraining, LabelsConfig
 from selfimprove.critics.run import run_critic_training
@@ -169,6 +169,48 @@ class Pieces:
 
     def detokenize(self, seq: Sequence[int]) -> str:
         return "".join(self.pieces.get(i, "") for i in seq)
+
+
+def test_label_smoothing_by_rollout_count_by_hand() -> None:
+    """(r + a) / (n + 2a) for a Monte-Carlo label of r right in n; a hard PRM 0 becomes a / (n + 2a), a hard 1
+    stays 1 (a right rollout proves the step can still succeed); exact verdicts (0 rollouts) are kept."""
+    def ex(kind: str, label: float, estimate: float, rollouts: int, finished: bool = False) -> Example:
+        return Example(kind, (1, 2), label, "p", 1, finished, estimate, rollouts)  # type: ignore[arg-type]
+
+    examples = [ex("value", 0.25, 0.25, 8), ex("value", 1.0, 1.0, 4), ex("prm", 0.0, 0.0, 8), ex("prm", 1.0, 0.375, 8),
+                ex("orm", 1.0, 1.0, 0, True), ex("value", 0.0, 0.0, 0, True), ex("prm", 1.0, 1.0, 0, True)]
+    got = [e.label for e in smooth_labels(examples, 1.0, prm_label="hard")]
+    assert got == pytest.approx([3 / 10, 5 / 6, 1 / 10, 1.0, 1.0, 0.0, 1.0])
+    soft = [ex("prm", 0.75, 0.75, 4), ex("prm", 0.5, 0.5, 4)]
+    assert [e.label for e in smooth_labels(soft, 1.0, prm_label="soft")] == pytest.approx([4 / 6, 3 / 6])
+    assert [e.label for e in smooth_labels(soft, 2.0, prm_label="soft")] == pytest.approx([5 / 8, 4 / 8])
+    assert smooth_labels(examples, 0.0, prm_label="hard") == examples  # 0: the labels as they are
+    with pytest.raises(ValueError, match="pseudo-count"):
+        smooth_labels(examples, -1.0, prm_label="hard")
+
+
+def test_run_critic_training_smooths_only_the_training_labels(small_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """`training.label_smoothing` reaches the training examples; the held-out ones keep their raw labels."""
+    import selfimprove.critics.run as run_module
+
+    seen: dict[str, list[float]] = {}
+
+    def spy(critic, train, held_out, config, **kwargs):
+        seen["train"] = [e.label for e in train]
+        seen["held_out"] = [e.label for e in held_out]
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(run_module, "train_critic", spy)
+    examples = [Example("value", (5, 6, 7), q, f"problem {g}", 1, False, q, 4) for g in range(6) for q in (0.0, 0.5, 1.0)]
+    save_labels(tmp_path / "labels.jsonl", examples)
+    recipe = validate(CriticRecipe, {"run_dir": str(tmp_path / "run"), "model": {"path": str(small_model_dir)},
+                                     "task": {"name": "countdown"}, "critics": ["value"],
+                                     "labels": {"path": str(tmp_path / "labels.jsonl")},
+                                     "training": {"label_smoothing": 1.0, "eval_fraction": 0.5}})
+    with pytest.raises(RuntimeError, match="stop here"):
+        run_module.run_critic_training(recipe)
+    assert sorted(set(seen["train"])) == pytest.approx([1 / 6, 3 / 6, 5 / 6])
+    assert sorted(set(seen["held_out"])) == [0.0, 0.5, 1.0]
 
 
 def test_step_boundaries_map_text_steps_to_tokens() -> None:

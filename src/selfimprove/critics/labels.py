@@ -28,7 +28,7 @@ An example's `token_ids` is exactly what the critic reads at search time (`model
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -67,6 +67,26 @@ class Example:
         if kind not in KINDS:
             raise ValueError(f"unknown critic kind {kind!r} in a labels line")
         return cls(**{**data, "token_ids": tuple(int(t) for t in data["token_ids"])})
+
+
+def smooth_labels(examples: Sequence[Example], pseudo_count: float, *, prm_label: str = "hard") -> list[Example]:
+    """Monte-Carlo labels shrunk toward 1/2 by how few rollouts stand behind them (a Beta(a, a) prior's
+    posterior mean, a = `pseudo_count`): r right of n becomes (r + a) / (n + 2a). A hard PRM label of 0
+    becomes a / (n + 2a) (no right rollout in n is evidence, not proof, that the step is dead); a hard 1
+    stays 1 (one right rollout proves it can still succeed). Exact verdicts (`rollouts` 0) are kept.
+    For training only: held-out metrics read the raw labels."""
+    if pseudo_count < 0:
+        raise ValueError(f"label smoothing's pseudo-count must be >= 0, got {pseudo_count}")
+    if pseudo_count == 0:
+        return list(examples)
+    a = pseudo_count
+    out = []
+    for e in examples:
+        if e.rollouts > 0 and not (e.kind == "prm" and prm_label == "hard" and e.label >= 1.0):
+            right = 0.0 if e.kind == "prm" and prm_label == "hard" else e.estimate * e.rollouts
+            e = replace(e, label=(right + a) / (e.rollouts + 2 * a))
+        out.append(e)
+    return out
 
 
 def save_labels(path: str | Path, examples: Iterable[Example]) -> Path:

@@ -50,6 +50,9 @@ class CriticTraining(Strict):
     ranking_weight: float = Field(1.0, gt=0.0)
     batch_size: int = Field(32, ge=1)  # examples per optimizer step (micro-batched by optim.micro_batch_size)
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-4, micro_batch_size=32))
+    # Beta(a, a) pseudo-count that shrinks Monte-Carlo training labels toward 1/2 by their rollout count
+    # (`critics.labels.smooth_labels`); 0: the labels as estimated. Held-out labels stay raw.
+    label_smoothing: float = Field(0.0, ge=0.0)
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of problems held out (all their examples)
     threshold: float = Field(0.5, gt=0.0, lt=1.0)  # score >= threshold predicts "right"
     ece_bins: int = Field(10, ge=1)

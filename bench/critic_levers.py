@@ -1,0 +1,396 @@
+"""Critics that rank (issue 26, item 2): which levers lift the learned critics' within-problem AUROC.
+
+The policy is the AlphaLLM bench's base (the tiny model after 600 SFT steps on Countdown's step
+format, `bench/alphallm.py`'s `stage_base`, shared through `--base-dir`). It labels its own rollouts
+exactly as `selfimprove critic train` does (`critics.labels.build_labels`: `--samples` answers per
+problem, `--rollouts` Monte-Carlo completions per distinct unfinished step prefix) in chunks of
+`--chunk-problems` train problems, each chunk's labelling tokens counted. The held-out set is other
+train problems (`--val-first`, never the test split), labelled the same way with `--val-samples`
+answers each so that most problems have both right and wrong examples; any pool example of a held-out
+problem is dropped.
+
+Arms (each trains one critic from the policy's trunk with `critics.train.train_critic`; `--epochs`
+over its examples; AUROC on the held-out problems' raw labels):
+- labels: 1, 2, 4 and all `--chunks` chunks, pointwise (MSE for the value, BCE for PRM and ORM);
+- objective on all chunks: pairwise (Bradley-Terry within a problem) and mixed (pointwise + pairwise);
+- label smoothing by rollout count on all chunks (`training.label_smoothing` 1: Beta(1, 1));
+- ensembling: the mean score of the mixed arm's critic and two more seeds of it;
+then best-of-N on other train problems (`--bon-first`): `--bon-samples` answers each, scored by the
+1-chunk pointwise ORM, the all-chunk mixed ORM and the ensemble; accuracy of the top-scored answer at
+N = 1, 4, 16, 64 averaged over disjoint groups of N samples (pass@N and majority vote beside it).
+
+Resumable: labels per chunk, one JSON per arm, the best-of-N pool; `--worker i --workers n` splits
+the arms over processes. Results: `bench/results/critic_levers.{md,json,png}`.
+
+    .venv/bin/python bench/critic_levers.py labels              # the base, the label chunks, held-out labels
+    OMP_NUM_THREADS=1 .venv/bin/python bench/critic_levers.py arms --worker 0 --workers 2 &
+    OMP_NUM_THREADS=1 .venv/bin/python bench/critic_levers.py arms --worker 1 --workers 2
+    .venv/bin/python bench/critic_levers.py bon && .venv/bin/python bench/critic_levers.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+import alphallm  # noqa: E402  (bench/alphallm.py: the shared SFT base)
+from common import RESULTS, line_bar, log, repo_relative_paths  # noqa: E402
+from selfimprove.critics.labels import Example, build_labels, load_labels, save_labels, smooth_labels  # noqa: E402
+from selfimprove.critics.metrics import within_problem_auroc  # noqa: E402
+from selfimprove.critics.model import CRITICS, critic_input, load_critic  # noqa: E402
+from selfimprove.critics.recipe import CriticTraining, LabelsConfig  # noqa: E402
+from selfimprove.critics.train import total_steps, train_critic  # noqa: E402
+from selfimprove.eval.report import markdown_table, save_figure  # noqa: E402
+from selfimprove.policy.base import CountingSampler, SamplingParams  # noqa: E402
+from selfimprove.policy.hf import HFPolicy  # noqa: E402
+from selfimprove.rollout.state import StepRuleConfig  # noqa: E402
+from selfimprove.tasks.plugins import make_task  # noqa: E402
+
+KINDS = ("value", "prm", "orm")
+SFT_POOL = alphallm.SFT_POOL  # train problems 0 .. SFT_POOL - 1 made the base; labels start after them
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=["labels", "arms", "bon", "report", "all"])
+    ap.add_argument("--run-dir", type=Path, default=Path("runs/critic-levers"))
+    ap.add_argument("--base-dir", type=Path, default=Path("runs/alphallm-bench"), help="where the shared SFT base lives")
+    ap.add_argument("--sft-steps", type=int, default=600)
+    ap.add_argument("--chunk-problems", type=int, default=512)
+    ap.add_argument("--chunks", type=int, default=8)
+    ap.add_argument("--samples", type=int, default=4, help="answers per pool problem")
+    ap.add_argument("--rollouts", type=int, default=8, help="Monte-Carlo completions per unfinished prefix")
+    ap.add_argument("--val-first", type=int, default=400_000)
+    ap.add_argument("--val-problems", type=int, default=256)
+    ap.add_argument("--val-samples", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--bon-first", type=int, default=500_000)
+    ap.add_argument("--bon-problems", type=int, default=200)
+    ap.add_argument("--bon-samples", type=int, default=64)
+    ap.add_argument("--worker", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1)
+    return ap.parse_args(argv)
+
+
+def labels_config(args: argparse.Namespace, problems: int, samples: int) -> LabelsConfig:
+    return LabelsConfig(num_problems=max(2, problems), samples_per_problem=samples, rollouts_per_prefix=args.rollouts,
+                        max_new_tokens=alphallm.MAX_ANSWER, problems_per_batch=128, max_rollout_rows=1024)
+
+
+def step_rule():
+    return StepRuleConfig(**alphallm.STEP).rule()
+
+
+def base_model(args: argparse.Namespace) -> str:
+    return alphallm.stage_base(argparse.Namespace(sft_steps=args.sft_steps), args.base_dir)
+
+
+def label_set(args: argparse.Namespace, policy: HFPolicy, name: str, first: int, problems: int, samples: int) -> dict[str, Any]:
+    """Label `problems` train problems from `first` (once: the file and its meta are reused)."""
+    out = args.run_dir / "labels"
+    meta_path = out / f"{name}.json"
+    if meta_path.is_file():
+        return json.loads(meta_path.read_text())
+    task = make_task(alphallm.TASK["name"], alphallm.TASK["params"])
+    config = labels_config(args, problems, samples)
+    counting = CountingSampler(policy)
+    generator = torch.Generator().manual_seed(first)
+    began = time.time()
+    with line_bar(f"labels {name}", problems, every=60) as on_step:
+        examples = build_labels(counting, task, task.distinct_problems("train", problems, start=first), step_rule(), config,
+                                generator=generator, on_problems=lambda done: on_step(done, {}))
+    save_labels(out / f"{name}.jsonl", examples)
+    meta = {"name": name, "first_problem": first, "problems": problems, "samples_per_problem": samples,
+            "rollouts_per_prefix": args.rollouts, "tokens": counting.tokens, "seconds": round(time.time() - began, 1),
+            "examples": dict(Counter(e.kind for e in examples))}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    log(f"labels {name}: {meta['examples']} from {counting.tokens:,} tokens in {meta['seconds']:.0f}s")
+    return meta
+
+
+def stage_labels(args: argparse.Namespace) -> None:
+    policy = HFPolicy.load(base_model(args), seed=0)
+    label_set(args, policy, "val", args.val_first, args.val_problems, args.val_samples)
+    for c in range(args.chunks):
+        label_set(args, policy, f"chunk{c}", SFT_POOL + c * args.chunk_problems, args.chunk_problems, args.samples)
+
+
+def arms(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every arm: (name, kind, chunks, objective, smoothing, seed)."""
+    out = []
+    for kind in KINDS:
+        sizes = sorted({1, 2, 4, args.chunks} & set(range(1, args.chunks + 1)))
+        out += [dict(kind=kind, chunks=c, objective="pointwise", smoothing=0.0, seed=0) for c in sizes]
+        out += [dict(kind=kind, chunks=args.chunks, objective=o, smoothing=0.0, seed=0) for o in ("pairwise", "mixed")]
+        if kind != "orm":  # the ORM's labels are exact verdicts: nothing to smooth
+            out.append(dict(kind=kind, chunks=args.chunks, objective="pointwise", smoothing=1.0, seed=0))
+        out += [dict(kind=kind, chunks=args.chunks, objective="mixed", smoothing=0.0, seed=s) for s in (1, 2)]
+    for a in out:
+        a["name"] = f"{a['kind']}-c{a['chunks']}-{a['objective']}" + (f"-smooth{a['smoothing']:g}" if a["smoothing"] else "") + f"-s{a['seed']}"
+    return out
+
+
+def bon_problems(args: argparse.Namespace) -> list[Any]:
+    task = make_task(alphallm.TASK["name"], alphallm.TASK["params"])
+    return task.distinct_problems("train", args.bon_problems, start=args.bon_first)
+
+
+def pool(args: argparse.Namespace, kind: str, chunks: int, exclude: set[str]) -> tuple[list[Example], int]:
+    examples, tokens = [], 0
+    for c in range(chunks):
+        examples += [e for e in load_labels(args.run_dir / "labels" / f"chunk{c}.jsonl") if e.kind == kind and e.group not in exclude]
+        tokens += json.loads((args.run_dir / "labels" / f"chunk{c}.json").read_text())["tokens"]
+    return examples, tokens
+
+
+def run_arm(args: argparse.Namespace, policy: HFPolicy, arm: dict[str, Any], held_out: list[Example]) -> dict[str, Any]:
+    path = args.run_dir / "arms" / f"{arm['name']}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    exclude = {e.group for e in held_out} | {p.prompt for p in bon_problems(args)}  # never train on judged problems
+    train, tokens = pool(args, arm["kind"], arm["chunks"], exclude)
+    train = smooth_labels(train, arm["smoothing"], prm_label="hard")
+    config = CriticTraining(epochs=args.epochs, objective=arm["objective"], batch_size=args.batch_size,
+                            optim={"lr": args.lr, "micro_batch_size": 64, "warmup_steps": 10, "schedule": "cosine",
+                                   "min_lr_ratio": 0.1})
+    torch.manual_seed(arm["seed"])
+    critic = CRITICS[arm["kind"]].from_policy(policy, batch_size=256)
+    began = time.time()
+    with line_bar(arm["name"], total_steps(train, config, arm["seed"]), keys=("train/loss", "eval/within_auroc"), every=60) as on_step:
+        report = train_critic(critic, train, held_out, config, seed=arm["seed"], on_step=on_step)
+    scores = critic.score_ids([e.token_ids for e in held_out])
+    if arm["kind"] == "orm":
+        critic.save(args.run_dir / "critics" / arm["name"], tokenizer_of=policy)
+    result = {**arm, "label_tokens": tokens, "train_examples": len(train), "seconds": round(time.time() - began, 1),
+              "before": report["before"], "after": report["after"], "held_out_scores": scores}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    log(f"{arm['name']}: within-problem AUROC {report['after']['within_auroc']:.3f} (pooled {report['after']['auroc']:.3f}) "
+        f"from {len(train)} examples, {result['seconds']:.0f}s")
+    return result
+
+
+def stage_arms(args: argparse.Namespace) -> None:
+    policy = HFPolicy.load(base_model(args), seed=0)
+    val = load_labels(args.run_dir / "labels" / "val.jsonl")
+    for i, arm in enumerate(arms(args)):
+        if i % args.workers == args.worker:
+            run_arm(args, policy, arm, [e for e in val if e.kind == arm["kind"]])
+
+
+def best_of_n_accuracy(right: list[list[bool]], scores: list[list[float]], n: int) -> float:
+    """Mean over problems and over the disjoint groups of n samples of whether the top-scored sample of
+    the group is right (the first of tied scores)."""
+    values = []
+    for r, s in zip(right, scores):
+        for g in range(0, len(r) - n + 1, n):
+            best = max(range(g, g + n), key=lambda k: (s[k], -k))
+            values.append(float(r[best]))
+    return statistics.mean(values)
+
+
+def stage_bon(args: argparse.Namespace) -> None:
+    """Sample the best-of-N pool once and score it with each ORM arm (one file of scores per critic)."""
+    out = args.run_dir / "bon"
+    out.mkdir(parents=True, exist_ok=True)
+    pool_path = out / "pool.json"
+    policy = HFPolicy.load(base_model(args), seed=0)
+    task = make_task(alphallm.TASK["name"], alphallm.TASK["params"])
+    problems = bon_problems(args)
+    if not pool_path.is_file():
+        params = SamplingParams(n=args.bon_samples, temperature=1.0, max_new_tokens=alphallm.MAX_ANSWER)
+        counting = CountingSampler(policy)
+        rows: list[list[dict[str, Any]]] = [[] for _ in problems]
+        generator = torch.Generator().manual_seed(args.bon_first)
+        eos = list(policy.eos_ids)
+        for start in range(0, len(problems), 8):
+            prompts = [policy.encode_prompt(p.prompt) for p in problems[start : start + 8]]
+            for c in counting.generate_ids(prompts, params, generator=generator):
+                i = start + c.prompt_index
+                ids, _ = c.without_eos(eos)
+                text = policy.detokenize(ids)
+                verdict = task.verify(problems[i], text)
+                rows[i].append({"ids": critic_input(list(prompts[c.prompt_index]) + list(ids), finished=True, eos_ids=eos),
+                                "right": verdict.correct, "answer": task.answer_key(problems[i], text)})
+        pool_path.write_text(json.dumps({"tokens": counting.tokens, "rows": rows}))
+    data = json.loads(pool_path.read_text())
+    for critic_dir in sorted((args.run_dir / "critics").glob("orm-*")):
+        path = out / f"{critic_dir.name}.json"
+        if path.is_file():
+            continue
+        critic = load_critic(critic_dir, batch_size=256)
+        flat = [r["ids"] for rows in data["rows"] for r in rows]
+        scores = critic.score_ids(flat)
+        it = iter(scores)
+        path.write_text(json.dumps([[next(it) for _ in rows] for rows in data["rows"]]))
+        log(f"best-of-N pool scored by {critic_dir.name}")
+
+
+def ensemble_name(kind: str, args: argparse.Namespace) -> str:
+    return f"{kind}-c{args.chunks}-mixed x3 seeds (mean score)"
+
+
+def stage_report(args: argparse.Namespace) -> dict[str, Any]:
+    labels = {p.stem: json.loads(p.read_text()) for p in sorted((args.run_dir / "labels").glob("*.json"))}
+    val = load_labels(args.run_dir / "labels" / "val.jsonl")
+    results = {a["name"]: json.loads((args.run_dir / "arms" / f"{a['name']}.json").read_text()) for a in arms(args)
+               if (args.run_dir / "arms" / f"{a['name']}.json").is_file()}
+    rows, table = [], []
+    for kind in KINDS:
+        held = [e for e in val if e.kind == kind]
+        mine = [r for r in results.values() if r["kind"] == kind]
+        base = next((r for r in mine if r["chunks"] == 1 and r["objective"] == "pointwise" and not r["smoothing"]), None)
+        for r in mine:
+            a = r["after"]
+            row = {"kind": kind, "arm": r["name"], "lever": lever(r, args), "label_tokens": r["label_tokens"],
+                   "train_examples": r["train_examples"], "within_auroc": a["within_auroc"], "auroc": a["auroc"],
+                   "brier": a["brier"], "seconds": r["seconds"]}
+            rows.append(row)
+        members = [r for r in mine if r["chunks"] == args.chunks and r["objective"] == "mixed" and not r["smoothing"]]
+        if len(members) == 3:
+            mean = [statistics.mean(s) for s in zip(*(r["held_out_scores"] for r in members))]
+            within = within_problem_auroc(mean, [e.label for e in held], [e.group for e in held])
+            rows.append({"kind": kind, "arm": ensemble_name(kind, args), "lever": "ensemble of 3 (mixed, all labels)",
+                         "label_tokens": members[0]["label_tokens"], "train_examples": members[0]["train_examples"],
+                         "within_auroc": within, "auroc": float("nan"), "brier": float("nan"),
+                         "seconds": sum(r["seconds"] for r in members)})
+        for row in rows:
+            if row["kind"] == kind:
+                row["delta_vs_base"] = row["within_auroc"] - base["after"]["within_auroc"] if base else float("nan")
+        positives = sum(1 for e in held if e.label >= 0.5)
+        table.append(f"{kind}: {len(held)} held-out examples of {len({e.group for e in held})} problems, {positives} labelled >= 0.5")
+    bon = bon_report(args, results)
+    summary = {"setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in {"worker", "workers", "stage"}},
+               "labels": labels, "arms": rows, "best_of_n": bon}
+    write_report(args, summary, table)
+    return summary
+
+
+def lever(r: dict[str, Any], args: argparse.Namespace) -> str:
+    if r["seed"]:
+        return f"seed {r['seed']} (ensemble member)"
+    if r["smoothing"]:
+        return f"label smoothing a={r['smoothing']:g} ({r['chunks']} chunks)"
+    if r["objective"] != "pointwise":
+        return f"{r['objective']} objective ({r['chunks']} chunks)"
+    return f"labels: {r['chunks'] * args.chunk_problems} problems"
+
+
+def bon_report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
+    pool_path = args.run_dir / "bon" / "pool.json"
+    if not pool_path.is_file():
+        return {}
+    data = json.loads(pool_path.read_text())
+    right = [[r["right"] for r in rows] for rows in data["rows"]]
+    ns = [n for n in (1, 4, 16, 64) if n <= args.bon_samples]
+    scored = {p.stem: json.loads(p.read_text()) for p in sorted((args.run_dir / "bon").glob("orm-*.json"))}
+    members = [f"orm-c{args.chunks}-mixed-s{s}" for s in range(3)]
+    if all(m in scored for m in members):
+        scored["orm ensemble (mixed x3)"] = [[statistics.mean(v) for v in zip(*(scored[m][i] for m in members))]
+                                             for i in range(len(right))]
+    out: dict[str, Any] = {"problems": len(right), "samples": args.bon_samples, "tokens": data["tokens"], "by_critic": {}}
+    for name, scores in scored.items():
+        out["by_critic"][name] = {str(n): best_of_n_accuracy(right, scores, n) for n in ns}
+    out["pass_at_n"] = {str(n): statistics.mean(float(any(r[g : g + n])) for r in right for g in range(0, len(r) - n + 1, n)) for n in ns}
+    out["majority_vote"] = {str(n): majority(data["rows"], n) for n in ns}
+    return out
+
+
+def majority(rows: list[list[dict[str, Any]]], n: int) -> float:
+    """Accuracy of the most common answer key in each disjoint group of n samples (ties: the first seen)."""
+    values = []
+    for samples in rows:
+        for g in range(0, len(samples) - n + 1, n):
+            group = samples[g : g + n]
+            counts = Counter(s["answer"] for s in group if s["answer"] is not None)
+            if not counts:
+                values.append(0.0)
+                continue
+            top = max(counts.values())
+            key = next(s["answer"] for s in group if s["answer"] is not None and counts[s["answer"]] == top)
+            values.append(float(next(s["right"] for s in group if s["answer"] == key)))
+    return statistics.mean(values)
+
+
+def write_report(args: argparse.Namespace, summary: dict[str, Any], notes: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows = summary["arms"]
+    lines = ["# Critics that rank: levers on within-problem AUROC (bench/critic_levers.py)", "",
+             f"Policy: the AlphaLLM bench's base ({args.sft_steps} SFT steps, Countdown step format). Labels: "
+             f"{args.samples} answers per problem, {args.rollouts} rollouts per unfinished prefix, chunks of "
+             f"{args.chunk_problems} train problems; held out: {args.val_problems} other train problems with "
+             f"{args.val_samples} answers each. {args.epochs} epochs, lr {args.lr:g}, batch {args.batch_size}.", "",
+             *[f"- {n}" for n in notes], ""]
+    for kind in KINDS:
+        mine = [r for r in rows if r["kind"] == kind]
+        lines += [f"## {kind}", "", markdown_table(
+            ["lever", "label tokens", "train examples", "within-problem AUROC", "vs one chunk", "pooled AUROC", "Brier", "seconds"],
+            [[r["lever"], f"{r['label_tokens']:,}", r["train_examples"], r["within_auroc"], r["delta_vs_base"], r["auroc"],
+              r["brier"], r["seconds"]] for r in mine])]
+    bon = summary["best_of_n"]
+    if bon:
+        ns = list(bon["pass_at_n"])
+        lines += ["## Best-of-N by the learned ORM", "",
+                  f"{bon['problems']} other train problems, {bon['samples']} samples each ({bon['tokens']:,} tokens); "
+                  "accuracy of the top-scored answer over disjoint groups of N.", "",
+                  markdown_table(["selection", *[f"N={n}" for n in ns]],
+                                 [[name, *[v[n] for n in ns]] for name, v in bon["by_critic"].items()]
+                                 + [["majority vote", *[bon["majority_vote"][n] for n in ns]],
+                                    ["pass@N (an oracle)", *[bon["pass_at_n"][n] for n in ns]]])]
+    (RESULTS / "critic_levers.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "critic_levers.json").write_text(json.dumps(repo_relative_paths(summary), indent=2) + "\n")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, kind in zip(axes, KINDS):
+        curve = sorted((r for r in rows if r["kind"] == kind and r["lever"].startswith("labels")), key=lambda r: r["label_tokens"])
+        ax.plot([r["label_tokens"] for r in curve], [r["within_auroc"] for r in curve], "o-", label="pointwise, more labels")
+        for r in rows:
+            if r["kind"] == kind and not r["lever"].startswith(("labels", "seed")):
+                ax.scatter([r["label_tokens"]], [r["within_auroc"]], label=r["lever"])
+        ax.axhline(0.85, color="grey", linestyle=":", label="target 0.85")
+        ax.set_xscale("log")
+        ax.set_title(kind)
+        ax.set_xlabel("labelling tokens")
+        ax.set_ylabel("within-problem AUROC (held out)")
+        ax.legend(fontsize=6)
+    save_figure(fig, RESULTS / "critic_levers.png")
+    log(f"wrote {RESULTS / 'critic_levers.md'}, .json, .png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    if args.stage in ("labels", "all"):
+        stage_labels(args)
+    if args.stage in ("arms", "all"):
+        stage_arms(args)
+    if args.stage in ("bon", "all"):
+        stage_bon(args)
+    if args.stage in ("report", "all"):
+        stage_report(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
