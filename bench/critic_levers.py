@@ -174,8 +174,7 @@ def run_arm(args: argparse.Namespace, policy: HFPolicy, arm: dict[str, Any], hel
     with line_bar(arm["name"], total_steps(train, config, arm["seed"]), keys=("train/loss", "eval/within_auroc"), every=60) as on_step:
         report = train_critic(critic, train, held_out, config, seed=arm["seed"], on_step=on_step)
     scores = critic.score_ids([e.token_ids for e in held_out])
-    if arm["kind"] == "orm":
-        critic.save(args.run_dir / "critics" / arm["name"], tokenizer_of=policy)
+    critic.save(args.run_dir / "critics" / arm["name"], tokenizer_of=policy)  # the test-time bench loads the best
     result = {**arm, "label_tokens": tokens, "train_examples": len(train), "seconds": round(time.time() - began, 1),
               "before": report["before"], "after": report["after"], "held_out_scores": scores}
     path.parent.mkdir(parents=True, exist_ok=True)

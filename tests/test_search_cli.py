@@ -11,6 +11,7 @@ import pytest
 
 from selfimprove.cli import main
 from selfimprove.config import ConfigError, load_recipe
+from selfimprove.tasks.plugins import make_task
 from selfimprove.search.recipe import SearchRecipe
 from selfimprove.search.report import PLOT, TABLE, report
 from selfimprove.search.run import _with_defaults, read_results, recipe_changes, run_search_eval
@@ -139,6 +140,19 @@ def test_search_eval_writes_records_that_add_up_to_the_summary(small_model_dir: 
     assert summary["points"][1]["total_tokens"] > summary["points"][0]["total_tokens"]  # 3 samples cost more
     assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
     assert summary["search"] == "majority_vote" and summary["sweep"] == "n" and summary["uses_gold_answers"] is False
+
+
+def test_a_validation_run_starts_at_first_problem(small_model_dir: Path, tmp_path: Path) -> None:
+    """Train problems past the training data (a validation slice): the run searches the split's distinct
+    problems from `first_problem`, and a resumed run may not move them."""
+    recipe = load_recipe(SearchRecipe, RECIPE, small(tmp_path / "run", small_model_dir, "search.name=majority_vote", "search.sweep=null",
+                                                     "critics.orm=null", "split=train", "first_problem=5000"))
+    summary = run_search_eval(recipe)
+    task = make_task(recipe.task.name, recipe.task.params)
+    wanted = [p.id for p in task.distinct_problems("train", 3, start=5000)]
+    assert sorted(r["problem_id"] for r in read_results(tmp_path / "run" / "results.jsonl")) == sorted(wanted)
+    assert summary["first_problem"] == 5000 and wanted != [p.id for p in task.distinct_problems("train", 3)]
+    assert recipe_changes(load().model_dump(mode="json"), load("first_problem=5000").model_dump(mode="json")) == ["first_problem"]
 
 
 def test_a_rerun_resumes_and_an_extended_run_searches_only_the_new_problems(small_model_dir: Path, tmp_path: Path) -> None:

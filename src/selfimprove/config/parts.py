@@ -99,6 +99,15 @@ class EnvSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     """The environment's own settings (e.g. tools' faults: {calc: 0.2})."""
 
+    def conversation_tokens(self, per_turn: int) -> int:
+        """The model tokens one conversation may hold: `max_tokens`, else `max_turns` x `per_turn`."""
+        return conversation_tokens(self.max_turns, self.max_tokens, per_turn)
+
+
+def conversation_tokens(max_turns: int, max_tokens: int | None, per_turn: int) -> int:
+    """`max_tokens`, else `max_turns` x `per_turn`: the one rule for a conversation's token limit."""
+    return max_tokens if max_tokens is not None else max_turns * per_turn
+
 
 class SamplingConfig(Strict):
     n: int = Field(8, ge=1)

@@ -163,7 +163,7 @@ class PolicyGradientMethod(Method[RLRecipe]):
         env, per_turn = self.recipe.env, self.recipe.sampling.max_new_tokens
         if env is None:
             return per_turn
-        return env.max_tokens if env.max_tokens is not None else env.max_turns * per_turn
+        return env.conversation_tokens(per_turn)
 
     @property
     def loss(self):  # type: ignore[no-untyped-def]

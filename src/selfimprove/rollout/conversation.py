@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
+from selfimprove.config.parts import conversation_tokens
 from selfimprove.envs.base import Conversation, Environment, Turn
 from selfimprove.policy.base import Completion, Sampler, SamplingParams
 from selfimprove.policy.dialogue import Dialogue, dialogue_for
@@ -52,7 +53,7 @@ class EnvRun:
 
     def limits(self, max_new_tokens: int) -> Limits:
         """The limits when each turn may have `max_new_tokens` tokens (training's or evaluation's)."""
-        return Limits(self.max_turns, self.max_tokens if self.max_tokens is not None else self.max_turns * max_new_tokens)
+        return Limits(self.max_turns, conversation_tokens(self.max_turns, self.max_tokens, max_new_tokens))
 
 
 def env_run(spec: EnvSpec | None, task: Task, seed: int) -> EnvRun | None:

@@ -144,6 +144,7 @@ class SearchRecipe(Recipe):
 
     split: Literal["train", "test"] = "test"
     num_problems: int = Field(100, ge=1)  # distinct problems of the split
+    first_problem: int = Field(0, ge=0)  # index they start from (validation: train problems past the training data)
     problems_per_batch: int = Field(16, ge=1)  # problems searched together in lockstep (one batch of calls)
     max_tokens: int | None = Field(None, ge=1)  # per-problem token budget (None: the search's own limits)
     search: SearchSection = Field(default_factory=SearchSection)

@@ -220,7 +220,7 @@ def run_search_eval(recipe: SearchRecipe, *, bar: StageBar = no_bar) -> dict[str
     root = Path(recipe.run_dir)
     earlier = prepare_run_dir(recipe)
     task = make_task(recipe.task.name, recipe.task.params)
-    problems = task.distinct_problems(recipe.split, recipe.num_problems)
+    problems = task.distinct_problems(recipe.split, recipe.num_problems, start=recipe.first_problem)
     points = recipe.points()
     wanted = {(setting_key(s), p.id) for s, _ in points for p in problems}
     done: dict[tuple[str, str], dict[str, Any]] = {}
@@ -268,6 +268,7 @@ def run_search_eval(recipe: SearchRecipe, *, bar: StageBar = no_bar) -> dict[str
         "task": recipe.task.name,
         "task_params": recipe.task.params,
         "split": recipe.split,
+        "first_problem": recipe.first_problem,
         "num_problems": len(problems),
         "search": recipe.search.name,
         "params": recipe.search.params,

@@ -100,11 +100,12 @@ def _demonstration_hint(task: Task) -> str:
 def _env_tokens(recipe: Any) -> tuple[int, str]:
     """A conversation's model tokens: `env.max_tokens`, else max_turns x the tokens of one turn."""
     env = recipe.env
-    if env.max_tokens is not None:
-        return env.max_tokens, "env.max_tokens"
     sampling = getattr(recipe, "sampling", None) or getattr(recipe, "eval", None)
-    per_turn = getattr(sampling, "max_new_tokens", 0)
-    return env.max_turns * per_turn, "env.max_tokens (max_turns x max_new_tokens)"
+    return env.conversation_tokens(getattr(sampling, "max_new_tokens", 0)), _env_tokens_name(env, "max_new_tokens")
+
+
+def _env_tokens_name(env: Any, per_turn: str) -> str:
+    return "env.max_tokens" if env.max_tokens is not None else f"env.max_tokens (max_turns x {per_turn})"
 
 
 def _check_env_demonstrations(task: Task, recipe: Any, train: list[Problem]) -> None:
@@ -136,8 +137,7 @@ def _eval_tokens(recipe: Any) -> tuple[int, str]:
     evals = getattr(recipe, "eval", None)
     if getattr(recipe, "env", None) is not None and evals is not None:
         env = recipe.env
-        return (env.max_tokens, "env.max_tokens") if env.max_tokens is not None else (
-            env.max_turns * evals.max_new_tokens, "env.max_tokens (max_turns x eval.max_new_tokens)")
+        return env.conversation_tokens(evals.max_new_tokens), _env_tokens_name(env, "eval.max_new_tokens")
     if evals is not None and hasattr(evals, "max_new_tokens"):
         return evals.max_new_tokens, "eval.max_new_tokens"
     return 0, ""
