@@ -146,30 +146,33 @@ def points(args: argparse.Namespace, split: str, seed: int, spec: dict[str, Any]
 
 
 def compute_optimal(val: list[dict[str, Any]], test: list[dict[str, Any]], greedy_val: dict[str, Any],
-                    greedy_test: dict[str, Any]) -> list[dict[str, Any]]:
+                    greedy_test: dict[str, Any], parts: int = 4) -> list[dict[str, Any]]:
     """Snell et al.'s compute-optimal strategy with a gold-free difficulty estimate: the ORM score of the
-    greedy answer, cut into quartiles on the validation problems; per budget and bin, the candidate with
-    the best validation accuracy among those whose validation mean tokens fit the budget."""
-    cuts = quantiles([r["score"] for r in greedy_val.values() if r["score"] is not None])
+    greedy answer, cut into `parts` quantile bins on the validation problems; per budget and bin, the
+    candidate with the best validation accuracy among those whose validation mean tokens fit the budget
+    (ties: the cheaper; a bin no validation problem fell in: the best over all of them). On test, a
+    problem pays its greedy answer's tokens (the estimate) plus its strategy's, unless that is greedy."""
+    cuts = quantiles([r["score"] for r in greedy_val.values() if r["score"] is not None], parts)
 
     def bin_of(record: dict[str, Any]) -> int:
         score = record["score"] if record["score"] is not None else 0.0
         return sum(score > c for c in cuts)
 
     candidates = [p for p in val if p["family"] in ("none", "learned")]
-    budgets = sorted({round(p["tokens"]) for p in candidates})
+    top = max((p["tokens"] for p in candidates), default=0.0)
+    budgets = [32 * 2**k for k in range(12) if 32 * 2 ** (k - 1) <= top]  # 32, 64, ... up to the dearest candidate
     test_by_key = {(p["label"], json.dumps(p["setting"], sort_keys=True)): p for p in test}
     curve = []
     for budget in budgets:
         choice: dict[int, dict[str, Any]] = {}
         for b in range(len(cuts) + 1):
-            ids = [pid for pid, r in greedy_val.items() if bin_of(r) == b]
+            ids = [pid for pid, r in greedy_val.items() if bin_of(r) == b] or list(greedy_val)
             best = None
             for p in candidates:
-                if p["tokens"] > budget or not ids:
+                if p["tokens"] > budget:
                     continue
                 acc = statistics.mean(float(p["records"][i]["correct"]) for i in ids if i in p["records"])
-                if best is None or acc > best[0]:
+                if best is None or (acc, -p["tokens"]) > (best[0], -best[1]["tokens"]):  # ties: the cheaper
                     best = (acc, p)
             if best is not None:
                 choice[b] = best[1]
@@ -221,7 +224,7 @@ def report(args: argparse.Namespace, specs: list[dict[str, Any]], critics: dict[
     rows = []
     for spec in specs:
         settings = {json.dumps(p["setting"], sort_keys=True) for s in args.seeds for p in per_seed[s]["test"] if p["label"] == spec["label"]}
-        for key in sorted(settings):
+        for key in sorted(settings, key=lambda k: sorted(json.loads(k).items())):
             found = [p for s in args.seeds for p in per_seed[s]["test"] if p["label"] == spec["label"]
                      and json.dumps(p["setting"], sort_keys=True) == key]
             accs, toks = [100 * p["accuracy"] for p in found], [p["tokens"] for p in found]
