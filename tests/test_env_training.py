@@ -181,6 +181,24 @@ def test_best_of_n_chooses_among_whole_conversations(sft_model: Path) -> None:
         assert result.budget.critic_calls == 1 and result.budget.tokens > 0
 
 
+@pytest.mark.parametrize("n, per_call, message", [(0, None, "n must be >= 1"), (4, 0, "samples_per_call must be >= 1")])
+def test_conversation_candidates_refuse_counts_that_never_finish(n: int, per_call: int | None, message: str) -> None:
+    """Called directly (not through a validated config), n or samples_per_call of 0 is an error, not a loop
+    that asks for zero conversations forever."""
+    from selfimprove.envs.plugins import make_env
+    from selfimprove.policy.base import SamplingParams
+    from selfimprove.rollout.budget import Budget
+    from selfimprove.rollout.conversation import EnvRun
+    from selfimprove.search.conversations import conversation_candidates
+    from selfimprove.tasks import make_task
+
+    task = make_task("chain", {"num_steps": 3})
+    run = EnvRun(make_env("tools", task, tools=["calc"]), max_turns=2)
+    with pytest.raises(ValueError, match=message):
+        conversation_candidates(object(), run, [task.problem("test", 0)], n, SamplingParams(), [Budget()], 16,  # type: ignore[arg-type]
+                                samples_per_call=per_call)
+
+
 def test_sft_on_recorded_conversations_from_a_dataset(tmp_path: Path, small_model_dir: Path) -> None:
     calc = {"type": "function", "function": {"name": "calc", "description": "Arithmetic.", "parameters": {
         "type": "object", "properties": {"expression": {"type": "string", "description": "e.g. 1+2"}}, "required": ["expression"]}}}

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 from selfimprove.policy.base import Sampler, SamplingParams
 from selfimprove.rollout.budget import Budget
 from selfimprove.rollout.state import State
+from selfimprove.search.sample import samples_per_round
 from selfimprove.tasks.base import Problem, Verdict
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def conversation_candidates(
     """Up to `n` finished conversations per problem (fewer if its token budget ran out first)."""
     from selfimprove.rollout.conversation import run_conversations
 
-    per_call = n if samples_per_call is None else samples_per_call
+    per_call = samples_per_round(n, samples_per_call)
     limits = env.limits(max_answer_tokens)
     out: list[list[State]] = [[] for _ in problems]
     drawn = 0  # conversations per problem started in earlier rounds: each round's get fresh random streams

@@ -18,6 +18,17 @@ from selfimprove.rollout.expand import complete
 from selfimprove.rollout.state import State, StepRule
 
 
+def samples_per_round(n: int, samples_per_call: int | None) -> int:
+    """Answers per problem a sampling round asks for (`n` in one round unless `samples_per_call` splits
+    it); both at least 1, else no round would ever finish the `n`."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    per_call = n if samples_per_call is None else samples_per_call
+    if per_call < 1:
+        raise ValueError(f"samples_per_call must be >= 1, got {samples_per_call}")
+    return per_call
+
+
 def sample_candidates(
     policy: Sampler,
     roots: Sequence[State],
@@ -31,11 +42,7 @@ def sample_candidates(
     generator: torch.Generator | None = None,
 ) -> list[list[State]]:
     """Up to `n` finished answers per root (sample order kept; fewer if the budget ran out first)."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    per_call = n if samples_per_call is None else samples_per_call
-    if per_call < 1:
-        raise ValueError(f"samples_per_call must be >= 1, got {samples_per_call}")
+    per_call = samples_per_round(n, samples_per_call)
     out: list[list[State]] = [[] for _ in roots]
     while True:
         owners = [
