@@ -24,8 +24,8 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from selfimprove.chat import Message, user
-from selfimprove.envs.tools import Tool
+from selfimprove.chat import Message, tool_result, user
+from selfimprove.envs.tools import MAX_RESULT_CHARS, CallOutcome, Tool, run_calls
 from selfimprove.registry import Registry
 from selfimprove.tasks.base import Problem, Task, Verdict
 
@@ -180,3 +180,37 @@ def register_env(name: str) -> Callable[[E], E]:
 
 def tools_by_name(tools: Sequence[Tool]) -> Mapping[str, Tool]:
     return {t.name: t for t in tools}
+
+
+def respond_with_calls(conversations: Sequence[Conversation], turns: Sequence[Turn],
+                       tools_for: Callable[[Conversation], Callable[[str], Tool | None]], *,
+                       observe: Callable[[Conversation, str, CallOutcome], str] | None = None,
+                       limit: int = MAX_RESULT_CHARS) -> list[Reply]:
+    """The reply of an environment whose model calls tools: an error observation for a turn whose calls
+    did not parse, the end for a turn without calls (its answer), else each call's result as a tool
+    message. Every conversation's calls run together (`run_calls`); `tools_for(conversation)` finds a
+    tool by name (None: unknown), and `observe` may change a result's text before the model sees it.
+    Calls and failed calls are counted on the conversation."""
+    replies: list[Reply | None] = []
+    pending: list[int] = []
+    scheduled: list[tuple[Tool | None, str, Any]] = []
+    for i, (conversation, turn) in enumerate(zip(conversations, turns)):
+        if turn.error is not None:
+            conversation.tool_errors += 1
+            replies.append(Reply([tool_result("", f"error: {turn.error}")]))
+        elif not turn.calls:
+            replies.append(Reply(done=True))
+        else:
+            replies.append(None)
+            lookup = tools_for(conversation)
+            for name, arguments in turn.calls:
+                pending.append(i)
+                scheduled.append((lookup(name), name, arguments))
+    observations: dict[int, list[Message]] = {}
+    for i, (_, name, _), outcome in zip(pending, scheduled, run_calls(scheduled, limit=limit)):
+        conversation = conversations[i]
+        conversation.tool_calls += 1
+        conversation.tool_errors += not outcome.ok
+        text = observe(conversation, name, outcome) if observe is not None else outcome.text
+        observations.setdefault(i, []).append(tool_result(name, text))
+    return [r if r is not None else Reply(observations[i]) for i, r in enumerate(replies)]

@@ -15,11 +15,11 @@ import re
 import threading
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from selfimprove.chat import Message, assistant, tool_call, tool_result
-from selfimprove.envs.base import Conversation, Environment, Reply, Turn, register_env
-from selfimprove.envs.tools import Tool, run_calls
+from selfimprove.chat import Message, assistant, tool_call
+from selfimprove.envs.base import Conversation, Environment, Reply, Turn, register_env, respond_with_calls
+from selfimprove.envs.tools import Tool
 from selfimprove.tasks.base import Problem, Verdict
 from selfimprove.tasks.function_call.judge import calls_key, format_calls, judge_calls
 from selfimprove.tasks.function_call.tools import TOOLS_BY_NAME
@@ -145,33 +145,20 @@ class FunctionCallEnv(Environment):
         conversation.data["world"] = World()
 
     def respond_all(self, conversations: Sequence[Conversation], turns: Sequence[Turn]) -> list[Reply]:
-        replies: list[Reply | None] = []
-        pending: list[int] = []
-        scheduled: list[tuple[Tool | None, str, Any]] = []
-        for i, (conversation, turn) in enumerate(zip(conversations, turns)):
-            if turn.error is not None:
-                conversation.tool_errors += 1
-                replies.append(Reply([tool_result("", f"error: {turn.error}")]))
-                continue
-            if not turn.calls:
-                replies.append(Reply(done=True))
-                continue
-            replies.append(None)
-            schemas = {s["function"]["name"]: s for s in self.tool_schemas(conversation)}
-            library = _library(conversation.problem)
-            world = conversation.data["world"]
-            for name, arguments in turn.calls:
-                tool = None
-                if name in schemas:
-                    tool = Tool(name, partial(_run_named, world, name, name in library), schemas[name], timeout=5.0)
-                pending.append(i)
-                scheduled.append((tool, name, arguments))
-        observations: dict[int, list[Message]] = {}
-        for i, (_, name, _), outcome in zip(pending, scheduled, run_calls(scheduled)):
-            conversations[i].tool_calls += 1
-            conversations[i].tool_errors += not outcome.ok
-            observations.setdefault(i, []).append(tool_result(name, outcome.text))
-        return [r if r is not None else Reply(observations[i]) for i, r in enumerate(replies)]
+        return respond_with_calls(conversations, turns, self._tools_for)
+
+    def _tools_for(self, conversation: Conversation) -> Callable[[str], Tool | None]:
+        """The tools this conversation's problem offers, each acting on its own world."""
+        schemas = {s["function"]["name"]: s for s in self.tool_schemas(conversation)}
+        library = _library(conversation.problem)
+        world = conversation.data["world"]
+
+        def lookup(name: str) -> Tool | None:
+            if name not in schemas:
+                return None
+            return Tool(name, partial(_run_named, world, name, name in library), schemas[name], timeout=5.0)
+
+        return lookup
 
     def respond(self, conversation: Conversation, turn: Turn) -> Reply:
         return self.respond_all([conversation], [turn])[0]

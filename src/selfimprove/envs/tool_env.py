@@ -16,10 +16,11 @@ from typing import Any, Sequence
 
 from pydantic import Field, field_validator
 
-from selfimprove.chat import Message, tool_result
-from selfimprove.envs.base import Conversation, EnvConfig, Environment, Reply, Turn, register_env, tools_by_name
+from selfimprove.chat import Message
+from selfimprove.envs.base import (Conversation, EnvConfig, Environment, Reply, Turn, register_env, respond_with_calls,
+                                   tools_by_name)
 from selfimprove.envs.demonstrations import tool_demonstration
-from selfimprove.envs.tools import Tool, run_calls
+from selfimprove.envs.tools import CallOutcome, Tool
 from selfimprove.tasks.base import Problem, Verdict
 
 _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
@@ -71,33 +72,16 @@ class ToolEnv(Environment):
         self._by_name = tools_by_name(self.tools)
 
     def respond_all(self, conversations: Sequence[Conversation], turns: Sequence[Turn]) -> list[Reply]:
-        replies: list[Reply | None] = []
-        pending: list[tuple[int, str]] = []  # (conversation, tool name) per scheduled call
-        scheduled = []
-        for i, (conversation, turn) in enumerate(zip(conversations, turns)):
-            if turn.error is not None:
-                conversation.tool_errors += 1
-                replies.append(Reply([tool_result("", f"error: {turn.error}")]))
-            elif turn.calls:
-                replies.append(None)
-                for name, arguments in turn.calls:
-                    pending.append((i, name))
-                    scheduled.append((self._by_name.get(name), name, arguments))
-            else:
-                replies.append(Reply(done=True))
-        outcomes = run_calls(scheduled, limit=self.config.max_result_chars)
-        observations: dict[int, list[Message]] = {}
-        for (i, name), outcome in zip(pending, outcomes):
-            conversation = conversations[i]
-            conversation.tool_calls += 1
-            text = outcome.text
-            if not outcome.ok:
-                conversation.tool_errors += 1
-            elif not conversation.data.get("demonstration") and conversation.rng.random() < self.config.faults.get(name, 0.0):
-                text = wrong_number(text, conversation.rng)
-                conversation.data["faults"] = conversation.data.get("faults", 0) + 1
-            observations.setdefault(i, []).append(tool_result(name, text))
-        return [r if r is not None else Reply(observations[i]) for i, r in enumerate(replies)]
+        return respond_with_calls(conversations, turns, lambda _: self._by_name.get, observe=self._observe,
+                                  limit=self.config.max_result_chars)
+
+    def _observe(self, conversation: Conversation, name: str, outcome: CallOutcome) -> str:
+        """A tool's result as the model sees it: with `faults`, a wrong number now and then (never while
+        demonstrations are written)."""
+        if outcome.ok and not conversation.data.get("demonstration") and conversation.rng.random() < self.config.faults.get(name, 0.0):
+            conversation.data["faults"] = conversation.data.get("faults", 0) + 1
+            return wrong_number(outcome.text, conversation.rng)
+        return outcome.text
 
     def respond(self, conversation: Conversation, turn: Turn) -> Reply:
         return self.respond_all([conversation], [turn])[0]
