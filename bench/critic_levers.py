@@ -48,7 +48,8 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 import alphallm  # noqa: E402  (bench/alphallm.py: the shared SFT base)
 from common import RESULTS, line_bar, log, repo_relative_paths  # noqa: E402
-from selfimprove.critics.labels import Example, build_labels, load_labels, save_labels, smooth_labels  # noqa: E402
+from selfimprove.critics.labels import (Example, build_labels, estimate_prefixes, load_labels, save_labels,  # noqa: E402
+                                       smooth_labels)
 from selfimprove.critics.metrics import within_problem_auroc  # noqa: E402
 from selfimprove.critics.model import CRITICS, critic_input, load_critic  # noqa: E402
 from selfimprove.critics.recipe import CriticTraining, LabelsConfig  # noqa: E402
@@ -65,7 +66,8 @@ SFT_POOL = alphallm.SFT_POOL  # train problems 0 .. SFT_POOL - 1 made the base; 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["labels", "arms", "bon", "report", "all"])
+    ap.add_argument("stage", choices=["labels", "arms", "ceiling", "bon", "report", "all"])
+    ap.add_argument("--ceiling-rollouts", type=int, default=32, help="fresh rollouts per held-out prefix for the noise ceiling")
     ap.add_argument("--run-dir", type=Path, default=Path("runs/critic-levers"))
     ap.add_argument("--base-dir", type=Path, default=Path("runs/alphallm-bench"), help="where the shared SFT base lives")
     ap.add_argument("--sft-steps", type=int, default=600)
@@ -192,6 +194,38 @@ def stage_arms(args: argparse.Namespace) -> None:
             run_arm(args, policy, arm, [e for e in val if e.kind == arm["kind"]])
 
 
+def stage_ceiling(args: argparse.Namespace) -> dict[str, Any]:
+    """The label-noise ceiling: the held-out within-problem AUROC of an oracle that scores each value and
+    PRM example by a fresh `--ceiling-rollouts` estimate of the same prefix (finished answers by their
+    exact outcome). Held-out labels come from a few rollouts each, so even the true probability ranks
+    them imperfectly: a learned critic is judged against this, not against 1."""
+    path = args.run_dir / "labels" / "ceiling.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    policy = HFPolicy.load(base_model(args), seed=0)
+    task = make_task(alphallm.TASK["name"], alphallm.TASK["params"])
+    problems = task.distinct_problems("train", args.val_problems, start=args.val_first)
+    index = {p.prompt: i for i, p in enumerate(problems)}
+    val = [e for e in load_labels(args.run_dir / "labels" / "val.jsonl") if e.kind in ("value", "prm")]
+    todo = sorted({(index[e.group], e.token_ids[len(policy.encode_prompt(e.group)):]) for e in val if e.rollouts > 0})
+    config = labels_config(args, len(problems), args.samples).model_copy(update={"rollouts_per_prefix": args.ceiling_rollouts})
+    counts = dict(zip(todo, estimate_prefixes(policy, task, problems, todo, config, generator=torch.Generator().manual_seed(7))))
+    out: dict[str, Any] = {"rollouts": args.ceiling_rollouts}
+    for kind in ("value", "prm"):
+        mine = [e for e in val if e.kind == kind]
+        scores = []
+        for e in mine:
+            if e.rollouts == 0:
+                scores.append(e.label)
+            else:
+                right, total = counts[(index[e.group], e.token_ids[len(policy.encode_prompt(e.group)):])]
+                scores.append(right / total)
+        out[kind] = within_problem_auroc(scores, [e.label for e in mine], [e.group for e in mine])
+    path.write_text(json.dumps(out, indent=2))
+    log(f"label-noise ceiling ({args.ceiling_rollouts} fresh rollouts per prefix): value {out['value']:.3f}, prm {out['prm']:.3f}")
+    return out
+
+
 def best_of_n_accuracy(right: list[list[bool]], scores: list[list[float]], n: int) -> float:
     """Mean over problems and over the disjoint groups of n samples of whether the top-scored sample of
     the group is right (the first of tied scores)."""
@@ -272,7 +306,10 @@ def stage_report(args: argparse.Namespace) -> dict[str, Any]:
             if row["kind"] == kind:
                 row["delta_vs_base"] = row["within_auroc"] - base["after"]["within_auroc"] if base else float("nan")
         positives = sum(1 for e in held if e.label >= 0.5)
-        table.append(f"{kind}: {len(held)} held-out examples of {len({e.group for e in held})} problems, {positives} labelled >= 0.5")
+        ceiling = labels.get("ceiling", {}).get(kind)
+        table.append(f"{kind}: {len(held)} held-out examples of {len({e.group for e in held})} problems, {positives} labelled >= 0.5"
+                     + (f"; label-noise ceiling (an oracle scoring each prefix by {labels['ceiling']['rollouts']} fresh rollouts) "
+                        f"**{ceiling:.3f}**" if ceiling is not None else "; exact labels (ceiling 1)" if kind == "orm" else ""))
     bon = bon_report(args, results)
     summary = {"setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in {"worker", "workers", "stage"}},
                "labels": labels, "arms": rows, "best_of_n": bon}
@@ -384,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         stage_labels(args)
     if args.stage in ("arms", "all"):
         stage_arms(args)
+    if args.stage in ("ceiling", "all"):
+        stage_ceiling(args)
     if args.stage in ("bon", "all"):
         stage_bon(args)
     if args.stage in ("report", "all"):

@@ -14,7 +14,8 @@ from selfimprove.cli import main
 from selfimprove.config import validate
 from selfimprove.critics.base import score_states
 from selfimprove.critics.combined import CombinedCritic
-from selfimprove.critics.labels import Example, build_labels, load_labels, save_labels, smooth_labels, step_boundaries
+from selfimprove.critics.labels import (Example, build_labels, estimate_prefixes, load_labels, save_labels, smooth_labels,
+                                       step_boundaries)
 from selfimprove.critics.model import ORMCritic, PRMCritic, ValueCritic, critic_input, load_critic
 from selfimprove.critics.recipe import CriticRecipe, CriticTraining, LabelsConfig
 from selfimprove.critics.run import run_critic_training
@@ -127,6 +128,15 @@ def test_monte_carlo_labels_by_hand() -> None:
         ids("B:w\nv", finished=True): 0.0,  # a rollout's answer: an ORM example for free
     }
     assert {e.group for e in examples} == {"A:", "B:"}
+
+
+def test_prefixes_are_estimated_again_with_fresh_rollouts() -> None:
+    policy = ScriptedPolicy(SCRIPT)
+    config = LABELS.model_copy(update={"rollouts_per_prefix": 8})
+    got = estimate_prefixes(policy, ExactTask(), [A, B], [(0, []), (0, [ord("x"), ord("\n")]), (1, [ord("w"), ord("\n")])], config)
+    # From "A:": x\ny, x\nz cycling -> 4 of 8 right; from "A:x\n": y, z, z, z twice -> 2 of 8; "B:w\n": 6 of 8.
+    assert got == [(4, 8), (2, 8), (6, 8)]
+    assert policy.calls == [24]  # one call: 3 prefixes x 8
 
 
 def test_soft_prm_labels_small_rollout_calls_and_kind_filter() -> None:

@@ -175,6 +175,19 @@ def build_labels(
     return out.examples
 
 
+def estimate_prefixes(policy: Sampler, task: Task, problems: Sequence[Problem], prefixes: Sequence[tuple[int, Sequence[int]]],
+                      config: LabelsConfig, *, generator: torch.Generator | None = None) -> list[tuple[int, int]]:
+    """(right, total) of `config.rollouts_per_prefix` fresh completions from each (problem index, completion
+    ids so far) prefix, under the samples' answer cap: the Monte-Carlo estimate `build_labels` makes,
+    made again (e.g. with more rollouts, to measure how noisy a label set is)."""
+    prompts = [policy.encode_prompt(p.prompt) for p in problems]
+    states = [_Prefix(i, tuple(int(t) for t in ids), 0) for i, ids in prefixes]
+    # (the step rule only counts steps of rollout answers kept as ORM examples: none are kept here)
+    _roll_out(policy, task, problems, prompts, states, StepRule("newline"), config.model_copy(update={"rollout_outcomes": False}),
+              generator, lambda *a, **k: None)
+    return [(p.right, p.total) for p in states]
+
+
 def _label_batch(policy: Sampler, task: Task, problems: Sequence[Problem], rule: StepRule,
                  config: LabelsConfig, out: _Collector, generator: torch.Generator | None) -> None:
     eos = list(policy.eos_ids)
