@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions of each engine, alternating (default 5)")
-    ap.add_argument("--preset", choices=["default", "small"], default="default", help="built-in tiny model size")
+    ap.add_argument("--preset", choices=["default", "small", "medium", "large"], default="default", help="built-in tiny model size")
     ap.add_argument("--model", type=Path, default=None, help="a local HF model folder instead of a fresh tiny model")
     ap.add_argument("--keep-eos", action="store_true", help="let the end token finish rows (use with a trained --model)")
     ap.add_argument("--seed", type=int, default=0)

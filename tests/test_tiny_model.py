@@ -8,7 +8,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selfimprove.cli import main
-from selfimprove.policy.tiny import CHARACTERS, build_tiny_model, build_tokenizer, write_tiny_model
+import pytest
+
+from selfimprove.policy.load import is_builtin
+from selfimprove.policy.tiny import CHARACTERS, build_config, build_tiny_model, build_tokenizer, preset_of, write_tiny_model
 
 
 def test_tokenizer_is_one_token_per_character_and_round_trips() -> None:
@@ -42,6 +45,22 @@ def test_default_preset_has_about_2_6m_parameters() -> None:
 def test_small_preset_is_much_smaller() -> None:
     model, _ = build_tiny_model("small")
     assert sum(p.numel() for p in model.parameters()) < 200_000
+
+
+@pytest.mark.parametrize("preset, low, high", [("medium", 10_000_000, 11_000_000), ("large", 25_000_000, 26_500_000)])
+def test_the_capacity_presets_sizes(preset: str, low: int, high: int) -> None:
+    """Counted from the config (4 h^2 attention + 3 h i MLP + 2 norms per layer, embeddings untied), without
+    building the model: ~10.7M and ~25.8M parameters."""
+    c = build_config(build_tokenizer(), preset)  # type: ignore[arg-type]
+    h, i, layers, vocab = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
+    n = layers * (4 * h * h + 3 * h * i + 2 * h) + 2 * vocab * h + h
+    assert low < n < high and h // c.num_attention_heads == 64
+
+
+def test_model_sources_name_every_preset() -> None:
+    assert [preset_of(s) for s in ("tiny", "tiny:small", "tiny:medium", "tiny:large", "tiny:huge", "runs/x", "tinyx")] == [
+        "default", "small", "medium", "large", None, None, None]
+    assert is_builtin("tiny:medium") and not is_builtin("tiny:huge")
 
 
 def test_written_model_loads_back_with_identical_logits(tmp_path: Path) -> None:

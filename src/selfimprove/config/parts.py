@@ -20,7 +20,8 @@ class Strict(BaseModel):
 
 # --------------------------------------------------------------------------------------- parts
 class ModelConfig(Strict):
-    """Where the policy comes from: a local HF folder, or `tiny` / `tiny:small` for a new built-in model."""
+    """Where the policy comes from: a local HF folder, or `tiny` / `tiny:<preset>` (small, medium, large) for a new
+    built-in model."""
 
     path: str = "tiny"
     chat: bool = False  # wrap prompts in the tokenizer's chat template

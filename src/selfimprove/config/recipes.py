@@ -38,7 +38,7 @@ class Recipe(Strict):
 
 
 class InitRecipe(Strict):
-    preset: Literal["default", "small"] = "default"
+    preset: Literal["default", "small", "medium", "large"] = "default"  # policy.tiny.PRESETS
     seed: int = 0
     hidden_size: int | None = Field(None, ge=8)
     intermediate_size: int | None = Field(None, ge=8)

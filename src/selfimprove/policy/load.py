@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from selfimprove.policy.hf import HFPolicy
-from selfimprove.policy.tiny import build_tiny_model
+from selfimprove.policy.tiny import build_tiny_model, preset_of
 from selfimprove.registry import Registry
 
 if TYPE_CHECKING:  # peft loads only for runs with an adapter
     from selfimprove.policy.lora import LoraSettings
 
-BUILTIN = ("tiny", "tiny:small", "tiny:default")
 
 
 class EngineFactory(Protocol):
@@ -32,7 +31,7 @@ ENGINES: Registry[EngineFactory] = Registry("engine")
 
 
 def is_builtin(source: str) -> bool:
-    return source in BUILTIN
+    return preset_of(source) is not None
 
 
 def local_policy(source: str, *, device: str = "cpu", dtype: str = "float32", chat: bool = False, seed: int = 0,
@@ -42,8 +41,7 @@ def local_policy(source: str, *, device: str = "cpu", dtype: str = "float32", ch
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: each rank on its own GPU
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     if is_builtin(source):
-        preset = "small" if source == "tiny:small" else "default"
-        model, tokenizer = build_tiny_model(preset, seed=seed)  # type: ignore[arg-type]
+        model, tokenizer = build_tiny_model(preset_of(source) or "default", seed=seed)
         policy = HFPolicy(model.to(device), tokenizer, chat=chat, seed=seed)
     else:
         policy = HFPolicy.load(Path(source), device=device, dtype=dtype, chat=chat, seed=seed)

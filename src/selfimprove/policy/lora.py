@@ -95,10 +95,11 @@ def check_lora_targets(source: str, targets: Sequence[str] | str) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from selfimprove.policy.tiny import build_config, build_tokenizer
+    from selfimprove.policy.tiny import build_config, build_tokenizer, preset_of
 
-    if source.startswith("tiny"):
-        config = build_config(build_tokenizer(), "small" if source == "tiny:small" else "default")
+    preset = preset_of(source)
+    if preset is not None:
+        config = build_config(build_tokenizer(), preset)
     else:
         config = AutoConfig.from_pretrained(source)
     with torch.device("meta"):

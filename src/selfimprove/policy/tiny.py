@@ -26,13 +26,25 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 
-Preset = Literal["default", "small"]
+Preset = Literal["default", "small", "medium", "large"]
 PRESETS: dict[str, dict[str, int]] = {
     # ~2.65M parameters: the size SPECS §7 measured on a 2-core machine.
     "default": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4),
     # For tests: seconds, not minutes.
     "small": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2),
+    # ~10.7M and ~25.8M: the larger sizes of the capacity study (head dim 64 throughout, as the default).
+    "medium": dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6),
+    "large": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8),
 }
+
+
+def preset_of(source: str) -> Preset | None:
+    """The preset a model source names (`tiny` is the default, `tiny:<preset>` any other); None when the
+    source is not the built-in model."""
+    if source == "tiny":
+        return "default"
+    name = source.removeprefix("tiny:")
+    return name if source.startswith("tiny:") and name in PRESETS else None  # type: ignore[return-value]
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
