@@ -15,7 +15,9 @@ skipped, so an interrupted run resumes (the loop itself resumes per round and pe
    - `rft`: the same imagination, sampled data (up to 64 answers per prompt within the same tokens,
      the best ORM-scored one kept): ReST-EM / RFT;
    - `mcts-no-imagination`: seeds only;
-   - `grpo`: GRPO from the base with the same sampled tokens per round, for reference.
+   - `grpo`: GRPO from the base with the same sampled tokens per round, for reference;
+   - `mcts-then-grpo` (not in the default arms): round 1 of `mcts`, then GRPO from its model, the same
+     sampled tokens in all as `grpo` (does search-data SFT before GRPO beat GRPO alone?).
    Every round of every arm is evaluated on the same 500 held-out test problems: greedy, and eta-MCTS
    with that round's critics (round-0 critics for GRPO).
 4. **eta-MCTS ablation** (the paper's Table 3a) on the base with the round-0 critics, at one token budget
@@ -148,28 +150,47 @@ def link_round0(shared: Path, run_dir: Path) -> None:
         target.symlink_to(shared.resolve(), target_is_directory=True)
 
 
-def stage_grpo(args: argparse.Namespace, root: Path, base: str, seed: int, shared: Path) -> list[dict[str, Any]]:
-    """GRPO from the base, `budget` sampled tokens per round, evaluated like the loop's rounds."""
+def stage_grpo(args: argparse.Namespace, root: Path, base: str, seed: int, shared: Path, *, arm: str = "grpo",
+               first_round: int = 1, extra_tokens: int = 0) -> list[dict[str, Any]]:
+    """GRPO from `base`, `budget` sampled tokens per round (the first of them `extra_tokens` more),
+    rounds `first_round`..`rounds`, evaluated like the loop's rounds."""
     rows = []
     model = base
     loop = Loop(loop_recipe(args, root, base, "mcts", seed), line_bar)
-    for r in range(1, args.rounds + 1):
-        out = root / "arms" / "grpo" / f"seed{seed}" / f"round{r}"
+    for r in range(first_round, args.rounds + 1):
+        out = root / "arms" / arm / f"seed{seed}" / f"round{r}"
+        budget = args.budget + (extra_tokens if r == first_round else 0)
         recipe = validate(RLRecipe, {
             "run_dir": str(out / "rl"), "seed": seed, "model": {"path": model}, "task": TASK, "steps": 10_000,
-            "prompts_per_step": 16, "first_problem": SFT_POOL, "max_sampled_tokens": args.budget,
+            "prompts_per_step": 16, "first_problem": SFT_POOL, "max_sampled_tokens": budget,
             "sampling": {"n": 8, "temperature": 1.0, "max_new_tokens": MAX_ANSWER},
             "optim": {"lr": 5e-5, "warmup_steps": 5, "micro_batch_size": 128},
             "schedule": {"eval_every": 0, "checkpoint_every": 25}, "eval": {"num_problems": 50, "max_new_tokens": MAX_ANSWER}})
         if not (out / "rl" / "summary.json").is_file():
-            log(f"grpo seed {seed} round {r}: {args.budget:,} sampled tokens")
+            log(f"{arm} seed {seed} round {r}: {budget:,} sampled tokens")
             with line_bar("grpo", None) as on_step:
                 RL(recipe).run(on_step)
         spent = json.loads((out / "rl" / "summary.json").read_text())["sampled_tokens"]
         model = str(out / "rl" / "final")
         row = loop.evaluate(out, model, shared / "critics")
-        rows.append({"arm": "grpo", "round": r, "seed": seed, **row, "kept": 0, "imagined": 0, "tokens": spent})
+        rows.append({"arm": arm, "round": r, "seed": seed, **row, "kept": 0, "imagined": 0, "tokens": spent})
     return rows
+
+
+def stage_search_then_grpo(args: argparse.Namespace, root: Path, base: str, seed: int, shared: Path) -> list[dict[str, Any]]:
+    """Search data to seed the policy, then GRPO: round 1 is the `mcts` arm's round 1 (eta-MCTS data, SFT),
+    rounds 2.. are GRPO from its model; round 2 also gets what round 1 left of its budget, so the arm
+    samples as many tokens in all as GRPO alone (`rounds` x `budget`)."""
+    recipe = loop_recipe(args, root, base, "mcts", seed)
+    if not (Path(recipe.run_dir) / "summary.json").is_file():
+        link_round0(shared, Path(recipe.run_dir))
+        run_alphallm(recipe, line_bar)
+    first = next(r for r in json.loads((Path(recipe.run_dir) / "summary.json").read_text())["rounds"] if r["round"] == 1)
+    rows = [{"arm": "mcts-then-grpo", "seed": seed, **{k: first.get(k) for k in ("round", "greedy", "search", "kept", "imagined", "tokens")}}]
+    round1 = Path(recipe.run_dir) / "round1"
+    model = str(round1 / "dpo" / "final") if (round1 / "dpo" / "final").is_dir() else str(round1 / "sft" / "final")
+    return rows + stage_grpo(args, root, model, seed, shared, arm="mcts-then-grpo", first_round=2,
+                             extra_tokens=max(0, args.budget - int(first["tokens"])))
 
 
 def ablation(args: argparse.Namespace, root: Path, base: str, shared: Path) -> list[dict[str, Any]]:
@@ -287,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--task", choices=sorted(TASKS), default="countdown")
     p.add_argument("--arms", nargs="+", default=["mcts", "rft", "mcts-no-imagination", "grpo"],
-                   choices=["mcts", "mcts-tool", "rft", "mcts-no-imagination", "grpo"])
+                   choices=["mcts", "mcts-tool", "rft", "mcts-no-imagination", "grpo", "mcts-then-grpo"])
     p.add_argument("--imagine", choices=["policy", "rewrite"], default="policy")
     p.add_argument("--sft-steps", type=int, default=600)
     p.add_argument("--seeds", type=int, default=256)
@@ -327,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"arm": arm, "round": 0, "seed": seed, **round0, "kept": 0, "imagined": 0, "tokens": 0})
             if arm == "grpo":
                 rows += stage_grpo(args, root, base, seed, shared)
+                continue
+            if arm == "mcts-then-grpo":
+                rows += stage_search_then_grpo(args, root, base, seed, shared)
                 continue
             recipe = loop_recipe(args, root, base, arm, seed)
             link_round0(shared, Path(recipe.run_dir))
