@@ -57,6 +57,7 @@ from selfimprove.critics.train import total_steps, train_critic  # noqa: E402
 from selfimprove.eval.report import markdown_table, save_figure  # noqa: E402
 from selfimprove.policy.base import CountingSampler, SamplingParams  # noqa: E402
 from selfimprove.policy.hf import HFPolicy  # noqa: E402
+from selfimprove.policy.tiny import build_tiny_model  # noqa: E402
 from selfimprove.rollout.state import StepRuleConfig  # noqa: E402
 from selfimprove.tasks.plugins import make_task  # noqa: E402
 
@@ -143,7 +144,13 @@ def arms(args: argparse.Namespace) -> list[dict[str, Any]]:
             out.append(dict(kind=kind, chunks=args.chunks, objective="pointwise", smoothing=1.0, seed=0))
         out += [dict(kind=kind, chunks=args.chunks, objective="mixed", smoothing=0.0, seed=s) for s in (1, 2)]
     for a in out:
-        a["name"] = f"{a['kind']}-c{a['chunks']}-{a['objective']}" + (f"-smooth{a['smoothing']:g}" if a["smoothing"] else "") + f"-s{a['seed']}"
+        a["trunk"] = "policy"
+    # last, so that workers started before these were listed never run them twice: a trunk of the same
+    # size initialised at random instead of from the policy
+    out += [dict(kind=kind, chunks=args.chunks, objective="pointwise", smoothing=0.0, seed=0, trunk="scratch") for kind in KINDS]
+    for a in out:
+        a["name"] = (f"{a['kind']}-c{a['chunks']}-{a['objective']}" + (f"-smooth{a['smoothing']:g}" if a["smoothing"] else "")
+                     + ("-scratch" if a["trunk"] == "scratch" else "") + f"-s{a['seed']}")
     return out
 
 
@@ -171,7 +178,11 @@ def run_arm(args: argparse.Namespace, policy: HFPolicy, arm: dict[str, Any], hel
                             optim={"lr": args.lr, "micro_batch_size": 64, "warmup_steps": 10, "schedule": "cosine",
                                    "min_lr_ratio": 0.1})
     torch.manual_seed(arm["seed"])
-    critic = CRITICS[arm["kind"]].from_policy(policy, batch_size=256)
+    trunk = policy
+    if arm.get("trunk") == "scratch":  # the policy's architecture and tokenizer, fresh random weights
+        fresh, _ = build_tiny_model("default", seed=arm["seed"])
+        trunk = HFPolicy(fresh, policy.tokenizer, seed=arm["seed"])
+    critic = CRITICS[arm["kind"]].from_policy(trunk, batch_size=256)
     began = time.time()
     with line_bar(arm["name"], total_steps(train, config, arm["seed"]), keys=("train/loss", "eval/within_auroc"), every=60) as on_step:
         report = train_critic(critic, train, held_out, config, seed=arm["seed"], on_step=on_step)
@@ -318,6 +329,8 @@ def stage_report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def lever(r: dict[str, Any], args: argparse.Namespace) -> str:
+    if r.get("trunk") == "scratch":
+        return f"trunk at random, not from the policy ({r['chunks']} chunks)"
     if r["seed"]:
         return f"seed {r['seed']} (ensemble member)"
     if r["smoothing"]:
