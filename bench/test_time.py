@@ -68,6 +68,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def chosen_critics(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The critics this run uses: chosen once (`best_critics`) and kept in the run folder, so a resumed or
+    second process uses the same ones even if `critic_levers` trained more arms since."""
+    path = args.run_dir / "critics.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    critics = best_critics(args.levers_dir)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(critics, indent=2))
+    return critics
+
+
 def best_critics(levers: Path) -> dict[str, dict[str, Any]]:
     """Per kind, the seed-0 arm of `critic_levers` with the best held-out within-problem AUROC."""
     best: dict[str, dict[str, Any]] = {}
@@ -274,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    critics = best_critics(args.levers_dir)
+    critics = chosen_critics(args)
     specs = strategies(critics)
     if not args.report:
         base = alphallm.stage_base(argparse.Namespace(sft_steps=args.sft_steps), args.base_dir)
