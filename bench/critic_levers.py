@@ -15,6 +15,8 @@ over its examples; AUROC on the held-out problems' raw labels):
 - objective on all chunks: pairwise (Bradley-Terry within a problem) and mixed (pointwise + pairwise);
 - label smoothing by rollout count on all chunks (`training.label_smoothing` 1: Beta(1, 1));
 - ensembling: the mean score of the mixed arm's critic and two more seeds of it;
+- the trunk: the same size initialised at random instead of from the policy (all chunks, pointwise);
+- the most labels: `--extra-chunks` chunks (32: 16,384 problems), pointwise, for `--extra-kinds` (ORM, PRM);
 then best-of-N on other train problems (`--bon-first`): `--bon-samples` answers each, scored by the
 1-chunk pointwise ORM, the all-chunk mixed ORM and the ensemble; accuracy of the top-scored answer at
 N = 1, 4, 16, 64 averaged over disjoint groups of N samples (pass@N and majority vote beside it).
@@ -74,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sft-steps", type=int, default=600)
     ap.add_argument("--chunk-problems", type=int, default=512)
     ap.add_argument("--chunks", type=int, default=8)
+    ap.add_argument("--extra-chunks", type=int, default=32, help="a further pointwise arm on this many chunks ...")
+    ap.add_argument("--extra-kinds", nargs="*", default=["orm", "prm"], help="... for these kinds (the value costs most)")
     ap.add_argument("--samples", type=int, default=4, help="answers per pool problem")
     ap.add_argument("--rollouts", type=int, default=8, help="Monte-Carlo completions per unfinished prefix")
     ap.add_argument("--val-first", type=int, default=400_000)
@@ -129,7 +133,7 @@ def label_set(args: argparse.Namespace, policy: HFPolicy, name: str, first: int,
 def stage_labels(args: argparse.Namespace) -> None:
     policy = HFPolicy.load(base_model(args), seed=0)
     label_set(args, policy, "val", args.val_first, args.val_problems, args.val_samples)
-    for c in range(args.chunks):
+    for c in range(max(args.chunks, args.extra_chunks)):
         label_set(args, policy, f"chunk{c}", SFT_POOL + c * args.chunk_problems, args.chunk_problems, args.samples)
 
 
@@ -148,6 +152,9 @@ def arms(args: argparse.Namespace) -> list[dict[str, Any]]:
     # last, so that workers started before these were listed never run them twice: a trunk of the same
     # size initialised at random instead of from the policy
     out += [dict(kind=kind, chunks=args.chunks, objective="pointwise", smoothing=0.0, seed=0, trunk="scratch") for kind in KINDS]
+    if args.extra_chunks > args.chunks:  # the most labels, where the curve still rises
+        out += [dict(kind=kind, chunks=args.extra_chunks, objective="pointwise", smoothing=0.0, seed=0, trunk="policy")
+                for kind in args.extra_kinds]
     for a in out:
         a["name"] = (f"{a['kind']}-c{a['chunks']}-{a['objective']}" + (f"-smooth{a['smoothing']:g}" if a["smoothing"] else "")
                      + ("-scratch" if a["trunk"] == "scratch" else "") + f"-s{a['seed']}")
