@@ -12,7 +12,8 @@ problem is dropped.
 Arms (each trains one critic from the policy's trunk with `critics.train.train_critic`; `--epochs`
 over its examples; AUROC on the held-out problems' raw labels):
 - labels: 1, 2, 4 and all `--chunks` chunks, pointwise (MSE for the value, BCE for PRM and ORM);
-- objective on all chunks: pairwise (Bradley-Terry within a problem) and mixed (pointwise + pairwise);
+- objective on all chunks: pairwise (Bradley-Terry within a problem), mixed (pointwise + pairwise) and
+  listwise (per problem, -log of the softmax mass on its right examples; listed last);
 - label smoothing by rollout count on all chunks (`training.label_smoothing` 1: Beta(1, 1));
 - ensembling: the mean score of the mixed arm's critic and two more seeds of it;
 - the trunk: the same size initialised at random instead of from the policy (all chunks, pointwise);
@@ -89,6 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bon-first", type=int, default=500_000)
     ap.add_argument("--bon-problems", type=int, default=200)
     ap.add_argument("--bon-samples", type=int, default=64)
+    ap.add_argument("--only", default=None, help="arms stage: only arms whose name contains this")
     ap.add_argument("--worker", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
     return ap.parse_args(argv)
@@ -155,6 +157,7 @@ def arms(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.extra_chunks > args.chunks:  # the most labels, where the curve still rises
         out += [dict(kind=kind, chunks=args.extra_chunks, objective="pointwise", smoothing=0.0, seed=0, trunk="policy")
                 for kind in args.extra_kinds]
+    out += [dict(kind=kind, chunks=args.chunks, objective="listwise", smoothing=0.0, seed=0, trunk="policy") for kind in KINDS]
     for a in out:
         a["name"] = (f"{a['kind']}-c{a['chunks']}-{a['objective']}" + (f"-smooth{a['smoothing']:g}" if a["smoothing"] else "")
                      + ("-scratch" if a["trunk"] == "scratch" else "") + f"-s{a['seed']}")
@@ -208,7 +211,7 @@ def stage_arms(args: argparse.Namespace) -> None:
     policy = HFPolicy.load(base_model(args), seed=0)
     val = load_labels(args.run_dir / "labels" / "val.jsonl")
     for i, arm in enumerate(arms(args)):
-        if i % args.workers == args.worker:
+        if i % args.workers == args.worker and (args.only is None or args.only in arm["name"]):
             run_arm(args, policy, arm, [e for e in val if e.kind == arm["kind"]])
 
 

@@ -4,6 +4,8 @@ that resumes exactly from the middle of a round."""
 
 from __future__ import annotations
 
+import math
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,8 @@ from selfimprove.critics.labels import Example
 from selfimprove.critics.metrics import within_problem_auroc
 from selfimprove.critics.recipe import CriticTraining
 from selfimprove.critics.tool import ToolCritic
-from selfimprove.critics.train import pairwise_loss, plan_batches
+from selfimprove.critics.model import ORMCritic
+from selfimprove.critics.train import listwise_loss, pairwise_loss, plan_batches, train_critic
 from selfimprove.policy.base import Completion
 from selfimprove.rollout.imagine import ImagineConfig, imagine, imagine_prompt
 from selfimprove.rollout.state import State
@@ -174,6 +177,26 @@ def test_the_pairwise_loss_and_the_within_problem_auroc_by_hand() -> None:
     scores, labels, groups = [0.9, 0.2, 0.9, 0.1, 0.8], [1.0, 0.0, 0.0, 1.0, 0.0], ["a", "a", "a", "b", "b"]
     assert within_problem_auroc(scores, labels, groups) == pytest.approx(1.5 / 3)
     assert within_problem_auroc([0.3], [1.0], ["a"]) == 0.5
+
+
+def test_the_listwise_loss_by_hand() -> None:
+    # problem a: logits [0, ln 3], labels [0, 1]: the right answer holds 3/4 of the softmax -> -ln 0.75;
+    # problem b: logits [0, 0, ln 2], labels [1, 1, 0]: the right ones hold 2/4 -> ln 2; problem c has no
+    # wrong answer and counts for nothing
+    z = torch.tensor([0.0, math.log(3.0), 0.0, 0.0, math.log(2.0), 7.0])
+    loss, lists = listwise_loss(z, torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0, 1.0]), ["a", "a", "b", "b", "b", "c"])
+    assert lists == 2 and loss.item() == pytest.approx(-math.log(0.75) + math.log(2.0), abs=1e-6)
+    empty, none = listwise_loss(torch.tensor([1.0], requires_grad=True), torch.tensor([1.0]), ["a"])
+    assert none == 0 and empty.item() == 0.0 and empty.requires_grad
+
+
+def test_a_listwise_critic_trains_with_whole_problems_per_batch(small_policy) -> None:
+    examples = [Example("orm", (5, 6 + k % 2, 7), float(k % 2), f"p{k // 4}", 1, True, float(k % 2), 0) for k in range(16)]
+    critic = ORMCritic.from_policy(small_policy, batch_size=8)
+    config = CriticTraining(epochs=3, batch_size=8, objective="listwise", optim={"lr": 3e-3, "micro_batch_size": 8})
+    report = train_critic(critic, examples[:12], examples[12:], config)
+    assert report["last_train_loss"] < report["first_train_loss"]
+    assert report["after"]["within_auroc"] == 1.0  # token 7 vs 6 before the end: the critic learned which is right
 
 
 def test_ranking_batches_hold_whole_problems() -> None:

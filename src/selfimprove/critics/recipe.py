@@ -41,12 +41,13 @@ class CriticTraining(Strict):
     `objective`: `pointwise` (each example against its label: MSE for the value function, BCE for PRM
     and ORM), `pairwise` (Bradley-Terry over the examples of one problem: for every pair whose labels
     differ, -log sigmoid(z_better - z_worse), so the critic learns to *rank* one problem's answers,
-    which is what best-of-N and a search need) or `mixed` (pointwise + `ranking_weight` x pairwise).
+    which is what best-of-N and a search need), `mixed` (pointwise + `ranking_weight` x pairwise) or
+    `listwise` (per problem, -log of the softmax mass on its right examples: best-of-N's top-1 criterion).
     With a ranking term, batches hold whole problems (`batch_size` examples, rounded to problems).
     """
 
     epochs: int = Field(3, ge=1)
-    objective: Literal["pointwise", "pairwise", "mixed"] = "pointwise"
+    objective: Literal["pointwise", "pairwise", "mixed", "listwise"] = "pointwise"
     ranking_weight: float = Field(1.0, gt=0.0)
     batch_size: int = Field(32, ge=1)  # examples per optimizer step (micro-batched by optim.micro_batch_size)
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-4, micro_batch_size=32))

@@ -4,7 +4,8 @@ Loss by kind (`LearnedCritic.loss`): the value function regresses sigmoid(head) 
 fractions with MSE (SPECS §5: "MSE on Monte-Carlo outcome labels"); PRM and ORM are classifiers,
 trained with binary cross-entropy on the head's logit (soft PRM labels work with the same BCE). With
 `training.objective` `pairwise` or `mixed`, a Bradley-Terry term over the examples of one problem
-(`pairwise_loss`) teaches the critic to order one problem's answers; batches then hold whole problems.
+(`pairwise_loss`) teaches the critic to order one problem's answers; with `listwise`, a softmax over each
+problem's examples puts its mass on the right ones (`listwise_loss`); batches then hold whole problems.
 
 The loop: `epochs` passes over a seeded shuffle, `batch_size` examples per optimizer step accumulated
 over micro-batches (each micro-batch's loss is scaled by its share of the batch, so the step does not
@@ -75,6 +76,24 @@ def pairwise_loss(logits: torch.Tensor, labels: torch.Tensor, groups: Sequence[s
     z = logits.float()
     margin = z[torch.tensor(better, device=z.device)] - z[torch.tensor(worse, device=z.device)]
     return -F.logsigmoid(margin).sum(), len(better)
+
+
+def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, groups: Sequence[str]) -> tuple[torch.Tensor, int]:
+    """(sum over problems, number of problems) of -log(softmax mass on the right examples) within each
+    problem that has right (label >= 0.5) and wrong examples: logsumexp(z_all) - logsumexp(z_right). This
+    is the chance that a pick by softmax over one problem's answers picks a right one, which is what
+    best-of-N asks of a critic: the top of each problem, not every pair."""
+    z = logits.float()
+    total, lists = z.sum() * 0.0, 0
+    right = labels >= 0.5
+    for g in dict.fromkeys(groups):
+        idx = torch.tensor([k for k, x in enumerate(groups) if x == g], device=z.device)
+        good = right[idx]
+        if bool(good.all()) or not bool(good.any()):
+            continue
+        total = total + torch.logsumexp(z[idx], 0) - torch.logsumexp(z[idx][good], 0)
+        lists += 1
+    return total, lists
 
 
 def _problem_batches(train: Sequence[Example], batch_size: int, generator: torch.Generator) -> list[list[int]]:
@@ -162,15 +181,19 @@ def train_critic(
         for b, indices in enumerate(batches):
             batch = [train[i] for i in indices]
             micro_batches = _micro_batches(batch, o.micro_batch_size, ranking)
-            pairs = sum(_pair_count(m) for m in micro_batches) if ranking else 0
+            # the ranking term's normaliser: pairs (pairwise, mixed) or problems with both classes (listwise)
+            pairs = sum(_list_count(m) if config.objective == "listwise" else _pair_count(m) for m in micro_batches) if ranking else 0
 
             def micro_loss(micro: Sequence[Example], size: int = len(batch), pairs: int = pairs) -> torch.Tensor:
                 logits = critic.logits([e.token_ids for e in micro])
                 labels = torch.tensor([e.label for e in micro], dtype=torch.float32, device=logits.device)
                 loss = logits.sum() * 0.0
-                if config.objective != "pairwise":
+                if config.objective in ("pointwise", "mixed"):
                     loss = loss + example_loss(critic, logits, labels).sum() / size
-                if ranking and pairs:
+                if config.objective == "listwise" and pairs:
+                    listed, _ = listwise_loss(logits, labels, [e.group for e in micro])
+                    loss = loss + listed / pairs
+                elif ranking and pairs:
                     ranked, _ = pairwise_loss(logits, labels, [e.group for e in micro])
                     loss = loss + config.ranking_weight * ranked / pairs
                 return loss
@@ -206,6 +229,13 @@ def _pair_count(examples: Sequence[Example]) -> int:
     labels = [e.label for e in examples]
     groups = [e.group for e in examples]
     return sum(1 for i in range(len(examples)) for j in range(len(examples)) if groups[i] == groups[j] and labels[i] > labels[j])
+
+
+def _list_count(examples: Sequence[Example]) -> int:
+    classes: dict[str, set[bool]] = {}
+    for e in examples:
+        classes.setdefault(e.group, set()).add(e.label >= 0.5)
+    return sum(1 for c in classes.values() if len(c) == 2)
 
 
 def total_steps(train: Sequence[Example], config: CriticTraining, seed: int = 0) -> int:
