@@ -17,7 +17,7 @@ over its examples; AUROC on the held-out problems' raw labels):
 - label smoothing by rollout count on all chunks (`training.label_smoothing` 1: Beta(1, 1));
 - ensembling: the mean score of the mixed arm's critic and two more seeds of it;
 - the trunk: the same size initialised at random instead of from the policy (all chunks, pointwise);
-- the most labels: `--extra-chunks` chunks (32: 16,384 problems), pointwise, for `--extra-kinds` (ORM, PRM);
+- the most labels: `--extra-chunks` chunks (32: 16,384 problems), pointwise, for `--extra-kinds` (the ORM);
 then best-of-N on other train problems (`--bon-first`): `--bon-samples` answers each, scored by the
 1-chunk pointwise ORM, the all-chunk mixed ORM and the ensemble; accuracy of the top-scored answer at
 N = 1, 4, 16, 64 averaged over disjoint groups of N samples (pass@N and majority vote beside it).
@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--chunk-problems", type=int, default=512)
     ap.add_argument("--chunks", type=int, default=8)
     ap.add_argument("--extra-chunks", type=int, default=32, help="a further pointwise arm on this many chunks ...")
-    ap.add_argument("--extra-kinds", nargs="*", default=["orm", "prm"], help="... for these kinds (the value costs most)")
+    ap.add_argument("--extra-kinds", nargs="*", default=["orm"], help="... for these kinds (the ORM: its curve rose most)")
     ap.add_argument("--samples", type=int, default=4, help="answers per pool problem")
     ap.add_argument("--rollouts", type=int, default=8, help="Monte-Carlo completions per unfinished prefix")
     ap.add_argument("--val-first", type=int, default=400_000)
