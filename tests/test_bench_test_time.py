@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from critic_levers import best_of_n_accuracy, majority  # noqa: E402
+from critic_levers_report import best_of_n_accuracy, majority  # noqa: E402
 from test_time import compute_optimal, interpolate, quantiles  # noqa: E402
 
 
