@@ -226,7 +226,13 @@ def stage_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     problems = task.distinct_problems("train", args.val_problems, start=args.val_first)
     index = {p.prompt: i for i, p in enumerate(problems)}
     val = [e for e in load_labels(args.run_dir / "labels" / "val.jsonl") if e.kind in ("value", "prm")]
-    todo = sorted({(index[e.group], e.token_ids[len(policy.encode_prompt(e.group)):]) for e in val if e.rollouts > 0})
+    prompt_lengths = {g: len(policy.encode_prompt(g)) for g in index}
+
+    def prefix(e: Example) -> tuple[int, tuple[int, ...]]:
+        """(problem, completion ids so far) of a held-out example: its critic input less the prompt."""
+        return index[e.group], e.token_ids[prompt_lengths[e.group]:]
+
+    todo = sorted({prefix(e) for e in val if e.rollouts > 0})
     config = labels_config(args, len(problems), args.samples).model_copy(update={"rollouts_per_prefix": args.ceiling_rollouts})
     counts = dict(zip(todo, estimate_prefixes(policy, task, problems, todo, config, generator=torch.Generator().manual_seed(7))))
     out: dict[str, Any] = {"rollouts": args.ceiling_rollouts}
@@ -237,7 +243,7 @@ def stage_ceiling(args: argparse.Namespace) -> dict[str, Any]:
             if e.rollouts == 0:
                 scores.append(e.label)
             else:
-                right, total = counts[(index[e.group], e.token_ids[len(policy.encode_prompt(e.group)):])]
+                right, total = counts[prefix(e)]
                 scores.append(right / total)
         out[kind] = within_problem_auroc(scores, [e.label for e in mine], [e.group for e in mine])
     path.write_text(json.dumps(out, indent=2))

@@ -250,7 +250,7 @@ def test_search_data_keeps_the_best_scored_path_whatever_the_search_answers_with
     got = collect_self_data(policy, task, task.problems("test", 10)[3:5], DataConfig(source="mcts", gamma=0.0),
                             budget_tokens=200, search=search, value=critic, outcome=critic, seed=0)
     assert seen == ["value"] and got.kept
-    assert all(e.reward == max(0.9, e.reward) for e in got.kept)  # 9, the best score any path can have here
+    assert all(e.reward == pytest.approx(0.9) for e in got.kept)  # 9, the best score any path can have here
 
 
 # ------------------------------------------------------------------------------------ the loop

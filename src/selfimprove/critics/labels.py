@@ -83,8 +83,8 @@ def smooth_labels(examples: Sequence[Example], pseudo_count: float, *, prm_label
     out = []
     for e in examples:
         if e.rollouts > 0 and not (e.kind == "prm" and prm_label == "hard" and e.label >= 1.0):
-            right = 0.0 if e.kind == "prm" and prm_label == "hard" else e.estimate * e.rollouts
-            e = replace(e, label=(right + a) / (e.rollouts + 2 * a))
+            # (a hard PRM label that gets here is 0, and so is its estimate: no rollout was right)
+            e = replace(e, label=(e.estimate * e.rollouts + a) / (e.rollouts + 2 * a))
         out.append(e)
     return out
 

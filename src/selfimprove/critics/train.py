@@ -84,16 +84,25 @@ def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, groups: Sequence[s
     is the chance that a pick by softmax over one problem's answers picks a right one, which is what
     best-of-N asks of a critic: the top of each problem, not every pair."""
     z = logits.float()
-    total, lists = z.sum() * 0.0, 0
-    right = labels >= 0.5
-    for g in dict.fromkeys(groups):
-        idx = torch.tensor([k for k, x in enumerate(groups) if x == g], device=z.device)
-        good = right[idx]
-        if bool(good.all()) or not bool(good.any()):
-            continue
-        total = total + torch.logsumexp(z[idx], 0) - torch.logsumexp(z[idx][good], 0)
-        lists += 1
-    return total, lists
+    total = z.sum() * 0.0
+    ranked = _ranked_groups(labels.tolist(), groups)
+    for rows, right in ranked:
+        total = total + torch.logsumexp(z[rows], 0) - torch.logsumexp(z[right], 0)
+    return total, len(ranked)
+
+
+def _ranked_groups(labels: Sequence[float], groups: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+    """(all rows, right rows) of each problem with right (label >= 0.5) and wrong examples: the problems a
+    listwise term ranks (read from labels on the host, so no device sync per problem)."""
+    rows: dict[str, list[int]] = {}
+    for k, g in enumerate(groups):
+        rows.setdefault(g, []).append(k)
+    out = []
+    for idx in rows.values():
+        right = [k for k in idx if labels[k] >= 0.5]
+        if 0 < len(right) < len(idx):
+            out.append((idx, right))
+    return out
 
 
 def _problem_batches(train: Sequence[Example], batch_size: int, generator: torch.Generator) -> list[list[int]]:
@@ -232,10 +241,7 @@ def _pair_count(examples: Sequence[Example]) -> int:
 
 
 def _list_count(examples: Sequence[Example]) -> int:
-    classes: dict[str, set[bool]] = {}
-    for e in examples:
-        classes.setdefault(e.group, set()).add(e.label >= 0.5)
-    return sum(1 for c in classes.values() if len(c) == 2)
+    return len(_ranked_groups([e.label for e in examples], [e.group for e in examples]))
 
 
 def total_steps(train: Sequence[Example], config: CriticTraining, seed: int = 0) -> int:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from transformers.models.llama.modeling_llama import rotate_half
 
 from selfimprove.policy.cascade import CascadeCache, attend
 
@@ -92,6 +93,4 @@ class FastDecoder:
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotary embedding as Hugging Face's `apply_rotary_pos_emb` computes it (halves, not pairs)."""
-    from transformers.models.llama.modeling_llama import rotate_half
-
     return x * cos + rotate_half(x) * sin

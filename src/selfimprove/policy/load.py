@@ -40,8 +40,9 @@ def local_policy(source: str, *, device: str = "cpu", dtype: str = "float32", ch
     or a saved one reattached for training (`adapter`, a checkpoint's model folder)."""
     if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: each rank on its own GPU
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    if is_builtin(source):
-        model, tokenizer = build_tiny_model(preset_of(source) or "default", seed=seed)
+    preset = preset_of(source)
+    if preset is not None:
+        model, tokenizer = build_tiny_model(preset, seed=seed)
         policy = HFPolicy(model.to(device), tokenizer, chat=chat, seed=seed)
     else:
         policy = HFPolicy.load(Path(source), device=device, dtype=dtype, chat=chat, seed=seed)

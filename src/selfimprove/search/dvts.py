@@ -67,7 +67,7 @@ def dvts_search(
     budgets = config.budgets(len(problems), budgets)
     trees = config.subtrees
     copies = [p for p in problems for _ in range(trees)]
-    tree_budgets = [Budget(max_tokens=None if b.max_tokens is None else (b.remaining() or 0) // trees)
+    tree_budgets = [Budget(max_tokens=None if b.max_tokens is None else max(0, b.max_tokens - b.tokens) // trees)
                     for b in budgets for _ in range(trees)]
     beam = BeamConfig(**config.model_dump(include={"max_answer_tokens", "step", "seed", "temperature", "top_p", "max_steps"}),
                       beam_width=1, expand=config.expand, root_expand=config.expand)
@@ -83,20 +83,21 @@ def dvts_search(
         budget.critic_calls += max(b.critic_calls for b in spent)
         budget.critic_items += sum(b.critic_items for b in spent)
         candidates.append(sum(r.candidates for r in mine))
-        found = [r for r in mine if r.state is not None and r.score is not None]
-        finished = [r for r in found if r.state is not None and r.state.finished] or found
-        stats.append({"subtrees": trees, "leaves": [r.answer for r in mine], "finished_leaves": sum(r.state is not None
-                      and r.state.finished for r in mine)})
+        # scored leaves (a subtree with no budget at all has none), the finished ones when there are any
+        found = [(r.state, float(r.score)) for r in mine if r.state is not None and r.score is not None]
+        done = [pair for pair in found if pair[0].finished]
+        stats.append({"subtrees": trees, "leaves": [r.answer for r in mine], "finished_leaves": len(done)})
+        finished = done or found
         if not finished:
             chosen.append(mine[0].state)
             scores.append(None)
             continue
-        leaf_scores = [float(r.score) for r in finished if r.score is not None]
+        leaf_scores = [score for _, score in finished]
         if config.final == "weighted_vote":
-            keys = [answer_key(task, problem, r.state) for r in finished if r.state is not None]
+            keys = [answer_key(task, problem, state) for state, _ in finished]
             pick = finished[weighted_vote(keys, leaf_scores).index]
         else:
             pick = finished[best_index(leaf_scores)]
-        chosen.append(pick.state)
-        scores.append(pick.score)
+        chosen.append(pick[0])
+        scores.append(pick[1])
     return make_results("dvts", task, problems, chosen, budgets, candidates, scores=scores, stats=stats)
