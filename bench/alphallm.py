@@ -16,8 +16,10 @@ skipped, so an interrupted run resumes (the loop itself resumes per round and pe
      the best ORM-scored one kept): ReST-EM / RFT;
    - `mcts-no-imagination`: seeds only;
    - `grpo`: GRPO from the base with the same sampled tokens per round, for reference;
-   - `mcts-then-grpo` (not in the default arms): round 1 of `mcts`, then GRPO from its model, the same
-     sampled tokens in all as `grpo` (does search-data SFT before GRPO beat GRPO alone?).
+   - `mcts-then-grpo`: round 1 of `mcts`, then GRPO from its model, the same sampled tokens in all as
+     `grpo` (does search-data SFT before GRPO beat GRPO alone?).
+   Default arms: `mcts`, `rft`, `grpo`, `mcts-then-grpo` (issue 26: 3 rounds, 3 seeds, the loop's critics
+   value + PRM + ORM, `--critics`).
    Every round of every arm is evaluated on the same 500 held-out test problems: greedy, and eta-MCTS
    with that round's critics (round-0 critics for GRPO).
 4. **eta-MCTS ablation** (the paper's Table 3a) on the base with the round-0 critics, at one token budget
@@ -27,10 +29,13 @@ skipped, so an interrupted run resumes (the loop itself resumes per round and pe
    search, kept, imagined, tokens; the ablation; the critics; the setup) and `alphallm.png` (accuracy
    per round).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py            # ~1.5-2 h on the 2-core machine
+    OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py --run-dir runs/alphallm-loop   # hours on 2 cores
+    # two processes side by side (each its arms only), then one that writes the report from what ran:
+    OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py --run-dir runs/alphallm-loop --arms mcts mcts-then-grpo --arms-only &
+    OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py --run-dir runs/alphallm-loop --arms rft grpo --arms-only   # after round 0 exists
     .venv/bin/python bench/alphallm.py --quick --run-dir runs/alphallm-quick   # minutes: a smoke run
     OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py --task chain --arms mcts mcts-tool --seeds-list 0 \
-        --run-dir runs/alphallm-chain     # the task where the tool critic is only partial
+        --rounds 2 --critics value orm --run-dir runs/alphallm-chain   # the task where the tool critic is only partial
 """
 
 from __future__ import annotations
@@ -118,7 +123,7 @@ def loop_recipe(args: argparse.Namespace, root: Path, base: str, arm: str, seed:
         "imagine": {"kind": "none" if arm == "mcts-no-imagination" else args.imagine, "per_round": args.imagined,
                     "max_new_tokens": 24},
         "budget_tokens": args.budget, "data": data, "search": eta_search(args), "tool": tool,
-        "critics": critics_section(args, ["value", "orm"], args.label_problems),
+        "critics": critics_section(args, args.critics, args.label_problems),
         "sft": {"batch_size": 32, "optim": {"lr": args.sft_lr, "warmup_steps": 5, "micro_batch_size": 128}},
         "sft_epochs": args.sft_epochs,
         "eval": {"num_problems": args.test_problems, "max_new_tokens": MAX_ANSWER, "problems_per_batch": 100},
@@ -260,7 +265,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
           f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py {' '.join(repo_relative_paths(sys.argv[1:]))}` ({seconds / 60:.0f} min of wall time over its invocations, "
           f"2-core machine). Seeds {args.seeds_list}; {args.rounds} rounds; {args.seeds} seed prompts; "
           f"{args.budget:,} policy tokens per round; {args.test_problems} held-out test problems (greedy and "
-          "eta-MCTS with that round's learned critics, no gold answers). Mean ± standard error over seeds; "
+          f"eta-MCTS with that round's learned critics ({' + '.join(args.critics)}), no gold answers). Mean ± standard error over seeds; "
           "round 0 is the shared SFT base.\n",
           markdown_table(["arm", "round", "seeds", "greedy %", "eta-MCTS %", "paths kept", "imagined", "tokens"], table),
           "\n## eta-MCTS ablation (round-0 policy and critics)\n",
@@ -278,7 +283,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
     setup = {"task": TASK, "seeds": args.seeds_list, "rounds": args.rounds, "seed_prompts": args.seeds,
              "imagined_per_round": args.imagined, "imagine": args.imagine, "budget_tokens_per_round": args.budget,
              "gamma": args.gamma, "sft_steps": args.sft_steps, "simulations": args.simulations,
-             "test_problems": args.test_problems, "wall_seconds": round(seconds), "search": eta_search(args)}
+             "test_problems": args.test_problems, "wall_seconds": round(seconds), "search": eta_search(args),
+             "loop_critics": args.critics, "arms": args.arms}
     (RESULTS / f"{name}.json").write_text(json.dumps(repo_relative_paths({"rows": [
         {k: r.get(k) for k in ("arm", "round", "seed", "greedy", "search", "kept", "imagined", "tokens")} for r in rows],
         "ablation": abl, "best_of_n": bon, "critics": critics, "setup": setup}), indent=2))
@@ -304,10 +310,10 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run-dir", default="runs/alphallm-bench")
-    p.add_argument("--seeds-list", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--seeds-list", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--task", choices=sorted(TASKS), default="countdown")
-    p.add_argument("--arms", nargs="+", default=["mcts", "rft", "mcts-no-imagination", "grpo"],
+    p.add_argument("--arms", nargs="+", default=["mcts", "rft", "grpo", "mcts-then-grpo"],
                    choices=["mcts", "mcts-tool", "rft", "mcts-no-imagination", "grpo", "mcts-then-grpo"])
     p.add_argument("--imagine", choices=["policy", "rewrite"], default="policy")
     p.add_argument("--sft-steps", type=int, default=600)
@@ -325,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-problems", type=int, default=500)
     p.add_argument("--ablation-tokens", type=int, default=128)
     p.add_argument("--bon-problems", type=int, default=200)
+    # the paper scores a state with value + PRM + ORM (SPECS §5); the first runs (2026-11) trained value + ORM
+    p.add_argument("--critics", nargs="+", default=["value", "prm", "orm"], choices=["value", "prm", "orm"])
+    p.add_argument("--arms-only", action="store_true",
+                   help="run the arms only, no ablation or report: for processes side by side (a last run without it reports)")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes everywhere")
     args = p.parse_args(argv)
     if args.quick:
@@ -360,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"arm": arm, "seed": seed, **{k: row.get(k) for k in ("round", "greedy", "search", "kept", "imagined", "tokens")}})
                 log(f"  {arm} seed {seed} round {row['round']}: greedy {row['greedy']:.1%}, eta-MCTS {row.get('search', 0):.1%}, "
                     f"kept {row['kept']}, imagined {row['imagined']} ({row.get('imagine', {})}), {row['tokens']:,} tokens")
+    if args.arms_only:
+        log(f"arms {args.arms} done; run without --arms-only to write the report")
+        return 0
     abl = ablation(args, root, base, shared)
     # the run folder's wall time summed over invocations (a rerun that finds every run finished adds seconds)
     wall = root / "wall_seconds"

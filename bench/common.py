@@ -91,6 +91,15 @@ def stderr(values: Sequence[float]) -> float:
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
+def interpolate(curve: list[tuple[float, float]], tokens: float) -> float:
+    """Accuracy of a (tokens, accuracy) curve at `tokens`, linear in log-tokens; nan outside it."""
+    curve = sorted(curve)
+    for (t0, a0), (t1, a1) in zip(curve, curve[1:]):
+        if t0 <= tokens <= t1:
+            return a0 if t1 == t0 else a0 + (a1 - a0) * (math.log(tokens) - math.log(t0)) / (math.log(t1) - math.log(t0))
+    return float("nan")
+
+
 def set_args(fields: dict[str, Any]) -> list[str]:
     """Recipe overrides as the CLI's `--set key=value` arguments."""
     return [arg for key, value in fields.items() for arg in ("--set", f"{key}={value}")]

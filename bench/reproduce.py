@@ -9,7 +9,13 @@ demo (SFT vs SFT + GRPO), selfcorrect (SCoRe, STaR, Pair-SFT, self-refine and th
 the step format), rrr-countdown and rrr-function-calling (Reflect-Retry-Reward as in the paper and with
 the settings chosen on validation, `RRR_TUNED`), search (greedy, votes, best-of-N, beam, MCTS, eta-MCTS at a budget; seed 0
 writes bench/results/search_budget.*, seed 1 search_budget_seed1.*), r3
-(R^3 against RL and SFT), alphallm (AlphaLLM's rounds against sampled-data self-training). Two studies
+(R^3 against RL and SFT, with the fixed judgement of issue 26: `runs/r3-fixed`), alphallm (AlphaLLM's
+loop against RFT and GRPO, and search data before GRPO: 3 rounds, 3 seeds, `runs/alphallm-loop`),
+critic-levers (what lifts the learned critics' ranking: `bench/critic_levers.py`) and test-time (every
+test-time strategy against sampled tokens with those critics: `bench/test_time.py`), capacity (the
+demo's GRPO gain and SCoRe's and Pair-SFT's Delta at three model sizes, on validation:
+`bench/capacity.py`). The selfcorrect
+study includes SCoRe started from a Pair-SFT model (`pair_sft_then_score`). Two studies
 run at a time, one torch thread each (two cores). The report is `REPRODUCTION.md` and
 `bench/results/reproduction.json` (`--quick`: under its run folder): for each claim the paper's figure,
 ours (mean ± standard error over seeds), the verdict, and the measured figures behind it.
@@ -95,13 +101,29 @@ def studies(quick: bool, root: Path) -> list[Study]:
     out.append(Study("search", [[sys.executable, str(BENCH / "search_budget.py"), "--run-dir", str(search / f"seed{s}"), "--seed", str(s),
                                  "--out", "search_budget" if s == 0 else f"search_budget_seed{s}", *quick_search] for s in seeds2],
                      folder=search))
-    r3 = root / "r3" if quick else ROOT / "runs" / "r3-bench"
+    r3 = root / "r3" if quick else ROOT / "runs" / "r3-fixed"  # r3-bench: before issue 26 fixed R^3's judgement
     out.append(Study("r3", [[sys.executable, str(BENCH / "r3.py"), "--run-dir", str(r3), *(["--quick"] if quick else
                                                                                           ["--budget", "400000", "--eval-every", "25"])]],
                      folder=r3))
-    alpha = root / "alphallm" if quick else ROOT / "runs" / "alphallm-bench"
+    alpha = root / "alphallm" if quick else ROOT / "runs" / "alphallm-loop"  # alphallm-bench: 2 rounds, value + ORM
     out.append(Study("alphallm", [[sys.executable, str(BENCH / "alphallm.py"), "--run-dir", str(alpha),
                                    *(["--quick"] if quick else ["--gamma", "0.3"])]], folder=alpha))
+    # the critics' levers and test-time compute share the AlphaLLM bench's SFT base (made by either if missing)
+    base = root / "alphallm-base" if quick else ROOT / "runs" / "alphallm-bench"
+    levers = root / "critic-levers" if quick else ROOT / "runs" / "critic-levers"
+    small = ["--sft-steps", "40", "--chunk-problems", "32", "--chunks", "2", "--extra-chunks", "0", "--val-problems", "16",
+             "--bon-problems", "8", "--bon-samples", "8", "--ceiling-rollouts", "4", "--epochs", "1"] if quick else []
+    out.append(Study("critic-levers", [[sys.executable, str(BENCH / "critic_levers.py"), stage, "--run-dir", str(levers),
+                                        "--base-dir", str(base), *small] for stage in ("labels", "arms", "ceiling", "bon", "report")],
+                     folder=levers))
+    tt = root / "test-time" if quick else ROOT / "runs" / "test-time"
+    small = ["--sft-steps", "40", "--test-problems", "20", "--val-problems", "12", "--problems-per-batch", "10"] if quick else []
+    out.append(Study("test-time", [[sys.executable, str(BENCH / "test_time.py"), "--run-dir", str(tt), "--base-dir", str(base),
+                                    "--levers-dir", str(levers), "--seeds", *map(str, seeds2), *small]],
+                     after=("critic-levers",), folder=tt))
+    capacity = root / "capacity" if quick else ROOT / "runs" / "capacity"
+    out.append(Study("capacity", [[sys.executable, str(BENCH / "capacity.py"), "run", "--run-dir", str(capacity),
+                                   *(["--quick"] if quick else [])]], folder=capacity))
     return out
 
 

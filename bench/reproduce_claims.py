@@ -1,10 +1,6 @@
 """The seed papers' claims, checked against what `bench/reproduce.py` measured: `REPRODUCTION.md` and
 `reproduction.json` = {"claims": [{"claim", "paper", "ours_mean", "ours_se", "seeds", "verdict", ...}]}.
-
-A claim's "ours" is one number per seed (a difference in points, unless said); the verdict is
-"reproduced in direction" when its mean has the paper's sign, "not reproduced" otherwise, "not run" when
-the study has no results yet; "within noise" is added when the mean is within one standard error of 0.
-The `measured` field holds the figures behind each verdict (the measured reason for a "not").
+Verdicts: `claim_verdict.py`; the search studies' claims (search, AlphaLLM, test-time): `search_claims.py`.
 """
 
 from __future__ import annotations
@@ -15,71 +11,21 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
-from common import repo_relative, repo_relative_paths, stderr  # noqa: E402  (bench/common.py)
-
-PAPER = {
-    "demo": "RL on a verifier's reward improves on SFT (DeepSeekMath / R1: GRPO after SFT)",
-    "score_delta": "+4.4 (MATH: 60.0 -> 64.4)",
-    "score_vs_baselines": "+2.6 over Pair-SFT (1.8), +4.0 over STaR (0.4)",
-    "stage1": "+2.2 (4.4 vs 2.2 without Stage I)",
-    "shaping": "+1.8 (4.4 vs 2.6 without shaping)",
-    "single_turn": "-2.4 (single-turn RL's Delta)",
-    "rrr_countdown": "+34.7 after retry (Countdown)",
-    "rrr_function": "+18.1 after retry (function calling; APIGen 32.6 -> 48.6)",
-    "forgetting": "< 1 point of forgetting",
-    "search": "eta-MCTS 92.0 vs greedy 73.7 (GSM8K, 70B)",
-    "r3_rl": "+4.1 over RL (Llama2-7B, 8 tasks)",
-    "r3_sft": "+5.4 over SFT",
-    "alpha_rounds": "+15.9 (greedy 57.8 -> 73.7 over 2 rounds)",
-    "alpha_data": "search data better than sampled data (no single figure)",
-    "alpha_search": "+18.3 (eta-MCTS 92.0 vs greedy 73.7 after the rounds)",
-}
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _claim(name: str, key: str, values: list[float], sign: int, measured: str, why: str = "", planned: int = 0) -> dict[str, Any]:
-    """One claim; `why` (the measured reason) is kept when the claim did not hold; fewer seeds than
-    `planned` mark the verdict partial (a run still under way)."""
-    claim = _verdict(name, key, values, sign, measured, why)
-    if values and len(values) < planned:
-        claim["verdict"] += f" (partial: {len(values)} of {planned} seeds)"
-    return claim
-
-
-def _verdict(name: str, key: str, values: list[float], sign: int, measured: str, why: str) -> dict[str, Any]:
-    if not values:
-        return {"claim": name, "paper": PAPER[key], "ours_mean": None, "ours_se": None, "seeds": 0, "verdict": "not run",
-                "measured": measured, "why": ""}
-    mean = statistics.fmean(values)
-    se = stderr(values)
-    verdict = "reproduced in direction" if mean * sign > 0 else "not reproduced"
-    if not math.isnan(se) and abs(mean) <= se:
-        verdict += " (within noise)"
-    held = verdict.startswith("reproduced") and "within noise" not in verdict
-    return {"claim": name, "paper": PAPER[key], "ours_mean": round(mean, 2), "ours_se": None if math.isnan(se) else round(se, 2),
-            "seeds": len(values), "verdict": verdict, "measured": measured, "why": "" if held else why}
-
-
-def _pts(x: float) -> float:
-    return 100.0 * x
+from claim_verdict import make_claim, pts, read_json  # noqa: E402  (bench/claim_verdict.py)
+from common import repo_relative, repo_relative_paths  # noqa: E402  (bench/common.py)
+from search_claims import alphallm_claims, search_claims, inference_compute_claims  # noqa: E402  (bench/search_claims.py)
 
 
 def demo_claims(root: Path, results: Path) -> list[dict[str, Any]]:
-    rows = [s for s in (_json(p) for p in sorted((root / "demo").glob("seed*/summary.json"))) if s]
-    gains = [_pts(s["rl_accuracy"] - s["sft_accuracy"]) for s in rows]
-    measured = "; ".join(f"seed {s['seed']}: SFT {_pts(s['sft_accuracy']):.1f} -> RL {_pts(s['rl_accuracy']):.1f}" for s in rows)
-    return [_claim("GRPO after SFT beats SFT alone (points of held-out accuracy)", "demo", gains, +1, measured)]
+    rows = [s for s in (read_json(p) for p in sorted((root / "demo").glob("seed*/summary.json"))) if s]
+    gains = [pts(s["rl_accuracy"] - s["sft_accuracy"]) for s in rows]
+    measured = "; ".join(f"seed {s['seed']}: SFT {pts(s['sft_accuracy']):.1f} -> RL {pts(s['rl_accuracy']):.1f}" for s in rows)
+    return [make_claim("GRPO after SFT beats SFT alone (points of held-out accuracy)", "demo", gains, +1, measured)]
 
 
 def _tuning(results: Path) -> dict[str, Any]:
     """What bench/selfcorrect_tune.py measured on validation (empty when it has not run)."""
-    return _json(results / "selfcorrect_tune.json") or {}
+    return read_json(results / "selfcorrect_tune.json") or {}
 
 
 def _longer_budget(results: Path) -> str:
@@ -93,15 +39,15 @@ def _longer_budget(results: Path) -> str:
         return ""
     lead = "more budget did not change it" if score["delta"] <= 0 else "more budget moved it past 0 on validation"
     return (f"; {lead}: at {tune['budget']['summary']['budget_tokens']:,} sampled tokens on validation (seed 0) SCoRe's "
-            f"Delta was {_pts(score['delta']):+.1f}, Pair-SFT's {_pts(methods['pair_sft']['delta']):+.1f}")
+            f"Delta was {pts(score['delta']):+.1f}, Pair-SFT's {pts(methods['pair_sft']['delta']):+.1f}")
 
 
 def selfcorrect_claims(root: Path, results: Path) -> list[dict[str, Any]]:
-    summary = _json(root / "selfcorrect" / "summary.json") or {"methods": {}}
+    summary = read_json(root / "selfcorrect" / "summary.json") or {"methods": {}}
     per = {name: {r["seed"]: r for r in m.get("per_seed", [])} for name, m in summary["methods"].items()}
 
     def deltas(arm: str) -> dict[int, float]:
-        return {s: _pts(r["delta"]) for s, r in per.get(arm, {}).items()}
+        return {s: pts(r["delta"]) for s, r in per.get(arm, {}).items()}
 
     def diff(a: str, b: Callable[[int], float | None]) -> list[float]:
         out = []
@@ -113,12 +59,12 @@ def selfcorrect_claims(root: Path, results: Path) -> list[dict[str, Any]]:
 
     def show(arm: str) -> str:
         rows = per.get(arm, {}).values()
-        return ", ".join(f"{arm} s{r['seed']} Delta {_pts(r['delta']):+.1f} (i->c {_pts(r['delta_i_to_c']):.1f}, "
-                         f"c->i {_pts(r['delta_c_to_i']):.1f})" for r in rows)
+        return ", ".join(f"{arm} s{r['seed']} Delta {pts(r['delta']):+.1f} (i->c {pts(r['delta_i_to_c']):.1f}, "
+                         f"c->i {pts(r['delta_c_to_i']):.1f})" for r in rows)
 
     def mean_of(arm: str, field: str) -> float:
         rows = list(per.get(arm, {}).values())
-        return statistics.fmean(_pts(r[field]) for r in rows) if rows else float("nan")
+        return statistics.fmean(pts(r[field]) for r in rows) if rows else float("nan")
 
     base_d, score_d = mean_of("base", "delta"), mean_of("score", "delta")
     why_delta = (f"the untrained base already loses on a second attempt (Delta {base_d:+.1f}: right->wrong "
@@ -130,15 +76,22 @@ def selfcorrect_claims(root: Path, results: Path) -> list[dict[str, Any]]:
                      f"(wrong->right {mean_of('score', 'delta_i_to_c'):.1f})")
     best_baseline = lambda s: max([d[s] for d in (deltas("star"), deltas("pair_sft")) if s in d], default=None)  # noqa: E731
     return [
-        _claim("SCoRe's Delta(t1, t2) > 0 (Countdown, step format)", "score_delta", list(deltas("score").values()), +1,
+        make_claim("SCoRe's Delta(t1, t2) > 0 (Countdown, step format)", "score_delta", list(deltas("score").values()), +1,
                "; ".join(filter(None, [show("score"), show("base")])), why_delta),
-        _claim("SCoRe's Delta above the best of STaR and Pair-SFT", "score_vs_baselines", diff("score", best_baseline), +1,
+        make_claim("SCoRe's Delta above the best of STaR and Pair-SFT", "score_vs_baselines", diff("score", best_baseline), +1,
                "; ".join(filter(None, [show("star"), show("pair_sft")])), why_baselines),
-        _claim("Stage I helps (SCoRe's Delta minus no-Stage-I's)", "stage1", diff("score", lambda s: deltas("score_no_stage1").get(s)), +1,
+        make_claim("Stage I helps (SCoRe's Delta minus no-Stage-I's)", "stage1", diff("score", lambda s: deltas("score_no_stage1").get(s)), +1,
                show("score_no_stage1")),
-        _claim("Reward shaping helps (SCoRe's Delta minus no-shaping's)", "shaping",
+        make_claim("Reward shaping helps (SCoRe's Delta minus no-shaping's)", "shaping",
                diff("score", lambda s: deltas("score_no_shaping").get(s)), +1, show("score_no_shaping")),
-        _claim("Single-turn RL's Delta is negative", "single_turn", list(deltas("score_single_turn").values()), -1, show("score_single_turn")),
+        make_claim("Single-turn RL's Delta is negative", "single_turn", list(deltas("score_single_turn").values()), -1, show("score_single_turn")),
+        make_claim("SCoRe from the Pair-SFT model beats Pair-SFT alone (Delta, same tokens)", "score_after_pair",
+                   diff("pair_sft_then_score", lambda s: deltas("pair_sft").get(s)), +1,
+                   "; ".join(filter(None, [show("pair_sft_then_score"), show("pair_sft_half"), show("pair_sft")])),
+                   f"Pair-SFT on half the budget's pairs (Delta {mean_of('pair_sft_half', 'delta'):+.1f}), then SCoRe's RL on "
+                   f"the rest: wrong->right {mean_of('pair_sft_then_score', 'delta_i_to_c'):.1f}, right->wrong "
+                   f"{mean_of('pair_sft_then_score', 'delta_c_to_i'):.1f}, against Pair-SFT on the whole budget's "
+                   f"{mean_of('pair_sft', 'delta_i_to_c'):.1f} and {mean_of('pair_sft', 'delta_c_to_i'):.1f}"),
     ]
 
 
@@ -161,24 +114,24 @@ def rrr_claims(root: Path, results: Path, planned: int = len(planned_seeds(False
     out = []
     for task, key in (("countdown", "rrr_countdown"), ("function-calling", "rrr_function")):
         for variant in ("rrr", "rrr-tuned"):
-            rows = [s for s in (_json(p) for p in sorted((root / f"rrr-{task}" / variant).glob("seed*/summary.json"))) if s]
+            rows = [s for s in (read_json(p) for p in sorted((root / f"rrr-{task}" / variant).glob("seed*/summary.json"))) if s]
             rows = [s for s in rows if "rrr_before" in s and "rrr_after" in s]
-            gains = [_pts(s["rrr_after"]["retry_accuracy"] - s["rrr_before"]["retry_accuracy"]) for s in rows]
-            forgot = [_pts(s["rrr_after"]["first_accuracy"] - s["rrr_before"]["first_accuracy"]) for s in rows]
-            shown = "; ".join(f"first {_pts(s['rrr_before']['first_accuracy']):.1f} -> {_pts(s['rrr_after']['first_accuracy']):.1f}, "
-                              f"after retry {_pts(s['rrr_before']['retry_accuracy']):.1f} -> {_pts(s['rrr_after']['retry_accuracy']):.1f}"
+            gains = [pts(s["rrr_after"]["retry_accuracy"] - s["rrr_before"]["retry_accuracy"]) for s in rows]
+            forgot = [pts(s["rrr_after"]["first_accuracy"] - s["rrr_before"]["first_accuracy"]) for s in rows]
+            shown = "; ".join(f"first {pts(s['rrr_before']['first_accuracy']):.1f} -> {pts(s['rrr_after']['first_accuracy']):.1f}, "
+                              f"after retry {pts(s['rrr_before']['retry_accuracy']):.1f} -> {pts(s['rrr_after']['retry_accuracy']):.1f}"
                               for s in rows)
             label = "RRR" if variant == "rrr" else "RRR with the settings chosen on validation"
             if variant == "rrr-tuned" and shown:
                 shown += _validation_over_seeds(results, task)
-            head = statistics.fmean(_pts(s["rrr_before"]["retry_accuracy"] - s["rrr_before"]["first_accuracy"]) for s in rows) if rows else 0.0
+            head = statistics.fmean(pts(s["rrr_before"]["retry_accuracy"] - s["rrr_before"]["first_accuracy"]) for s in rows) if rows else 0.0
             gain, moved = (statistics.fmean(v) if v else 0.0 for v in (gains, forgot))
             why_kept = f"the shared weights moved the first attempt by {moved:+.1f} points"
             why_gain = (f"before training a retry already adds {head:+.1f} points over the first attempt; training the "
                         f"reflection changed the after-retry accuracy by {gain:+.1f}, and {why_kept}")
-            out.append(_claim(f"{label} raises after-retry accuracy ({task})", key, gains, +1, shown, why_gain, planned=planned))
+            out.append(make_claim(f"{label} raises after-retry accuracy ({task})", key, gains, +1, shown, why_gain, planned=planned))
             # forgetting: the first attempt may not fall more than 1 point (the sign test is on change + 1)
-            claim = _claim(f"{label} keeps the first attempt within 1 point ({task})", "forgetting", [f + 1.0 for f in forgot], +1, shown,
+            claim = make_claim(f"{label} keeps the first attempt within 1 point ({task})", "forgetting", [f + 1.0 for f in forgot], +1, shown,
                            why_kept, planned=planned)
             if claim["ours_mean"] is not None:
                 claim["ours_mean"] = round(claim["ours_mean"] - 1.0, 2)  # report the change itself
@@ -186,34 +139,16 @@ def rrr_claims(root: Path, results: Path, planned: int = len(planned_seeds(False
     return out
 
 
-def search_claims(root: Path, results: Path) -> list[dict[str, Any]]:
-    """One sample per seed: eta-MCTS at its largest simulation count (fixed in advance, not the best on test) minus greedy."""
-    name = "eta-MCTS beats greedy at its budget (Countdown)"
-    runs = [d for d in (_json(p) for p in sorted(results.glob("search_budget*.json"))) if d and d.get("points")]
-    values, shown = [], []
-    for data in runs:
-        points = data["points"]
-        greedy = next((p for p in points if p["search"] == "greedy"), None)
-        eta = [p for p in points if p["search"] == "eta-mcts"]
-        if greedy is None or not eta:
-            continue
-        most = max(eta, key=lambda p: p["setting"].get("simulations", 0))
-        values.append(_pts(most["accuracy"] - greedy["accuracy"]))
-        shown.append(f"seed {data.get('args', {}).get('seed', '?')}: greedy {_pts(greedy['accuracy']):.1f} ({greedy['mean_tokens']:.0f} tokens), "
-                      f"eta-MCTS {most['setting'].get('simulations')} simulations {_pts(most['accuracy']):.1f} ({most['mean_tokens']:.0f} tokens)")
-    return [_claim(name, "search", values, +1, "; ".join(shown))]
-
-
 def r3_claims(root: Path, results: Path) -> list[dict[str, Any]]:
-    rows = (_json(results / "r3.json") or {}).get("rows", [])
+    rows = (read_json(results / "r3.json") or {}).get("rows", [])
     by = {(r["task"], r["seed"], r["arm"]): r["accuracy"] for r in rows if r.get("seed") is not None}
     out = []
     for task in sorted({t for t, _, _ in by}):  # one claim per task: its seeds are the samples
         seeds = sorted({s for t, s, _ in by if t == task})
         for other, key in (("rl", "r3_rl"), ("sft", "r3_sft")):
             both = [s for s in seeds if (task, s, "r3-mixed") in by and (task, s, other) in by]
-            values = [_pts(by[(task, s, "r3-mixed")] - by[(task, s, other)]) for s in both]
-            measured = "; ".join(f"s{s}: mixed {_pts(by[(task, s, 'r3-mixed')]):.1f} vs {other} {_pts(by[(task, s, other)]):.1f}"
+            values = [pts(by[(task, s, "r3-mixed")] - by[(task, s, other)]) for s in both]
+            measured = "; ".join(f"s{s}: mixed {pts(by[(task, s, 'r3-mixed')]):.1f} vs {other} {pts(by[(task, s, other)]):.1f}"
                                  for s in both)
             why = {("rl", "chain"): "bench/results/r3.md's rollout table (groups solved, success per start state k): late start "
                                     "states were not easy for the weak base (its errors are single arithmetic steps) and what "
@@ -222,46 +157,41 @@ def r3_claims(root: Path, results: Path) -> list[dict[str, Any]]:
                                         "solved from k = 1), so the curriculum spent tokens where little was left to learn; the "
                                         "test is s_0"}.get((other, task),
                    "an under-trained base gains most from imitation: continued SFT beat every RL arm at the same budget")
-            out.append(_claim(f"R^3 (mixed curriculum) beats {other.upper()} at the same tokens ({task})", key, values, +1, measured, why))
-    return out or [_claim(f"R^3 (mixed curriculum) beats {o.upper()} at the same tokens", k, [], +1, "")
+            out.append(make_claim(f"R^3 (mixed curriculum) beats {other.upper()} at the same tokens ({task})", key, values, +1, measured, why))
+    return out or [make_claim(f"R^3 (mixed curriculum) beats {o.upper()} at the same tokens", k, [], +1, "")
                    for o, k in (("rl", "r3_rl"), ("sft", "r3_sft"))]
 
 
-def _mean_field(rows: list[dict[str, Any]], arm: str, field: str) -> float:
-    values = [r[field] for r in rows if r["arm"] == arm and r.get("round", 0) > 0 and r.get(field) is not None]
-    return statistics.fmean(values) if values else float("nan")
+def capacity_claims(root: Path, results: Path) -> list[dict[str, Any]]:
+    """bench/capacity.py on validation: the papers' direction at the largest size that ran, each size's mean shown."""
+    rows = [r for r in (read_json(results / "capacity.json") or {}).get("rows", []) if r["demo"]["per_seed"] or r["score"]["per_seed"]]
+    if not rows:
+        return [make_claim(f"At the largest model, {what}", key, [], +1, "") for what, key in
+                (("GRPO after SFT beats SFT (validation)", "demo"), ("SCoRe's Delta > 0 (validation)", "score_delta"),
+                 ("SCoRe's Delta above Pair-SFT's (validation)", "score_vs_baselines"))]
+    top = rows[-1]
 
+    def trend(get: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
+        return ", ".join(f"{r['size']} ({r['parameters']}) {get(r)['mean']:+.1f}" for r in rows if get(r)["mean"] is not None)
 
-def alphallm_claims(root: Path, results: Path) -> list[dict[str, Any]]:
-    data = _json(results / "alphallm.json") or {}
-    rows = data.get("rows", [])
-    arm = {(r["arm"], r["seed"], r["round"]): r for r in rows}
-    seeds = sorted({r["seed"] for r in rows if r["arm"] == "mcts"})
-    last = max((r["round"] for r in rows), default=0)
-    rise = [_pts(arm[("mcts", s, last)]["greedy"] - arm[("mcts", s, 0)]["greedy"]) for s in seeds if ("mcts", s, last) in arm]
-    data_gap = [_pts(arm[("mcts", s, last)]["greedy"] - arm[("rft", s, last)]["greedy"]) for s in seeds
-                if ("mcts", s, last) in arm and ("rft", s, last) in arm]
-    search = [_pts(arm[("mcts", s, last)]["search"] - arm[("mcts", s, last)]["greedy"]) for s in seeds if ("mcts", s, last) in arm]
-    critics = data.get("critics", {})
-    auroc = ", ".join(f"{k} within-problem AUROC {v.get('after', {}).get('within_auroc', float('nan')):.2f}"
-                      for k, v in critics.items() if isinstance(v, dict))
-    abl = {r["setting"]: r["accuracy"] for r in data.get("ablation", [])}
-    tool = (f"; with the tool critic the same vanilla MCTS reached {_pts(abl['vanilla MCTS +tool']):.1f} against "
-            f"{_pts(abl['vanilla MCTS']):.1f}" if {"vanilla MCTS", "vanilla MCTS +tool"} <= abl.keys() else "")
+    pair = {p["seed"]: p["delta"] for p in top["pair_sft"]["per_seed"]}
+    name = f"At the largest model ({top['size']}, {top['parameters']} parameters), "
     return [
-        _claim("Greedy accuracy rises over AlphaLLM's rounds", "alpha_rounds", rise, +1, f"round 0 -> {last}, mcts arm",
-               f"{data.get('setup', {}).get('budget_tokens_per_round', 0):,} policy tokens a round on a tiny model: "
-               f"{_mean_field(rows, 'mcts', 'kept'):.0f} verified paths kept per round (bench/results/alphallm.md)"),
-        _claim("eta-MCTS data beats sampled data (RFT) at the same tokens", "alpha_data", data_gap, +1, f"round {last}, greedy",
-               "both arms train only on verified paths; kept per round (mean over seeds and rounds): eta-MCTS "
-               f"{_mean_field(rows, 'mcts', 'kept'):.0f}, sampling {_mean_field(rows, 'rft', 'kept'):.0f}"),
-        _claim("Test-time eta-MCTS beats greedy", "alpha_search", search, +1, f"learned critics at round 0: {auroc}",
-               f"the learned critics rank the answers to one problem weakly ({auroc}){tool}"),
+        make_claim(name + "GRPO after SFT beats SFT (validation)", "demo", [p["rl"] - p["sft"] for p in top["demo"]["per_seed"]], +1,
+                   "GRPO gain by size: " + trend(lambda r: r["demo"]["gain"])),
+        make_claim(name + "SCoRe's Delta > 0 (validation)", "score_delta", [p["delta"] for p in top["score"]["per_seed"]], +1,
+                   "SCoRe's Delta by size: " + trend(lambda r: r["score"]["delta"]),
+                   "base Delta by size: " + trend(lambda r: r["base"]["delta"])),
+        make_claim(name + "SCoRe's Delta above Pair-SFT's (validation)", "score_vs_baselines",
+                   [p["delta"] - pair[p["seed"]] for p in top["score"]["per_seed"] if p["seed"] in pair], +1,
+                   "SCoRe minus Pair-SFT by size: " + trend(lambda r: r["score_minus_pair_sft"]),
+                   "Pair-SFT's Delta by size: " + trend(lambda r: r["pair_sft"]["delta"])),
     ]
 
 
 STUDY_CLAIMS = {"demo": demo_claims, "selfcorrect": selfcorrect_claims, "rrr-countdown": rrr_claims, "search": search_claims,
-                "r3": r3_claims, "alphallm": alphallm_claims}
+                "r3": r3_claims, "alphallm": alphallm_claims, "test-time": inference_compute_claims,
+                "capacity": capacity_claims}
 
 
 def wall_minutes(log_dir: Path, study: str | None = None) -> float:

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 import alphallm  # noqa: E402  (the shared base and the eta-MCTS settings)
-from common import RESULTS, line_bar, log, repo_relative_paths, stderr  # noqa: E402
+from common import RESULTS, interpolate, line_bar, log, repo_relative_paths, stderr  # noqa: E402
 from selfimprove.config import validate  # noqa: E402
 from selfimprove.eval.report import markdown_table, save_figure  # noqa: E402
 from selfimprove.search.recipe import SearchRecipe  # noqa: E402
@@ -211,15 +211,6 @@ def quantiles(values: list[float], parts: int = 4) -> list[float]:
     return [values[min(len(values) - 1, (len(values) * k) // parts)] for k in range(1, parts)]
 
 
-def interpolate(curve: list[tuple[float, float]], tokens: float) -> float:
-    """Accuracy of a (tokens, accuracy) curve at `tokens`, linear in log-tokens; nan outside it."""
-    curve = sorted(curve)
-    for (t0, a0), (t1, a1) in zip(curve, curve[1:]):
-        if t0 <= tokens <= t1:
-            return a0 if t1 == t0 else a0 + (a1 - a0) * (math.log(tokens) - math.log(t0)) / (math.log(t1) - math.log(t0))
-    return float("nan")
-
-
 def report(args: argparse.Namespace, specs: list[dict[str, Any]], critics: dict[str, Any]) -> None:
     import matplotlib
 
@@ -237,19 +228,22 @@ def report(args: argparse.Namespace, specs: list[dict[str, Any]], critics: dict[
     for spec in specs:
         settings = {json.dumps(p["setting"], sort_keys=True) for s in args.seeds for p in per_seed[s]["test"] if p["label"] == spec["label"]}
         for key in sorted(settings, key=lambda k: sorted(json.loads(k).items())):
-            found = [p for s in args.seeds for p in per_seed[s]["test"] if p["label"] == spec["label"]
-                     and json.dumps(p["setting"], sort_keys=True) == key]
-            accs, toks = [100 * p["accuracy"] for p in found], [p["tokens"] for p in found]
+            found = {s: p for s in args.seeds for p in per_seed[s]["test"] if p["label"] == spec["label"]
+                     and json.dumps(p["setting"], sort_keys=True) == key}
+            accs, toks = [100 * p["accuracy"] for p in found.values()], [p["tokens"] for p in found.values()]
             rows.append({"strategy": spec["label"], "family": spec["family"], "setting": json.loads(key), "seeds": len(found),
-                         "accuracy": statistics.mean(accs), "se": stderr(accs), "tokens": statistics.mean(toks)})
+                         "accuracy": statistics.mean(accs), "se": stderr(accs), "tokens": statistics.mean(toks),
+                         "per_seed": {str(s): {"accuracy": 100 * p["accuracy"], "tokens": p["tokens"]} for s, p in found.items()}})
     opt_rows = []
     for budget in sorted({c["budget"] for curve in optimal.values() for c in curve}):
-        found = [c for curve in optimal.values() for c in curve if c["budget"] == budget]
+        found = {s: c for s, curve in optimal.items() for c in curve if c["budget"] == budget}
         if len(found) == len(optimal):
-            accs = [100 * c["accuracy"] for c in found]
+            accs = [100 * c["accuracy"] for c in found.values()]
             opt_rows.append({"strategy": "compute-optimal", "family": "learned", "setting": {"budget": budget}, "seeds": len(found),
                              "accuracy": statistics.mean(accs), "se": stderr(accs),
-                             "tokens": statistics.mean(c["tokens"] for c in found), "choice": found[0]["choice"]})
+                             "tokens": statistics.mean(c["tokens"] for c in found.values()),
+                             "per_seed": {str(s): {"accuracy": 100 * c["accuracy"], "tokens": c["tokens"], "choice": c["choice"]}
+                                          for s, c in found.items()}})
     greedy_acc = next((r["accuracy"] for r in rows if r["strategy"] == "greedy"), float("nan"))
     bon = [(r["tokens"], r["accuracy"]) for r in rows if r["strategy"] == "best_of_n-orm"]
     verdict = [f"eta-MCTS ({r['setting']}): {r['accuracy']:.1f} ± {r['se']:.1f} at {r['tokens']:.0f} tokens; greedy "

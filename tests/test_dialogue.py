@@ -223,3 +223,16 @@ def test_a_short_call_cut_inside_a_token_still_parses(plain: HFPolicy) -> None:
 
 def _decode(policy: HFPolicy, tokens: list[int]) -> Any:
     return policy.tokenizer.decode(tokens, skip_special_tokens=False)
+
+
+def test_a_cached_chat_layout_does_not_keep_its_tokenizer_alive() -> None:
+    import gc
+    import weakref
+
+    policy = chat_policy()
+    layout = dialogue_for(policy)
+    assert dialogue_for(policy) is layout  # made once per engine and template
+    tokenizer = weakref.ref(policy.tokenizer)
+    del policy, layout
+    gc.collect()
+    assert tokenizer() is None

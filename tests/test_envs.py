@@ -88,6 +88,23 @@ def test_function_calls_run_on_the_device_and_the_final_state_is_judged() -> Non
     assert reply.observation[0]["content"] == "error: unknown tool 'launch_rocket'"  # only the shown tools exist
 
 
+def test_a_conversations_tool_schemas_are_built_once_across_its_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    task = make_task("function_call", {"two_call_fraction": 0.0})
+    env = make_env("function_call", task)
+    problem = next(p for p in (task.problem("train", i) for i in range(50)) if p.metadata["calls"][0]["name"] == "set_alarm")
+    built = []
+    original = type(env)._schemas
+    monkeypatch.setattr(type(env), "_schemas", lambda self, prob: built.append(prob.id) or original(self, prob))
+    conversation = env.start(problem)
+    shown = env.tool_schemas(conversation)
+    for _ in range(3):
+        turn = call("set_alarm", **problem.metadata["calls"][0]["arguments"])
+        conversation.messages.append(turn.message)
+        env.respond(conversation, turn)
+    assert built == [problem.id] and env.tool_schemas(conversation) == shown
+    assert env.tool_schemas(env.start(problem)) == shown and built == [problem.id] * 2  # a new conversation builds its own
+
+
 def test_an_informing_tool_result_must_reach_the_reply() -> None:
     task = make_task("function_call", {"two_call_fraction": 0.0})
     env = make_env("function_call", task)

@@ -143,3 +143,19 @@ def test_a_studys_minutes_are_the_union_of_its_own_spans_over_invocations(tmp_pa
     (tmp_path / "rrr.DONE").write_text("600\n")  # the last invocation's 10 minutes
     write_report(tmp_path, tmp_path / "results", tmp_path / "R.md", quick=True, studies=[], log_dir=tmp_path)
     assert "each study's own minutes: rrr 30 " in (tmp_path / "R.md").read_text()
+
+
+def test_score_from_pair_sft_is_judged_against_pair_sft_on_the_whole_budget(tmp_path: Path) -> None:
+    def row(seed: int, delta: float, i_to_c: float, c_to_i: float) -> dict:
+        return {"seed": seed, "delta": delta, "delta_i_to_c": i_to_c, "delta_c_to_i": c_to_i}
+
+    _write(tmp_path / "selfcorrect" / "summary.json", {"methods": {
+        "pair_sft": {"per_seed": [row(0, 0.06, 0.08, 0.02), row(1, 0.05, 0.07, 0.02), row(2, 0.07, 0.08, 0.01)]},
+        "pair_sft_half": {"per_seed": [row(0, 0.04, 0.05, 0.01)]},
+        "pair_sft_then_score": {"per_seed": [row(0, 0.08, 0.09, 0.01), row(1, 0.04, 0.06, 0.02)]}}})  # seed 2 not run yet
+    claims = {c["claim"]: c for c in write_report(tmp_path, tmp_path / "results", tmp_path / "R.md", quick=False,
+                                                  studies=["selfcorrect"], log_dir=tmp_path)}
+    claim = claims["SCoRe from the Pair-SFT model beats Pair-SFT alone (Delta, same tokens)"]
+    assert claim["ours_mean"] == pytest.approx(0.5) and claim["ours_se"] == pytest.approx(1.5) and claim["seeds"] == 2  # +2, -1
+    assert claim["verdict"] == "reproduced in direction (within noise)"
+    assert "pair_sft_half s0 Delta +4.0" in claim["measured"] and "wrong->right 7.5" in claim["why"]

@@ -155,3 +155,38 @@ def test_hung_calls_never_starve_the_ones_behind_them(monkeypatch: pytest.Monkey
     assert [o.text for o in out] == ["1.0", "error: slow timed out after 0.2s", "error: slow timed out after 0.2s",
                                      "2.0", "3.0"]
     assert WOKE == []  # the quick calls behind the hung ones ran before either hung call returned
+
+
+def test_the_caller_sleeps_until_a_call_finishes_instead_of_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_calls waits on its calls' events: while one call runs for 0.3 s it wakes a handful of times, not
+    once every few milliseconds (counted by its scans, through the clock it reads once per scan)."""
+    import time as real_time
+
+    from selfimprove.envs import tools as module
+
+    scans = []
+
+    class Clock:
+        def __getattr__(self, name: str):
+            return getattr(real_time, name)
+
+        def monotonic(self) -> float:
+            if threading.current_thread() is threading.main_thread():
+                scans.append(1)
+            return real_time.monotonic()
+
+    gate = threading.Event()
+    open_at_start = []
+
+    def wait_for_gate() -> str:
+        """Wait until the test opens the gate."""
+        open_at_start.append(gate.is_set())
+        gate.wait(5)
+        return "open"
+
+    tool = Tool.from_function(wait_for_gate, timeout=5)
+    monkeypatch.setattr(module, "time", Clock())
+    threading.Timer(0.3, gate.set).start()
+    out = run_calls([(tool, "wait_for_gate", {})])[0]
+    assert out.text == "open" and open_at_start == [False]  # the call did run while the caller waited
+    assert 0 < len(scans) < 10, len(scans)

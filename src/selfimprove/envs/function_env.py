@@ -139,7 +139,10 @@ class FunctionCallEnv(Environment):
         return out
 
     def tool_schemas(self, conversation: Conversation) -> list[dict[str, Any]]:
-        return self._schemas(conversation.problem)
+        """The problem's tools as JSON schemas, built once per conversation (every turn reads them)."""
+        if "schemas" not in conversation.data:
+            conversation.data["schemas"] = self._schemas(conversation.problem)
+        return conversation.data["schemas"]
 
     def reset(self, conversation: Conversation) -> None:
         conversation.data["world"] = World()

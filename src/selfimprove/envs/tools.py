@@ -172,6 +172,7 @@ class _Call:
     started: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    wake: threading.Event = field(default_factory=threading.Event)  # the caller's: set when this call starts or ends
     began: float = 0.0
     released: bool = False
     result: tuple[bool, Any] | None = None
@@ -186,6 +187,7 @@ class _Call:
         _SLOTS.free.acquire()
         self.began = time.monotonic()
         self.started.set()
+        self.wake.set()
         try:
             self.result = (True, self.tool.fn(**self.arguments))
         except BaseException as err:  # a tool's failure is the model's observation, never the run's end
@@ -194,12 +196,14 @@ class _Call:
         finally:
             self.finished.set()
             self.release()
+            self.wake.set()
 
 
 def run_calls(calls: Sequence[tuple[Tool | None, str, Any]], *, limit: int = MAX_RESULT_CHARS) -> list[CallOutcome]:
     """Run calls `(tool or None when unknown, name, arguments)` concurrently (at most `MAX_CONCURRENT` at
     once), each within its tool's timeout counted from when it starts; one outcome per call, in order."""
     pending: list[_Call | CallOutcome] = []
+    wake = threading.Event()  # set by any call that starts or finishes: the caller sleeps until then or a timeout
     for tool, name, arguments in calls:
         if tool is None:
             pending.append(CallOutcome(f"error: unknown tool {name!r}", False))
@@ -208,14 +212,16 @@ def run_calls(calls: Sequence[tuple[Tool | None, str, Any]], *, limit: int = MAX
         if error is not None:
             pending.append(CallOutcome(f"error: {error}", False))
             continue
-        call = _Call(tool, args)
+        call = _Call(tool, args, wake=wake)
         threading.Thread(target=call.run, daemon=True, name=f"tool-{tool.name}").start()
         pending.append(call)
     # Resolve calls as they finish or run out of time, in any order: a call that waits for a slot held by
     # hung calls gets it once those are abandoned.
     results: dict[int, CallOutcome] = {i: item for i, item in enumerate(pending) if isinstance(item, CallOutcome)}  # type: ignore[misc]
     while len(results) < len(pending):
+        wake.clear()  # before the scan: a call that ends during it sets it again, and the wait below returns at once
         now = time.monotonic()
+        deadline = None
         for i, item in enumerate(pending):
             if i in results or isinstance(item, CallOutcome):
                 continue
@@ -226,8 +232,13 @@ def run_calls(calls: Sequence[tuple[Tool | None, str, Any]], *, limit: int = MAX
                 item.tool.stats["timeouts"] = item.tool.stats.get("timeouts", 0) + 1
                 logger.warning("tool %s did not return within %gs (abandoned on its thread)", calls[i][1], item.tool.timeout)
                 results[i] = CallOutcome(f"error: {calls[i][1]} timed out after {item.tool.timeout:g}s", False, now - item.began)
+            elif item.started.is_set():
+                ends = item.began + item.tool.timeout - now
+                deadline = ends if deadline is None else min(deadline, ends)
         if len(results) < len(pending):
-            time.sleep(0.002)
+            # until a call starts or ends, or the first running one's timeout (a call waiting for a slot starts,
+            # and wakes this, when another one ends or is abandoned); a second at most, as a safeguard
+            wake.wait(1.0 if deadline is None else min(max(deadline, 0.0), 1.0))
     return [results[i] for i in range(len(pending))]
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import weakref
 from typing import Any, Mapping, Protocol, Sequence
 
 from selfimprove.chat import Message, assistant, calls_of, tool_call
@@ -267,18 +266,18 @@ def hermes_parse(text: str) -> tuple[Message, str | None]:
     return assistant(_HERMES.sub("", text).strip() if calls else text, calls), None
 
 
-_CHAT_DIALOGUES: "weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], ChatDialogue]]" = weakref.WeakKeyDictionary()
-
-
 def dialogue_for(sampler: Any) -> Dialogue:
     """The layout of an engine: its chat template when it wraps prompts in one, else plain text. A chat
     layout renders its template to find its markers, so it is made once per tokenizer, template and end
-    tokens."""
+    tokens, and kept on the engine itself: it lives and dies with the engine (a module-level cache keyed
+    weakly by the tokenizer could never drop an entry, since the layout holds the tokenizer)."""
     tokenizer = getattr(sampler, "tokenizer", None)
     if getattr(sampler, "chat", False) and tokenizer is not None:
-        made = _CHAT_DIALOGUES.setdefault(tokenizer, {})
+        made: dict[tuple[Any, ...], ChatDialogue] = (
+            vars(sampler).setdefault("_chat_layouts", {}) if hasattr(sampler, "__dict__") else {})
         response = json.dumps(getattr(tokenizer, "response_template", None), sort_keys=True, default=str)
-        key = (tuple(sampler.eos_ids), str(tokenizer.chat_template), response)
+        # the tokenizer's id: unique while its layout, which holds it, is kept
+        key = (id(tokenizer), tuple(sampler.eos_ids), str(tokenizer.chat_template), response)
         if key not in made:
             made[key] = ChatDialogue(tokenizer, sampler.eos_ids)
         return made[key]

@@ -8,6 +8,7 @@ at most one batch of steps).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 
@@ -34,6 +35,23 @@ class Budget:
         """`calls` batched critic calls, each scoring `items` of this problem's states."""
         self.critic_calls += calls
         self.critic_items += calls * int(items)
+
+    def add(self, spent: Budget) -> None:
+        """Charge what a sub-search spent with its own budget (e.g. a completion that must not stop at the limit)."""
+        self.tokens += spent.tokens
+        self.policy_calls += spent.policy_calls
+        self.critic_calls += spent.critic_calls
+        self.critic_items += spent.critic_items
+
+    def add_lockstep(self, spent: Sequence[Budget]) -> None:
+        """Charge sub-searches that ran in lockstep, each batched call serving all of them (DVTS's subtrees):
+        tokens and scored states add up; calls count once per round, i.e. the most any of them made."""
+        if not spent:
+            return
+        self.tokens += sum(b.tokens for b in spent)
+        self.critic_items += sum(b.critic_items for b in spent)
+        self.policy_calls += max(b.policy_calls for b in spent)
+        self.critic_calls += max(b.critic_calls for b in spent)
 
     def as_dict(self) -> dict[str, int | None]:
         return asdict(self)

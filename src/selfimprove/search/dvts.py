@@ -78,10 +78,7 @@ def dvts_search(
     for p, (problem, budget) in enumerate(zip(problems, budgets)):
         mine = leaves[p * trees : (p + 1) * trees]
         spent = tree_budgets[p * trees : (p + 1) * trees]
-        budget.tokens += sum(b.tokens for b in spent)
-        budget.policy_calls += max(b.policy_calls for b in spent)
-        budget.critic_calls += max(b.critic_calls for b in spent)
-        budget.critic_items += sum(b.critic_items for b in spent)
+        budget.add_lockstep(spent)
         candidates.append(sum(r.candidates for r in mine))
         # scored leaves (a subtree with no budget at all has none), the finished ones when there are any
         found = [(r.state, float(r.score)) for r in mine if r.state is not None and r.score is not None]

@@ -113,8 +113,7 @@ class PolicyEnv:
             self.policy, states, self.rule, self.params, free, self.max_answer_tokens, generator=self.generator
         )
         for budget, spent in zip(self.budgets, free):
-            budget.tokens += spent.tokens
-            budget.policy_calls += spent.policy_calls
+            budget.add(spent)
         return done
 
     # ---- helpers

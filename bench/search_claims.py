@@ -1,0 +1,139 @@
+"""The search studies' claims: eta-MCTS against greedy at a budget (`search`), AlphaLLM's loop
+(`alphallm`), and test-time compute against its strongest baselines (`test-time`, bench/test_time.py).
+Each is one number per seed (`claim_verdict.make_claim`)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from claim_verdict import make_claim, pts, read_json  # noqa: E402  (bench/claim_verdict.py)
+from common import interpolate  # noqa: E402  (bench/common.py)
+
+# Fixed before the test split ran, not the best points on it: eta-MCTS at its largest simulation count, and
+# the compute-optimal strategy at 256 tokens a problem (the scale of best-of-16).
+SIMULATIONS = 16
+OPTIMAL_BUDGET = 256
+
+
+def search_claims(root: Path, results: Path) -> list[dict[str, Any]]:
+    """One sample per seed: eta-MCTS at its largest simulation count (fixed in advance, not the best on test) minus greedy."""
+    name = "eta-MCTS beats greedy at its budget (Countdown)"
+    runs = [d for d in (read_json(p) for p in sorted(results.glob("search_budget*.json"))) if d and d.get("points")]
+    values, shown = [], []
+    for data in runs:
+        points = data["points"]
+        greedy = next((p for p in points if p["search"] == "greedy"), None)
+        eta = [p for p in points if p["search"] == "eta-mcts"]
+        if greedy is None or not eta:
+            continue
+        most = max(eta, key=lambda p: p["setting"].get("simulations", 0))
+        values.append(pts(most["accuracy"] - greedy["accuracy"]))
+        shown.append(f"seed {data.get('args', {}).get('seed', '?')}: greedy {pts(greedy['accuracy']):.1f} ({greedy['mean_tokens']:.0f} tokens), "
+                      f"eta-MCTS {most['setting'].get('simulations')} simulations {pts(most['accuracy']):.1f} ({most['mean_tokens']:.0f} tokens)")
+    return [make_claim(name, "search", values, +1, "; ".join(shown))]
+
+
+def _mean_field(rows: list[dict[str, Any]], arm: str, field: str) -> float:
+    values = [r[field] for r in rows if r["arm"] == arm and r.get("round", 0) > 0 and r.get(field) is not None]
+    return statistics.fmean(values) if values else float("nan")
+
+
+def alphallm_claims(root: Path, results: Path) -> list[dict[str, Any]]:
+    data = read_json(results / "alphallm.json") or {}
+    rows = data.get("rows", [])
+    arm = {(r["arm"], r["seed"], r["round"]): r for r in rows}
+    seeds = sorted({r["seed"] for r in rows if r["arm"] == "mcts"})
+    last = max((r["round"] for r in rows), default=0)
+    rise = [pts(arm[("mcts", s, last)]["greedy"] - arm[("mcts", s, 0)]["greedy"]) for s in seeds if ("mcts", s, last) in arm]
+    data_gap = [pts(arm[("mcts", s, last)]["greedy"] - arm[("rft", s, last)]["greedy"]) for s in seeds
+                if ("mcts", s, last) in arm and ("rft", s, last) in arm]
+    search = [pts(arm[("mcts", s, last)]["search"] - arm[("mcts", s, last)]["greedy"]) for s in seeds if ("mcts", s, last) in arm]
+    critics = data.get("critics", {})
+    auroc = ", ".join(f"{k} within-problem AUROC {v.get('after', {}).get('within_auroc', float('nan')):.2f}"
+                      for k, v in critics.items() if isinstance(v, dict))
+    abl = {r["setting"]: r["accuracy"] for r in data.get("ablation", [])}
+    tool = (f"; with the tool critic the same vanilla MCTS reached {pts(abl['vanilla MCTS +tool']):.1f} against "
+            f"{pts(abl['vanilla MCTS']):.1f}" if {"vanilla MCTS", "vanilla MCTS +tool"} <= abl.keys() else "")
+    then = [pts(arm[("mcts-then-grpo", s, last)]["greedy"] - arm[("grpo", s, last)]["greedy"]) for s in seeds
+            if ("mcts-then-grpo", s, last) in arm and ("grpo", s, last) in arm]
+    then_shown = "; ".join(f"s{s}: search-data SFT then GRPO {pts(arm[('mcts-then-grpo', s, last)]['greedy']):.1f}, GRPO "
+                           f"{pts(arm[('grpo', s, last)]['greedy']):.1f}" for s in seeds
+                           if ("mcts-then-grpo", s, last) in arm and ("grpo", s, last) in arm)
+    return [
+        make_claim("Search-data SFT before GRPO beats GRPO alone at the same total tokens", "alpha_then_grpo", then, +1,
+                   f"round {last}, greedy: {then_shown}",
+                   f"round 1's eta-MCTS data (SFT on {_mean_field(rows, 'mcts', 'kept'):.0f} kept paths) spent its tokens "
+                   "where GRPO's own samples gained more (bench/results/alphallm.md, per round)"),
+        make_claim("Greedy accuracy rises over AlphaLLM's rounds", "alpha_rounds", rise, +1, f"round 0 -> {last}, mcts arm",
+               f"{data.get('setup', {}).get('budget_tokens_per_round', 0):,} policy tokens a round on a tiny model: "
+               f"{_mean_field(rows, 'mcts', 'kept'):.0f} verified paths kept per round (bench/results/alphallm.md)"),
+        make_claim("eta-MCTS data beats sampled data (RFT) at the same tokens", "alpha_data", data_gap, +1, f"round {last}, greedy",
+               "both arms train only on verified paths; kept per round (mean over seeds and rounds): eta-MCTS "
+               f"{_mean_field(rows, 'mcts', 'kept'):.0f}, sampling {_mean_field(rows, 'rft', 'kept'):.0f}"),
+        make_claim("Test-time eta-MCTS beats greedy", "alpha_search", search, +1, f"learned critics at round 0: {auroc}",
+               f"the learned critics rank the answers to one problem weakly ({auroc}){tool}"),
+    ]
+
+
+def _per_seed(row: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    return (row or {}).get("per_seed", {})
+
+
+def inference_compute_claims(root: Path, results: Path) -> list[dict[str, Any]]:
+    """bench/test_time.py's claims, one number per seed (points of test accuracy): eta-MCTS with the learned
+    critics against greedy, and against best-of-N by the ORM and majority vote at its own tokens (each curve
+    interpolated in log-tokens); the tool critic in eta-MCTS; compute-optimal against weighted best-of-N."""
+    data = read_json(results / "test_time.json") or {}
+    rows = data.get("rows", [])
+
+    def row(strategy: str, **setting: Any) -> dict[str, Any] | None:
+        return next((r for r in rows if r["strategy"] == strategy and all(r["setting"].get(k) == v for k, v in setting.items())), None)
+
+    def curve(strategy: str, seed: str) -> list[tuple[float, float]]:
+        return [(r["per_seed"][seed]["tokens"], r["per_seed"][seed]["accuracy"]) for r in rows
+                if r["strategy"] == strategy and seed in r.get("per_seed", {})]
+
+    def against(mine: dict[str, Any] | None, other: str) -> tuple[list[float], str]:
+        values, shown = [], []
+        for seed, m in sorted(_per_seed(mine).items()):
+            at = interpolate(curve(other, seed), m["tokens"])
+            if not math.isnan(at):
+                values.append(m["accuracy"] - at)
+                shown.append(f"s{seed}: {m['accuracy']:.1f} at {m['tokens']:.0f} tokens vs {other} {at:.1f} there")
+        return values, "; ".join(shown)
+
+    def minus(mine: dict[str, Any] | None, other: dict[str, Any] | None) -> tuple[list[float], str]:
+        pairs = [(s, m, _per_seed(other)[s]) for s, m in sorted(_per_seed(mine).items()) if s in _per_seed(other)]
+        return ([m["accuracy"] - o["accuracy"] for _, m, o in pairs],
+                "; ".join(f"s{s}: {m['accuracy']:.1f} ({m['tokens']:.0f} tokens) vs {o['accuracy']:.1f} ({o['tokens']:.0f})" for s, m, o in pairs))
+
+    eta, eta_tool = row("eta-mcts", simulations=SIMULATIONS), row("eta-mcts-tool", simulations=SIMULATIONS)
+    critics = ", ".join(f"{k} {v['within_auroc']:.2f}" for k, v in data.get("critics", {}).items())
+    bon = ", ".join(f"N = {r['setting']['n']} {r['accuracy']:.1f}" for r in rows if r["strategy"] == "best_of_n-orm")
+    vote = ", ".join(f"N = {r['setting']['n']} {r['accuracy']:.1f}" for r in rows if r["strategy"] == "majority_vote")
+    weak = (f"the learned critics rank one problem's answers weakly (held-out within-problem AUROC {critics}); best-of-N by "
+            f"the ORM: {bon}; majority vote: {vote} (bench/results/test_time.md)")
+    greedy_values, greedy_shown = minus(eta, row("greedy"))
+    bon_values, bon_shown = against(eta, "best_of_n-orm")
+    vote_values, vote_shown = against(eta, "majority_vote")
+    tool_values, tool_shown = minus(eta_tool, eta)
+    optimal = row("compute-optimal", budget=OPTIMAL_BUDGET)
+    opt_values, opt_shown = against(optimal, "weighted_best_of_n-orm")
+    choices = "; ".join(f"s{s}: " + ", ".join(f"bin {b}: {c}" for b, c in m.get("choice", {}).items())
+                        for s, m in sorted(_per_seed(optimal).items()))
+    where = f"eta-MCTS at {SIMULATIONS} simulations (test-time study): "
+    return [
+        make_claim("Test-time eta-MCTS with the learned critics beats greedy (test-time study)", "alpha_search", greedy_values, +1,
+                   where + greedy_shown, weak),
+        make_claim("eta-MCTS beats best-of-N by the ORM at equal tokens", "tt_bon", bon_values, +1, where + bon_shown, weak),
+        make_claim("eta-MCTS beats majority vote at equal tokens", "tt_vote", vote_values, +1, where + vote_shown, weak),
+        make_claim("A gold-free tool critic lifts eta-MCTS", "tool_critic", tool_values, +1, where + tool_shown),
+        make_claim("Compute-optimal allocation beats weighted best-of-N at equal tokens", "compute_optimal", opt_values, +1,
+                   f"budget {OPTIMAL_BUDGET} tokens a problem: {opt_shown}; chosen per bin of the ORM's greedy score on "
+                   f"validation: {choices}",
+                   f"difficulty read from the learned ORM's score of the greedy answer ({critics}) sorts problems weakly, so "
+                   "the bins' choices differ little from one strategy for all"),
+    ]

@@ -1,0 +1,64 @@
+"""bench/capacity.py's table and the reproduce claims read from it, checked by hand on made-up runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import capacity  # noqa: E402
+from reproduce_claims import capacity_claims  # noqa: E402
+
+
+def _write(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def test_collect_and_claims_by_hand(tmp_path: Path) -> None:
+    args = capacity.parse_args(["report", "--run-dir", str(tmp_path / "runs"), "--sizes", "default", "large"])
+    for size, accs in (("default", [(0.30, 0.36), (0.32, 0.36)]), ("large", [(0.40, 0.50), (0.42, 0.48)])):
+        for seed, (sft, rl) in enumerate(accs):
+            _write(args.run_dir / size / "demo" / f"seed{seed}" / "summary.json", {"seed": seed, "sft_accuracy": sft, "rl_accuracy": rl})
+
+    def arm(deltas: list[float]) -> dict:
+        return {"per_seed": [{"seed": s, "delta": d, "acc_t1": 0.4} for s, d in enumerate(deltas)]}
+
+    _write(args.run_dir / "large" / "selfcorrect" / "summary.json",
+           {"methods": {"base": arm([-0.05, -0.03]), "pair_sft": arm([0.06, 0.04]), "score": arm([0.02, 0.05])}})
+    (args.run_dir / "logs").mkdir(parents=True)
+    (args.run_dir / "logs" / "large-demo-seed0.DONE").write_text("1800\n")
+    rows = capacity.collect(args)
+    default, large = rows
+    assert default["demo"]["gain"] == {"mean": 5.0, "se": 1.0, "seeds": 2}  # +6 and +4 points
+    assert default["score"]["delta"]["mean"] is None  # its self-correction has not run
+    assert large["demo"]["gain"]["mean"] == pytest.approx(8.0) and large["demo"]["gain"]["se"] == pytest.approx(2.0)  # +10, +6
+    assert large["score_minus_pair_sft"]["mean"] == pytest.approx(-1.5)  # -4 and +1 points
+    assert large["minutes"] == {"large-demo-seed0": 30.0}
+    _write(tmp_path / "results" / "capacity.json", {"rows": rows})
+    claims = capacity_claims(tmp_path, tmp_path / "results")
+    gain, delta, versus = claims
+    assert "large" in gain["claim"] and gain["ours_mean"] == pytest.approx(8.0) and gain["seeds"] == 2
+    assert "default (2.65M) +5.0, large (~25.8M) +8.0" in gain["measured"]
+    assert delta["ours_mean"] == pytest.approx(3.5) and delta["verdict"] == "reproduced in direction"  # +2, +5
+    assert versus["ours_mean"] == pytest.approx(-1.5) and versus["verdict"] == "not reproduced (within noise)"
+    assert "Pair-SFT's Delta by size: large (~25.8M) +5.0" in versus["why"]
+
+
+def test_claims_before_it_ran(tmp_path: Path) -> None:
+    assert {c["verdict"] for c in capacity_claims(tmp_path, tmp_path)} == {"not run"}
+
+
+def test_each_worker_gets_every_other_command_and_a_sizes_self_correction_whole(tmp_path: Path) -> None:
+    args = capacity.parse_args(["run", "--run-dir", str(tmp_path)])
+    names = [n for n, _ in capacity.commands(args)]
+    assert names[:3] == ["default-demo-seed0", "default-demo-seed1", "default-selfcorrect"] and len(names) == 9
+    compare = dict(capacity.commands(args))["large-selfcorrect"]
+    assert "seeds=[0, 1]" in compare and "base.init.preset=large" in compare and "eval.split=train" in compare
+    score = next(a for a in capacity.recipe_arms() if isinstance(a, dict) and a["name"] == "score")
+    assert score["stages"][0]["budget"] == 0.5  # the recipe's SCoRe, not the built-in arm (Stage I on 30%)

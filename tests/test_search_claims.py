@@ -1,0 +1,73 @@
+"""The search studies' claims (bench/search_claims.py), checked by hand on made-up results: test-time
+compute against its baselines at equal tokens, and search data before GRPO."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from search_claims import alphallm_claims, inference_compute_claims  # noqa: E402
+
+
+def _row(strategy: str, setting: dict, per_seed: dict) -> dict:
+    return {"strategy": strategy, "setting": setting,
+            "accuracy": sum(a for a, _ in per_seed.values()) / len(per_seed),
+            "per_seed": {s: {"accuracy": a, "tokens": t, "choice": {"0": "greedy {}"}} for s, (a, t) in per_seed.items()}}
+
+
+def test_test_time_claims_by_hand(tmp_path: Path) -> None:
+    rows = [
+        _row("greedy", {}, {"0": (35.0, 16), "1": (36.0, 16)}),
+        _row("eta-mcts", {"simulations": 4}, {"0": (60.0, 70), "1": (60.0, 70)}),  # not the planned point: ignored
+        _row("eta-mcts", {"simulations": 16}, {"0": (38.0, 100), "1": (35.0, 80)}),
+        _row("eta-mcts-tool", {"simulations": 16}, {"0": (45.0, 120), "1": (47.0, 121)}),
+        _row("best_of_n-orm", {"n": 4}, {"0": (37.0, 64), "1": (38.0, 64)}),
+        _row("best_of_n-orm", {"n": 16}, {"0": (36.0, 256), "1": (37.0, 256)}),
+        _row("majority_vote", {"n": 4}, {"0": (34.0, 64), "1": (30.0, 64)}),
+        _row("majority_vote", {"n": 16}, {"0": (38.0, 256), "1": (30.0, 256)}),
+        _row("weighted_best_of_n-orm", {"n": 4}, {"0": (38.0, 64), "1": (38.0, 64)}),
+        _row("weighted_best_of_n-orm", {"n": 16}, {"0": (42.0, 256), "1": (42.0, 256)}),
+        _row("compute-optimal", {"budget": 128}, {"0": (90.0, 100), "1": (90.0, 100)}),  # another budget: ignored
+        _row("compute-optimal", {"budget": 256}, {"0": (40.0, 128), "1": (41.0, 50)}),  # seed 1 below the curve
+    ]
+    (tmp_path / "test_time.json").write_text(json.dumps({"rows": rows, "critics": {"orm": {"within_auroc": 0.761}}}))
+    claims = {c["claim"]: c for c in inference_compute_claims(tmp_path, tmp_path)}
+    greedy = claims["Test-time eta-MCTS with the learned critics beats greedy (test-time study)"]
+    assert greedy["ours_mean"] == pytest.approx(1.0) and greedy["ours_se"] == pytest.approx(2.0)  # +3 and -1
+    assert greedy["verdict"] == "reproduced in direction (within noise)" and "0.76" in greedy["why"]
+    # best-of-N at eta-MCTS's tokens, linear in log-tokens: seed 0 at 100 of 64..256 is 0.3219 of the way
+    # (37 -> 36.678), seed 1 at 80 is 0.1610 (38 -> 37.839): 38 - 36.678 = +1.322, 35 - 37.839 = -2.839
+    bon = claims["eta-MCTS beats best-of-N by the ORM at equal tokens"]
+    assert bon["ours_mean"] == pytest.approx(-0.76) and bon["seeds"] == 2 and bon["verdict"].startswith("not reproduced")
+    # majority: seed 0 34 + 4 x 0.3219 = 35.288 -> +2.712; seed 1 flat 30 -> +5: mean 3.856
+    assert claims["eta-MCTS beats majority vote at equal tokens"]["ours_mean"] == pytest.approx(3.86)
+    tool = claims["A gold-free tool critic lifts eta-MCTS"]
+    assert tool["ours_mean"] == pytest.approx(9.5) and tool["ours_se"] == pytest.approx(2.5)  # +7 and +12
+    # compute-optimal at 256: seed 0 at 128 tokens, halfway in log-tokens (38 -> 40): 0; seed 1 outside the curve
+    optimal = claims["Compute-optimal allocation beats weighted best-of-N at equal tokens"]
+    assert optimal["seeds"] == 1 and optimal["ours_mean"] == pytest.approx(0.0) and "bin 0: greedy" in optimal["measured"]
+
+
+def test_test_time_claims_before_the_study_ran(tmp_path: Path) -> None:
+    claims = inference_compute_claims(tmp_path, tmp_path)
+    assert len(claims) == 5 and {c["verdict"] for c in claims} == {"not run"}
+
+
+def test_search_data_before_grpo_against_grpo_at_the_last_round(tmp_path: Path) -> None:
+    def row(arm: str, seed: int, rnd: int, greedy: float) -> dict:
+        return {"arm": arm, "seed": seed, "round": rnd, "greedy": greedy, "search": greedy, "kept": 100, "imagined": 0, "tokens": 60000}
+
+    rows = [row("mcts", s, 0, 0.35) for s in (0, 1)] + [row("mcts", s, 3, 0.36) for s in (0, 1)]
+    rows += [row("grpo", 0, 3, 0.40), row("grpo", 1, 3, 0.41), row("mcts-then-grpo", 0, 3, 0.43), row("mcts-then-grpo", 1, 3, 0.40),
+             row("mcts-then-grpo", 0, 2, 0.90)]  # an earlier round: not compared
+    (tmp_path / "alphallm.json").write_text(json.dumps({"rows": rows}))
+    claims = {c["claim"]: c for c in alphallm_claims(tmp_path, tmp_path)}
+    then = claims["Search-data SFT before GRPO beats GRPO alone at the same total tokens"]
+    assert then["ours_mean"] == pytest.approx(1.0) and then["ours_se"] == pytest.approx(2.0) and then["seeds"] == 2  # +3 and -1
+    assert "s0: search-data SFT then GRPO 43.0, GRPO 40.0" in then["measured"]
