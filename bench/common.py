@@ -100,6 +100,11 @@ def interpolate(curve: list[tuple[float, float]], tokens: float) -> float:
     return float("nan")
 
 
+def chain_task(steps: int) -> dict[str, Any]:
+    """The arithmetic-chain task of the R^3 and tools benches: `steps` operations on digits 1..9 with + - *."""
+    return {"name": "chain", "params": {"num_steps": steps, "min_number": 1, "max_number": 9, "ops": "+-*"}}
+
+
 def set_args(fields: dict[str, Any]) -> list[str]:
     """Recipe overrides as the CLI's `--set key=value` arguments."""
     return [arg for key, value in fields.items() for arg in ("--set", f"{key}={value}")]

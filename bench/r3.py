@@ -48,7 +48,7 @@ from selfimprove.methods.r3 import R3, R3Recipe  # noqa: E402
 from selfimprove.methods.sft import SFT  # noqa: E402
 from selfimprove.policy.tiny import write_tiny_model  # noqa: E402
 from selfimprove.train.runlog import read_metrics  # noqa: E402
-from common import BEGAN, RESULTS, line_bar, log, repo_relative_paths, stderr  # noqa: E402  (bench/common.py)
+from common import BEGAN, RESULTS, chain_task, line_bar, log, repo_relative_paths, stderr  # noqa: E402  (bench/common.py)
 
 COUNTDOWN = {"name": "countdown", "params": {"num_numbers": 3, "min_number": 1, "max_number": 20, "min_target": 10,
                                               "max_target": 50, "format": "steps"}}
@@ -57,10 +57,6 @@ ARMS = ("sft", "rl", "r3-staged", "r3-mixed", "r3-adaptive")
 
 
 
-
-
-def chain(steps: int) -> dict[str, Any]:
-    return {"name": "chain", "params": {"num_steps": steps, "min_number": 1, "max_number": 9, "ops": "+-*"}}
 
 
 def max_tokens(task: dict[str, Any]) -> int:
@@ -101,7 +97,7 @@ def sweep(args: argparse.Namespace, root: Path) -> tuple[int, list[dict[str, Any
     rows = []
     for steps in args.sweep:
         # the folder names the SFT steps, so a sweep at other steps never reuses these runs
-        s = sft(root / "sweep", f"chain{steps}-sft{args.sweep_steps}", chain(steps), args.sweep_steps, args.sweep_problems)
+        s = sft(root / "sweep", f"chain{steps}-sft{args.sweep_steps}", chain_task(steps), args.sweep_steps, args.sweep_problems)
         rows.append({"num_steps": steps, "sft_accuracy": s["accuracy"], "seconds": s["train_seconds"]})
         log(f"sweep: chain of {steps} steps: SFT greedy {s['accuracy']:.1%}")
     ok = [r["num_steps"] for r in rows if r["sft_accuracy"] >= args.min_sft_accuracy]
@@ -234,7 +230,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
           "\n## Chain length sweep (SFT only)\n",
           markdown_table(["steps per chain", "SFT greedy %"], [[r["num_steps"], f"{100 * r['sft_accuracy']:.1f}"] for r in sweep_rows])]
     (RESULTS / f"{args.out}.md").write_text("\n".join(md))
-    setup = {"tasks": [chain(length), COUNTDOWN], "budget": args.budget, "countdown_budget": budget(args, COUNTDOWN), "seeds": args.seeds, "pool": args.pool,
+    setup = {"tasks": [chain_task(length), COUNTDOWN], "budget": args.budget, "countdown_budget": budget(args, COUNTDOWN), "seeds": args.seeds, "pool": args.pool,
              "stage_steps": args.stage_steps or "RL's steps / demonstration steps", "lr": args.lr, "sft_steps": args.sft_steps, "test_problems": args.test_problems,
              "ppo": f"gae, gamma 1, lambda 0.95, clip 0.2, vf_coef {args.vf_coef:g}, 2 epochs, KL 0.05 (k1) in the reward, value head",
              "sweep": sweep_rows, "chain_steps": length, "wall_seconds": round(seconds),
@@ -303,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     length, sweep_rows = sweep(args, root) if "chain" in args.tasks else (0, [])
     rows: list[dict[str, Any]] = []
     for name in args.tasks:
-        task = chain(length) if name == "chain" else COUNTDOWN
+        task = chain_task(length) if name == "chain" else COUNTDOWN
         # a chain length and a base's SFT steps have their own folder, so no run is reused across them
         rows += run_task(args, root / f"{f'chain{length}' if name == 'chain' else name}-sft{args.sft_steps}", task)
     report(args, rows, sweep_rows, length, time.time() - BEGAN)

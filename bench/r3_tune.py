@@ -35,8 +35,8 @@ from selfimprove.methods.r3 import R3, R3Recipe  # noqa: E402
 from selfimprove.policy.load import load_engine  # noqa: E402
 from selfimprove.tasks.plugins import make_task  # noqa: E402
 from selfimprove.train.runlog import read_metrics  # noqa: E402
-from common import RESULTS, line_bar, log, repo_relative_paths  # noqa: E402  (bench/common.py)
-from r3 import COUNTDOWN, SFT_POOL, chain, max_tokens, ppo_loss  # noqa: E402  (bench/r3.py)
+from common import RESULTS, chain_task, line_bar, log, repo_relative_paths  # noqa: E402  (bench/common.py)
+from r3 import COUNTDOWN, SFT_POOL, max_tokens, ppo_loss  # noqa: E402  (bench/r3.py)
 
 CANDIDATES = ((5e-5, 5.0), (1e-5, 5.0), (5e-5, 0.5))
 
@@ -44,7 +44,7 @@ CANDIDATES = ((5e-5, 5.0), (1e-5, 5.0), (5e-5, 0.5))
 def task_of(folder: str) -> dict[str, Any]:
     """The task of a bench folder: `chain<N>-sft<steps>` or `countdown-sft<steps>`."""
     name = folder.split("-sft")[0]
-    return COUNTDOWN if name == "countdown" else chain(int(name.removeprefix("chain")))
+    return COUNTDOWN if name == "countdown" else chain_task(int(name.removeprefix("chain")))
 
 
 def validation_accuracy(model: str, task: dict[str, Any], start: int, n: int) -> float:

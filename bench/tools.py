@@ -48,15 +48,11 @@ from selfimprove.methods.rl import RL  # noqa: E402
 from selfimprove.methods.sft import SFT  # noqa: E402
 from selfimprove.policy.tiny import write_tiny_model  # noqa: E402
 from selfimprove.train.runlog import read_metrics  # noqa: E402
-from common import BEGAN, RESULTS, line_bar, log, repo_relative_paths, stderr  # noqa: E402  (bench/common.py)
+from common import BEGAN, RESULTS, chain_task, line_bar, log, repo_relative_paths, stderr  # noqa: E402  (bench/common.py)
 
 SFT_POOL = 2000
 LIE_RATE = 0.2
 VALIDATION = 1_000_000  # tuning evaluates train problems from here on: far past every index training draws
-
-
-def chain(steps: int) -> dict[str, Any]:
-    return {"name": "chain", "params": {"num_steps": steps, "min_number": 1, "max_number": 9, "ops": "+-*"}}
 
 
 def env(args: argparse.Namespace, lies: float = 0.0) -> dict[str, Any]:
@@ -78,7 +74,7 @@ def sft(args: argparse.Namespace, root: Path, arm: str, seed: int) -> Path:
         if not (init / "config.json").is_file():
             write_tiny_model(init, "default", seed)
         fields: dict[str, Any] = {
-            "run_dir": str(out), "seed": seed, "model": {"path": str(init)}, "task": chain(args.steps),
+            "run_dir": str(out), "seed": seed, "model": {"path": str(init)}, "task": chain_task(args.steps),
             "steps": args.sft_steps, "batch_size": 64, "num_problems": SFT_POOL,
             "optim": {"lr": 1e-3, "warmup_steps": 50, "schedule": "cosine", "min_lr_ratio": 0.1, "micro_batch_size": 256},
             "schedule": {"eval_every": 0, "checkpoint_every": 100},
@@ -99,7 +95,7 @@ def grpo(args: argparse.Namespace, root: Path, arm: str, base: Path, seed: int, 
     out = root / "grpo" / f"{arm}-lr{lr:g}" / f"seed{seed}"
     tools = arm != "no_tools"
     fields: dict[str, Any] = {
-        "run_dir": str(out), "seed": seed, "model": {"path": str(base)}, "task": chain(args.steps), "steps": 100_000,
+        "run_dir": str(out), "seed": seed, "model": {"path": str(base)}, "task": chain_task(args.steps), "steps": 100_000,
         "prompts_per_step": 16, "first_problem": SFT_POOL, "max_sampled_tokens": args.budget,
         "sampling": {"n": 8, "temperature": 1.0, "max_new_tokens": args.turn_tokens if tools else plain_tokens(args)},
         "optim": {"lr": lr, "warmup_steps": 5, "micro_batch_size": 128},
@@ -127,7 +123,7 @@ def evaluate(args: argparse.Namespace, model: Path, out: Path, spec: dict[str, A
     from selfimprove.rollout.conversation import env_run
     from selfimprove.tasks import make_task
 
-    task = make_task("chain", chain(args.steps)["params"])
+    task = make_task("chain", chain_task(args.steps)["params"])
     policy = HFPolicy.load(model, seed=seed)
     config = EvalConfig(num_problems=args.test_problems, batch_size=250,
                         max_new_tokens=args.turn_tokens if spec else plain_tokens(args))
@@ -294,7 +290,7 @@ def report(args: argparse.Namespace, root: Path, seconds: float) -> None:
     keep = ("arm", "task", "seed", "accuracy", "train_tokens", "tokens_per_problem", "tool_calls_per_problem", "repeated_calls",
             "answers_not_last_result", "stage", "steps", "train_seconds")
     data = {"rows": [{"tokens": r["train_tokens"], **{k: r[k] for k in keep if k in r}} for r in rows],
-            "setup": {"task": chain(args.steps), "sft_steps": args.sft_steps, "sft_pool": SFT_POOL, "budget": args.budget,
+            "setup": {"task": chain_task(args.steps), "sft_steps": args.sft_steps, "sft_pool": SFT_POOL, "budget": args.budget,
                       "lr": {arm: t["lr"] for arm, t in tuned.items()}, "tuning": tuned, "seeds": seeds,
                       "test_problems": args.test_problems, "lie_rate": LIE_RATE,
                       "env": env(args), "turn_tokens": args.turn_tokens, "plain_tokens": plain_tokens(args),

@@ -219,3 +219,17 @@ def test_a_problem_drawn_again_gets_fresh_random_streams(tiny: HFPolicy) -> None
     first = lies(group_offset=0)
     assert lies(group_offset=0) == first  # the same draw replays the same (resume)
     assert lies(group_offset=7) != first and lies(sample_offset=100) != first
+
+
+def test_the_context_limit_is_the_least_of_the_engines_and_the_models() -> None:
+    from types import SimpleNamespace
+
+    from selfimprove.policy.base import context_limit
+
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=32768))
+    assert context_limit(SimpleNamespace(model=model)) == 32768
+    assert context_limit(SimpleNamespace(model=model, max_model_len=2048)) == 2048  # vLLM built shorter than the model
+    assert context_limit(SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(n_ctx=1024)))) == 1024  # GPT-2's name
+    text = SimpleNamespace(config=SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=4096)))
+    assert context_limit(SimpleNamespace(model=text)) == 4096  # a multimodal config keeps it in text_config
+    assert context_limit(SimpleNamespace()) is None and context_limit(SimpleNamespace(max_model_len=0)) is None

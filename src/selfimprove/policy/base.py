@@ -167,6 +167,26 @@ class Engine(Sampler, TrainableModel, Protocol):
     is both in one process; a learner with a pool of samplers in sync presents the same)."""
 
 
+# Where model configs keep their context length (Llama / Qwen, GPT-2, ...): the fit checks read the same keys.
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
+
+
+def context_limit(sampler: Any) -> int | None:
+    """The most positions an engine takes: the least of its own limit (`max_model_len`: vLLM's, which may be
+    set below the model's) and its model config's (or that config's `text_config`); None when neither says."""
+    limits = []
+    own = getattr(sampler, "max_model_len", None)
+    if isinstance(own, int) and own > 0:
+        limits.append(own)
+    config = getattr(getattr(sampler, "model", None), "config", None)
+    for source in (config, getattr(config, "text_config", None)):
+        found = next((v for key in CONTEXT_KEYS if isinstance(v := getattr(source, key, None), int) and v > 0), None)
+        if found is not None:
+            limits.append(found)
+            break
+    return min(limits) if limits else None
+
+
 class SamplerWrapper:
     """An engine around another (`inner`): every attribute it does not define is the inner one's."""
 

@@ -168,7 +168,6 @@ if DynamicLayer is not None:
             self.layers = [CascadeLayer(self, capacity) for _ in range(num_layers)]
             self.layer_class_to_replicate = None
             self.groups: Groups | None = None
-            self.prefix_mask: Tensor | None = None
             self.prefix_padding: Tensor | None = None
             self.packing: Packing | None = None
 
@@ -180,16 +179,15 @@ if DynamicLayer is not None:
             """After the prefill: which prefix positions are real (`[P, Lp]`, left padding false) and
             which prefix each row continues (`[B]`); with `packing`, the rows' tokens come next as one
             sequence without padding (a training forward)."""
-            self.prefix_mask = prefix_mask.bool()
-            self.prefix_padding = ~self.prefix_mask[:, None, None, :]  # [P, 1, 1, Lp]: what no query sees
+            self.prefix_padding = ~prefix_mask.bool()[:, None, None, :]  # [P, 1, 1, Lp]: what no query sees
             self.groups = Groups(row_prefix, prefix_mask.shape[0])
             self.packing = packing
 
         def batch_select_indices(self, indices: Tensor) -> None:
-            assert self.groups is not None and self.prefix_mask is not None
+            assert self.groups is not None
             for layer in self.layers:
                 layer.batch_select_indices(indices)
-            self.groups = Groups(self.groups.row_prefix.index_select(0, indices), self.prefix_mask.shape[0])
+            self.groups = Groups(self.groups.row_prefix.index_select(0, indices), self.groups.num_prefixes)
 
 
 def cascade_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,

@@ -101,6 +101,7 @@ class VLLMEngine(LocalLearnerEngine):
 
         super().__init__(local, seed)
         self.sleep = sleep
+        self.max_model_len = max_model_len  # the context a conversation may fill (`policy.base.context_limit`)
         self._folder = Path(tempfile.mkdtemp(prefix="selfimprove-vllm-"))
         self.lora = is_lora(local)
         base = self._folder / "base"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from selfimprove.config.parts import conversation_tokens
 from selfimprove.envs.base import Conversation, Environment, Turn
-from selfimprove.policy.base import Completion, Sampler, SamplingParams
+from selfimprove.policy.base import Completion, Sampler, SamplingParams, context_limit
 from selfimprove.policy.dialogue import Dialogue, dialogue_for
 from selfimprove.rollout.episode import Episode, Segment
 from selfimprove.tasks.base import Problem, Task
@@ -76,16 +76,6 @@ class _Live:
     index: int = 0  # position among the batch's conversations (problem-major)
     sampled: int = 0  # model tokens sampled (kept or not)
     last: Completion | None = None
-
-
-def context_limit(policy: Sampler) -> int | None:
-    """The most positions the engine's model takes (None when it does not say)."""
-    config = getattr(getattr(policy, "model", None), "config", None)
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def run_conversations(

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from selfimprove.errors import DataError, ModelError
+from selfimprove.policy.base import CONTEXT_KEYS
 from selfimprove.policy.load import is_builtin
 from selfimprove.tasks.base import Problem, Task
 
 logger = logging.getLogger(__name__)
 
 SAMPLE = 64  # problems read per split
-CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
 # Architectures with learned absolute position embeddings: a position past the table fails. Every other
 # (rotary, ALiBi, relative) runs past its configured context, less well: a warning, not an error.
 LEARNED_POSITIONS = frozenset({"gpt2", "gpt_neo", "opt", "gpt_bigcode", "biogpt", "ctrl", "bert", "roberta", "distilbert",
