@@ -5,6 +5,7 @@ Verdicts: `claim_verdict.py`; the search studies' claims (search, AlphaLLM, test
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import statistics
@@ -74,7 +75,11 @@ def selfcorrect_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     why_baselines = (f"Pair-SFT imitates demonstrated fixes (wrong->right {mean_of('pair_sft', 'delta_i_to_c'):.1f}, Delta "
                      f"{mean_of('pair_sft', 'delta'):+.1f}); SCoRe's RL on its own second attempts found fewer fixes "
                      f"(wrong->right {mean_of('score', 'delta_i_to_c'):.1f})")
-    best_baseline = lambda s: max([d[s] for d in (deltas("star"), deltas("pair_sft")) if s in d], default=None)  # noqa: E731
+    def best_baseline(seed: int) -> float | None:
+        """Both baselines or none: a seed without one of them would be compared against the other alone."""
+        star, pair = deltas("star"), deltas("pair_sft")
+        return max(star[seed], pair[seed]) if seed in star and seed in pair else None
+
     return [
         make_claim("SCoRe's Delta(t1, t2) > 0 (Countdown, step format)", "score_delta", list(deltas("score").values()), +1,
                "; ".join(filter(None, [show("score"), show("base")])), why_delta),
@@ -210,7 +215,8 @@ def wall_minutes(log_dir: Path, study: str | None = None) -> float:
 def write_report(root: Path, results: Path, report: Path, *, quick: bool, studies: list[str], log_dir: Path) -> list[dict[str, Any]]:
     claim_fns: dict[str, Callable[[Path, Path], list[dict[str, Any]]]] = {
         **STUDY_CLAIMS, "rrr-countdown": lambda r, res: rrr_claims(r, res, planned=len(planned_seeds(quick)[0]))}
-    claims = [c for name, fn in claim_fns.items() if name in studies for c in fn(root, results)]
+    claims = carry_over([c for name, fn in claim_fns.items() if name in studies for c in fn(root, results)],
+                        read_json(results / "reproduction.json") or {})
     # a study's minutes: the spans it ran in over every invocation; a run from before those were recorded
     # (2026-11-28) has only its DONE marker's minutes, those of the invocation that finished it
     done = {p.stem: wall_minutes(log_dir, p.stem) or float(p.read_text() or 0) / 60 for p in sorted(log_dir.glob("*.DONE"))}
@@ -232,9 +238,30 @@ def write_report(root: Path, results: Path, report: Path, *, quick: bool, studie
     ]
     for c in claims:
         ours = "—" if c["ours_mean"] is None else f"{c['ours_mean']:+.1f}" + (f" ± {c['ours_se']:.1f}" if c["ours_se"] is not None else "")
-        lines.append(f"| {c['claim']} | {c['paper']} | {ours} | {c['seeds']} | {c['verdict']} | {c['measured'] or '—'} | {c['why'] or '—'} |")
+        mark = " †" if c.get("carried_from") else ""
+        lines.append(f"| {c['claim']}{mark} | {c['paper']} | {ours} | {c['seeds']} | {c['verdict']} | {c['measured'] or '—'} | {c['why'] or '—'} |")
+    carried = sorted({c["carried_from"] for c in claims if c.get("carried_from")})
+    if carried:
+        lines += ["", f"† Carried from the committed report of {', '.join(carried)}: the runs behind these claims are not on the "
+                      "machine that wrote this report, so their figures are that run's, unchanged (rerun their study to replace them)."]
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines) + "\n")
     results.mkdir(parents=True, exist_ok=True)
-    (results / "reproduction.json").write_text(json.dumps(repo_relative_paths({"claims": claims, "quick": quick, "root": root}), indent=2))
+    (results / "reproduction.json").write_text(json.dumps(repo_relative_paths(
+        {"claims": claims, "quick": quick, "root": root, "generated": datetime.date.today().isoformat()}), indent=2))
     return claims
+
+
+def carry_over(claims: list[dict[str, Any]], previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """Claims that did not run here keep the previous report's figures (`carried_from`: its date), when it had
+    them: runs live on the machine that made them, and a report must not lose a measured claim because a later
+    machine reran only some studies. A claim measured here always replaces the carried one."""
+    if previous.get("quick"):
+        return claims
+    before = {c["claim"]: c for c in previous.get("claims", []) if c.get("verdict") != "not run"}
+    date = previous.get("generated", "2026-11-28")  # the only report written before reports were dated
+    out = []
+    for c in claims:
+        old = before.get(c["claim"])
+        out.append({**old, "carried_from": old.get("carried_from", date)} if c["verdict"] == "not run" and old else c)
+    return out

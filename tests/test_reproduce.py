@@ -159,3 +159,22 @@ def test_score_from_pair_sft_is_judged_against_pair_sft_on_the_whole_budget(tmp_
     assert claim["ours_mean"] == pytest.approx(0.5) and claim["ours_se"] == pytest.approx(1.5) and claim["seeds"] == 2  # +2, -1
     assert claim["verdict"] == "reproduced in direction (within noise)"
     assert "pair_sft_half s0 Delta +4.0" in claim["measured"] and "wrong->right 7.5" in claim["why"]
+
+
+def test_a_claim_not_run_here_keeps_the_previous_reports_figures_marked(tmp_path: Path) -> None:
+    root, results = tmp_path / "runs", tmp_path / "results"
+    for seed, (sft, rl) in enumerate([(0.30, 0.40), (0.32, 0.38)]):
+        _write(root / "demo" / f"seed{seed}" / "summary.json", {"seed": seed, "sft_accuracy": sft, "rl_accuracy": rl})
+    first = write_report(root, results, tmp_path / "R.md", quick=False, studies=["demo", "search"], log_dir=tmp_path)
+    assert first[0]["ours_mean"] == pytest.approx(8.0) and "carried_from" not in first[0] and first[1]["verdict"] == "not run"
+    stamp = json.loads((results / "reproduction.json").read_text())["generated"]
+    for path in (root / "demo").glob("seed*/summary.json"):
+        path.unlink()  # another machine: the demo's runs are gone
+    again = write_report(root, results, tmp_path / "R.md", quick=False, studies=["demo", "search"], log_dir=tmp_path)
+    assert again[0]["ours_mean"] == pytest.approx(8.0) and again[0]["carried_from"] == stamp
+    assert again[1]["verdict"] == "not run" and "carried_from" not in again[1]  # nothing measured to carry
+    table = (tmp_path / "R.md").read_text()
+    assert "| GRPO after SFT beats SFT alone (points of held-out accuracy) † |" in table and f"† Carried from the committed report of {stamp}" in table
+    _write(root / "demo" / "seed0" / "summary.json", {"seed": 0, "sft_accuracy": 0.30, "rl_accuracy": 0.31})
+    measured = write_report(root, results, tmp_path / "R.md", quick=False, studies=["demo"], log_dir=tmp_path)
+    assert measured[0]["ours_mean"] == pytest.approx(1.0) and "carried_from" not in measured[0]  # measured here: replaces it
