@@ -263,11 +263,11 @@ def report(args: argparse.Namespace, specs: list[dict[str, Any]], critics: dict[
              *[f"- {v}" for v in verdict]]
     (RESULTS / "test_time.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(8, 5))
-    for label in dict.fromkeys(r["strategy"] for r in rows + opt_rows):
+    for i, label in enumerate(dict.fromkeys(r["strategy"] for r in rows + opt_rows)):
         mine = sorted((r for r in rows + opt_rows if r["strategy"] == label), key=lambda r: r["tokens"])
         style = "--" if mine[0]["family"] == "tool" else "-"
         ax.errorbar([r["tokens"] for r in mine], [r["accuracy"] for r in mine], yerr=[0 if math.isnan(r["se"]) else r["se"] for r in mine],
-                    fmt="o" + style, label=label, capsize=2)
+                    fmt="osD^v<>ph*X"[i % 11] + style, color=plt.get_cmap("tab20").colors[(2 * i) % 20 + (i >= 10)], label=label, capsize=2)
     ax.set_xscale("log")
     ax.set_xlabel("sampled tokens per problem")
     ax.set_ylabel("test accuracy %")

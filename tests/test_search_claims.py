@@ -17,7 +17,7 @@ from search_claims import alphallm_claims, inference_compute_claims  # noqa: E40
 
 def _row(strategy: str, setting: dict, per_seed: dict) -> dict:
     return {"strategy": strategy, "setting": setting,
-            "accuracy": sum(a for a, _ in per_seed.values()) / len(per_seed),
+            "accuracy": sum(a for a, _ in per_seed.values()) / len(per_seed), "tokens": sum(t for _, t in per_seed.values()) / len(per_seed),
             "per_seed": {s: {"accuracy": a, "tokens": t, "choice": {"0": "greedy {}"}} for s, (a, t) in per_seed.items()}}
 
 
@@ -34,7 +34,7 @@ def test_test_time_claims_by_hand(tmp_path: Path) -> None:
         _row("weighted_best_of_n-orm", {"n": 4}, {"0": (38.0, 64), "1": (38.0, 64)}),
         _row("weighted_best_of_n-orm", {"n": 16}, {"0": (42.0, 256), "1": (42.0, 256)}),
         _row("compute-optimal", {"budget": 128}, {"0": (90.0, 100), "1": (90.0, 100)}),  # another budget: ignored
-        _row("compute-optimal", {"budget": 256}, {"0": (40.0, 128), "1": (41.0, 50)}),  # seed 1 below the curve
+        _row("compute-optimal", {"budget": 256}, {"0": (40.0, 128), "1": (41.0, 50)}),  # it may spend under its budget
     ]
     (tmp_path / "test_time.json").write_text(json.dumps({"rows": rows, "critics": {"orm": {"within_auroc": 0.761}}}))
     claims = {c["claim"]: c for c in inference_compute_claims(tmp_path, tmp_path)}
@@ -49,9 +49,12 @@ def test_test_time_claims_by_hand(tmp_path: Path) -> None:
     assert claims["eta-MCTS beats majority vote at equal tokens"]["ours_mean"] == pytest.approx(3.86)
     tool = claims["A gold-free tool critic lifts eta-MCTS"]
     assert tool["ours_mean"] == pytest.approx(9.5) and tool["ours_se"] == pytest.approx(2.5)  # +7 and +12
-    # compute-optimal at 256: seed 0 at 128 tokens, halfway in log-tokens (38 -> 40): 0; seed 1 outside the curve
-    optimal = claims["Compute-optimal allocation beats weighted best-of-N at equal tokens"]
-    assert optimal["seeds"] == 1 and optimal["ours_mean"] == pytest.approx(0.0) and "bin 0: greedy" in optimal["measured"]
+    # compute-optimal at its budget of 256 tokens, whatever it spent, against weighted best-of-N at 256 (42): -2 and -1
+    optimal = claims["Compute-optimal allocation beats weighted best-of-N at the same token budget"]
+    assert optimal["seeds"] == 2 and optimal["ours_mean"] == pytest.approx(-1.5) and optimal["ours_se"] == pytest.approx(0.5)
+    assert "s1: 41.0 at 50 tokens vs weighted_best_of_n-orm 42.0 at 256" in optimal["measured"] and "bin 0: greedy" in optimal["measured"]
+    # why: it spent (128 + 50) / 2 = 89 of 256 tokens; weighted best-of-16 gains 42 - 35.5 = +6.5 over greedy
+    assert "it spent 89 of its 256 tokens" in optimal["why"] and "gains +6.5 over greedy" in optimal["why"]
 
 
 def test_test_time_claims_before_the_study_ran(tmp_path: Path) -> None:
