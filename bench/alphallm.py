@@ -32,7 +32,7 @@ skipped, so an interrupted run resumes (the loop itself resumes per round and pe
     OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py --run-dir runs/alphallm-loop   # hours on 2 cores
     # two processes side by side (each its arms only), then one that writes the report from what ran:
     OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py --run-dir runs/alphallm-loop --arms mcts mcts-then-grpo --arms-only &
-    OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py --run-dir runs/alphallm-loop --arms rft grpo --arms-only   # after round 0 exists
+    OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py --run-dir runs/alphallm-loop --arms rft grpo --arms-only   # once the first logs an arm
     .venv/bin/python bench/alphallm.py --quick --run-dir runs/alphallm-quick   # minutes: a smoke run
     OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py --task chain --arms mcts mcts-tool --seeds-list 0 \
         --rounds 2 --critics value orm --run-dir runs/alphallm-chain   # the task where the tool critic is only partial
@@ -61,7 +61,7 @@ from selfimprove.methods.sft import SFT  # noqa: E402
 from selfimprove.policy.tiny import write_tiny_model  # noqa: E402
 from selfimprove.search.recipe import SearchRecipe  # noqa: E402
 from selfimprove.search.run import run_search_eval  # noqa: E402
-from common import BEGAN, RESULTS, line_bar, log, repo_relative_paths, stderr  # noqa: E402  (bench/common.py)
+from common import BEGAN, RESULTS, line_bar, log, repo_relative_paths, stderr, union_minutes  # noqa: E402  (bench/common.py)
 
 # The main bench, and a task where the tool critic is only partial (a calculator: right arithmetic on
 # the wrong operations passes it).
@@ -191,7 +191,8 @@ def stage_search_then_grpo(args: argparse.Namespace, root: Path, base: str, seed
         link_round0(shared, Path(recipe.run_dir))
         run_alphallm(recipe, line_bar)
     first = next(r for r in json.loads((Path(recipe.run_dir) / "summary.json").read_text())["rounds"] if r["round"] == 1)
-    rows = [{"arm": "mcts-then-grpo", "seed": seed, **{k: first.get(k) for k in ("round", "greedy", "search", "kept", "imagined", "tokens")}}]
+    rows = [{"arm": "mcts-then-grpo", "seed": seed, **{k: first.get(k) for k in ("round", "greedy", "search", "kept", "kept_precision",
+                                                                               "imagined", "tokens")}}]
     round1 = Path(recipe.run_dir) / "round1"
     model = str(round1 / "dpo" / "final") if (round1 / "dpo" / "final").is_dir() else str(round1 / "sft" / "final")
     return rows + stage_grpo(args, root, model, seed, shared, arm="mcts-then-grpo", first_round=2,
@@ -245,6 +246,13 @@ def best_of_n(args: argparse.Namespace, root: Path, base: str, shared: Path) -> 
 
 
 
+def _precision(rows: list[dict[str, Any]]) -> str:
+    """The share of kept paths the verifier calls right (kept paths weighted), "-" when none were kept."""
+    kept = [(r["kept"], r["kept_precision"]) for r in rows if r.get("kept_precision") is not None and r["kept"]]
+    total = sum(k for k, _ in kept)
+    return f"{100 * sum(k * p for k, p in kept) / total:.0f}" if total else "-"
+
+
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[str, Any]], bon: list[dict[str, Any]],
            critics: dict[str, Any], seconds: float) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -259,7 +267,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
             s = [r["search"] for r in mine if r.get("search") is not None]
             table.append([arm, rnd, len(mine), f"{100 * statistics.fmean(g):.1f} ± {100 * stderr(g):.1f}" if len(g) > 1 else f"{100 * g[0]:.1f}",
                           (f"{100 * statistics.fmean(s):.1f} ± {100 * stderr(s):.1f}" if len(s) > 1 else f"{100 * s[0]:.1f}") if s else "-",
-                          f"{statistics.fmean(r['kept'] for r in mine):.0f}", f"{statistics.fmean(r['imagined'] for r in mine):.0f}",
+                          f"{statistics.fmean(r['kept'] for r in mine):.0f}", _precision(mine),
+                          f"{statistics.fmean(r['imagined'] for r in mine):.0f}",
                           f"{statistics.fmean(r['tokens'] for r in mine):,.0f}"])
     md = [f"# AlphaLLM's loop against sampled-data self-training (tiny model, {args.task})\n",
           f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py {' '.join(repo_relative_paths(sys.argv[1:]))}` ({seconds / 60:.0f} min of wall time over its invocations, "
@@ -267,7 +276,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
           f"{args.budget:,} policy tokens per round; {args.test_problems} held-out test problems (greedy and "
           f"eta-MCTS with that round's learned critics ({' + '.join(args.critics)}), no gold answers). Mean ± standard error over seeds; "
           "round 0 is the shared SFT base.\n",
-          markdown_table(["arm", "round", "seeds", "greedy %", "eta-MCTS %", "paths kept", "imagined", "tokens"], table),
+          markdown_table(["arm", "round", "seeds", "greedy %", "eta-MCTS %", "paths kept", "kept right %", "imagined", "tokens"], table),
           "\n## eta-MCTS ablation (round-0 policy and critics)\n",
           f"Per-problem token budget {args.ablation_tokens}; {args.simulations} simulations; the tool critic joins the value "
           "and the outcome critic (gold-free: the prompt and the text only).\n",
@@ -286,7 +295,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
              "test_problems": args.test_problems, "wall_seconds": round(seconds), "search": eta_search(args),
              "loop_critics": args.critics, "arms": args.arms}
     (RESULTS / f"{name}.json").write_text(json.dumps(repo_relative_paths({"rows": [
-        {k: r.get(k) for k in ("arm", "round", "seed", "greedy", "search", "kept", "imagined", "tokens")} for r in rows],
+        {k: r.get(k) for k in ("arm", "round", "seed", "greedy", "search", "kept", "kept_precision", "imagined", "tokens")} for r in rows],
         "ablation": abl, "best_of_n": bon, "critics": critics, "setup": setup}), indent=2))
     import matplotlib
 
@@ -309,7 +318,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run-dir", default="runs/alphallm-bench")
+    p.add_argument("--run-dir", default="runs/alphallm-loop")  # runs/alphallm-bench: the first runs (2 rounds, value + ORM)
     p.add_argument("--seeds-list", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--task", choices=sorted(TASKS), default="countdown")
@@ -337,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the arms only, no ablation or report: for processes side by side (a last run without it reports)")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes everywhere")
     args = p.parse_args(argv)
+    if "value" not in args.critics:
+        p.error("--critics must include value: eta-MCTS scores unfinished states with it (and finished ones without an ORM)")
     if args.quick:
         args.sft_steps, args.seeds, args.imagined, args.budget = 60, 16, 8, 3000
         args.label_problems, args.critic_epochs, args.test_problems, args.bon_problems = 32, 1, 20, 10
@@ -350,11 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     base = stage_base(args, root)
     shared = shared_round0(args, root, base)
     critics = json.loads((shared / "critics" / "summary.json").read_text())["critics"]
-    bon = best_of_n(args, root, base, shared)
+    spans = root / "spans"  # every invocation's (start, end), side-by-side ones included: the report's wall time
+    spans.mkdir(exist_ok=True)
+    span = spans / f"{BEGAN:.0f}-{os.getpid()}"
     rows: list[dict[str, Any]] = []
     round0 = json.loads((shared / "eval.json").read_text())
     for arm in args.arms:
         for seed in args.seeds_list:
+            span.write_text(f"{BEGAN:.0f} {time.time():.0f}\n")
             rows.append({"arm": arm, "round": 0, "seed": seed, **round0, "kept": 0, "imagined": 0, "tokens": 0})
             if arm == "grpo":
                 rows += stage_grpo(args, root, base, seed, shared)
@@ -367,18 +381,18 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{arm} seed {seed}: {args.rounds} rounds")
             s = run_alphallm(recipe, line_bar)
             for row in s["rounds"][1:]:
-                rows.append({"arm": arm, "seed": seed, **{k: row.get(k) for k in ("round", "greedy", "search", "kept", "imagined", "tokens")}})
+                rows.append({"arm": arm, "seed": seed, **{k: row.get(k) for k in ("round", "greedy", "search", "kept", "kept_precision",
+                                                                                   "imagined", "tokens")}})
                 log(f"  {arm} seed {seed} round {row['round']}: greedy {row['greedy']:.1%}, eta-MCTS {row.get('search', 0):.1%}, "
                     f"kept {row['kept']}, imagined {row['imagined']} ({row.get('imagine', {})}), {row['tokens']:,} tokens")
+    span.write_text(f"{BEGAN:.0f} {time.time():.0f}\n")
     if args.arms_only:
         log(f"arms {args.arms} done; run without --arms-only to write the report")
         return 0
+    bon = best_of_n(args, root, base, shared)  # after the arms: processes side by side never run it together
     abl = ablation(args, root, base, shared)
-    # the run folder's wall time summed over invocations (a rerun that finds every run finished adds seconds)
-    wall = root / "wall_seconds"
-    seconds = (float(wall.read_text()) if wall.is_file() else 0.0) + time.time() - BEGAN
-    wall.write_text(f"{seconds:.0f}\n")
-    report(args, rows, abl, bon, critics, seconds)
+    span.write_text(f"{BEGAN:.0f} {time.time():.0f}\n")
+    report(args, rows, abl, bon, critics, 60 * union_minutes(spans))
     log(f"wrote the table, JSON and PNG under {RESULTS}")
     return 0
 

@@ -11,9 +11,9 @@ problem training draws; the test split is not read):
 
 Every size runs the same recipes with the same steps and budgets: only the model changes. Each command
 resumes itself (`--resume` / compare's own caching), so a stopped run picks up where it was; two
-processes split the commands (`--worker 0 --workers 2` beside `--worker 1 --workers 2`; a size's
-self-correction runs whole in one process, since its seeds share one base model). Results:
-`bench/results/capacity.{md,json,png}` (`report`).
+processes split the commands by their estimated cost (`--worker 0 --workers 2` beside `--worker 1
+--workers 2`; a size's self-correction runs whole in one process, since its seeds share one base model).
+Results: `bench/results/capacity.{md,json,png}` (`report`; with `--quick`, under the run folder).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/capacity.py run --worker 0 --workers 2 &
     OMP_NUM_THREADS=1 .venv/bin/python bench/capacity.py run --worker 1 --workers 2
@@ -38,7 +38,11 @@ from common import RESULTS, log, repo_relative_paths, run_logged, set_args, stde
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "selfimprove.cli"]
 ARMS = ["base", "pair_sft", "score"]
-PARAMS = {"small": "~0.5M", "default": "2.65M", "medium": "~10.7M", "large": "~25.8M"}
+PARAMS = {"small": "0.09M", "default": "2.65M", "medium": "10.7M", "large": "25.8M"}
+# Relative cost of a size (its parameters over the default's) and of a command (a self-correction run holds
+# a base model and three arms over two seeds: about three demos): the workers' shares are balanced by them.
+COST = {"small": 0.03, "default": 1.0, "medium": 4.0, "large": 9.7}
+SELFCORRECT_COST = 3.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run")
     args = ap.parse_args(argv)
+    if not 0 <= args.worker < args.workers:
+        ap.error(f"--worker must be in 0..{args.workers - 1} (--workers {args.workers})")
     if args.quick:
         args.sizes, args.seeds, args.val_problems, args.rl_steps, args.budget = ["small"], [0], 20, 4, 1500
     return args
@@ -96,21 +102,33 @@ def selfcorrect_command(args: argparse.Namespace, size: str) -> list[str]:
     return CLI + ["compare", "recipes/selfcorrect-countdown-steps.yaml", *set_args(fields)]
 
 
-def commands(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    """(name, command) in the order the work is split: by size, so two workers share every size's cost."""
+def commands(args: argparse.Namespace) -> list[tuple[str, list[str], float]]:
+    """(name, command, estimated cost) for every run, smallest size first."""
     out = []
     for size in args.sizes:
         if "demo" in args.only:
-            out += [(f"{size}-demo-seed{s}", demo_command(args, size, s)) for s in args.seeds]
+            out += [(f"{size}-demo-seed{s}", demo_command(args, size, s), COST[size]) for s in args.seeds]
         if "selfcorrect" in args.only:
-            out.append((f"{size}-selfcorrect", selfcorrect_command(args, size)))
+            out.append((f"{size}-selfcorrect", selfcorrect_command(args, size), SELFCORRECT_COST * COST[size]))
     return out
+
+
+def share(args: argparse.Namespace) -> list[tuple[str, list[str], float]]:
+    """This worker's commands: the dearest first, each to the worker with the least cost so far (the
+    longest-processing-time rule), then run in the order listed (smallest size first)."""
+    listed = commands(args)
+    load, owner = [0.0] * args.workers, {}
+    for name, _, cost in sorted(listed, key=lambda c: -c[2]):
+        w = min(range(args.workers), key=lambda k: (load[k], k))
+        load[w] += cost
+        owner[name] = w
+    return [c for c in listed if owner[c[0]] == args.worker]
 
 
 def run(args: argparse.Namespace) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TOKENIZERS_PARALLELISM": "false"}
     (args.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    mine = [c for i, c in enumerate(commands(args)) if i % args.workers == args.worker]
+    mine = [(name, command) for name, command, _ in share(args)]
     for name, command in mine:
         done = args.run_dir / "logs" / f"{name}.DONE"
         if done.is_file():
@@ -160,14 +178,21 @@ def _fmt(stat: dict[str, Any]) -> str:
     return f"{stat['mean']:+.1f}" + (f" ± {stat['se']:.1f}" if stat["se"] is not None else "")
 
 
+def results_dir(args: argparse.Namespace) -> Path:
+    """bench/results, or with `--quick` the run folder's results/ (a smoke run never replaces committed
+    results), unless SELFIMPROVE_BENCH_RESULTS names a folder."""
+    return args.run_dir / "results" if args.quick and "SELFIMPROVE_BENCH_RESULTS" not in os.environ else RESULTS
+
+
 def report(args: argparse.Namespace) -> None:
     from selfimprove.eval.report import markdown_table, save_figure
 
     rows = collect(args)
+    out = results_dir(args)
     setup = {"sizes": args.sizes, "seeds": args.seeds, "validation": validation(args), "rl_steps": args.rl_steps,
              "selfcorrect_budget_tokens": args.budget, "arms": ARMS, "run_dir": args.run_dir}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "capacity.json").write_text(json.dumps(repo_relative_paths({"setup": setup, "rows": rows}), indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "capacity.json").write_text(json.dumps(repo_relative_paths({"setup": setup, "rows": rows}), indent=2) + "\n")
     table = markdown_table(
         ["model", "parameters", "SFT accuracy %", "GRPO gain (points)", "base Delta", "Pair-SFT Delta", "SCoRe Delta",
          "SCoRe minus Pair-SFT", "minutes"],
@@ -179,7 +204,7 @@ def report(args: argparse.Namespace) -> None:
              f"demo: recipes/demo.yaml with {args.rl_steps} GRPO steps; self-correction: recipes/selfcorrect-countdown-steps.yaml, "
              f"arms {', '.join(ARMS)}, {args.budget:,} sampled tokens per trained arm. Mean ± standard error over seeds "
              "(points); Delta = accuracy after the second attempt minus the first.", "", table]
-    (RESULTS / "capacity.md").write_text("\n".join(lines) + "\n")
+    (out / "capacity.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,8 +220,8 @@ def report(args: argparse.Namespace) -> None:
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_ylabel("points on validation")
     ax.legend()
-    save_figure(fig, RESULTS / "capacity.png")
-    log(f"wrote {RESULTS / 'capacity.md'}, .json, .png")
+    save_figure(fig, out / "capacity.png")
+    log(f"wrote {out / 'capacity.md'}, .json, .png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository
 RESULTS = Path(os.environ.get("SELFIMPROVE_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 __all__ = ["BEGAN", "RESULTS", "ROOT", "line_bar", "log", "repo_relative", "repo_relative_paths", "run_logged", "set_args",
-           "stderr", "write_result"]
+           "stderr", "union_minutes", "write_result", "chain_task", "interpolate"]
 
 
 def repo_relative(path: str | os.PathLike[str]) -> str:
@@ -98,6 +98,18 @@ def interpolate(curve: list[tuple[float, float]], tokens: float) -> float:
         if t0 <= tokens <= t1:
             return a0 if t1 == t0 else a0 + (a1 - a0) * (math.log(tokens) - math.log(t0)) / (math.log(t1) - math.log(t0))
     return float("nan")
+
+
+def union_minutes(folder: Path) -> float:
+    """Wall time of work done in several invocations, some side by side: the union of the spans in `folder`
+    (one file each, "start end" in seconds since the epoch), in minutes; 0 when there are none."""
+    spans = sorted(tuple(map(float, p.read_text().split()[:2])) for p in folder.glob("*") if p.is_file())
+    total, end = 0.0, -math.inf
+    for start, stop in spans:
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total / 60
 
 
 def chain_task(steps: int) -> dict[str, Any]:

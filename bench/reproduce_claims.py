@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any, Callable
 
 from claim_verdict import make_claim, pts, read_json  # noqa: E402  (bench/claim_verdict.py)
-from common import repo_relative, repo_relative_paths  # noqa: E402  (bench/common.py)
+from common import repo_relative, repo_relative_paths, union_minutes  # noqa: E402  (bench/common.py)
 from search_claims import alphallm_claims, search_claims, inference_compute_claims  # noqa: E402  (bench/search_claims.py)
 
 
@@ -168,27 +167,29 @@ def r3_claims(root: Path, results: Path) -> list[dict[str, Any]]:
 
 
 def capacity_claims(root: Path, results: Path) -> list[dict[str, Any]]:
-    """bench/capacity.py on validation: the papers' direction at the largest size that ran, each size's mean shown."""
-    rows = [r for r in (read_json(results / "capacity.json") or {}).get("rows", []) if r["demo"]["per_seed"] or r["score"]["per_seed"]]
-    if not rows:
-        return [make_claim(f"At the largest model, {what}", key, [], +1, "") for what, key in
-                (("GRPO after SFT beats SFT (validation)", "demo"), ("SCoRe's Delta > 0 (validation)", "score_delta"),
-                 ("SCoRe's Delta above Pair-SFT's (validation)", "score_vs_baselines"))]
-    top = rows[-1]
+    """bench/capacity.py on validation: each claim at the largest size that has its figures, each size's mean shown."""
+    rows = (read_json(results / "capacity.json") or {}).get("rows", [])
 
     def trend(get: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
         return ", ".join(f"{r['size']} ({r['parameters']}) {get(r)['mean']:+.1f}" for r in rows if get(r)["mean"] is not None)
 
-    pair = {p["seed"]: p["delta"] for p in top["pair_sft"]["per_seed"]}
-    name = f"At the largest model ({top['size']}, {top['parameters']} parameters), "
+    def largest(arm: str) -> dict[str, Any] | None:
+        return next((r for r in reversed(rows) if r[arm]["per_seed"]), None)
+
+    def named(row: dict[str, Any] | None, what: str) -> str:
+        return f"At the largest model ({row['size']}, {row['parameters']} parameters), {what}" if row else f"At the largest model, {what}"
+
+    demo, score = largest("demo"), largest("score")
+    pair = {p["seed"]: p["delta"] for p in (score or {}).get("pair_sft", {}).get("per_seed", [])}
     return [
-        make_claim(name + "GRPO after SFT beats SFT (validation)", "demo", [p["rl"] - p["sft"] for p in top["demo"]["per_seed"]], +1,
+        make_claim(named(demo, "GRPO after SFT beats SFT (validation)"), "demo",
+                   [p["rl"] - p["sft"] for p in demo["demo"]["per_seed"]] if demo else [], +1,
                    "GRPO gain by size: " + trend(lambda r: r["demo"]["gain"])),
-        make_claim(name + "SCoRe's Delta > 0 (validation)", "score_delta", [p["delta"] for p in top["score"]["per_seed"]], +1,
-                   "SCoRe's Delta by size: " + trend(lambda r: r["score"]["delta"]),
+        make_claim(named(score, "SCoRe's Delta > 0 (validation)"), "score_delta", [p["delta"] for p in score["score"]["per_seed"]] if score else [],
+                   +1, "SCoRe's Delta by size: " + trend(lambda r: r["score"]["delta"]),
                    "base Delta by size: " + trend(lambda r: r["base"]["delta"])),
-        make_claim(name + "SCoRe's Delta above Pair-SFT's (validation)", "score_vs_baselines",
-                   [p["delta"] - pair[p["seed"]] for p in top["score"]["per_seed"] if p["seed"] in pair], +1,
+        make_claim(named(score, "SCoRe's Delta above Pair-SFT's (validation)"), "score_vs_baselines",
+                   [p["delta"] - pair[p["seed"]] for p in score["score"]["per_seed"] if p["seed"] in pair] if score else [], +1,
                    "SCoRe minus Pair-SFT by size: " + trend(lambda r: r["score_minus_pair_sft"]),
                    "Pair-SFT's Delta by size: " + trend(lambda r: r["pair_sft"]["delta"])),
     ]
@@ -202,14 +203,7 @@ STUDY_CLAIMS = {"demo": demo_claims, "selfcorrect": selfcorrect_claims, "rrr-cou
 def wall_minutes(log_dir: Path, study: str | None = None) -> float:
     """The run's wall time: the union of its invocations' spans (`logs/spans/*`: "start end" in seconds); with
     `study`, the union of the spans that study ran in (`logs/spans/<study>/*`), across every invocation."""
-    folder = log_dir / "spans" / study if study else log_dir / "spans"
-    spans = sorted(tuple(map(float, p.read_text().split()[:2])) for p in folder.glob("*") if p.is_file())
-    total, end = 0.0, -math.inf
-    for start, stop in spans:
-        if stop > end:
-            total += stop - max(start, end)
-            end = stop
-    return total / 60
+    return union_minutes(log_dir / "spans" / study if study else log_dir / "spans")
 
 
 def write_report(root: Path, results: Path, report: Path, *, quick: bool, studies: list[str], log_dir: Path) -> list[dict[str, Any]]:

@@ -44,21 +44,32 @@ def test_collect_and_claims_by_hand(tmp_path: Path) -> None:
     claims = capacity_claims(tmp_path, tmp_path / "results")
     gain, delta, versus = claims
     assert "large" in gain["claim"] and gain["ours_mean"] == pytest.approx(8.0) and gain["seeds"] == 2
-    assert "default (2.65M) +5.0, large (~25.8M) +8.0" in gain["measured"]
+    assert "default (2.65M) +5.0, large (25.8M) +8.0" in gain["measured"]
     assert delta["ours_mean"] == pytest.approx(3.5) and delta["verdict"] == "reproduced in direction"  # +2, +5
     assert versus["ours_mean"] == pytest.approx(-1.5) and versus["verdict"] == "not reproduced (within noise)"
-    assert "Pair-SFT's Delta by size: large (~25.8M) +5.0" in versus["why"]
+    assert "Pair-SFT's Delta by size: large (25.8M) +5.0" in versus["why"]
 
 
 def test_claims_before_it_ran(tmp_path: Path) -> None:
     assert {c["verdict"] for c in capacity_claims(tmp_path, tmp_path)} == {"not run"}
 
 
-def test_each_worker_gets_every_other_command_and_a_sizes_self_correction_whole(tmp_path: Path) -> None:
-    args = capacity.parse_args(["run", "--run-dir", str(tmp_path)])
-    names = [n for n, _ in capacity.commands(args)]
-    assert names[:3] == ["default-demo-seed0", "default-demo-seed1", "default-selfcorrect"] and len(names) == 9
-    compare = dict(capacity.commands(args))["large-selfcorrect"]
+def test_two_workers_split_the_runs_by_cost_and_a_sizes_self_correction_runs_whole(tmp_path: Path) -> None:
+    def mine(worker: int) -> list[str]:
+        return [n for n, _, _ in capacity.share(capacity.parse_args(["run", "--run-dir", str(tmp_path), "--worker", str(worker),
+                                                                      "--workers", "2"]))]
+
+    # costs: large self-correction 29.1, medium 12, default 3; demos 9.7 (large), 4 (medium), 1 (default), 2 seeds each.
+    # dearest first to the lighter worker: 29.1 -> w0; 12, 9.7, 9.7 -> w1 (31.4); 4 -> w0 (33.1); 4 -> w1 (35.4); 3 -> w0
+    # (36.1); 1 -> w1 (36.4); 1 -> w0 (37.1)
+    zero, one = mine(0), mine(1)
+    assert sorted(zero + one) == sorted(n for n, _, _ in capacity.commands(capacity.parse_args(["run", "--run-dir", str(tmp_path)])))
+    assert "large-selfcorrect" in zero and {"medium-selfcorrect", "large-demo-seed0", "large-demo-seed1"} <= set(one)
+    cost = dict((n, c) for n, _, c in capacity.commands(capacity.parse_args(["run", "--run-dir", str(tmp_path)])))
+    assert abs(sum(cost[n] for n in zero) - sum(cost[n] for n in one)) < 1  # 37.1 against 36.4
+    compare = " ".join(map(str, dict((n, c) for n, c, _ in capacity.commands(capacity.parse_args(["run"])))["large-selfcorrect"]))
     assert "seeds=[0, 1]" in compare and "base.init.preset=large" in compare and "eval.split=train" in compare
     score = next(a for a in capacity.recipe_arms() if isinstance(a, dict) and a["name"] == "score")
     assert score["stages"][0]["budget"] == 0.5  # the recipe's SCoRe, not the built-in arm (Stage I on 30%)
+    with pytest.raises(SystemExit):
+        capacity.parse_args(["run", "--worker", "2", "--workers", "2"])

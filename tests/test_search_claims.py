@@ -34,7 +34,8 @@ def test_test_time_claims_by_hand(tmp_path: Path) -> None:
         _row("weighted_best_of_n-orm", {"n": 4}, {"0": (38.0, 64), "1": (38.0, 64)}),
         _row("weighted_best_of_n-orm", {"n": 16}, {"0": (42.0, 256), "1": (42.0, 256)}),
         _row("compute-optimal", {"budget": 128}, {"0": (90.0, 100), "1": (90.0, 100)}),  # another budget: ignored
-        _row("compute-optimal", {"budget": 256}, {"0": (40.0, 128), "1": (41.0, 50)}),  # it may spend under its budget
+        # it may spend under its budget; seed 2 spent over it, past the baseline's dearest point: not compared
+        _row("compute-optimal", {"budget": 256}, {"0": (40.0, 128), "1": (41.0, 50), "2": (39.0, 300)}),
     ]
     (tmp_path / "test_time.json").write_text(json.dumps({"rows": rows, "critics": {"orm": {"within_auroc": 0.761}}}))
     claims = {c["claim"]: c for c in inference_compute_claims(tmp_path, tmp_path)}
@@ -53,8 +54,9 @@ def test_test_time_claims_by_hand(tmp_path: Path) -> None:
     optimal = claims["Compute-optimal allocation beats weighted best-of-N at the same token budget"]
     assert optimal["seeds"] == 2 and optimal["ours_mean"] == pytest.approx(-1.5) and optimal["ours_se"] == pytest.approx(0.5)
     assert "s1: 41.0 at 50 tokens vs weighted_best_of_n-orm 42.0 at 256" in optimal["measured"] and "bin 0: greedy" in optimal["measured"]
-    # why: it spent (128 + 50) / 2 = 89 of 256 tokens; weighted best-of-16 gains 42 - 35.5 = +6.5 over greedy
-    assert "it spent 89 of its 256 tokens" in optimal["why"] and "gains +6.5 over greedy" in optimal["why"]
+    assert "s2: 39.0 at 300 tokens, outside weighted_best_of_n-orm's tokens: not compared" in optimal["measured"]
+    # why: it spent (128 + 50 + 300) / 3 = 159 of 256 tokens; weighted best-of-16 gains 42 - 35.5 = +6.5 over greedy
+    assert "it spent 159 of its 256 tokens" in optimal["why"] and "gains +6.5 over greedy" in optimal["why"]
 
 
 def test_test_time_claims_before_the_study_ran(tmp_path: Path) -> None:
@@ -69,8 +71,10 @@ def test_search_data_before_grpo_against_grpo_at_the_last_round(tmp_path: Path) 
     rows = [row("mcts", s, 0, 0.35) for s in (0, 1)] + [row("mcts", s, 3, 0.36) for s in (0, 1)]
     rows += [row("grpo", 0, 3, 0.40), row("grpo", 1, 3, 0.41), row("mcts-then-grpo", 0, 3, 0.43), row("mcts-then-grpo", 1, 3, 0.40),
              row("mcts-then-grpo", 0, 2, 0.90)]  # an earlier round: not compared
+    rows += [{**row("mcts-then-grpo", s, 1, 0.37), "kept": kept, "kept_precision": p} for s, kept, p in ((0, 200, 0.5), (1, 100, 0.4))]
     (tmp_path / "alphallm.json").write_text(json.dumps({"rows": rows}))
     claims = {c["claim"]: c for c in alphallm_claims(tmp_path, tmp_path)}
     then = claims["Search-data SFT before GRPO beats GRPO alone at the same total tokens"]
     assert then["ours_mean"] == pytest.approx(1.0) and then["ours_se"] == pytest.approx(2.0) and then["seeds"] == 2  # +3 and -1
     assert "s0: search-data SFT then GRPO 43.0, GRPO 40.0" in then["measured"]
+    assert "SFT on 150 kept paths, 45% of them right" in then["why"]  # round 1 of the arm: (200 + 100) / 2, (50 + 40) / 2
