@@ -234,6 +234,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
              "stage_steps": args.stage_steps or "RL's steps / demonstration steps", "lr": args.lr, "sft_steps": args.sft_steps, "test_problems": args.test_problems,
              "ppo": f"gae, gamma 1, lambda 0.95, clip 0.2, vf_coef {args.vf_coef:g}, 2 epochs, KL 0.05 (k1) in the reward, value head",
              "sweep": sweep_rows, "chain_steps": length, "wall_seconds": round(seconds),
+             # issue 26: the continuation alone is judged (an empty one scores 0, partial reward only for a number it wrote)
+             "judgement": "continuation",
              "rollouts": {f"{t}/{a}": v for (t, a), v in stats.items()}}
     (RESULTS / f"{args.out}.json").write_text(json.dumps(repo_relative_paths({"rows": [{k: r[k] for k in ("arm", "task", "seed", "accuracy", "tokens", "seconds")}
                                                           for r in rows], "setup": setup}), indent=2))

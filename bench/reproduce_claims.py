@@ -144,7 +144,10 @@ def rrr_claims(root: Path, results: Path, planned: int = len(planned_seeds(False
 
 
 def r3_claims(root: Path, results: Path) -> list[dict[str, Any]]:
-    rows = (read_json(results / "r3.json") or {}).get("rows", [])
+    data = read_json(results / "r3.json") or {}
+    rows = data.get("rows", [])
+    # runs from before issue 26 judged prefix + continuation (an empty continuation could take the prefix's number)
+    before_fix = "" if data.get("setup", {}).get("judgement") == "continuation" else " (a run from before issue 26 fixed R^3's judgement)"
     by = {(r["task"], r["seed"], r["arm"]): r["accuracy"] for r in rows if r.get("seed") is not None}
     out = []
     for task in sorted({t for t, _, _ in by}):  # one claim per task: its seeds are the samples
@@ -161,7 +164,8 @@ def r3_claims(root: Path, results: Path) -> list[dict[str, Any]]:
                                         "solved from k = 1), so the curriculum spent tokens where little was left to learn; the "
                                         "test is s_0"}.get((other, task),
                    "an under-trained base gains most from imitation: continued SFT beat every RL arm at the same budget")
-            out.append(make_claim(f"R^3 (mixed curriculum) beats {other.upper()} at the same tokens ({task})", key, values, +1, measured, why))
+            out.append(make_claim(f"R^3 (mixed curriculum) beats {other.upper()} at the same tokens ({task})", key, values, +1,
+                                  measured + before_fix, why))
     return out or [make_claim(f"R^3 (mixed curriculum) beats {o.upper()} at the same tokens", k, [], +1, "")
                    for o, k in (("rl", "r3_rl"), ("sft", "r3_sft"))]
 

@@ -69,6 +69,7 @@ def test_claims_by_hand(tmp_path: Path) -> None:
     assert claims["Single-turn RL's Delta is negative"]["verdict"] == "reproduced in direction"
     r3 = claims["R^3 (mixed curriculum) beats RL at the same tokens (chain)"]
     assert r3["ours_mean"] == pytest.approx(2.5) and r3["seeds"] == 2  # +10 and -5 points
+    assert r3["measured"].endswith("(a run from before issue 26 fixed R^3's judgement)")  # its JSON does not say how it judged
     assert claims["Test-time eta-MCTS beats greedy"]["verdict"] == "not run"
     table = (tmp_path / "R.md").read_text()
     assert "| GRPO after SFT beats SFT alone (points of held-out accuracy) |" in table and "+8.0 ± 2.0" in table
