@@ -64,6 +64,16 @@ def alphallm_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     critics = data.get("critics", {})
     auroc = ", ".join(f"{k} within-problem AUROC {v.get('after', {}).get('within_auroc', float('nan')):.2f}"
                       for k, v in critics.items() if isinstance(v, dict))
+    held = sum(v.get("held_out_examples", 0) for v in critics.values() if isinstance(v, dict))
+    # the same recipe-scale critics (512 problems of labels) on bench/critic_levers.py's 256 held-out problems
+    levers = {a["kind"]: a["within_auroc"] for a in (read_json(results / "critic_levers.json") or {}).get("arms", [])
+              if a.get("lever") == "labels: 512 problems"}
+    at_scale = ("; on critic_levers' 256 held-out problems the critics of this label scale rank at "
+                + ", ".join(f"{k} {v:.2f}" for k, v in levers.items())) if levers else ""
+    kept = [(r["kept"], r["kept_precision"]) for r in rows if r["arm"] == "mcts" and r.get("round", 0) > 0 and r.get("kept")
+            and r.get("kept_precision") is not None]
+    filtered = (f"; of the {sum(k for k, _ in kept):,} paths the ORM filter kept over the rounds and seeds, "
+                f"{100 * sum(k * p for k, p in kept) / sum(k for k, _ in kept):.0f}% were right") if kept else ""
     abl = {r["setting"]: r["accuracy"] for r in data.get("ablation", [])}
     tool = (f"; with the tool critic the same vanilla MCTS reached {pts(abl['vanilla MCTS +tool']):.1f} against "
             f"{pts(abl['vanilla MCTS']):.1f}" if {"vanilla MCTS", "vanilla MCTS +tool"} <= abl.keys() else "")
@@ -77,14 +87,19 @@ def alphallm_claims(root: Path, results: Path) -> list[dict[str, Any]]:
                    f"round {last}, greedy: {then_shown}",
                    f"round 1's eta-MCTS data (SFT on {_round1_kept(rows):.0f} kept paths, {_round1_precision(rows):.0f}% of them "
                    "right by the verifier) spent its tokens where GRPO's own samples gained more (bench/results/alphallm.md)"),
-        make_claim("Greedy accuracy rises over AlphaLLM's rounds", "alpha_rounds", rise, +1, f"round 0 -> {last}, mcts arm",
-               f"{data.get('setup', {}).get('budget_tokens_per_round', 0):,} policy tokens a round on a tiny model: "
-               f"{_mean_field(rows, 'mcts', 'kept'):.0f} verified paths kept per round (bench/results/alphallm.md)"),
-        make_claim("eta-MCTS data beats sampled data (RFT) at the same tokens", "alpha_data", data_gap, +1, f"round {last}, greedy",
-               "both arms train only on verified paths; kept per round (mean over seeds and rounds): eta-MCTS "
-               f"{_mean_field(rows, 'mcts', 'kept'):.0f}, sampling {_mean_field(rows, 'rft', 'kept'):.0f}"),
-        make_claim("Test-time eta-MCTS beats greedy", "alpha_search", search, +1, f"learned critics at round 0: {auroc}",
-               f"the learned critics rank the answers to one problem weakly ({auroc}){tool}"),
+        make_claim("Greedy accuracy rises over AlphaLLM's rounds", "alpha_rounds", rise, +1,
+                   f"round 0 -> {last}, mcts arm: " + ", ".join(f"{v:+.1f}" for v in rise),
+                   f"{data.get('setup', {}).get('budget_tokens_per_round', 0):,} policy tokens a round on a tiny model: "
+                   f"{_mean_field(rows, 'mcts', 'kept'):.0f} paths kept per round by the learned ORM's filter "
+                   "(bench/results/alphallm.md)"),
+        make_claim("eta-MCTS data beats sampled data (RFT) at the same tokens", "alpha_data", data_gap, +1,
+                   f"round {last}, greedy, eta-MCTS minus RFT: " + ", ".join(f"{v:+.1f}" for v in data_gap),
+                   "both arms train on the paths the learned ORM scores above gamma (no gold answers); kept per round (mean "
+                   f"over seeds and rounds): eta-MCTS {_mean_field(rows, 'mcts', 'kept'):.0f}, sampling {_mean_field(rows, 'rft', 'kept'):.0f}"),
+        make_claim("Test-time eta-MCTS beats greedy", "alpha_search", search, +1,
+                   f"learned critics at round 0 ({held} held-out examples): {auroc}",
+                   f"the critics, retrained each round on 512 problems of labels, rank one problem's answers weakly{at_scale}"
+                   f"{filtered}{tool}"),
     ]
 
 
