@@ -54,7 +54,7 @@ def test_the_reproduction_report_names_its_runs_from_the_repository_root(tmp_pat
     root = ROOT / "runs" / "reproduce"  # read only (globbed); the report goes to tmp_path
     write_report(root, tmp_path / "results", tmp_path / "REPRODUCTION.md", quick=False, studies=["demo"], log_dir=tmp_path)
     text = (tmp_path / "REPRODUCTION.md").read_text()
-    assert "from the runs under `runs/reproduce`." in text and str(ROOT) not in text
+    assert "from the runs under `runs/reproduce` and the results under" in text and str(ROOT) not in text
     data = json.loads((tmp_path / "results" / "reproduction.json").read_text())
     assert data["root"] == "runs/reproduce"
 
