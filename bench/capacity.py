@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--only", nargs="+", default=["demo", "selfcorrect"], choices=["demo", "selfcorrect"])
     ap.add_argument("--val-start", type=int, default=1_000_000)
     ap.add_argument("--val-problems", type=int, default=500)
-    ap.add_argument("--rl-steps", type=int, default=300, help="the demo's GRPO steps (its recipe: 600)")
+    ap.add_argument("--rl-steps", type=int, default=600, help="the demo's GRPO steps (its recipe's)")
     ap.add_argument("--budget", type=int, default=150_000, help="sampled tokens per self-correction arm (its recipe: 300,000)")
     ap.add_argument("--worker", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
