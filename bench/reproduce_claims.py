@@ -174,8 +174,9 @@ def capacity_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     """bench/capacity.py on validation: each claim at the largest size that has its figures, each size's mean shown."""
     rows = (read_json(results / "capacity.json") or {}).get("rows", [])
 
-    def trend(get: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
-        return ", ".join(f"{r['size']} ({r['parameters']}) {get(r)['mean']:+.1f}" for r in rows if get(r)["mean"] is not None)
+    def trend(get: Callable[[dict[str, Any]], dict[str, Any]], label: str) -> str:
+        sizes = ", ".join(f"{r['size']} ({r['parameters']}) {get(r)['mean']:+.1f}" for r in rows if get(r)["mean"] is not None)
+        return f"{label} by size: {sizes}" if sizes else ""
 
     def largest(arm: str) -> dict[str, Any] | None:
         return next((r for r in reversed(rows) if r[arm]["per_seed"]), None)
@@ -188,14 +189,14 @@ def capacity_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     return [
         make_claim(named(demo, "GRPO after SFT beats SFT (validation)"), "demo",
                    [p["rl"] - p["sft"] for p in demo["demo"]["per_seed"]] if demo else [], +1,
-                   "GRPO gain by size: " + trend(lambda r: r["demo"]["gain"])),
+                   trend(lambda r: r["demo"]["gain"], "GRPO gain")),
         make_claim(named(score, "SCoRe's Delta > 0 (validation)"), "score_delta", [p["delta"] for p in score["score"]["per_seed"]] if score else [],
-                   +1, "SCoRe's Delta by size: " + trend(lambda r: r["score"]["delta"]),
-                   "base Delta by size: " + trend(lambda r: r["base"]["delta"])),
+                   +1, trend(lambda r: r["score"]["delta"], "SCoRe's Delta"),
+                   trend(lambda r: r["base"]["delta"], "base Delta")),
         make_claim(named(score, "SCoRe's Delta above Pair-SFT's (validation)"), "score_vs_baselines",
                    [p["delta"] - pair[p["seed"]] for p in score["score"]["per_seed"] if p["seed"] in pair] if score else [], +1,
-                   "SCoRe minus Pair-SFT by size: " + trend(lambda r: r["score_minus_pair_sft"]),
-                   "Pair-SFT's Delta by size: " + trend(lambda r: r["pair_sft"]["delta"])),
+                   trend(lambda r: r["score_minus_pair_sft"], "SCoRe minus Pair-SFT"),
+                   trend(lambda r: r["pair_sft"]["delta"], "Pair-SFT's Delta")),
     ]
 
 
