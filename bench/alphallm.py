@@ -1,6 +1,6 @@
 """AlphaLLM's loop against sampled-data self-training, on tiny-model Countdown (step format), one table.
 
-Everything is built under `--run-dir` (default `runs/alphallm-bench`); every stage whose outputs exist is
+Everything is built under `--run-dir` (default `runs/alphallm-loop`); every stage whose outputs exist is
 skipped, so an interrupted run resumes (the loop itself resumes per round and per stage):
 
 1. **Base**: a fresh tiny model, SFT on 2,000 Countdown demonstrations in the step format (3 numbers in
@@ -8,7 +8,8 @@ skipped, so an interrupted run resumes (the loop itself resumes per round and pe
    problem" layout (`sft.imagine`), so the model can imagine. Round 0 of every arm is this model.
 2. **Round-0 critics** on the base's own rollouts (value, PRM, ORM; `objective: mixed` = pointwise +
    Bradley-Terry within a problem), with held-out pooled and within-problem AUROC; best-of-N by the ORM
-   at n = 4, 16, 64 on the test problems shows whether it still falls as N grows.
+   at n = 4, 16, 64 on the test problems (run with the report, after the arms) shows whether it still
+   falls as N grows.
 3. **Arms**, each for every seed, `--rounds` rounds, the same seed prompts (train problems 2000..),
    the same token budget per round (imagination and data), the same SFT settings:
    - `mcts`: imagination by the policy, eta-MCTS data, the critic filter (AlphaLLM);
@@ -26,7 +27,7 @@ skipped, so an interrupted run resumes (the loop itself resumes per round and pe
    per problem: vanilla MCTS -> +adaptive branching -> +PRM -> +fast rollouts -> +state merge, each with
    and without the gold-free tool critic.
 5. **Report**: `bench/results/alphallm.md` (tables), `alphallm.json` (rows: arm, round, seed, greedy,
-   search, kept, imagined, tokens; the ablation; the critics; the setup) and `alphallm.png` (accuracy
+   search, kept, kept_precision, imagined, tokens; the ablation; the critics; the setup) and `alphallm.png` (accuracy
    per round).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/alphallm.py --run-dir runs/alphallm-loop   # hours on 2 cores
@@ -61,7 +62,7 @@ from selfimprove.methods.sft import SFT  # noqa: E402
 from selfimprove.policy.tiny import write_tiny_model  # noqa: E402
 from selfimprove.search.recipe import SearchRecipe  # noqa: E402
 from selfimprove.search.run import run_search_eval  # noqa: E402
-from common import BEGAN, RESULTS, line_bar, log, repo_relative_paths, stderr, union_minutes  # noqa: E402  (bench/common.py)
+from common import BEGAN, RESULTS, keep_span, line_bar, log, repo_relative_paths, stderr, union_minutes  # noqa: E402  (bench/common.py)
 
 # The main bench, and a task where the tool critic is only partial (a calculator: right arithmetic on
 # the wrong operations passes it).
@@ -73,9 +74,6 @@ TASKS = {
 TASK, MAX_ANSWER = TASKS["countdown"]
 STEP = {"kind": "newline", "max_step_tokens": 16}
 SFT_POOL = 2000
-
-
-
 
 
 def eta_search(args: argparse.Namespace) -> dict[str, Any]:
@@ -245,7 +243,6 @@ def best_of_n(args: argparse.Namespace, root: Path, base: str, shared: Path) -> 
     return rows
 
 
-
 def _precision(rows: list[dict[str, Any]]) -> str:
     """The share of kept paths the verifier calls right (kept paths weighted), "-" when none were kept."""
     kept = [(r["kept"], r["kept_precision"]) for r in rows if r.get("kept_precision") is not None and r["kept"]]
@@ -293,7 +290,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
              "imagined_per_round": args.imagined, "imagine": args.imagine, "budget_tokens_per_round": args.budget,
              "gamma": args.gamma, "sft_steps": args.sft_steps, "simulations": args.simulations,
              "test_problems": args.test_problems, "wall_seconds": round(seconds), "search": eta_search(args),
-             "loop_critics": args.critics, "arms": args.arms}
+             "loop_critics": args.critics, "label_problems": args.label_problems, "arms": args.arms}
     (RESULTS / f"{name}.json").write_text(json.dumps(repo_relative_paths({"rows": [
         {k: r.get(k) for k in ("arm", "round", "seed", "greedy", "search", "kept", "kept_precision", "imagined", "tokens")} for r in rows],
         "ablation": abl, "best_of_n": bon, "critics": critics, "setup": setup}), indent=2))
@@ -364,11 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     spans = root / "spans"  # every invocation's (start, end), side-by-side ones included: the report's wall time
     spans.mkdir(exist_ok=True)
     span = spans / f"{BEGAN:.0f}-{os.getpid()}"
+    keep_span(span)
     rows: list[dict[str, Any]] = []
     round0 = json.loads((shared / "eval.json").read_text())
     for arm in args.arms:
         for seed in args.seeds_list:
-            span.write_text(f"{BEGAN:.0f} {time.time():.0f}\n")
             rows.append({"arm": arm, "round": 0, "seed": seed, **round0, "kept": 0, "imagined": 0, "tokens": 0})
             if arm == "grpo":
                 rows += stage_grpo(args, root, base, seed, shared)
@@ -385,7 +382,6 @@ def main(argv: list[str] | None = None) -> int:
                                                                                    "imagined", "tokens")}})
                 log(f"  {arm} seed {seed} round {row['round']}: greedy {row['greedy']:.1%}, eta-MCTS {row.get('search', 0):.1%}, "
                     f"kept {row['kept']}, imagined {row['imagined']} ({row.get('imagine', {})}), {row['tokens']:,} tokens")
-    span.write_text(f"{BEGAN:.0f} {time.time():.0f}\n")
     if args.arms_only:
         log(f"arms {args.arms} done; run without --arms-only to write the report")
         return 0

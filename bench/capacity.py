@@ -1,6 +1,6 @@
 """Capacity (issue 26, item 5): does the papers' direction appear as the built-in model grows?
 
-At three sizes of the built-in tiny model (`default` 2.65M, `medium` ~10.7M, `large` ~25.8M parameters),
+At three sizes of the built-in tiny model (`default` 2.65M, `medium` 10.7M, `large` 25.8M parameters),
 for `--seeds` seeds, on validation problems (train problems from index `--val-start`, far past every
 problem training draws; the test split is not read):
 
@@ -39,10 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "selfimprove.cli"]
 ARMS = ["base", "pair_sft", "score"]
 PARAMS = {"small": "0.09M", "default": "2.65M", "medium": "10.7M", "large": "25.8M"}
-# Relative cost of a size (its parameters over the default's) and of a command (a self-correction run holds
-# a base model and three arms over two seeds: about three demos): the workers' shares are balanced by them.
-COST = {"small": 0.03, "default": 1.0, "medium": 4.0, "large": 9.7}
-SELFCORRECT_COST = 3.0
+# Relative cost of a size (a demo's seconds, from the per-step seconds measured here: SFT 0.65 / 1.58 / 2.88,
+# GRPO 0.98 / 1.8 / 4.35 at default / medium / large) and of a command (a self-correction run, its base model
+# and two arms over two seeds at 150,000 tokens, took about a demo's time at the default size): the
+# workers' shares are balanced by them.
+COST = {"small": 0.05, "default": 1.0, "medium": 2.0, "large": 4.4}
+SELFCORRECT_COST = 1.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

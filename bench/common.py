@@ -4,6 +4,7 @@ error of a mean over seeds."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import json
@@ -12,6 +13,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path, PurePath
 from typing import Any, Callable, Iterator, Sequence
@@ -23,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository
 RESULTS = Path(os.environ.get("SELFIMPROVE_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 __all__ = ["BEGAN", "RESULTS", "ROOT", "line_bar", "log", "repo_relative", "repo_relative_paths", "run_logged", "set_args",
-           "stderr", "union_minutes", "write_result", "chain_task", "interpolate"]
+           "stderr", "union_minutes", "keep_span", "write_result", "chain_task", "interpolate"]
 
 
 def repo_relative(path: str | os.PathLike[str]) -> str:
@@ -98,6 +100,21 @@ def interpolate(curve: list[tuple[float, float]], tokens: float) -> float:
         if t0 <= tokens <= t1:
             return a0 if t1 == t0 else a0 + (a1 - a0) * (math.log(tokens) - math.log(t0)) / (math.log(t1) - math.log(t0))
     return float("nan")
+
+
+def keep_span(span: Path, every: float = 30.0) -> None:
+    """Keep this invocation's "start end" in `span` up to date (a thread, every `every` seconds and at
+    exit), so an interrupted invocation still counts the time it ran."""
+    def write() -> None:
+        span.write_text(f"{BEGAN:.0f} {time.time():.0f}\n")
+
+    def loop() -> None:
+        while True:
+            write()
+            time.sleep(every)
+
+    threading.Thread(target=loop, daemon=True, name="span").start()
+    atexit.register(write)
 
 
 def union_minutes(folder: Path) -> float:

@@ -179,6 +179,7 @@ def capacity_claims(root: Path, results: Path) -> list[dict[str, Any]]:
         return f"{label} by size: {sizes}" if sizes else ""
 
     def largest(arm: str) -> dict[str, Any] | None:
+        """The last size listed (`--sizes` goes from small to large) with this arm's figures."""
         return next((r for r in reversed(rows) if r[arm]["per_seed"]), None)
 
     def named(row: dict[str, Any] | None, what: str) -> str:
@@ -243,8 +244,9 @@ def write_report(root: Path, results: Path, report: Path, *, quick: bool, studie
         lines.append(f"| {c['claim']}{mark} | {c['paper']} | {ours} | {c['seeds']} | {c['verdict']} | {c['measured'] or '—'} | {c['why'] or '—'} |")
     carried = sorted({c["carried_from"] for c in claims if c.get("carried_from")})
     if carried:
-        lines += ["", f"† Carried from the committed report of {', '.join(carried)}: the runs behind these claims are not on the "
-                      "machine that wrote this report, so their figures are that run's, unchanged (rerun their study to replace them)."]
+        lines += ["", f"† Carried from the committed report of {', '.join(carried)}: some or all of the runs behind these claims "
+                      "are not on the machine that wrote this report, so their figures are that run's, unchanged, even where an arm "
+                      "they compare was rerun here (rerun their whole study to replace them)."]
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines) + "\n")
     results.mkdir(parents=True, exist_ok=True)

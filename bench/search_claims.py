@@ -42,8 +42,10 @@ def _round1_kept(rows: list[dict[str, Any]]) -> float:
 
 
 def _round1_precision(rows: list[dict[str, Any]]) -> float:
-    mine = [r for r in rows if r["arm"] == "mcts-then-grpo" and r["round"] == 1 and r.get("kept_precision") is not None]
-    return 100 * statistics.fmean(r["kept_precision"] for r in mine) if mine else float("nan")
+    """Percent of round 1's kept paths the verifier calls right, weighted by paths (a seed that kept none adds none)."""
+    mine = [(r["kept"], r["kept_precision"]) for r in rows if r["arm"] == "mcts-then-grpo" and r["round"] == 1
+            and r.get("kept") and r.get("kept_precision") is not None]
+    return 100 * sum(k * p for k, p in mine) / sum(k for k, _ in mine) if mine else float("nan")
 
 
 def _mean_field(rows: list[dict[str, Any]], arm: str, field: str) -> float:
@@ -65,9 +67,10 @@ def alphallm_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     auroc = ", ".join(f"{k} within-problem AUROC {v.get('after', {}).get('within_auroc', float('nan')):.2f}"
                       for k, v in critics.items() if isinstance(v, dict))
     held = sum(v.get("held_out_examples", 0) for v in critics.values() if isinstance(v, dict))
-    # the same recipe-scale critics (512 problems of labels) on bench/critic_levers.py's 256 held-out problems
+    # critics of the loop's label scale on bench/critic_levers.py's 256 held-out problems (its pointwise arms)
+    scale = data.get("setup", {}).get("label_problems", 512)
     levers = {a["kind"]: a["within_auroc"] for a in (read_json(results / "critic_levers.json") or {}).get("arms", [])
-              if a.get("lever") == "labels: 512 problems"}
+              if a.get("lever") == f"labels: {scale} problems"}
     at_scale = ("; on critic_levers' 256 held-out problems the critics of this label scale rank at "
                 + ", ".join(f"{k} {v:.2f}" for k, v in levers.items())) if levers else ""
     kept = [(r["kept"], r["kept_precision"]) for r in rows if r["arm"] == "mcts" and r.get("round", 0) > 0 and r.get("kept")
@@ -98,7 +101,7 @@ def alphallm_claims(root: Path, results: Path) -> list[dict[str, Any]]:
                    f"over seeds and rounds): eta-MCTS {_mean_field(rows, 'mcts', 'kept'):.0f}, sampling {_mean_field(rows, 'rft', 'kept'):.0f}"),
         make_claim("Test-time eta-MCTS beats greedy", "alpha_search", search, +1,
                    f"learned critics at round 0 ({held} held-out examples): {auroc}",
-                   f"the critics, retrained each round on 512 problems of labels, rank one problem's answers weakly{at_scale}"
+                   f"the critics, retrained each round on {scale} problems of labels, rank one problem's answers weakly{at_scale}"
                    f"{filtered}{tool}"),
     ]
 
@@ -128,9 +131,11 @@ def inference_compute_claims(root: Path, results: Path) -> list[dict[str, Any]]:
         values, shown = [], []
         for seed, m in sorted(_per_seed(mine).items()):
             tokens = m["tokens"] if budget is None else max(budget, m["tokens"])
-            at = interpolate(curve(other, seed), tokens)
+            points = curve(other, seed)
+            at = interpolate(points, tokens)
             if math.isnan(at):
-                shown.append(f"s{seed}: {m['accuracy']:.1f} at {m['tokens']:.0f} tokens, outside {other}'s tokens: not compared")
+                reason = f"outside {other}'s tokens" if points else f"no {other} for this seed"
+                shown.append(f"s{seed}: {m['accuracy']:.1f} at {m['tokens']:.0f} tokens, {reason}: not compared")
                 continue
             values.append(m["accuracy"] - at)
             shown.append(f"s{seed}: {m['accuracy']:.1f} at {m['tokens']:.0f} tokens vs {other} {at:.1f} at {tokens:.0f}")

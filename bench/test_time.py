@@ -17,8 +17,8 @@ and the critics' labels), for each seed in `--seeds` (the search's sampling stre
   arithmetic and the final value against the prompt's target; it reads no gold answer);
 - compute-optimal (Snell et al. 2024): problems binned by the ORM's score of the greedy answer
   (quartiles on the validation problems); at each token budget, per bin, the learned-critic strategy
-  with the best validation accuracy within the budget; on test, each problem gets its bin's strategy
-  and pays the greedy answer's tokens too.
+  with the best validation accuracy within the budget (or up to 10% over it); on test, each problem
+  gets its bin's strategy and pays the greedy answer's tokens too.
 
 Resumable (each search resumes per batch of problems). Results: `bench/results/test_time.{md,json,png}`.
 

@@ -59,17 +59,37 @@ def test_two_workers_split_the_runs_by_cost_and_a_sizes_self_correction_runs_who
         return [n for n, _, _ in capacity.share(capacity.parse_args(["run", "--run-dir", str(tmp_path), "--worker", str(worker),
                                                                       "--workers", "2"]))]
 
-    # costs: large self-correction 29.1, medium 12, default 3; demos 9.7 (large), 4 (medium), 1 (default), 2 seeds each.
-    # dearest first to the lighter worker: 29.1 -> w0; 12, 9.7, 9.7 -> w1 (31.4); 4 -> w0 (33.1); 4 -> w1 (35.4); 3 -> w0
-    # (36.1); 1 -> w1 (36.4); 1 -> w0 (37.1)
+    # costs: demos 4.4 (large), 2 (medium), 1 (default), 2 seeds each; a size's self-correction the same as its demo.
+    # Dearest first to the lighter worker (ties: worker 0): large 4.4 -> w0, w1, w0 (8.8 / 4.4); medium 2 -> w1, w1, w1
+    # (8.8 / 10.4); default 1 -> w0, w0 (10.8), then w1 (11.4)
     zero, one = mine(0), mine(1)
     assert sorted(zero + one) == sorted(n for n, _, _ in capacity.commands(capacity.parse_args(["run", "--run-dir", str(tmp_path)])))
-    assert "large-selfcorrect" in zero and {"medium-selfcorrect", "large-demo-seed0", "large-demo-seed1"} <= set(one)
     cost = dict((n, c) for n, _, c in capacity.commands(capacity.parse_args(["run", "--run-dir", str(tmp_path)])))
-    assert abs(sum(cost[n] for n in zero) - sum(cost[n] for n in one)) < 1  # 37.1 against 36.4
+    assert sum(cost[n] for n in zero) == pytest.approx(10.8) and sum(cost[n] for n in one) == pytest.approx(11.4)
+    assert {"large-demo-seed0", "large-selfcorrect", "default-demo-seed0", "default-demo-seed1"} == set(zero)
     compare = " ".join(map(str, dict((n, c) for n, c, _ in capacity.commands(capacity.parse_args(["run"])))["large-selfcorrect"]))
     assert "seeds=[0, 1]" in compare and "base.init.preset=large" in compare and "eval.split=train" in compare
     score = next(a for a in capacity.recipe_arms() if isinstance(a, dict) and a["name"] == "score")
     assert score["stages"][0]["budget"] == 0.5  # the recipe's SCoRe, not the built-in arm (Stage I on 30%)
     with pytest.raises(SystemExit):
         capacity.parse_args(["run", "--worker", "2", "--workers", "2"])
+
+
+def test_each_claim_reads_the_largest_size_that_has_its_figures(tmp_path: Path) -> None:
+    def stat(values: list[float]) -> dict:
+        return {"mean": sum(values) / len(values) if values else None}
+
+    def row(size: str, params: str, gains: list[float], deltas: list[float]) -> dict:
+        per = [{"seed": s, "delta": d} for s, d in enumerate(deltas)]
+        return {"size": size, "parameters": params,
+                "demo": {"per_seed": [{"seed": s, "sft": 30.0, "rl": 30.0 + g} for s, g in enumerate(gains)], "gain": stat(gains)},
+                "base": {"delta": stat(deltas), "per_seed": per}, "pair_sft": {"delta": stat([d - 1 for d in deltas]),
+                                                                              "per_seed": [{**p, "delta": p["delta"] - 1} for p in per]},
+                "score": {"delta": stat(deltas), "per_seed": per}, "score_minus_pair_sft": stat([1.0] * len(deltas))}
+
+    # the largest size's self-correction has not run yet: its claims read the medium size
+    _write(tmp_path / "capacity.json", {"rows": [row("medium", "10.7M", [2.0, 4.0], [1.0, 3.0]), row("large", "25.8M", [6.0, 8.0], [])]})
+    gain, delta, versus = capacity_claims(tmp_path, tmp_path)
+    assert "(large, 25.8M parameters)" in gain["claim"] and gain["ours_mean"] == pytest.approx(7.0)
+    assert "(medium, 10.7M parameters)" in delta["claim"] and delta["ours_mean"] == pytest.approx(2.0)
+    assert "(medium, 10.7M parameters)" in versus["claim"] and versus["ours_mean"] == pytest.approx(1.0)

@@ -46,6 +46,19 @@ def test_compute_optimal_picks_per_difficulty_bin_within_the_budget_by_hand() ->
     assert curve[2]["choice"]["0"] == "A {}"
 
 
+def test_a_budget_admits_a_strategy_up_to_ten_percent_over_it() -> None:
+    """Four samples of 16 tokens cost a little over 64 on average: at budget 64, C (68 <= 70.4) is admitted,
+    D (72) is not until budget 128."""
+    greedy_val = point("greedy", "none", 16, {"v0": False, "v1": False}, {"v0": 0.1, "v1": 0.9})
+    val = [greedy_val, point("C", "learned", 68, {"v0": True, "v1": False}), point("D", "learned", 72, {"v0": True, "v1": True})]
+    greedy_test = point("greedy", "none", 16, {"t0": False}, {"t0": 0.5})
+    test = [greedy_test, point("C", "learned", 68, {"t0": True}), point("D", "learned", 72, {"t0": True})]
+    curve = compute_optimal(val, test, greedy_val["records"], greedy_test["records"], parts=2)
+    assert [c["budget"] for c in curve] == [32, 64, 128]
+    assert set(curve[0]["choice"].values()) == {"greedy {}"}
+    assert set(curve[1]["choice"].values()) == {"C {}"} and set(curve[2]["choice"].values()) == {"D {}"}
+
+
 def test_interpolation_is_linear_in_log_tokens() -> None:
     curve = [(10.0, 20.0), (1000.0, 40.0)]
     assert interpolate(curve, 100.0) == pytest.approx(30.0)

@@ -31,11 +31,14 @@ def test_test_time_claims_by_hand(tmp_path: Path) -> None:
         _row("best_of_n-orm", {"n": 16}, {"0": (36.0, 256), "1": (37.0, 256)}),
         _row("majority_vote", {"n": 4}, {"0": (34.0, 64), "1": (30.0, 64)}),
         _row("majority_vote", {"n": 16}, {"0": (38.0, 256), "1": (30.0, 256)}),
-        _row("weighted_best_of_n-orm", {"n": 4}, {"0": (38.0, 64), "1": (38.0, 64)}),
-        _row("weighted_best_of_n-orm", {"n": 16}, {"0": (42.0, 256), "1": (42.0, 256)}),
+        _row("weighted_best_of_n-orm", {"n": 4}, {"0": (38.0, 64), "1": (38.0, 64), "2": (38.0, 64), "3": (38.0, 64)}),
+        _row("weighted_best_of_n-orm", {"n": 16}, {"0": (42.0, 256), "1": (42.0, 256), "2": (42.0, 256), "3": (42.0, 256)}),
+        _row("weighted_best_of_n-orm", {"n": 64}, {"2": (46.0, 1024), "3": (46.0, 1024)}),
         _row("compute-optimal", {"budget": 128}, {"0": (90.0, 100), "1": (90.0, 100)}),  # another budget: ignored
-        # it may spend under its budget; seed 2 spent over it, past the baseline's dearest point: not compared
-        _row("compute-optimal", {"budget": 256}, {"0": (40.0, 128), "1": (41.0, 50), "2": (39.0, 300)}),
+        # it may spend under its budget; seed 2 spent over it (compared where it spent); seed 3 past the baseline's
+        # dearest point, seed 4 with no baseline at all (neither compared)
+        _row("compute-optimal", {"budget": 256}, {"0": (40.0, 128), "1": (41.0, 50), "2": (39.0, 512), "3": (39.0, 2048),
+                                                   "4": (39.0, 100)}),
     ]
     (tmp_path / "test_time.json").write_text(json.dumps({"rows": rows, "critics": {"orm": {"within_auroc": 0.761}}}))
     claims = {c["claim"]: c for c in inference_compute_claims(tmp_path, tmp_path)}
@@ -50,13 +53,16 @@ def test_test_time_claims_by_hand(tmp_path: Path) -> None:
     assert claims["eta-MCTS beats majority vote at equal tokens"]["ours_mean"] == pytest.approx(3.86)
     tool = claims["A gold-free tool critic lifts eta-MCTS"]
     assert tool["ours_mean"] == pytest.approx(9.5) and tool["ours_se"] == pytest.approx(2.5)  # +7 and +12
-    # compute-optimal at its budget of 256 tokens, whatever it spent, against weighted best-of-N at 256 (42): -2 and -1
+    # compute-optimal at its budget of 256 tokens when it spent less, against weighted best-of-N at 256 (42): -2 and -1;
+    # seed 2 spent 512, halfway in log-tokens from 256 (42) to 1024 (46): 44, so -5. Mean -2.667, s.e. 1.202
     optimal = claims["Compute-optimal allocation beats weighted best-of-N at the same token budget"]
-    assert optimal["seeds"] == 2 and optimal["ours_mean"] == pytest.approx(-1.5) and optimal["ours_se"] == pytest.approx(0.5)
+    assert optimal["seeds"] == 3 and optimal["ours_mean"] == pytest.approx(-2.67) and optimal["ours_se"] == pytest.approx(1.2)
+    assert "s2: 39.0 at 512 tokens vs weighted_best_of_n-orm 44.0 at 512" in optimal["measured"]
+    assert "s4: 39.0 at 100 tokens, no weighted_best_of_n-orm for this seed: not compared" in optimal["measured"]
     assert "s1: 41.0 at 50 tokens vs weighted_best_of_n-orm 42.0 at 256" in optimal["measured"] and "bin 0: greedy" in optimal["measured"]
-    assert "s2: 39.0 at 300 tokens, outside weighted_best_of_n-orm's tokens: not compared" in optimal["measured"]
-    # why: it spent (128 + 50 + 300) / 3 = 159 of 256 tokens; weighted best-of-16 gains 42 - 35.5 = +6.5 over greedy
-    assert "it spent 159 of its 256 tokens" in optimal["why"] and "gains +6.5 over greedy" in optimal["why"]
+    assert "s3: 39.0 at 2048 tokens, outside weighted_best_of_n-orm's tokens: not compared" in optimal["measured"]
+    # why: it spent (128 + 50 + 512 + 2048 + 100) / 5 = 567.6 tokens; weighted best-of-16 gains 42 - 35.5 = +6.5 over greedy
+    assert "it spent 568 of its 256 tokens" in optimal["why"] and "gains +6.5 over greedy" in optimal["why"]
 
 
 def test_test_time_claims_before_the_study_ran(tmp_path: Path) -> None:
@@ -77,4 +83,5 @@ def test_search_data_before_grpo_against_grpo_at_the_last_round(tmp_path: Path) 
     then = claims["Search-data SFT before GRPO beats GRPO alone at the same total tokens"]
     assert then["ours_mean"] == pytest.approx(1.0) and then["ours_se"] == pytest.approx(2.0) and then["seeds"] == 2  # +3 and -1
     assert "s0: search-data SFT then GRPO 43.0, GRPO 40.0" in then["measured"]
-    assert "SFT on 150 kept paths, 45% of them right" in then["why"]  # round 1 of the arm: (200 + 100) / 2, (50 + 40) / 2
+    # round 1 of the arm: (200 + 100) / 2 paths; right, weighted by paths: (200 x 0.5 + 100 x 0.4) / 300 = 46.7%
+    assert "SFT on 150 kept paths, 47% of them right" in then["why"]
