@@ -235,7 +235,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
              "ppo": f"gae, gamma 1, lambda 0.95, clip 0.2, vf_coef {args.vf_coef:g}, 2 epochs, KL 0.05 (k1) in the reward, value head",
              "sweep": sweep_rows, "chain_steps": length, "wall_seconds": round(seconds),
              # issue 26: the continuation alone is judged (an empty one scores 0, partial reward only for a number it wrote)
-             "judgement": "continuation",
+             "judgement": args.judgement,
              "rollouts": {f"{t}/{a}": v for (t, a), v in stats.items()}}
     (RESULTS / f"{args.out}.json").write_text(json.dumps(repo_relative_paths({"rows": [{k: r[k] for k in ("arm", "task", "seed", "accuracy", "tokens", "seconds")}
                                                           for r in rows], "setup": setup}), indent=2))
@@ -298,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     root = Path(args.run_dir)
+    # how this folder's runs were judged: only a folder begun by this code says "continuation" (issue 26's fix:
+    # the continuation alone is judged); a folder of older runs keeps no marker and reports the old judgement
+    marker = root / "JUDGEMENT"
+    if not root.exists() or not any(root.iterdir()):
+        root.mkdir(parents=True, exist_ok=True)
+        marker.write_text("continuation\n")
+    args.judgement = marker.read_text().strip() if marker.is_file() else "prefix + continuation (before issue 26)"
     length, sweep_rows = sweep(args, root) if "chain" in args.tasks else (0, [])
     rows: list[dict[str, Any]] = []
     for name in args.tasks:
