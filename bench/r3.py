@@ -267,6 +267,16 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
     save_figure(fig, RESULTS / f"{args.out}.png")
 
 
+def judgement_of(root: Path) -> str:
+    """How the runs in `root` were judged. Only a folder begun by this code is marked "continuation" (issue 26's
+    fix: the continuation alone is judged); a folder of older runs has no marker and reports the old judgement."""
+    marker = root / "JUDGEMENT"
+    if not root.exists() or not any(root.iterdir()):
+        root.mkdir(parents=True, exist_ok=True)
+        marker.write_text("continuation\n")
+    return marker.read_text().strip() if marker.is_file() else "prefix + continuation (before issue 26)"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run-dir", default="runs/r3-bench")
@@ -298,13 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     root = Path(args.run_dir)
-    # how this folder's runs were judged: only a folder begun by this code says "continuation" (issue 26's fix:
-    # the continuation alone is judged); a folder of older runs keeps no marker and reports the old judgement
-    marker = root / "JUDGEMENT"
-    if not root.exists() or not any(root.iterdir()):
-        root.mkdir(parents=True, exist_ok=True)
-        marker.write_text("continuation\n")
-    args.judgement = marker.read_text().strip() if marker.is_file() else "prefix + continuation (before issue 26)"
+    args.judgement = judgement_of(root)
     length, sweep_rows = sweep(args, root) if "chain" in args.tasks else (0, [])
     rows: list[dict[str, Any]] = []
     for name in args.tasks:

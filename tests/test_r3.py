@@ -203,3 +203,19 @@ def test_r3_resumes_exactly_mid_stage(tmp_path: Path, curriculum: str) -> None:
     assert straight["accuracy"] == resumed["accuracy"]
     state = json.loads(sorted((tmp_path / "resumed" / "checkpoints").iterdir())[-1].joinpath("state.json").read_text())
     assert state["job"]["stream"]["position"] == 8
+
+
+def test_the_r3_bench_marks_only_a_folder_it_begins_as_judged_on_the_continuation(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    pytest.importorskip("matplotlib")
+    from r3 import judgement_of
+
+    fresh = tmp_path / "fresh"
+    assert judgement_of(fresh) == "continuation" and (fresh / "JUDGEMENT").is_file()
+    (fresh / "chain6-sft300").mkdir()
+    assert judgement_of(fresh) == "continuation"  # resumed: the marker stays
+    old = tmp_path / "old"
+    (old / "countdown-sft300").mkdir(parents=True)  # runs made before the marker existed
+    assert judgement_of(old) == "prefix + continuation (before issue 26)" and not (old / "JUDGEMENT").exists()
