@@ -85,3 +85,13 @@ def write_gpt2(folder: Any, n_positions: int = 128) -> Any:
 def broken_reward(prompts: Any, completions: Any, **kwargs: Any) -> Any:
     """A reward function whose service is down: every call fails."""
     raise ConnectionError("the grading service is down")
+
+
+def write_json(path: Any, data: object) -> None:
+    """`data` as JSON at `path`, its folders made: made-up results for the bench and reproduce tests."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -15,21 +15,16 @@ import capacity  # noqa: E402
 from reproduce_claims import capacity_claims  # noqa: E402
 
 
-def _write(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-
-
 def test_collect_and_claims_by_hand(tmp_path: Path) -> None:
     args = capacity.parse_args(["report", "--run-dir", str(tmp_path / "runs"), "--sizes", "default", "large"])
     for size, accs in (("default", [(0.30, 0.36), (0.32, 0.36)]), ("large", [(0.40, 0.50), (0.42, 0.48)])):
         for seed, (sft, rl) in enumerate(accs):
-            _write(args.run_dir / size / "demo" / f"seed{seed}" / "summary.json", {"seed": seed, "sft_accuracy": sft, "rl_accuracy": rl})
+            write_json(args.run_dir / size / "demo" / f"seed{seed}" / "summary.json", {"seed": seed, "sft_accuracy": sft, "rl_accuracy": rl})
 
     def arm(deltas: list[float]) -> dict:
         return {"per_seed": [{"seed": s, "delta": d, "acc_t1": 0.4} for s, d in enumerate(deltas)]}
 
-    _write(args.run_dir / "large" / "selfcorrect" / "summary.json",
+    write_json(args.run_dir / "large" / "selfcorrect" / "summary.json",
            {"methods": {"base": arm([-0.05, -0.03]), "pair_sft": arm([0.06, 0.04]), "score": arm([0.02, 0.05])}})
     (args.run_dir / "logs").mkdir(parents=True)
     (args.run_dir / "logs" / "large-demo-seed0.DONE").write_text("1800\n")
@@ -40,7 +35,7 @@ def test_collect_and_claims_by_hand(tmp_path: Path) -> None:
     assert large["demo"]["gain"]["mean"] == pytest.approx(8.0) and large["demo"]["gain"]["se"] == pytest.approx(2.0)  # +10, +6
     assert large["score_minus_pair_sft"]["mean"] == pytest.approx(-1.5)  # -4 and +1 points
     assert large["minutes"] == {"large-demo-seed0": 30.0}
-    _write(tmp_path / "results" / "capacity.json", {"rows": rows})
+    write_json(tmp_path / "results" / "capacity.json", {"rows": rows})
     claims = capacity_claims(tmp_path, tmp_path / "results")
     gain, delta, versus = claims
     assert "large" in gain["claim"] and gain["ours_mean"] == pytest.approx(8.0) and gain["seeds"] == 2
@@ -88,7 +83,7 @@ def test_each_claim_reads_the_largest_size_that_has_its_figures(tmp_path: Path) 
                 "score": {"delta": stat(deltas), "per_seed": per}, "score_minus_pair_sft": stat([1.0] * len(deltas))}
 
     # the largest size's self-correction has not run yet: its claims read the medium size
-    _write(tmp_path / "capacity.json", {"rows": [row("medium", "10.7M", [2.0, 4.0], [1.0, 3.0]), row("large", "25.8M", [6.0, 8.0], [])]})
+    write_json(tmp_path / "capacity.json", {"rows": [row("medium", "10.7M", [2.0, 4.0], [1.0, 3.0]), row("large", "25.8M", [6.0, 8.0], [])]})
     gain, delta, versus = capacity_claims(tmp_path, tmp_path)
     assert "(large, 25.8M parameters)" in gain["claim"] and gain["ours_mean"] == pytest.approx(7.0)
     assert "(medium, 10.7M parameters)" in delta["claim"] and delta["ours_mean"] == pytest.approx(2.0)

@@ -13,7 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from critic_levers_report import best_of_n_accuracy, majority  # noqa: E402
-from test_time import compute_optimal, interpolate, quantiles  # noqa: E402
+from common import interpolate  # noqa: E402  (bench/common.py)
+from test_time import compute_optimal, quantiles  # noqa: E402
 
 
 def point(label: str, family: str, tokens: float, correct: dict[str, bool], scores: dict[str, float] | None = None) -> dict[str, Any]:

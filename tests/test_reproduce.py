@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -16,33 +17,28 @@ sys.path.insert(0, str(ROOT / "bench"))
 from reproduce_claims import wall_minutes, write_report  # noqa: E402
 
 
-def _write(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-
-
 def test_claims_by_hand(tmp_path: Path) -> None:
     root, results = tmp_path / "runs", tmp_path / "results"
     for seed, (sft, rl) in enumerate([(0.30, 0.40), (0.32, 0.38)]):
-        _write(root / "demo" / f"seed{seed}" / "summary.json", {"seed": seed, "sft_accuracy": sft, "rl_accuracy": rl})
+        write_json(root / "demo" / f"seed{seed}" / "summary.json", {"seed": seed, "sft_accuracy": sft, "rl_accuracy": rl})
 
     def row(seed: int, delta: float) -> dict:
         return {"seed": seed, "delta": delta, "delta_i_to_c": max(delta, 0), "delta_c_to_i": max(-delta, 0)}
 
-    _write(root / "selfcorrect" / "summary.json", {"methods": {
+    write_json(root / "selfcorrect" / "summary.json", {"methods": {
         "score": {"per_seed": [row(0, 0.02), row(1, -0.01)]}, "star": {"per_seed": [row(0, 0.01), row(1, 0.0)]},
         "pair_sft": {"per_seed": [row(0, 0.03), row(1, 0.01)]}, "score_single_turn": {"per_seed": [row(0, -0.1), row(1, -0.2)]}}})
-    _write(results / "r3.json", {"rows": [{"task": "chain", "seed": s, "arm": a, "accuracy": acc}
+    write_json(results / "r3.json", {"rows": [{"task": "chain", "seed": s, "arm": a, "accuracy": acc}
                                           for s, accs in enumerate([(0.5, 0.4, 0.3), (0.45, 0.5, 0.3)])
                                           for a, acc in zip(("r3-mixed", "rl", "sft"), accs)]})
     for seed, (first, retry) in enumerate([(0.40, 0.47), (0.385, 0.455), (0.39, 0.46)]):  # before 0.40 / 0.45 every seed
-        _write(root / "rrr-countdown" / "rrr-tuned" / f"seed{seed}" / "summary.json",
+        write_json(root / "rrr-countdown" / "rrr-tuned" / f"seed{seed}" / "summary.json",
                {"rrr_before": {"first_accuracy": 0.40, "retry_accuracy": 0.45}, "rrr_after": {"first_accuracy": first, "retry_accuracy": retry}})
     for seed, (greedy, eta4, eta16) in enumerate([(0.30, 0.40, 0.33), (0.32, 0.30, 0.36)]):
         points = [{"search": "greedy", "setting": {}, "accuracy": greedy, "mean_tokens": 16},
                   {"search": "eta-mcts", "setting": {"simulations": 4}, "accuracy": eta4, "mean_tokens": 70},
                   {"search": "eta-mcts", "setting": {"simulations": 16}, "accuracy": eta16, "mean_tokens": 80}]
-        _write(results / ("search_budget.json" if seed == 0 else f"search_budget_seed{seed}.json"), {"args": {"seed": seed}, "points": points})
+        write_json(results / ("search_budget.json" if seed == 0 else f"search_budget_seed{seed}.json"), {"args": {"seed": seed}, "points": points})
     claims = {c["claim"]: c for c in write_report(root, results, tmp_path / "R.md", quick=True,
                                                   studies=["demo", "selfcorrect", "rrr-countdown", "search", "r3", "alphallm"],
                                                   log_dir=tmp_path)}
@@ -74,7 +70,7 @@ def test_claims_by_hand(tmp_path: Path) -> None:
     table = (tmp_path / "R.md").read_text()
     assert "| GRPO after SFT beats SFT alone (points of held-out accuracy) |" in table and "+8.0 ± 2.0" in table
     assert json.loads((results / "reproduction.json").read_text())["claims"][0]["claim"] == demo["claim"]
-    _write(root / "rrr-countdown" / "rrr" / "seed0" / "summary.json",  # one of the 3 planned seeds so far
+    write_json(root / "rrr-countdown" / "rrr" / "seed0" / "summary.json",  # one of the 3 planned seeds so far
            {"rrr_before": {"first_accuracy": 0.40, "retry_accuracy": 0.45}, "rrr_after": {"first_accuracy": 0.40, "retry_accuracy": 0.47}})
     again = {c["claim"]: c for c in write_report(root, results, tmp_path / "R.md", quick=False, studies=["rrr-countdown"], log_dir=tmp_path)}
     assert again["RRR raises after-retry accuracy (countdown)"]["verdict"] == "reproduced in direction (partial: 1 of 3 seeds)"
@@ -84,9 +80,9 @@ def test_claims_by_hand(tmp_path: Path) -> None:
 
 def test_rrr_claims_show_the_chosen_settings_over_seeds_on_validation(tmp_path: Path) -> None:
     root, results = tmp_path / "runs", tmp_path / "results"
-    _write(root / "rrr-countdown" / "rrr-tuned" / "seed0" / "summary.json",
+    write_json(root / "rrr-countdown" / "rrr-tuned" / "seed0" / "summary.json",
            {"rrr_before": {"first_accuracy": 0.40, "retry_accuracy": 0.45}, "rrr_after": {"first_accuracy": 0.41, "retry_accuracy": 0.44}})
-    _write(results / "selfcorrect_tune.json", {"rrr-seeds": {"countdown": {
+    write_json(results / "selfcorrect_tune.json", {"rrr-seeds": {"countdown": {
         "per_seed": [{}, {}, {}], "first_change": 4.1, "first_change_se": 0.66, "retry_change": 0.33, "retry_change_se": 0.7}}})
     claims = {c["claim"]: c for c in write_report(root, results, tmp_path / "R.md", quick=True, studies=["rrr-countdown"], log_dir=tmp_path)}
     measured = claims["RRR with the settings chosen on validation raises after-retry accuracy (countdown)"]["measured"]
@@ -98,7 +94,7 @@ def test_rrr_claims_show_the_chosen_settings_over_seeds_on_validation(tmp_path: 
 def test_scores_reason_cites_the_longer_budget_study_on_validation(tmp_path: Path) -> None:
     root, results = tmp_path / "runs", tmp_path / "results"
     row = {"seed": 0, "delta": -0.02, "delta_i_to_c": 0.05, "delta_c_to_i": 0.07}
-    _write(root / "selfcorrect" / "summary.json", {"methods": {"score": {"per_seed": [row]}, "base": {"per_seed": [row]}}})
+    write_json(root / "selfcorrect" / "summary.json", {"methods": {"score": {"per_seed": [row]}, "base": {"per_seed": [row]}}})
 
     def why() -> str:
         claims = write_report(root, results, tmp_path / "R.md", quick=True, studies=["selfcorrect"], log_dir=tmp_path)
@@ -106,11 +102,11 @@ def test_scores_reason_cites_the_longer_budget_study_on_validation(tmp_path: Pat
 
     assert "validation" not in why()  # the budget study has not run: nothing to cite
     budget = {"budget_tokens": 1_000_000, "methods": {"pair_sft": {"delta": 0.105}, "score-stage1-0.5": {"delta": -0.03}}}
-    _write(results / "selfcorrect_tune.json", {"budget": {"summary": budget}})
+    write_json(results / "selfcorrect_tune.json", {"budget": {"summary": budget}})
     assert why().endswith("; more budget did not change it: at 1,000,000 sampled tokens on validation (seed 0) "
                           "SCoRe's Delta was -3.0, Pair-SFT's +10.5")
     budget["methods"]["score-stage1-0.5"]["delta"] = 0.01
-    _write(results / "selfcorrect_tune.json", {"budget": {"summary": budget}})
+    write_json(results / "selfcorrect_tune.json", {"budget": {"summary": budget}})
     assert "more budget moved it past 0 on validation" in why() and "SCoRe's Delta was +1.0" in why()
 
 
@@ -150,7 +146,7 @@ def test_score_from_pair_sft_is_judged_against_pair_sft_on_the_whole_budget(tmp_
     def row(seed: int, delta: float, i_to_c: float, c_to_i: float) -> dict:
         return {"seed": seed, "delta": delta, "delta_i_to_c": i_to_c, "delta_c_to_i": c_to_i}
 
-    _write(tmp_path / "selfcorrect" / "summary.json", {"methods": {
+    write_json(tmp_path / "selfcorrect" / "summary.json", {"methods": {
         "pair_sft": {"per_seed": [row(0, 0.06, 0.08, 0.02), row(1, 0.05, 0.07, 0.02), row(2, 0.07, 0.08, 0.01)]},
         "pair_sft_half": {"per_seed": [row(0, 0.04, 0.05, 0.01)]},
         "pair_sft_then_score": {"per_seed": [row(0, 0.08, 0.09, 0.01), row(1, 0.04, 0.06, 0.02)]}}})  # seed 2 not run yet
@@ -165,7 +161,7 @@ def test_score_from_pair_sft_is_judged_against_pair_sft_on_the_whole_budget(tmp_
 def test_a_claim_not_run_here_keeps_the_previous_reports_figures_marked(tmp_path: Path) -> None:
     root, results = tmp_path / "runs", tmp_path / "results"
     for seed, (sft, rl) in enumerate([(0.30, 0.40), (0.32, 0.38)]):
-        _write(root / "demo" / f"seed{seed}" / "summary.json", {"seed": seed, "sft_accuracy": sft, "rl_accuracy": rl})
+        write_json(root / "demo" / f"seed{seed}" / "summary.json", {"seed": seed, "sft_accuracy": sft, "rl_accuracy": rl})
     first = write_report(root, results, tmp_path / "R.md", quick=False, studies=["demo", "search"], log_dir=tmp_path)
     assert first[0]["ours_mean"] == pytest.approx(8.0) and "carried_from" not in first[0] and first[1]["verdict"] == "not run"
     stamp = json.loads((results / "reproduction.json").read_text())["generated"]
@@ -176,6 +172,6 @@ def test_a_claim_not_run_here_keeps_the_previous_reports_figures_marked(tmp_path
     assert again[1]["verdict"] == "not run" and "carried_from" not in again[1]  # nothing measured to carry
     table = (tmp_path / "R.md").read_text()
     assert "| GRPO after SFT beats SFT alone (points of held-out accuracy) † |" in table and f"† Carried from the committed report of {stamp}" in table
-    _write(root / "demo" / "seed0" / "summary.json", {"seed": 0, "sft_accuracy": 0.30, "rl_accuracy": 0.31})
+    write_json(root / "demo" / "seed0" / "summary.json", {"seed": 0, "sft_accuracy": 0.30, "rl_accuracy": 0.31})
     measured = write_report(root, results, tmp_path / "R.md", quick=False, studies=["demo"], log_dir=tmp_path)
     assert measured[0]["ours_mean"] == pytest.approx(1.0) and "carried_from" not in measured[0]  # measured here: replaces it
