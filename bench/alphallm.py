@@ -93,18 +93,19 @@ def critics_section(args: argparse.Namespace, kinds: list[str], problems: int) -
                                    "min_lr_ratio": 0.1}}}
 
 
-def stage_base(args: argparse.Namespace, root: Path) -> str:
+def stage_base(args: argparse.Namespace, root: Path, preset: str = "default") -> str:
+    """The shared SFT base under `root` (the built-in model at `preset`, `args.sft_steps` steps); its path."""
     out = root / "base"
     if not (out / "summary.json").is_file():
         if not (root / "init" / "config.json").is_file():
-            write_tiny_model(root / "init", "default", 0)
+            write_tiny_model(root / "init", preset, 0)
         recipe = validate(SFTRecipe, {
             "run_dir": str(out), "seed": 0, "model": {"path": str(root / "init")}, "task": TASK, "steps": args.sft_steps,
             "batch_size": 64, "num_problems": SFT_POOL, "imagine": {"fraction": 0.25, "seeds_in_prompt": 2},
             "optim": {"lr": 1e-3, "warmup_steps": 50, "schedule": "cosine", "min_lr_ratio": 0.1, "micro_batch_size": 256},
             "schedule": {"eval_every": 0, "checkpoint_every": 100},
             "eval": {"split": "test", "num_problems": 200, "max_new_tokens": MAX_ANSWER}})
-        log(f"base: SFT {args.sft_steps} steps x 64 (pool {SFT_POOL}, step format, with the imagination layout)")
+        log(f"base ({preset}): SFT {args.sft_steps} steps x 64 (pool {SFT_POOL}, step format, with the imagination layout)")
         with line_bar("sft", args.sft_steps) as on_step:
             SFT(recipe).run(on_step)
     s = json.loads((out / "summary.json").read_text())

@@ -10,13 +10,14 @@ problem training draws; the test split is not read):
   `pair_sft` and `score` (SCoRe, Stage I + II), Delta(t1, t2) of each, at `--budget` sampled tokens.
 
 Every size runs the same recipes with the same steps and budgets: only the model changes. Each command
-resumes itself (`--resume` / compare's own caching), so a stopped run picks up where it was; two
-processes split the commands by their estimated cost (`--worker 0 --workers 2` beside `--worker 1
---workers 2`; a size's self-correction runs whole in one process, since its seeds share one base model).
-Results: `bench/results/capacity.{md,json,png}` (`report`; with `--quick`, under the run folder).
+resumes itself (`--resume` / compare's own caching), so a stopped run picks up where it was. Run the
+stage in two processes: each takes the dearest command that is not done and that no live process holds
+(a claim the kernel frees when its process dies), so processes started at different times, or restarted
+after a stop, share the work (a size's self-correction runs whole in one process: its seeds share one
+base model). Results: `bench/results/capacity.{md,json,png}` (`report`; with `--quick`, under the run folder).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/capacity.py run --worker 0 --workers 2 &
-    OMP_NUM_THREADS=1 .venv/bin/python bench/capacity.py run --worker 1 --workers 2
+    OMP_NUM_THREADS=1 .venv/bin/python bench/capacity.py run &
+    OMP_NUM_THREADS=1 .venv/bin/python bench/capacity.py run
     .venv/bin/python bench/capacity.py report
     .venv/bin/python bench/capacity.py run --quick --run-dir runs/capacity-quick   # a smoke run: minutes
 """
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, log, repo_relative_paths, run_logged, set_args, stderr  # noqa: E402  (bench/common.py)
+from common import RESULTS, claim, log, repo_relative_paths, run_logged, set_args, stderr  # noqa: E402  (bench/common.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "selfimprove.cli"]
@@ -42,7 +43,7 @@ PARAMS = {"small": "0.09M", "default": "2.65M", "medium": "10.7M", "large": "25.
 # Relative cost of a size (a demo's seconds, from the per-step seconds measured here: SFT 0.65 / 1.58 / 2.88,
 # GRPO 0.98 / 1.8 / 4.35 at default / medium / large) and of a command (a self-correction run, its base model
 # and two arms over two seeds at 150,000 tokens, took about a demo's time at the default size): the
-# workers' shares are balanced by them.
+# dearest command goes first, so that two processes end near the same time.
 COST = {"small": 0.05, "default": 1.0, "medium": 2.0, "large": 4.4}
 SELFCORRECT_COST = 1.0
 
@@ -58,12 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--val-problems", type=int, default=500)
     ap.add_argument("--rl-steps", type=int, default=600, help="the demo's GRPO steps (its recipe's)")
     ap.add_argument("--budget", type=int, default=150_000, help="sampled tokens per self-correction arm (its recipe: 300,000)")
-    ap.add_argument("--worker", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke run")
     args = ap.parse_args(argv)
-    if not 0 <= args.worker < args.workers:
-        ap.error(f"--worker must be in 0..{args.workers - 1} (--workers {args.workers})")
     if args.quick:
         args.sizes, args.seeds, args.val_problems, args.rl_steps, args.budget = ["small"], [0], 20, 4, 1500
     return args
@@ -115,31 +112,30 @@ def commands(args: argparse.Namespace) -> list[tuple[str, list[str], float]]:
     return out
 
 
-def share(args: argparse.Namespace) -> list[tuple[str, list[str], float]]:
-    """This worker's commands: the dearest first, each to the worker with the least cost so far (the
-    longest-processing-time rule), then run in the order listed (smallest size first)."""
-    listed = commands(args)
-    load, owner = [0.0] * args.workers, {}
-    for name, _, cost in sorted(listed, key=lambda c: -c[2]):
-        w = min(range(args.workers), key=lambda k: (load[k], k))
-        load[w] += cost
-        owner[name] = w
-    return [c for c in listed if owner[c[0]] == args.worker]
+def queue(args: argparse.Namespace) -> list[tuple[str, list[str], float]]:
+    """Every command, the dearest first (the longest-processing-time rule, taken up online by whichever
+    process is free), a size's runs in the order listed among equal costs."""
+    return sorted(commands(args), key=lambda c: -c[2])
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> list[str]:
+    """Run every command not done that no other live process holds; returns the names this process ran."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TOKENIZERS_PARALLELISM": "false"}
-    (args.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    mine = [(name, command) for name, command, _ in share(args)]
-    for name, command in mine:
-        done = args.run_dir / "logs" / f"{name}.DONE"
-        if done.is_file():
-            continue
-        log(f"{name}: start (log {args.run_dir / 'logs' / (name + '.log')})")
-        began = time.time()
-        run_logged(command, args.run_dir / "logs" / f"{name}.log", env, ROOT)
-        done.write_text(f"{time.time() - began:.0f}\n")
-        log(f"{name}: done in {(time.time() - began) / 60:.1f} min")
+    logs = args.run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ran = []
+    for name, command, _ in queue(args):
+        done = logs / f"{name}.DONE"
+        with claim(logs / f"{name}.claim") as mine:
+            if not mine or done.is_file():  # another process runs it, or it finished
+                continue
+            log(f"{name}: start (log {logs / (name + '.log')})")
+            began = time.time()
+            run_logged(command, logs / f"{name}.log", env, ROOT)
+            done.write_text(f"{time.time() - began:.0f}\n")
+            log(f"{name}: done in {(time.time() - began) / 60:.1f} min")
+            ran.append(name)
+    return ran
 
 
 def _mean_se(values: list[float]) -> dict[str, float | int | None]:

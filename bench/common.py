@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import fcntl
 import json
 import math
 import os
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository
 RESULTS = Path(os.environ.get("SELFIMPROVE_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 __all__ = ["BEGAN", "RESULTS", "ROOT", "line_bar", "log", "repo_relative", "repo_relative_paths", "run_logged", "set_args",
-           "stderr", "union_minutes", "keep_span", "write_result", "chain_task", "interpolate"]
+           "stderr", "union_minutes", "keep_span", "write_result", "chain_task", "interpolate", "claim"]
 
 
 def repo_relative(path: str | os.PathLike[str]) -> str:
@@ -137,6 +138,25 @@ def chain_task(steps: int) -> dict[str, Any]:
 def set_args(fields: dict[str, Any]) -> list[str]:
     """Recipe overrides as the CLI's `--set key=value` arguments."""
     return [arg for key, value in fields.items() for arg in ("--set", f"{key}={value}")]
+
+
+@contextlib.contextmanager
+def claim(path: Path) -> Iterator[bool]:
+    """Hold `path` as a claim while the block runs: yields True when this process holds it, False when
+    another live process does. An advisory lock (`fcntl.flock`), so the kernel frees the claim of a
+    process that dies and a restarted worker takes the command up again: processes started at different
+    times share one queue of resumable commands, where a fixed split leaves one idle while the other works."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def run_logged(command: Sequence[object], log_file: Path, env: dict[str, str], cwd: Path) -> None:

@@ -16,7 +16,10 @@ over its examples; AUROC on the held-out problems' raw labels):
   listwise (per problem, -log of the softmax mass on its right examples; listed last);
 - label smoothing by rollout count on all chunks (`training.label_smoothing` 1: Beta(1, 1));
 - ensembling: the mean score of the mixed arm's critic and two more seeds of it;
-- the trunk: the same size initialised at random instead of from the policy (all chunks, pointwise);
+- the trunk: the same size initialised at random instead of from the policy (all chunks, pointwise); and
+  a larger one (`--larger`, the `medium` preset: 10.7M parameters against 2.65M) trained exactly as the
+  base was (the same SFT steps on the same demonstrations), so that it starts from what a larger policy
+  knows of the task (all chunks, pointwise; listed last);
 - the most labels: `--extra-chunks` chunks (32: 16,384 problems), pointwise, for `--extra-kinds` (the ORM);
 then best-of-N on other train problems (`--bon-first`): `--bon-samples` answers each, scored by the
 1-chunk pointwise ORM, the all-chunk mixed ORM and the ensemble; accuracy of the top-scored answer at
@@ -88,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bon-first", type=int, default=500_000)
     ap.add_argument("--bon-problems", type=int, default=200)
     ap.add_argument("--bon-samples", type=int, default=64)
+    ap.add_argument("--larger", default="medium", choices=["medium", "large"],
+                    help="the larger trunk's preset (SFT'd as the base; its own folder under the run folder)")
     ap.add_argument("--only", default=None, help="arms stage: only arms whose name contains this")
     ap.add_argument("--worker", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
@@ -105,6 +110,11 @@ def step_rule():
 
 def base_model(args: argparse.Namespace) -> str:
     return alphallm.stage_base(argparse.Namespace(sft_steps=args.sft_steps), args.base_dir)
+
+
+def larger_model(args: argparse.Namespace) -> str:
+    """The `--larger` preset after the base's SFT (same steps, pool and recipe): the larger trunk."""
+    return alphallm.stage_base(argparse.Namespace(sft_steps=args.sft_steps), args.run_dir / f"trunk-{args.larger}", args.larger)
 
 
 def label_set(args: argparse.Namespace, policy: HFPolicy, name: str, first: int, problems: int, samples: int) -> dict[str, Any]:
@@ -156,9 +166,10 @@ def arms(args: argparse.Namespace) -> list[dict[str, Any]]:
         out += [dict(kind=kind, chunks=args.extra_chunks, objective="pointwise", smoothing=0.0, seed=0, trunk="policy")
                 for kind in args.extra_kinds]
     out += [dict(kind=kind, chunks=args.chunks, objective="listwise", smoothing=0.0, seed=0, trunk="policy") for kind in KINDS]
+    out += [dict(kind=kind, chunks=args.chunks, objective="pointwise", smoothing=0.0, seed=0, trunk=args.larger) for kind in KINDS]
     for a in out:
         a["name"] = (f"{a['kind']}-c{a['chunks']}-{a['objective']}" + (f"-smooth{a['smoothing']:g}" if a["smoothing"] else "")
-                     + ("-scratch" if a["trunk"] == "scratch" else "") + f"-s{a['seed']}")
+                     + ("" if a["trunk"] == "policy" else f"-{a['trunk']}") + f"-s{a['seed']}")
     return out
 
 
@@ -190,6 +201,10 @@ def run_arm(args: argparse.Namespace, policy: HFPolicy, arm: dict[str, Any], hel
     if arm.get("trunk") == "scratch":  # the policy's architecture and tokenizer, fresh random weights
         fresh, _ = build_tiny_model("default", seed=arm["seed"])
         trunk = HFPolicy(fresh, policy.tokenizer, seed=arm["seed"])
+    elif arm.get("trunk") == args.larger:
+        trunk = HFPolicy.load(larger_model(args), seed=arm["seed"])
+        if trunk.tokenizer.get_vocab() != policy.tokenizer.get_vocab():  # it reads the policy's token ids as they are
+            raise ValueError(f"the {args.larger} trunk's tokenizer differs from the policy's: its critic cannot read the labels")
     critic = CRITICS[arm["kind"]].from_policy(trunk, batch_size=256)
     began = time.time()
     with line_bar(arm["name"], total_steps(train, config, arm["seed"]), keys=("train/loss", "eval/within_auroc"), every=60) as on_step:

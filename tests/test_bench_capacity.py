@@ -49,25 +49,25 @@ def test_claims_before_it_ran(tmp_path: Path) -> None:
     assert {c["verdict"] for c in capacity_claims(tmp_path, tmp_path)} == {"not run"}
 
 
-def test_two_workers_split_the_runs_by_cost_and_a_sizes_self_correction_runs_whole(tmp_path: Path) -> None:
-    def mine(worker: int) -> list[str]:
-        return [n for n, _, _ in capacity.share(capacity.parse_args(["run", "--run-dir", str(tmp_path), "--worker", str(worker),
-                                                                      "--workers", "2"]))]
-
-    # costs: demos 4.4 (large), 2 (medium), 1 (default), 2 seeds each; a size's self-correction the same as its demo.
-    # Dearest first to the lighter worker (ties: worker 0): large 4.4 -> w0, w1, w0 (8.8 / 4.4); medium 2 -> w1, w1, w1
-    # (8.8 / 10.4); default 1 -> w0, w0 (10.8), then w1 (11.4)
-    zero, one = mine(0), mine(1)
-    assert sorted(zero + one) == sorted(n for n, _, _ in capacity.commands(capacity.parse_args(["run", "--run-dir", str(tmp_path)])))
-    cost = dict((n, c) for n, _, c in capacity.commands(capacity.parse_args(["run", "--run-dir", str(tmp_path)])))
-    assert sum(cost[n] for n in zero) == pytest.approx(10.8) and sum(cost[n] for n in one) == pytest.approx(11.4)
-    assert {"large-demo-seed0", "large-selfcorrect", "default-demo-seed0", "default-demo-seed1"} == set(zero)
+def test_processes_share_one_queue_dearest_first_skipping_done_and_held_commands(tmp_path: Path, monkeypatch) -> None:
+    args = capacity.parse_args(["run", "--run-dir", str(tmp_path)])
+    # costs: demos 4.4 (large), 2 (medium), 1 (default), 2 seeds each; a size's self-correction the same as its demo
+    order = [n for n, _, _ in capacity.queue(args)]
+    assert order == ["large-demo-seed0", "large-demo-seed1", "large-selfcorrect", "medium-demo-seed0", "medium-demo-seed1",
+                     "medium-selfcorrect", "default-demo-seed0", "default-demo-seed1", "default-selfcorrect"]
+    ran: list[str] = []
+    monkeypatch.setattr(capacity, "run_logged", lambda command, log_file, env, cwd: ran.append(log_file.stem))
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "large-demo-seed0.DONE").write_text("60\n")  # finished before
+    with capacity.claim(tmp_path / "logs" / "large-demo-seed1.claim") as held:  # another live process runs it
+        assert held
+        assert capacity.run(args) == order[2:] == ran
+    assert (tmp_path / "logs" / "medium-selfcorrect.DONE").is_file()
+    assert capacity.run(args) == ["large-demo-seed1"]  # its holder is gone: the next process takes it up
     compare = " ".join(map(str, dict((n, c) for n, c, _ in capacity.commands(capacity.parse_args(["run"])))["large-selfcorrect"]))
     assert "seeds=[0, 1]" in compare and "base.init.preset=large" in compare and "eval.split=train" in compare
     score = next(a for a in capacity.recipe_arms() if isinstance(a, dict) and a["name"] == "score")
     assert score["stages"][0]["budget"] == 0.5  # the recipe's SCoRe, not the built-in arm (Stage I on 30%)
-    with pytest.raises(SystemExit):
-        capacity.parse_args(["run", "--worker", "2", "--workers", "2"])
 
 
 def test_each_claim_reads_the_largest_size_that_has_its_figures(tmp_path: Path) -> None:

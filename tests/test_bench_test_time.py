@@ -76,3 +76,18 @@ def test_best_of_n_and_majority_from_one_pool_by_hand() -> None:
              {"answer": None, "right": False}]]
     assert majority(rows, 4) == 1.0
     assert majority(rows, 2) == 0.5  # (a, b): a tie, the first seen; (b, none): b
+
+
+def test_the_larger_trunk_arms_come_last_and_leave_every_earlier_arm_as_named() -> None:
+    import critic_levers
+    from critic_levers_report import lever
+
+    args = critic_levers.parse_args(["arms"])
+    names = [a["name"] for a in critic_levers.arms(args)]
+    # a worker splits the arms by index: new arms go last, and the earlier names (their result files) stay
+    assert names[-3:] == ["value-c8-pointwise-medium-s0", "prm-c8-pointwise-medium-s0", "orm-c8-pointwise-medium-s0"]
+    assert {"orm-c8-pointwise-scratch-s0", "orm-c8-pointwise-s0", "orm-c32-pointwise-s0", "prm-c8-pointwise-smooth1-s0"} <= set(names)
+    assert len(names) == len(set(names)) == 36
+    larger = critic_levers.arms(critic_levers.parse_args(["arms", "--larger", "large"]))[-1]
+    assert larger["name"] == "orm-c8-pointwise-large-s0"
+    assert lever(larger, args) == "trunk from a larger policy (large, SFT as the base; 8 chunks)"
