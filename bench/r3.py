@@ -216,9 +216,12 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
           f"This invocation: {seconds / 60:.0f} min of wall time.\n",
           f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/r3.py {' '.join(repo_relative_paths(sys.argv[1:]))}`. Same SFT base per task, "
           f"{args.budget:,} sampled tokens per RL arm on chains and {budget(args, COUNTDOWN):,} on Countdown, seeds {args.seeds}, greedy accuracy on {args.test_problems} held-out "
-          f"problems (mean ± standard error over seeds, then per seed). Chain length {length} from the sweep below "
-          f"(the sweep trains {args.sweep_steps} SFT steps, the base {args.sft_steps}). PPO lr {args.lr:g} "
-          f"(chosen on train problems by `bench/r3_tune.py`), vf_coef {args.vf_coef:g}.\n",
+          f"problems (mean ± standard error over seeds, then per seed). "
+          + (f"Chain length {length} from the sweep below (the sweep trains {args.sweep_steps} SFT steps, the base "
+             f"{args.sft_steps}). " if "chain" in args.tasks else f"The base trains {args.sft_steps} SFT steps. ")
+          + f"PPO lr {args.lr:g} (chosen on train problems by `bench/r3_tune.py`), vf_coef {args.vf_coef:g}. Judgement: "
+          + ("the continuation alone (issue 26's fix: a state's prefix never answers for it).\n" if args.judgement == "continuation"
+             else "prefix and continuation together (runs from before issue 26's fix).\n"),
           markdown_table(["task", "arm", "accuracy %", "per seed", "sampled tokens", "steps", "seconds"], table),
           "\n## Paper's direction per seed\n", "\n".join(verdicts) + "\n",
           "\n## Where the training samples were right (the runs' rollouts, every seed pooled)\n",
