@@ -19,7 +19,9 @@ over its examples; AUROC on the held-out problems' raw labels):
 - the trunk: the same size initialised at random instead of from the policy (all chunks, pointwise); and
   a larger one (`--larger`, the `medium` preset: 10.7M parameters against 2.65M) trained exactly as the
   base was (the same SFT steps on the same demonstrations), so that it starts from what a larger policy
-  knows of the task (all chunks, pointwise; listed last);
+  knows of the task (all chunks, pointwise);
+- balanced classes: each kind's rarer class (label >= 0.5 or below) drawn again until even
+  (`critics.labels.balance_labels`, `training.balance`; all chunks, pointwise; listed last);
 - the most labels: `--extra-chunks` chunks (32: 16,384 problems), pointwise, for `--extra-kinds` (the ORM);
 then best-of-N on other train problems (`--bon-first`): `--bon-samples` answers each, scored by the
 1-chunk pointwise ORM, the all-chunk mixed ORM and the ensemble; accuracy of the top-scored answer at
@@ -54,7 +56,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 import alphallm  # noqa: E402  (bench/alphallm.py: the shared SFT base)
 from common import line_bar, log  # noqa: E402
 from critic_levers_report import KINDS, stage_report  # noqa: E402
-from selfimprove.critics.labels import (Example, build_labels, estimate_prefixes, load_labels, save_labels,  # noqa: E402
+from selfimprove.critics.labels import (Example, balance_labels, build_labels, estimate_prefixes, load_labels, save_labels,  # noqa: E402
                                        smooth_labels)
 from selfimprove.critics.metrics import within_problem_auroc  # noqa: E402
 from selfimprove.critics.model import CRITICS, critic_input, load_critic  # noqa: E402
@@ -167,8 +169,11 @@ def arms(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for kind in args.extra_kinds]
     out += [dict(kind=kind, chunks=args.chunks, objective="listwise", smoothing=0.0, seed=0, trunk="policy") for kind in KINDS]
     out += [dict(kind=kind, chunks=args.chunks, objective="pointwise", smoothing=0.0, seed=0, trunk=args.larger) for kind in KINDS]
+    out += [dict(kind=kind, chunks=args.chunks, objective="pointwise", smoothing=0.0, seed=0, trunk="policy", balance=True)
+            for kind in KINDS]
     for a in out:
         a["name"] = (f"{a['kind']}-c{a['chunks']}-{a['objective']}" + (f"-smooth{a['smoothing']:g}" if a["smoothing"] else "")
+                     + ("-balanced" if a.get("balance") else "")
                      + ("" if a["trunk"] == "policy" else f"-{a['trunk']}") + f"-s{a['seed']}")
     return out
 
@@ -192,6 +197,8 @@ def run_arm(args: argparse.Namespace, policy: HFPolicy, arm: dict[str, Any], hel
         return json.loads(path.read_text())
     exclude = {e.group for e in held_out} | {p.prompt for p in bon_problems(args)}  # never train on judged problems
     train, tokens = pool(args, arm["kind"], arm["chunks"], exclude)
+    if arm.get("balance"):
+        train = balance_labels(train, arm["seed"])
     train = smooth_labels(train, arm["smoothing"], prm_label="hard")
     config = CriticTraining(epochs=args.epochs, objective=arm["objective"], batch_size=args.batch_size,
                             optim={"lr": args.lr, "micro_batch_size": 64, "warmup_steps": 10, "schedule": "cosine",

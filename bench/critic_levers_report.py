@@ -75,6 +75,8 @@ def stage_report(args: argparse.Namespace, all_arms: list[dict[str, Any]]) -> di
 def lever(r: dict[str, Any], args: argparse.Namespace) -> str:
     if r.get("trunk") == "scratch":
         return f"trunk at random, not from the policy ({r['chunks']} chunks)"
+    if r.get("balance"):
+        return f"balanced classes, the rarer drawn again ({r['chunks']} chunks)"
     if r.get("trunk", "policy") != "policy":
         return f"trunk from a larger policy ({r['trunk']}, SFT as the base; {r['chunks']} chunks)"
     if r["seed"]:

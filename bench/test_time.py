@@ -13,8 +13,9 @@ and the critics' labels), for each seed in `--seeds` (the search's sampling stre
 - DVTS with the PRM (4 children per subtree, n = 8, 16, 32: 2, 4, 8 subtrees);
 - eta-MCTS (value + PRM for unfinished states, ORM for finished ones; the AlphaLLM bench's settings)
   at 4, 8, 16 simulations;
-- the same best-of-N, beam and eta-MCTS with the gold-free tool critic (it checks each written line's
-  arithmetic and the final value against the prompt's target; it reads no gold answer);
+- the same best-of-N, weighted best-of-N, beam, DVTS and eta-MCTS with the gold-free tool critic (it
+  checks each written line's arithmetic and the final value against the prompt's target; it reads no
+  gold answer);
 - compute-optimal (Snell et al. 2024): problems binned by the ORM's score of the greedy answer
   (quartiles on the validation problems); at each token budget, per bin, the learned-critic strategy
   with the best validation accuracy within the budget (or up to 10% over it); on test, each problem
@@ -120,7 +121,11 @@ def strategies(critics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
          "critics": {"value": value, "prm": prm, "outcome": orm}},
         {"label": "best_of_n-tool", "family": "tool", "search": {"name": "best_of_n", "params": sampled, "sweep": n_sweep},
          "critics": {"tool": True}},
+        {"label": "weighted_best_of_n-tool", "family": "tool",
+         "search": {"name": "weighted_vote", "params": sampled, "sweep": n_sweep}, "critics": {"tool": True}},
         {"label": "beam-tool", "family": "tool", "search": beam, "critics": {"tool": True}},
+        {"label": "dvts-tool", "family": "tool", "search": {"name": "dvts", "params": {**sampled, "expand": 4, "max_steps": 4},
+                                                            "sweep": {"param": "n", "values": [8, 16, 32]}}, "critics": {"tool": True}},
         {"label": "eta-mcts-tool", "family": "tool", "search": {"name": "mcts", "params": {**eta, "final": "visits"}, "sweep": sims},
          "critics": {"value": value, "prm": prm, "tool": True, "outcome": "tool"}},
     ]

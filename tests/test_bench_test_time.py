@@ -85,9 +85,11 @@ def test_the_larger_trunk_arms_come_last_and_leave_every_earlier_arm_as_named() 
     args = critic_levers.parse_args(["arms"])
     names = [a["name"] for a in critic_levers.arms(args)]
     # a worker splits the arms by index: new arms go last, and the earlier names (their result files) stay
-    assert names[-3:] == ["value-c8-pointwise-medium-s0", "prm-c8-pointwise-medium-s0", "orm-c8-pointwise-medium-s0"]
+    assert names[-6:] == ["value-c8-pointwise-medium-s0", "prm-c8-pointwise-medium-s0", "orm-c8-pointwise-medium-s0",
+                          "value-c8-pointwise-balanced-s0", "prm-c8-pointwise-balanced-s0", "orm-c8-pointwise-balanced-s0"]
     assert {"orm-c8-pointwise-scratch-s0", "orm-c8-pointwise-s0", "orm-c32-pointwise-s0", "prm-c8-pointwise-smooth1-s0"} <= set(names)
-    assert len(names) == len(set(names)) == 36
-    larger = critic_levers.arms(critic_levers.parse_args(["arms", "--larger", "large"]))[-1]
+    assert len(names) == len(set(names)) == 39
+    assert lever(critic_levers.arms(args)[-1], args) == "balanced classes, the rarer drawn again (8 chunks)"
+    larger = critic_levers.arms(critic_levers.parse_args(["arms", "--larger", "large"]))[-4]
     assert larger["name"] == "orm-c8-pointwise-large-s0"
     assert lever(larger, args) == "trunk from a larger policy (large, SFT as the base; 8 chunks)"

@@ -14,7 +14,7 @@ from selfimprove.cli import main
 from selfimprove.config import validate
 from selfimprove.critics.base import score_states
 from selfimprove.critics.combined import CombinedCritic
-from selfimprove.critics.labels import (Example, build_labels, estimate_prefixes, load_labels, save_labels, smooth_labels,
+from selfimprove.critics.labels import (Example, balance_labels, build_labels, estimate_prefixes, load_labels, save_labels, smooth_labels,
                                        step_boundaries)
 from selfimprove.critics.model import ORMCritic, PRMCritic, ValueCritic, critic_input, load_critic
 from selfimprove.critics.recipe import CriticRecipe, CriticTraining, LabelsConfig
@@ -199,6 +199,24 @@ def test_label_smoothing_by_rollout_count_by_hand() -> None:
         smooth_labels(examples, -1.0, prm_label="hard")
 
 
+def test_balance_labels_draws_the_rarer_class_of_each_kind_until_even() -> None:
+    def ex(kind: str, label: float, group: str) -> Example:
+        return Example(kind, (1, 2), label, group, 1, kind == "orm", label, 0 if kind == "orm" else 4)  # type: ignore[arg-type]
+
+    orm = [ex("orm", 1.0, "a"), ex("orm", 0.0, "b"), ex("orm", 0.0, "c"), ex("orm", 0.0, "d")]  # 1 right, 3 wrong
+    value = [ex("value", 0.75, "a"), ex("value", 0.5, "b"), ex("value", 0.25, "c")]  # 2 at >= 0.5, 1 below
+    prm = [ex("prm", 1.0, "a"), ex("prm", 1.0, "b")]  # one class only: nothing to draw
+    got = balance_labels(orm + value + prm, seed=0)
+    assert got[:9] == orm + value + prm  # order kept, draws appended
+    drawn = got[9:]
+    assert sorted((e.kind, e.label) for e in drawn) == [("orm", 1.0), ("orm", 1.0), ("value", 0.25)]  # 3 + 3 and 2 + 2
+    for kind in ("orm", "value"):
+        mine = [e for e in got if e.kind == kind]
+        assert sum(e.label >= 0.5 for e in mine) == sum(e.label < 0.5 for e in mine)
+    assert balance_labels(orm + value + prm, seed=0) == got  # the seed decides the draws
+    assert balance_labels(prm, seed=0) == prm and balance_labels([], seed=0) == []
+
+
 def test_run_critic_training_smooths_only_the_training_labels(small_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """`training.label_smoothing` reaches the training examples; the held-out ones keep their raw labels."""
     import selfimprove.critics.run as run_module
@@ -221,6 +239,12 @@ def test_run_critic_training_smooths_only_the_training_labels(small_model_dir: P
         run_module.run_critic_training(recipe)
     assert sorted(set(seen["train"])) == pytest.approx([1 / 6, 3 / 6, 5 / 6])
     assert sorted(set(seen["held_out"])) == [0.0, 0.5, 1.0]
+    # `training.balance`: per problem 2 labels >= 0.5 and 1 below, so the training set gains one draw of a 0 per
+    # problem it holds (3 problems: 9 + 3); the held-out set stays raw
+    balanced = recipe.model_copy(update={"training": recipe.training.model_copy(update={"balance": True, "label_smoothing": 0.0})})
+    with pytest.raises(RuntimeError, match="stop here"):
+        run_module.run_critic_training(balanced)
+    assert len(seen["train"]) == 12 and sum(q >= 0.5 for q in seen["train"]) == 6 and len(seen["held_out"]) == 9
 
 
 def test_step_boundaries_map_text_steps_to_tokens() -> None:

@@ -28,6 +28,7 @@ An example's `token_ids` is exactly what the critic reads at search time (`model
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -86,6 +87,22 @@ def smooth_labels(examples: Sequence[Example], pseudo_count: float, *, prm_label
             # (a hard PRM label that gets here is 0, and so is its estimate: no rollout was right)
             e = replace(e, label=(e.estimate * e.rollouts + a) / (e.rollouts + 2 * a))
         out.append(e)
+    return out
+
+
+def balance_labels(examples: Sequence[Example], seed: int, *, threshold: float = 0.5) -> list[Example]:
+    """Each kind's examples with its rarer class (label >= `threshold` or below) drawn again at random,
+    with replacement, until both classes are as many: a critic whose labels are 80% wrong answers can
+    score every answer low and still fit most of them. Order kept, the draws appended; a kind with an
+    empty class is left as it is (nothing to draw). For training only: held-out metrics read the raw set."""
+    rng = random.Random(seed)
+    out = list(examples)
+    for kind in sorted({e.kind for e in examples}):
+        right = [e for e in examples if e.kind == kind and e.label >= threshold]
+        wrong = [e for e in examples if e.kind == kind and e.label < threshold]
+        if right and wrong and len(right) != len(wrong):
+            rare, common = (right, wrong) if len(right) < len(wrong) else (wrong, right)
+            out += rng.choices(rare, k=len(common) - len(rare))
     return out
 
 

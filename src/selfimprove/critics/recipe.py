@@ -54,6 +54,9 @@ class CriticTraining(Strict):
     # Beta(a, a) pseudo-count that shrinks Monte-Carlo training labels toward 1/2 by their rollout count
     # (`critics.labels.smooth_labels`); 0: the labels as estimated. Held-out labels stay raw.
     label_smoothing: float = Field(0.0, ge=0.0)
+    # Draw each kind's rarer class (label >= 0.5 or below) again until the classes are even
+    # (`critics.labels.balance_labels`, before smoothing); held-out examples stay as they are.
+    balance: bool = False
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of problems held out (all their examples)
     threshold: float = Field(0.5, gt=0.0, lt=1.0)  # score >= threshold predicts "right"
     ece_bins: int = Field(10, ge=1)

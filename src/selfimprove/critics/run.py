@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from selfimprove.config import dump_yaml
-from selfimprove.critics.labels import Example, build_labels, load_labels, save_labels, smooth_labels
+from selfimprove.critics.labels import Example, balance_labels, build_labels, load_labels, save_labels, smooth_labels
 from selfimprove.critics.model import CRITICS
 from selfimprove.critics.recipe import CriticRecipe
 from selfimprove.critics.train import split_examples, total_steps, train_critic
@@ -73,6 +73,8 @@ def run_critic_training(recipe: CriticRecipe, *, bar: StageBar = no_bar) -> dict
         if not mine:
             raise ValueError(f"no {kind} labels to train on (check labels.path or the label settings)")
         train, held_out = split_examples(mine, recipe.training.eval_fraction, recipe.seed)
+        if recipe.training.balance:
+            train = balance_labels(train, recipe.seed)
         train = smooth_labels(train, recipe.training.label_smoothing, prm_label=lab.prm_label)
         critic = CRITICS[kind].from_policy(policy, batch_size=recipe.training.score_batch_size,
                                            meta={"policy": recipe.model.path, "task": recipe.task.model_dump(),
