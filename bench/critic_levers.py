@@ -268,6 +268,11 @@ def stage_ceiling(args: argparse.Namespace) -> dict[str, Any]:
                 right, total = counts[prefix(e)]
                 scores.append(right / total)
         out[kind] = within_problem_auroc(scores, [e.label for e in mine], [e.group for e in mine])
+        # the pairs whose both sides are Monte-Carlo estimates (the rest have an exact finished side, which
+        # the oracle scores by its verdict), and every score, so the ceiling can be checked pair by pair
+        mc = [(sc, e) for sc, e in zip(scores, mine) if e.rollouts > 0]
+        out[f"{kind}_monte_carlo_only"] = within_problem_auroc([sc for sc, _ in mc], [e.label for _, e in mc], [e.group for _, e in mc])
+        out[f"{kind}_scores"] = [round(sc, 4) for sc in scores]
     path.write_text(json.dumps(out, indent=2))
     log(f"label-noise ceiling ({args.ceiling_rollouts} fresh rollouts per prefix): value {out['value']:.3f}, prm {out['prm']:.3f}")
     return out

@@ -205,8 +205,10 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
                 ks = sorted({k for r in runs for k in r["success_by_k"]})
                 pooled = {k: sum(r["success_by_k"].get(k, 0) * r["samples_by_k"].get(k, 0) for r in runs)
                           / max(1, sum(r["samples_by_k"].get(k, 0) for r in runs)) for k in ks}
+                counts = {k: sum(r["samples_by_k"].get(k, 0) for r in runs) for k in ks}
                 stats[(task, arm)] = {"groups_solved": statistics.fmean(r["groups_solved"] for r in runs),
-                                      "sample_accuracy": statistics.fmean(r["sample_accuracy"] for r in runs), "success_by_k": pooled}
+                                      "sample_accuracy": statistics.fmean(r["sample_accuracy"] for r in runs), "success_by_k": pooled,
+                                      "share_by_k": {k: n / max(1, sum(counts.values())) for k, n in counts.items()}}
     # The runs' own seconds, so a report written from finished runs still says what they cost.
     per_task = {t: sum(r["seconds"] for r in rows if r["task"] == t) for t in dict.fromkeys(r["task"] for r in rows)}
     sweep_seconds = sum(r.get("seconds", 0.0) for r in sweep_rows)
@@ -225,11 +227,13 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
           markdown_table(["task", "arm", "accuracy %", "per seed", "sampled tokens", "steps", "seconds"], table),
           "\n## Paper's direction per seed\n", "\n".join(verdicts) + "\n",
           "\n## Where the training samples were right (the runs' rollouts, every seed pooled)\n",
-          "Groups with a right answer and right samples (each RL arm), and the success rate from each start state k "
-          "(k demonstration steps given; the held-out task starts at k = 0).\n",
-          markdown_table(["task", "arm", "groups with a right answer %", "right samples %", "success % by start state (k: %)"],
+          "Groups with a right answer and right samples (each RL arm), the success rate from each start state k "
+          "(k demonstration steps given; the held-out task starts at k = 0), and the share of the samples drawn from each.\n",
+          markdown_table(["task", "arm", "groups with a right answer %", "right samples %", "success % by start state (k: %)",
+                          "samples by start state (k: %)"],
                          [[t, a, f"{100 * st['groups_solved']:.0f}", f"{100 * st['sample_accuracy']:.1f}",
-                           ", ".join(f"{k}: {100 * v:.0f}" for k, v in st["success_by_k"].items())] for (t, a), st in stats.items()]),
+                           ", ".join(f"{k}: {100 * v:.0f}" for k, v in st["success_by_k"].items()),
+                           ", ".join(f"{k}: {100 * v:.0f}" for k, v in st["share_by_k"].items())] for (t, a), st in stats.items()]),
           "\n## Chain length sweep (SFT only)\n",
           markdown_table(["steps per chain", "SFT greedy %"], [[r["num_steps"], f"{100 * r['sft_accuracy']:.1f}"] for r in sweep_rows])]
     (RESULTS / f"{args.out}.md").write_text("\n".join(md))

@@ -48,6 +48,15 @@ def _round1_precision(rows: list[dict[str, Any]]) -> float:
     return 100 * sum(k * p for k, p in mine) / sum(k for k, _ in mine) if mine else float("nan")
 
 
+def _spent(rows: list[dict[str, Any]], arm: str) -> float:
+    """The arm's policy tokens over its rounds (round 0, the shared base, spends none), mean over seeds."""
+    per_seed: dict[int, float] = {}
+    for r in rows:
+        if r["arm"] == arm and r.get("round", 0) > 0:
+            per_seed[r["seed"]] = per_seed.get(r["seed"], 0.0) + (r.get("tokens") or 0)
+    return statistics.fmean(per_seed.values()) if per_seed else float("nan")
+
+
 def _mean_field(rows: list[dict[str, Any]], arm: str, field: str) -> float:
     values = [r[field] for r in rows if r["arm"] == arm and r.get("round", 0) > 0 and r.get(field) is not None]
     return statistics.fmean(values) if values else float("nan")
@@ -95,14 +104,16 @@ def alphallm_claims(root: Path, results: Path) -> list[dict[str, Any]]:
                    f"{data.get('setup', {}).get('budget_tokens_per_round', 0):,} policy tokens a round on a tiny model: "
                    f"{_mean_field(rows, 'mcts', 'kept'):.0f} paths kept per round by the learned ORM's filter "
                    "(bench/results/alphallm.md)"),
-        make_claim("eta-MCTS data beats sampled data (RFT) at the same tokens", "alpha_data", data_gap, +1,
-                   f"round {last}, greedy, eta-MCTS minus RFT: " + ", ".join(f"{v:+.1f}" for v in data_gap),
+        make_claim("eta-MCTS data beats sampled data (RFT) at the same token budget", "alpha_data", data_gap, +1,
+                   f"round {last}, greedy, eta-MCTS minus RFT: " + ", ".join(f"{v:+.1f}" for v in data_gap)
+                   + f"; policy tokens over the rounds, mean per seed: eta-MCTS {_spent(rows, 'mcts'):,.0f}, "
+                   f"RFT {_spent(rows, 'rft'):,.0f} (the search stops when its prompts are used up)",
                    "both arms train on the paths the learned ORM scores above gamma (no gold answers); kept per round (mean "
                    f"over seeds and rounds): eta-MCTS {_mean_field(rows, 'mcts', 'kept'):.0f}, sampling {_mean_field(rows, 'rft', 'kept'):.0f}"),
         make_claim("Test-time eta-MCTS beats greedy", "alpha_search", search, +1,
-                   f"learned critics at round 0 ({held} held-out examples): {auroc}",
-                   f"the critics, retrained each round on {scale} problems of labels, rank one problem's answers weakly{at_scale}"
-                   f"{filtered}{tool}"),
+                   f"round {last}, eta-MCTS minus greedy with that round's critics: " + ", ".join(f"{v:+.1f}" for v in search),
+                   f"the critics, retrained each round on {scale} problems of labels, rank one problem's answers weakly{at_scale} "
+                   f"(round 0's own 10% held-out split, {held} examples: {auroc}){filtered}{tool}"),
     ]
 
 

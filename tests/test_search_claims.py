@@ -85,3 +85,22 @@ def test_search_data_before_grpo_against_grpo_at_the_last_round(tmp_path: Path) 
     assert "s0: search-data SFT then GRPO 43.0, GRPO 40.0" in then["measured"]
     # round 1 of the arm: (200 + 100) / 2 paths; right, weighted by paths: (200 x 0.5 + 100 x 0.4) / 300 = 46.7%
     assert "SFT on 150 kept paths, 47% of them right" in then["why"]
+
+
+def test_the_data_claim_says_what_each_arm_spent_and_the_search_claim_its_own_figures(tmp_path: Path) -> None:
+    def row(arm: str, seed: int, rnd: int, greedy: float, search: float, tokens: int) -> dict:
+        return {"arm": arm, "seed": seed, "round": rnd, "greedy": greedy, "search": search, "kept": 10, "imagined": 0, "tokens": tokens}
+
+    rows = [row(a, s, 0, 0.35, 0.36, 0) for a in ("mcts", "rft") for s in (0, 1)]
+    # eta-MCTS spends 30k + 20k (seed 0) and 40k + 30k (seed 1): 60k a seed on average; RFT 60k a round, 120k
+    rows += [row("mcts", 0, 1, 0.37, 0.36, 30000), row("mcts", 0, 2, 0.38, 0.36, 20000),
+             row("mcts", 1, 1, 0.37, 0.40, 40000), row("mcts", 1, 2, 0.36, 0.37, 30000)]
+    rows += [row("rft", s, r, 0.34, 0.33, 60000) for s in (0, 1) for r in (1, 2)]
+    (tmp_path / "alphallm.json").write_text(json.dumps({"rows": rows, "critics": {"orm": {"after": {"within_auroc": 0.9}, "held_out_examples": 40}}}))
+    claims = {c["claim"]: c for c in alphallm_claims(tmp_path, tmp_path)}
+    data = claims["eta-MCTS data beats sampled data (RFT) at the same token budget"]
+    assert data["ours_mean"] == pytest.approx(3.0)  # 38 - 34 and 36 - 34
+    assert "eta-MCTS 60,000, RFT 120,000" in data["measured"]
+    search = claims["Test-time eta-MCTS beats greedy"]
+    assert "eta-MCTS minus greedy with that round's critics: -2.0, +1.0" in search["measured"]  # 36 - 38, 37 - 36
+    assert search["ours_mean"] == pytest.approx(-0.5) and "40 examples: orm within-problem AUROC 0.90" in search["why"]

@@ -2,7 +2,7 @@
 
 Exploration starts part-way through a demonstration (`rollout/start_states.py`): s_k is the prompt
 plus the first k demonstration steps, the prefix is context (never trained), and the verifier judges
-prefix + continuation as one answer. The curriculum (`train/curriculum.py`) decides which s_k each
+the continuation alone (it must write its own answer: an empty one scores 0). The curriculum (`train/curriculum.py`) decides which s_k each
 step trains from: `staged` (nearest the end first, sliding back to s_0), `mixed` (R^3's method: every
 (problem, k) uniformly), `adaptive` (per problem, back on success, forward on failure), or `none`
 (vanilla RL from s_0). Learning is the shared RL tail: by default PPO with GAE and a value head as R^3
