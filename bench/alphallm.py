@@ -113,6 +113,15 @@ def stage_base(args: argparse.Namespace, root: Path, preset: str = "default") ->
     return str(out / "final")
 
 
+def round_critics(round_dir: Path) -> dict[str, float] | None:
+    """The within-problem AUROC of each critic a round retrained, on its own held-out split (None: none retrained)."""
+    path = round_dir / "critics" / "summary.json"
+    if not path.is_file():
+        return None
+    found = json.loads(path.read_text()).get("critics", {})
+    return {k: round(v["after"]["within_auroc"], 3) for k, v in found.items() if "within_auroc" in v.get("after", {})}
+
+
 def loop_recipe(args: argparse.Namespace, root: Path, base: str, arm: str, seed: int) -> AlphaLLMRecipe:
     data = {"source": "samples" if arm == "rft" else "mcts", "gamma": args.gamma, "samples": 64, "problems_per_batch": 128}
     tool = arm == "mcts-tool"
@@ -293,7 +302,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], abl: list[dict[
              "test_problems": args.test_problems, "wall_seconds": round(seconds), "search": eta_search(args),
              "loop_critics": args.critics, "label_problems": args.label_problems, "arms": args.arms}
     (RESULTS / f"{name}.json").write_text(json.dumps(repo_relative_paths({"rows": [
-        {k: r.get(k) for k in ("arm", "round", "seed", "greedy", "search", "kept", "kept_precision", "imagined", "tokens")} for r in rows],
+        {k: r.get(k) for k in ("arm", "round", "seed", "greedy", "search", "kept", "kept_precision", "imagined", "tokens",
+                               "critics_within_auroc")} for r in rows],
         "ablation": abl, "best_of_n": bon, "critics": critics, "setup": setup}), indent=2))
     import matplotlib
 
@@ -380,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
             s = run_alphallm(recipe, line_bar)
             for row in s["rounds"][1:]:
                 rows.append({"arm": arm, "seed": seed, **{k: row.get(k) for k in ("round", "greedy", "search", "kept", "kept_precision",
-                                                                                   "imagined", "tokens")}})
+                                                                                   "imagined", "tokens")},
+                             "critics_within_auroc": round_critics(Path(recipe.run_dir) / f"round{row['round']}")})
                 log(f"  {arm} seed {seed} round {row['round']}: greedy {row['greedy']:.1%}, eta-MCTS {row.get('search', 0):.1%}, "
                     f"kept {row['kept']}, imagined {row['imagined']} ({row.get('imagine', {})}), {row['tokens']:,} tokens")
     if args.arms_only:

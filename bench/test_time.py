@@ -219,6 +219,22 @@ def quantiles(values: list[float], parts: int = 4) -> list[float]:
     return [values[min(len(values) - 1, (len(values) * k) // parts)] for k in range(1, parts)]
 
 
+def split_rows(args: argparse.Namespace, specs: list[dict[str, Any]], per_seed: dict[int, dict[str, list[dict[str, Any]]]],
+               split: str) -> list[dict[str, Any]]:
+    """One row per (strategy, setting) of a split: accuracy mean ± s.e. over seeds, tokens, and each seed's figures."""
+    rows = []
+    for spec in specs:
+        settings = {json.dumps(p["setting"], sort_keys=True) for s in args.seeds for p in per_seed[s][split] if p["label"] == spec["label"]}
+        for key in sorted(settings, key=lambda k: sorted(json.loads(k).items())):
+            found = {s: p for s in args.seeds for p in per_seed[s][split] if p["label"] == spec["label"]
+                     and json.dumps(p["setting"], sort_keys=True) == key}
+            accs, toks = [100 * p["accuracy"] for p in found.values()], [p["tokens"] for p in found.values()]
+            rows.append({"strategy": spec["label"], "family": spec["family"], "setting": json.loads(key), "seeds": len(found),
+                         "accuracy": statistics.mean(accs), "se": stderr(accs), "tokens": statistics.mean(toks),
+                         "per_seed": {str(s): {"accuracy": 100 * p["accuracy"], "tokens": p["tokens"]} for s, p in found.items()}})
+    return rows
+
+
 def report(args: argparse.Namespace, specs: list[dict[str, Any]], critics: dict[str, Any]) -> None:
     import matplotlib
 
@@ -232,16 +248,7 @@ def report(args: argparse.Namespace, specs: list[dict[str, Any]], critics: dict[
         greedy = {split: next((p["records"] for p in per_seed[seed][split] if p["label"] == "greedy"), None) for split in ("val", "test")}
         if greedy["val"] and greedy["test"]:
             optimal[seed] = compute_optimal(per_seed[seed]["val"], per_seed[seed]["test"], greedy["val"], greedy["test"])
-    rows = []
-    for spec in specs:
-        settings = {json.dumps(p["setting"], sort_keys=True) for s in args.seeds for p in per_seed[s]["test"] if p["label"] == spec["label"]}
-        for key in sorted(settings, key=lambda k: sorted(json.loads(k).items())):
-            found = {s: p for s in args.seeds for p in per_seed[s]["test"] if p["label"] == spec["label"]
-                     and json.dumps(p["setting"], sort_keys=True) == key}
-            accs, toks = [100 * p["accuracy"] for p in found.values()], [p["tokens"] for p in found.values()]
-            rows.append({"strategy": spec["label"], "family": spec["family"], "setting": json.loads(key), "seeds": len(found),
-                         "accuracy": statistics.mean(accs), "se": stderr(accs), "tokens": statistics.mean(toks),
-                         "per_seed": {str(s): {"accuracy": 100 * p["accuracy"], "tokens": p["tokens"]} for s, p in found.items()}})
+    rows, val_rows = (split_rows(args, specs, per_seed, split) for split in ("test", "val"))
     opt_rows = []
     for budget in sorted({c["budget"] for curve in optimal.values() for c in curve}):
         found = {s: c for s, curve in optimal.items() for c in curve if c["budget"] == budget}
@@ -258,7 +265,8 @@ def report(args: argparse.Namespace, specs: list[dict[str, Any]], critics: dict[
                f"{greedy_acc:.1f}; best-of-N by the ORM at these tokens {interpolate(bon, r['tokens']):.1f}"
                for r in rows if r["strategy"] == "eta-mcts"]
     data = {"setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "critics": critics,
-            "rows": rows + opt_rows, "eta_mcts_against_baselines": verdict}
+            "rows": rows + opt_rows, "eta_mcts_against_baselines": verdict,
+            "validation_rows": val_rows}  # the validation problems compute-optimal chose on
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "test_time.json").write_text(json.dumps(repo_relative_paths(data), indent=2) + "\n")
     table = markdown_table(["strategy", "critic", "setting", "seeds", "accuracy %", "± s.e.", "tokens / problem"],
