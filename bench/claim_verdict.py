@@ -39,6 +39,8 @@ PAPER = {
     "compute_optimal": "Snell et al. 2024: compute-optimal allocation beats best-of-N (weighted) at equal compute, "
                        "up to 4x less compute for the same accuracy (PaLM 2-S*, MATH)",
     "alpha_then_grpo": "no paper figure: issue 26 asks whether search-data SFT before GRPO beats GRPO alone",
+    "auroc_target": "no paper figure: issue 26's target, within-problem AUROC >= 0.85 for the value, PRM and ORM",
+    "bon_rises": "best-of-N by a learned ORM rises with N (AlphaLLM's ORM reranking; Snell et al. 2024's verifier curves)",
     "score_after_pair": "no paper figure for this order (SCoRe beats Pair-SFT by +2.6 from one base): issue 26 asks "
                         "whether RL adds to demonstrated corrections",
 }

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from claim_verdict import make_claim, pts, read_json  # noqa: E402  (bench/claim_verdict.py)
 from common import repo_relative, repo_relative_paths, union_minutes  # noqa: E402  (bench/common.py)
-from search_claims import alphallm_claims, search_claims, inference_compute_claims  # noqa: E402  (bench/search_claims.py)
+from search_claims import alphallm_claims, critic_claims, search_claims, inference_compute_claims  # noqa: E402  (bench/search_claims.py)
 
 
 def demo_claims(root: Path, results: Path) -> list[dict[str, Any]]:
@@ -202,7 +202,7 @@ def capacity_claims(root: Path, results: Path) -> list[dict[str, Any]]:
 
 
 STUDY_CLAIMS = {"demo": demo_claims, "selfcorrect": selfcorrect_claims, "rrr-countdown": rrr_claims, "search": search_claims,
-                "r3": r3_claims, "alphallm": alphallm_claims, "test-time": inference_compute_claims,
+                "r3": r3_claims, "alphallm": alphallm_claims, "critic-levers": critic_claims, "test-time": inference_compute_claims,
                 "capacity": capacity_claims}
 
 

@@ -104,3 +104,23 @@ def test_the_data_claim_says_what_each_arm_spent_and_the_search_claim_its_own_fi
     search = claims["Test-time eta-MCTS beats greedy"]
     assert "eta-MCTS minus greedy with that round's critics: -2.0, +1.0" in search["measured"]  # 36 - 38, 37 - 36
     assert search["ours_mean"] == pytest.approx(-0.5) and "40 examples: orm within-problem AUROC 0.90" in search["why"]
+
+
+def test_critic_claims_read_the_best_arm_of_each_kind(tmp_path: Path) -> None:
+    from search_claims import critic_claims
+
+    def arm(kind: str, name: str, auroc: float, lever: str) -> dict:
+        return {"kind": kind, "arm": name, "within_auroc": auroc, "lever": lever}
+
+    arms = [arm("orm", "orm-a", 0.70, "labels: 512 problems"), arm("orm", "orm-b", 0.76, "labels: 16384 problems"),
+            arm("value", "value-a", 0.66, "labels: 4096 problems"), arm("prm", "prm-a", 0.68, "label smoothing a=1 (8 chunks)")]
+    bon = {"by_critic": [["orm-a", {"1": 0.4, "4": 0.6, "16": 0.5, "64": 0.2}], ["orm-b", {"1": 0.464, "4": 0.514, "16": 0.484, "64": 0.40}]],
+           "majority_vote": [["1", 0.464], ["4", 0.511]]}
+    (tmp_path / "critic_levers.json").write_text(json.dumps({"arms": arms, "best_of_n": bon, "labels": {"ceiling": {"value": 1.0, "prm": 1.0}}}))
+    target, rise = critic_claims(tmp_path, tmp_path)
+    assert target["ours_mean"] == pytest.approx(-9.0) and target["seeds"] == 1 and target["verdict"] == "not reproduced"  # 76 - 85
+    assert "orm: 0.760 (labels: 16384 problems)" in target["measured"] and "value: 0.660" in target["measured"]
+    assert "value 1.000, PRM 1.000" in target["why"]
+    assert rise["ours_mean"] == pytest.approx(-11.4)  # the best ORM's 40.0 at N = 64 minus 51.4 at N = 4
+    assert "orm-b at N = 1 / 4 / 16 / 64: 46.4 / 51.4 / 48.4 / 40.0; majority vote 46.4 / 51.1" in rise["measured"]
+    assert {c["verdict"] for c in critic_claims(tmp_path / "none", tmp_path / "none")} == {"not run"}
