@@ -224,7 +224,8 @@ def critic_claims(root: Path, results: Path) -> list[dict[str, Any]]:
         make_claim("The best learned critic ranks one problem's answers at within-problem AUROC >= 0.85 (ORM)", "auroc_target",
                    target, +1, f"best arm per kind on 256 held-out problems: {shown}" if shown else "",
                    "more labels is the one lever with a trend (about +0.02 AUROC a doubling); objectives, smoothing, "
-                   "ensembling, balance and a 4x larger trunk moved it by about a seed's spread; the label-noise ceiling "
+                   "ensembling, balanced classes and a 4x larger trunk moved the ORM by 0.04 at most, about the spread of one "
+                   "arm's seeds; the label-noise ceiling "
                    + (f"(an oracle of 32 fresh rollouts a prefix) is value {ceiling.get('value', float('nan')):.3f}, PRM "
                       f"{ceiling.get('prm', float('nan')):.3f}, " if ceiling else "")
                    + "so the critic, not its labels, is the limit (bench/results/critic_levers.md)"),
