@@ -27,12 +27,12 @@ then best-of-N on other train problems (`--bon-first`): `--bon-samples` answers 
 1-chunk pointwise ORM, the all-chunk mixed ORM and the ensemble; accuracy of the top-scored answer at
 N = 1, 4, 16, 64 averaged over disjoint groups of N samples (pass@N and majority vote beside it).
 
-Resumable: labels per chunk, one JSON per arm, the best-of-N pool; `--worker i --workers n` splits
-the arms over processes. Results: `bench/results/critic_levers.{md,json,png}`.
+Resumable: labels per chunk, one JSON per arm, the best-of-N pool; processes started side by side
+share the arms (each takes the next arm no live process holds). Results: `bench/results/critic_levers.{md,json,png}`.
 
     .venv/bin/python bench/critic_levers.py labels              # the base, the label chunks, held-out labels
-    OMP_NUM_THREADS=1 .venv/bin/python bench/critic_levers.py arms --worker 0 --workers 2 &
-    OMP_NUM_THREADS=1 .venv/bin/python bench/critic_levers.py arms --worker 1 --workers 2
+    OMP_NUM_THREADS=1 .venv/bin/python bench/critic_levers.py arms &
+    OMP_NUM_THREADS=1 .venv/bin/python bench/critic_levers.py arms
     .venv/bin/python bench/critic_levers.py bon && .venv/bin/python bench/critic_levers.py report
 """
 
@@ -54,7 +54,7 @@ import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 import alphallm  # noqa: E402  (bench/alphallm.py: the shared SFT base)
-from common import line_bar, log  # noqa: E402
+from common import claim, line_bar, log  # noqa: E402
 from critic_levers_report import KINDS, stage_report  # noqa: E402
 from selfimprove.critics.labels import (Example, balance_labels, build_labels, estimate_prefixes, load_labels, save_labels,  # noqa: E402
                                        smooth_labels)
@@ -96,8 +96,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--larger", default="medium", choices=["medium", "large"],
                     help="the larger trunk's preset (SFT'd as the base; its own folder under the run folder)")
     ap.add_argument("--only", default=None, help="arms stage: only arms whose name contains this")
-    ap.add_argument("--worker", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=1)
     return ap.parse_args(argv)
 
 
@@ -161,7 +159,7 @@ def arms(args: argparse.Namespace) -> list[dict[str, Any]]:
         out += [dict(kind=kind, chunks=args.chunks, objective="mixed", smoothing=0.0, seed=s) for s in (1, 2)]
     for a in out:
         a["trunk"] = "policy"
-    # last, so that workers started before these were listed never run them twice: a trunk of the same
+    # listed after the first arms (their result files keep their names): a trunk of the same
     # size initialised at random instead of from the policy
     out += [dict(kind=kind, chunks=args.chunks, objective="pointwise", smoothing=0.0, seed=0, trunk="scratch") for kind in KINDS]
     if args.extra_chunks > args.chunks:  # the most labels, where the curve still rises
@@ -230,9 +228,12 @@ def run_arm(args: argparse.Namespace, policy: HFPolicy, arm: dict[str, Any], hel
 def stage_arms(args: argparse.Namespace) -> None:
     policy = HFPolicy.load(base_model(args), seed=0)
     val = load_labels(args.run_dir / "labels" / "val.jsonl")
-    for i, arm in enumerate(arms(args)):
-        if i % args.workers == args.worker and (args.only is None or args.only in arm["name"]):
-            run_arm(args, policy, arm, [e for e in val if e.kind == arm["kind"]])
+    for arm in arms(args):
+        if args.only is not None and args.only not in arm["name"]:
+            continue
+        with claim(args.run_dir / "arms" / f"{arm['name']}.claim") as mine:  # processes share the arms (common.claim)
+            if mine:
+                run_arm(args, policy, arm, [e for e in val if e.kind == arm["kind"]])
 
 
 def stage_ceiling(args: argparse.Namespace) -> dict[str, Any]:

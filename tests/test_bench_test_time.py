@@ -84,7 +84,7 @@ def test_the_larger_trunk_arms_come_last_and_leave_every_earlier_arm_as_named() 
 
     args = critic_levers.parse_args(["arms"])
     names = [a["name"] for a in critic_levers.arms(args)]
-    # a worker splits the arms by index: new arms go last, and the earlier names (their result files) stay
+    # new arms go last, and the earlier names (their result files) stay
     assert names[-6:] == ["value-c8-pointwise-medium-s0", "prm-c8-pointwise-medium-s0", "orm-c8-pointwise-medium-s0",
                           "value-c8-pointwise-balanced-s0", "prm-c8-pointwise-balanced-s0", "orm-c8-pointwise-balanced-s0"]
     assert {"orm-c8-pointwise-scratch-s0", "orm-c8-pointwise-s0", "orm-c32-pointwise-s0", "prm-c8-pointwise-smooth1-s0"} <= set(names)
