@@ -154,7 +154,11 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
                  if (p := args.run_dir / size / "demo" / f"seed{s}" / "summary.json").is_file()]
         summary_path = args.run_dir / size / "selfcorrect" / "summary.json"
         methods = json.loads(summary_path.read_text())["methods"] if summary_path.is_file() else {}
-        minutes = {p.stem: round(float(p.read_text()) / 60, 1) for p in sorted((args.run_dir / "logs").glob(f"{size}-*.DONE"))}
+        # a demo's minutes are its SFT + GRPO step clocks, which continue across resumes; a self-correction
+        # run's are the wall time of the command that finished it (a resumed run leaves out its earlier part)
+        minutes = {f"demo-seed{d['seed']}": round((d["sft_seconds"] + d["rl_seconds"]) / 60, 1) for d in demos}
+        if (done := args.run_dir / "logs" / f"{size}-selfcorrect.DONE").is_file():
+            minutes["selfcorrect"] = round(float(done.read_text()) / 60, 1)
         row: dict[str, Any] = {"size": size, "parameters": PARAMS[size], "minutes": minutes,
                                "demo": {"per_seed": [{"seed": d["seed"], "sft": 100 * d["sft_accuracy"], "rl": 100 * d["rl_accuracy"]}
                                                      for d in demos]}}
@@ -196,12 +200,14 @@ def report(args: argparse.Namespace) -> None:
          "SCoRe minus Pair-SFT", "minutes"],
         [[r["size"], r["parameters"], _fmt(r["demo"]["sft"]).lstrip("+"), _fmt(r["demo"]["gain"]), _fmt(r["base"]["delta"]),
           _fmt(r["pair_sft"]["delta"]), _fmt(r["score"]["delta"]), _fmt(r["score_minus_pair_sft"]),
-          ", ".join(f"{k.split('-', 1)[1]} {v}" for k, v in r["minutes"].items())] for r in rows])
+          ", ".join(f"{k} {v}" for k, v in r["minutes"].items())] for r in rows])
     lines = ["# Capacity: the papers' direction against model size (bench/capacity.py)", "",
              f"Validation problems: train split from index {args.val_start:,}, {args.val_problems} problems; seeds {args.seeds}; "
              f"demo: recipes/demo.yaml with {args.rl_steps} GRPO steps; self-correction: recipes/selfcorrect-countdown-steps.yaml, "
              f"arms {', '.join(ARMS)}, {args.budget:,} sampled tokens per trained arm. Mean ± standard error over seeds "
-             "(points); Delta = accuracy after the second attempt minus the first.", "", table]
+             "(points); Delta = accuracy after the second attempt minus the first. Minutes: a demo's SFT + GRPO "
+             "training clocks (across resumes, evaluation left out); a self-correction run's wall time in the "
+             "command that finished it (all its seeds and arms).", "", table]
     (out / "capacity.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 

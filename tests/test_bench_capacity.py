@@ -19,7 +19,8 @@ def test_collect_and_claims_by_hand(tmp_path: Path) -> None:
     args = capacity.parse_args(["report", "--run-dir", str(tmp_path / "runs"), "--sizes", "default", "large"])
     for size, accs in (("default", [(0.30, 0.36), (0.32, 0.36)]), ("large", [(0.40, 0.50), (0.42, 0.48)])):
         for seed, (sft, rl) in enumerate(accs):
-            write_json(args.run_dir / size / "demo" / f"seed{seed}" / "summary.json", {"seed": seed, "sft_accuracy": sft, "rl_accuracy": rl})
+            write_json(args.run_dir / size / "demo" / f"seed{seed}" / "summary.json",
+                       {"seed": seed, "sft_accuracy": sft, "rl_accuracy": rl, "sft_seconds": 600.0 * (seed + 1), "rl_seconds": 1200.0})
 
     def arm(deltas: list[float]) -> dict:
         return {"per_seed": [{"seed": s, "delta": d, "acc_t1": 0.4} for s, d in enumerate(deltas)]}
@@ -27,14 +28,16 @@ def test_collect_and_claims_by_hand(tmp_path: Path) -> None:
     write_json(args.run_dir / "large" / "selfcorrect" / "summary.json",
            {"methods": {"base": arm([-0.05, -0.03]), "pair_sft": arm([0.06, 0.04]), "score": arm([0.02, 0.05])}})
     (args.run_dir / "logs").mkdir(parents=True)
-    (args.run_dir / "logs" / "large-demo-seed0.DONE").write_text("1800\n")
+    (args.run_dir / "logs" / "large-demo-seed0.DONE").write_text("60\n")  # a resumed demo's last part: not its time
+    (args.run_dir / "logs" / "large-selfcorrect.DONE").write_text("1500\n")
     rows = capacity.collect(args)
     default, large = rows
     assert default["demo"]["gain"] == {"mean": 5.0, "se": 1.0, "seeds": 2}  # +6 and +4 points
     assert default["score"]["delta"]["mean"] is None  # its self-correction has not run
     assert large["demo"]["gain"]["mean"] == pytest.approx(8.0) and large["demo"]["gain"]["se"] == pytest.approx(2.0)  # +10, +6
     assert large["score_minus_pair_sft"]["mean"] == pytest.approx(-1.5)  # -4 and +1 points
-    assert large["minutes"] == {"large-demo-seed0": 30.0}
+    assert large["minutes"] == {"demo-seed0": 30.0, "demo-seed1": 40.0, "selfcorrect": 25.0}  # (600 + 1200) / 60, (1200 + 1200) / 60
+    assert default["minutes"] == {"demo-seed0": 30.0, "demo-seed1": 40.0}
     write_json(tmp_path / "results" / "capacity.json", {"rows": rows})
     claims = capacity_claims(tmp_path, tmp_path / "results")
     gain, delta, versus = claims
