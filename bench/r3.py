@@ -172,6 +172,17 @@ def rollout_stats(run_dir: Path, prompt_lines: int | None = None) -> dict[str, A
             "prompt_lines": fewest}
 
 
+def pool_by_start_state(runs: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """Seeds pooled per start state k: the success rate weighted by each run's samples from k, and k's
+    share of all the samples."""
+    ks = sorted({k for r in runs for k in r["success_by_k"]})
+    counts = {k: sum(r["samples_by_k"].get(k, 0) for r in runs) for k in ks}
+    total = max(1, sum(counts.values()))
+    return {"success_by_k": {k: sum(r["success_by_k"].get(k, 0) * r["samples_by_k"].get(k, 0) for r in runs) / max(1, counts[k])
+                             for k in ks},
+            "share_by_k": {k: n / total for k, n in counts.items()}}
+
+
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: list[dict[str, Any]], length: int,
            seconds: float) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -202,13 +213,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
             runs = [r for r in runs if r]
             if runs:
                 lines = runs[0]["prompt_lines"] if lines is None else lines
-                ks = sorted({k for r in runs for k in r["success_by_k"]})
-                pooled = {k: sum(r["success_by_k"].get(k, 0) * r["samples_by_k"].get(k, 0) for r in runs)
-                          / max(1, sum(r["samples_by_k"].get(k, 0) for r in runs)) for k in ks}
-                counts = {k: sum(r["samples_by_k"].get(k, 0) for r in runs) for k in ks}
                 stats[(task, arm)] = {"groups_solved": statistics.fmean(r["groups_solved"] for r in runs),
-                                      "sample_accuracy": statistics.fmean(r["sample_accuracy"] for r in runs), "success_by_k": pooled,
-                                      "share_by_k": {k: n / max(1, sum(counts.values())) for k, n in counts.items()}}
+                                      "sample_accuracy": statistics.fmean(r["sample_accuracy"] for r in runs), **pool_by_start_state(runs)}
     # The runs' own seconds, so a report written from finished runs still says what they cost.
     per_task = {t: sum(r["seconds"] for r in rows if r["task"] == t) for t in dict.fromkeys(r["task"] for r in rows)}
     sweep_seconds = sum(r.get("seconds", 0.0) for r in sweep_rows)

@@ -219,3 +219,18 @@ def test_the_r3_bench_marks_only_a_folder_it_begins_as_judged_on_the_continuatio
     old = tmp_path / "old"
     (old / "countdown-sft300").mkdir(parents=True)  # runs made before the marker existed
     assert judgement_of(old) == "prefix + continuation (before issue 26)" and not (old / "JUDGEMENT").exists()
+
+
+def test_the_r3_bench_pools_seeds_per_start_state_by_their_samples() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    pytest.importorskip("matplotlib")
+    from r3 import pool_by_start_state
+
+    runs = [{"success_by_k": {0: 0.5, 2: 1.0}, "samples_by_k": {0: 10, 2: 30}},
+            {"success_by_k": {0: 0.2}, "samples_by_k": {0: 40}}]
+    pooled = pool_by_start_state(runs)
+    # k = 0: (0.5 x 10 + 0.2 x 40) / 50 = 0.26; k = 2: 1.0 from 30 samples; shares 50 / 80 and 30 / 80
+    assert pooled["success_by_k"] == pytest.approx({0: 0.26, 2: 1.0})
+    assert pooled["share_by_k"] == pytest.approx({0: 0.625, 2: 0.375})
