@@ -201,6 +201,35 @@ def _optimal_why(data: dict[str, Any], optimal: dict[str, Any] | None, full: dic
             f"of the greedy answer (within-problem AUROC {data.get('critics', {}).get('orm', {}).get('within_auroc', float('nan')):.2f})")
 
 
+def _lever_moves(arms: list[dict[str, Any]]) -> str:
+    """What moved the ORM, read from the arms (not written in by hand, so a rerun of critic_levers keeps it true):
+    the AUROC a doubling of labels between the two largest label arms, the largest move of any other lever against
+    the pointwise arm on the same labels (the random trunk left out: it is the control, not a lever to pull), and
+    the spread of one arm's seeds."""
+    orm = [a for a in arms if a["kind"] == "orm" and a.get("within_auroc") is not None and not math.isnan(a["within_auroc"])]
+    labels = sorted((a for a in orm if a["lever"].startswith("labels:") and a.get("label_tokens")), key=lambda a: a["label_tokens"])
+    parts = []
+    if len(labels) >= 2 and labels[-1]["label_tokens"] > labels[-2]["label_tokens"]:
+        low, high = labels[-2], labels[-1]
+        per = (high["within_auroc"] - low["within_auroc"]) / math.log2(high["label_tokens"] / low["label_tokens"])
+        parts.append(f"more labels moved the ORM {per:+.3f} AUROC a doubling ({low['lever']} to {high['lever'].removeprefix('labels: ')})")
+    base = {a["label_tokens"]: a["within_auroc"] for a in labels}
+    levers = [a for a in orm if not a["lever"].startswith(("labels:", "seed", "trunk at random")) and a.get("label_tokens") in base]
+    if levers:
+        top = max(levers, key=lambda a: abs(a["within_auroc"] - base[a["label_tokens"]]))
+        parts.append(f"the other levers moved it {abs(top['within_auroc'] - base[top['label_tokens']]):.3f} at most ({top['lever']})")
+    seeds: dict[str, list[float]] = {}
+    for a in orm:
+        stem, _, tail = a["arm"].rpartition("-s")
+        if stem and tail.isdigit():
+            seeds.setdefault(stem, []).append(a["within_auroc"])
+    spread = {stem: max(v) - min(v) for stem, v in seeds.items() if len(v) > 1}
+    if spread:
+        stem = max(spread, key=lambda k: len(seeds[k]))
+        parts.append(f"one arm's seeds spread {spread[stem]:.3f} ({len(seeds[stem])} seeds of {stem})")
+    return "; ".join(parts) + "; " if parts else ""
+
+
 def critic_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     """`bench/critic_levers.py`'s two asks: the best critic of each kind against the 0.85 target (ours: the
     best ORM's within-problem AUROC minus 0.85, in points), and best-of-N by the best ORM from N = 4 to 64."""
@@ -223,9 +252,7 @@ def critic_claims(root: Path, results: Path) -> list[dict[str, Any]]:
     return [
         make_claim("The best learned critic ranks one problem's answers at within-problem AUROC >= 0.85 (ORM)", "auroc_target",
                    target, +1, f"best arm per kind on 256 held-out problems: {shown}" if shown else "",
-                   "more labels is the one lever with a trend (about +0.02 AUROC a doubling); objectives, smoothing, "
-                   "ensembling, balanced classes and a 4x larger trunk moved the ORM by 0.04 at most, about the spread of one "
-                   "arm's seeds; the label-noise ceiling "
+                   _lever_moves(arms) + "the label-noise ceiling "
                    + (f"(an oracle of 32 fresh rollouts a prefix) is value {ceiling.get('value', float('nan')):.3f}, PRM "
                       f"{ceiling.get('prm', float('nan')):.3f}, " if ceiling else "")
                    + "so the critic, not its labels, is the limit (bench/results/critic_levers.md)"),

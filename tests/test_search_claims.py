@@ -124,3 +124,23 @@ def test_critic_claims_read_the_best_arm_of_each_kind(tmp_path: Path) -> None:
     assert rise["ours_mean"] == pytest.approx(-11.4)  # the best ORM's 40.0 at N = 64 minus 51.4 at N = 4
     assert "orm-b at N = 1 / 4 / 16 / 64: 46.4 / 51.4 / 48.4 / 40.0; majority vote 46.4 / 51.1" in rise["measured"]
     assert {c["verdict"] for c in critic_claims(tmp_path / "none", tmp_path / "none")} == {"not run"}
+
+
+def test_lever_moves_are_read_from_the_arms() -> None:
+    """The 'what moved it' sentence comes from the arms, so a rerun of critic_levers keeps it true."""
+    from search_claims import _lever_moves
+
+    def arm(name: str, auroc: float, lever: str, tokens: int) -> dict:
+        return {"kind": "orm", "arm": name, "within_auroc": auroc, "lever": lever, "label_tokens": tokens}
+
+    arms = [arm("orm-c1-pointwise-s0", 0.55, "labels: 512 problems", 100), arm("orm-c8-pointwise-s0", 0.70, "labels: 4096 problems", 800),
+            arm("orm-c32-pointwise-s0", 0.76, "labels: 16384 problems", 3200),  # two doublings from 800: (0.76 - 0.70) / 2
+            arm("orm-c8-pairwise-s0", 0.66, "pairwise objective (8 chunks)", 800),  # 0.04 below the pointwise arm on its labels
+            arm("orm-c8-mixed-s0", 0.72, "mixed objective (8 chunks)", 800), arm("orm-c8-mixed-s1", 0.75, "seed 1 (ensemble member)", 800),
+            arm("orm-c8-scratch-s0", 0.50, "trunk at random, not from the policy (8 chunks)", 800),  # the control: not a lever
+            {"kind": "prm", "arm": "prm-c8-mixed-s0", "within_auroc": 0.99, "lever": "mixed objective (8 chunks)", "label_tokens": 800}]
+    text = _lever_moves(arms)
+    assert "+0.030 AUROC a doubling (labels: 4096 problems to 16384 problems)" in text
+    assert "moved it 0.040 at most (pairwise objective (8 chunks))" in text
+    assert "one arm's seeds spread 0.030 (2 seeds of orm-c8-mixed)" in text
+    assert _lever_moves([]) == ""
