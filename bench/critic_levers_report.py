@@ -66,7 +66,7 @@ def stage_report(args: argparse.Namespace, all_arms: list[dict[str, Any]]) -> di
                      + (f"; label-noise ceiling (an oracle scoring each prefix by {labels['ceiling']['rollouts']} fresh rollouts) "
                         f"**{ceiling:.3f}**" if ceiling is not None else "; exact labels (ceiling 1)" if kind == "orm" else ""))
     bon = bon_report(args, results)
-    summary = {"setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in {"worker", "workers", "stage"}},
+    summary = {"setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "stage"},
                "labels": labels, "arms": rows, "best_of_n": bon}
     write_report(args, summary, table)
     return summary

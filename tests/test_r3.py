@@ -205,12 +205,19 @@ def test_r3_resumes_exactly_mid_stage(tmp_path: Path, curriculum: str) -> None:
     assert state["job"]["stream"]["position"] == 8
 
 
-def test_the_r3_bench_marks_only_a_folder_it_begins_as_judged_on_the_continuation(tmp_path: Path) -> None:
+def _r3_bench() -> Any:
+    """bench/r3.py, imported on demand so that the library's tests here need no bench folder on the path."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
     pytest.importorskip("matplotlib")
-    from r3 import judgement_of
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import r3
+
+    return r3
+
+
+def test_the_r3_bench_marks_only_a_folder_it_begins_as_judged_on_the_continuation(tmp_path: Path) -> None:
+    judgement_of = _r3_bench().judgement_of
 
     fresh = tmp_path / "fresh"
     assert judgement_of(fresh) == "continuation" and (fresh / "JUDGEMENT").is_file()
@@ -222,11 +229,7 @@ def test_the_r3_bench_marks_only_a_folder_it_begins_as_judged_on_the_continuatio
 
 
 def test_the_r3_bench_pools_seeds_per_start_state_by_their_samples() -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-    pytest.importorskip("matplotlib")
-    from r3 import pool_by_start_state
+    pool_by_start_state = _r3_bench().pool_by_start_state
 
     runs = [{"success_by_k": {0: 0.5, 2: 1.0}, "samples_by_k": {0: 10, 2: 30}},
             {"success_by_k": {0: 0.2}, "samples_by_k": {0: 40}}]

@@ -127,17 +127,23 @@ def test_critic_claims_read_the_best_arm_of_each_kind(tmp_path: Path) -> None:
 
 
 def test_lever_moves_are_read_from_the_arms() -> None:
-    """The 'what moved it' sentence comes from the arms, so a rerun of critic_levers keeps it true."""
+    """The 'what moved it' sentence comes from the arms, so a rerun of critic_levers keeps it true; the lever
+    names are the report's own (`critic_levers_report.lever`), so a change in their wording fails here."""
+    from types import SimpleNamespace
+
+    from critic_levers_report import lever
     from search_claims import _lever_moves
 
-    def arm(name: str, auroc: float, lever: str, tokens: int) -> dict:
-        return {"kind": "orm", "arm": name, "within_auroc": auroc, "lever": lever, "label_tokens": tokens}
+    def arm(auroc: float, tokens: int, chunks: int, objective: str = "pointwise", seed: int = 0, trunk: str = "policy") -> dict:
+        r = {"chunks": chunks, "objective": objective, "seed": seed, "trunk": trunk, "smoothing": 0.0}
+        name = f"orm-c{chunks}-{objective}{'-scratch' if trunk == 'scratch' else ''}-s{seed}"
+        return {"kind": "orm", "arm": name, "within_auroc": auroc, "lever": lever(r, SimpleNamespace(chunk_problems=512)), "label_tokens": tokens}
 
-    arms = [arm("orm-c1-pointwise-s0", 0.55, "labels: 512 problems", 100), arm("orm-c8-pointwise-s0", 0.70, "labels: 4096 problems", 800),
-            arm("orm-c32-pointwise-s0", 0.76, "labels: 16384 problems", 3200),  # two doublings from 800: (0.76 - 0.70) / 2
-            arm("orm-c8-pairwise-s0", 0.66, "pairwise objective (8 chunks)", 800),  # 0.04 below the pointwise arm on its labels
-            arm("orm-c8-mixed-s0", 0.72, "mixed objective (8 chunks)", 800), arm("orm-c8-mixed-s1", 0.75, "seed 1 (ensemble member)", 800),
-            arm("orm-c8-scratch-s0", 0.50, "trunk at random, not from the policy (8 chunks)", 800),  # the control: not a lever
+    arms = [arm(0.55, 100, 1), arm(0.70, 800, 8),
+            arm(0.76, 3200, 32),  # two doublings from 800: (0.76 - 0.70) / 2
+            arm(0.66, 800, 8, "pairwise"),  # 0.04 below the pointwise arm on its labels
+            arm(0.72, 800, 8, "mixed"), arm(0.75, 800, 8, "mixed", seed=1),
+            arm(0.50, 800, 8, trunk="scratch"),  # the control: not a lever
             {"kind": "prm", "arm": "prm-c8-mixed-s0", "within_auroc": 0.99, "lever": "mixed objective (8 chunks)", "label_tokens": 800}]
     text = _lever_moves(arms)
     assert "+0.030 AUROC a doubling (labels: 4096 problems to 16384 problems)" in text
